@@ -1,0 +1,128 @@
+"""Typed, frozen study specification: what ``autotune/spec.py`` produces from YAML.
+
+Owns: the dataclasses every other module reads (never raw dicts). Validation lives in spec.py.
+Must not know about: Optuna internals, torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+OPTIMIZER_KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
+PRUNER_KINDS = ("none", "median", "percentile", "sha", "hyperband")
+WARM_START_STRATEGIES = ("enqueue", "prior")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One search-space parameter.
+
+    ``when`` maps another parameter's name to the values for which this one is active,
+    e.g. ``{"attention": ("sparse",)}``; inactive parameters are not suggested at all.
+    """
+
+    name: str
+    type: Literal["float", "int", "categorical"]
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Any, ...] = ()
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: tuple[Param, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    metric: str
+    direction: Literal["minimize", "maximize"]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    kind: str = "tpe"
+    seed: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()   # kind-specific, passed to build_sampler(**options)
+
+    @property
+    def options_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    kind: str = "none"
+    min_steps: int = 0                  # steps before any pruning (warm-up / min_resource)
+    max_steps: int | None = None        # hyperband max_resource; default: trainer steps
+    reduction_factor: int = 3           # sha / hyperband
+    percentile: float = 50.0            # percentile pruner
+    startup_trials: int = 5             # median / percentile: trials before pruning starts
+    interval_steps: int = 1
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    trials: int | None = None           # finished (COMPLETE + PRUNED) trials the study ends with
+    timeout_s: float | None = None      # wall time of this run
+    gpu_hours: float | None = None      # summed over slots
+
+
+@dataclass(frozen=True)
+class ParallelSpec:
+    gpus: Literal["auto"] | tuple[int, ...] | int = "auto"
+    trials_per_gpu: int = 1
+    workers: int | None = None          # CPU workers when there is no GPU (default 1)
+    max_retries: int = 2                # retries of a trial whose worker died
+    heartbeat_interval: int = 10        # seconds
+    grace_period: int = 60              # seconds without a heartbeat before a trial is failed
+
+
+@dataclass(frozen=True)
+class WarmStartSpec:
+    sources: tuple[str, ...] = ()       # study names, or ("auto",)
+    storage: str | None = None          # where the sources live; default the study's storage
+    strategy: str = "enqueue"
+    top_k: int = 5                      # enqueue: best k configurations
+    out_of_range: Literal["clip", "drop"] = "clip"
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    path: Path | None
+    study: str
+    storage: str
+    space: SearchSpace
+    objectives: tuple[ObjectiveSpec, ...]
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    pruner: PrunerSpec = field(default_factory=PrunerSpec)
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    parallel: ParallelSpec = field(default_factory=ParallelSpec)
+    warm_start: WarmStartSpec | None = None
+    objective: str = "builtin:moe_lm"
+    trainer: tuple[tuple[str, Any], ...] = ()
+    fixed: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+    @property
+    def trainer_dict(self) -> dict[str, Any]:
+        return dict(self.trainer)
+
+    @property
+    def fixed_dict(self) -> dict[str, Any]:
+        return dict(self.fixed)
