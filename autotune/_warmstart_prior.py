@@ -1,0 +1,159 @@
+"""The ``prior`` warm-start strategy: earlier studies' trials inform a sampler without joining the study.
+
+Owns: ``PriorSampler``, a ``BaseSampler`` that wraps any other sampler and shows it a *view* of the
+study in which the transferred trials (FrozenTrials already carried into the new space) come before
+the study's own. Nothing is written to the study: the transferred trials never count against the
+budget, never appear in reports or ``best_trial``. As the study's own finished trials accumulate,
+fewer transferred trials are shown (a fixed random share is dropped, none are left after
+``fade_trials`` own trials), and their objective values are mapped onto the own trials' value
+distribution by rank, so that a shifted or rescaled earlier problem cannot crowd the own trials
+out of the sampler's "good" set.
+Must not know about: the model, storages, how the trials were carried.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Container, Sequence
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_MIN_OWN_FOR_RESCALE = 3   # own values needed before source values are mapped onto them
+
+
+class PriorSampler(BaseSampler):
+    """Wraps ``inner`` so that it sees ``source_trials`` as the oldest trials of every study.
+
+    ``source_trials`` are COMPLETE FrozenTrials in the new space (negative numbers and ids, user
+    attr ``warm_start_from``). Example::
+
+        sampler = PriorSampler(optuna.samplers.TPESampler(seed=0), carried_trials)
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(objective, n_trials=20)   # len(study.trials) == 20
+    """
+
+    def __init__(self, inner: BaseSampler, source_trials: Sequence[FrozenTrial],
+                 fade_trials: int | None = None, seed: int = 0) -> None:
+        self.inner = inner
+        self.source_trials = list(source_trials)
+        self.fade_trials = fade_trials if fade_trials is not None else max(len(source_trials), 20)
+        # The order in which source trials leave the view; fixed, so every call agrees.
+        self._drop_order = np.random.RandomState(seed).permutation(len(self.source_trials))
+
+    def _view(self, study: optuna.Study) -> "_StudyView":
+        return _StudyView(study, self)
+
+    def visible_sources(self, own: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        """The source trials shown beside ``own`` (the study's trials), values rescaled."""
+        finished = [t for t in own if t.state in _FINISHED]
+        share = max(0.0, 1.0 - len(finished) / self.fade_trials) if self.fade_trials else 0.0
+        n_keep = int(round(share * len(self.source_trials)))
+        keep = sorted(self._drop_order[:n_keep])
+        shown = [self.source_trials[i] for i in keep]
+        own_values = [t.values for t in own if t.state == TrialState.COMPLETE and t.values]
+        if len(own_values) < _MIN_OWN_FOR_RESCALE or not shown:
+            return shown
+        return _rescale(shown, self.source_trials, np.asarray(own_values, dtype=float))
+
+    # BaseSampler: every call goes to the inner sampler with the view in place of the study.
+    def infer_relative_search_space(self, study, trial):  # noqa: ANN001, ANN201
+        return self.inner.infer_relative_search_space(self._view(study), trial)
+
+    def sample_relative(self, study, trial, search_space):  # noqa: ANN001, ANN201
+        return self.inner.sample_relative(self._view(study), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # noqa: ANN001, ANN201
+        return self.inner.sample_independent(self._view(study), trial, param_name,
+                                             param_distribution)
+
+    def before_trial(self, study, trial):  # noqa: ANN001, ANN201
+        self.inner.before_trial(self._view(study), trial)
+
+    def after_trial(self, study, trial, state, values):  # noqa: ANN001, ANN201
+        self.inner.after_trial(self._view(study), trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+def _rescale(shown: list[FrozenTrial], all_sources: list[FrozenTrial],
+             own_values: np.ndarray) -> list[FrozenTrial]:
+    """Copies of ``shown`` whose values are the own values at the same rank quantile (per objective):
+    the source's q-best trial counts as good as the study's own q-best."""
+    src_values = np.asarray([t.values for t in all_sources], dtype=float)   # (n_src, n_obj)
+    out = []
+    for t in shown:
+        values = []
+        for j, v in enumerate(t.values):
+            q = float(np.mean(src_values[:, j] < v) + 0.5 * np.mean(src_values[:, j] == v))
+            values.append(float(np.quantile(own_values[:, j], q)))
+        c = copy.copy(t)
+        c._values = values
+        out.append(c)
+    return out
+
+
+class _StudyView:
+    """The study as the inner sampler sees it: the real study (storage, directions, attrs, system
+    attrs, which samplers may write) except that listing trials prepends the visible source trials,
+    each tagged with the distributions the own trials use for that parameter."""
+
+    def __init__(self, study: optuna.Study, prior: PriorSampler) -> None:
+        self._study = study
+        self._prior = prior
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
+                    use_cache: bool = False) -> list[FrozenTrial]:
+        own = self._study._get_trials(deepcopy=False, use_cache=use_cache)
+        sources = _align_distributions(self._prior.visible_sources(own), own)
+        trials = sources + [t for t in own if states is None or t.state in states]
+        if states is not None and TrialState.COMPLETE not in states:
+            trials = trials[len(sources):]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_trials(self, deepcopy: bool = True,
+                   states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy, states, use_cache=False)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
+
+
+def _align_distributions(sources: list[FrozenTrial], own: list[FrozenTrial]) -> list[FrozenTrial]:
+    # Samplers take the intersection of trials' distributions: a source trial whose distribution
+    # object differs from the own trials' (say, a float `high` written differently) would hide
+    # the parameter from the sampler. The carried value is valid in both.
+    latest: dict[str, BaseDistribution] = {}
+    for t in own:
+        if t.state.is_finished():
+            latest.update(t.distributions)
+    if not latest or not sources:
+        return sources
+    out = []
+    for t in sources:
+        if all(latest.get(n, d) == d for n, d in t.distributions.items()):
+            out.append(t)
+            continue
+        c = copy.copy(t)
+        dists = dict(t.distributions)
+        for n, d in t.distributions.items():
+            if n in latest and latest[n] != d and _fits(latest[n], t.params[n]):
+                dists[n] = latest[n]
+        c._distributions = dists
+        out.append(c)
+    return out
+
+
+def _fits(dist: BaseDistribution, value: Any) -> bool:
+    try:
+        return dist._contains(dist.to_internal_repr(value))
+    except (ValueError, TypeError):
+        return False

@@ -1,0 +1,273 @@
+"""Warm start: moving knowledge from earlier studies in the study store into a new study.
+
+Owns: finding the source studies (named, or ``auto``: the earlier studies whose search space
+overlaps most), reading their finished trials (read only: a source study is never modified),
+carrying each trial's parameters into the new space (``_warmstart_transfer``), the two strategies
+and the provenance record in the new study's user attrs::
+
+    warm_start = {"strategy": "enqueue" | "prior", "sources": {study_name: n_trials},
+                  "storage": "<masked URL>"}          # "storage" only when not the study's own
+
+- ``enqueue``: the best ``top_k`` configurations of each source are enqueued once (user attr
+  ``warm_start_from: <source>``) and re-evaluated first; parameters new to this study are filled by
+  the sampler. Resuming the study enqueues nothing again.
+- ``prior``: the sampler is wrapped (``_warmstart_prior.PriorSampler``) so that it sees the carried
+  trials as the oldest of the study, fading out as the study's own trials accumulate; nothing is
+  added to the study.
+
+Must not know about: the model, the scheduler, YAML.
+
+Example::
+
+    sampler, apply = warmstart.prepare(spec, storage, optuna.samplers.TPESampler(seed=0))
+    study = store.create_or_load_study(storage, spec.study, spec.directions, sampler=sampler)
+    apply(study)       # {"moe-small-v0": 5}
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune import store
+from autotune._warmstart_prior import PriorSampler
+from autotune._warmstart_transfer import carry_params, distributions, space_overlap
+from autotune.spec_types import WARM_START_STRATEGIES, StudySpec, WarmStartSpec
+
+__all__ = ["WarmStartError", "prepare", "PriorSampler", "AUTO", "PROVENANCE_ATTR", "SOURCE_ATTR"]
+
+AUTO = "auto"
+AUTO_MIN_OVERLAP = 0.5      # `auto` takes a study only when this share of parameters is shared
+AUTO_MAX_SOURCES = 3
+PROVENANCE_ATTR = "warm_start"
+SOURCE_ATTR = "warm_start_from"
+
+_log = logging.getLogger("autotune")
+
+Apply = Callable[[optuna.Study], dict[str, int]]
+
+
+class WarmStartError(Exception):
+    """A warm start that cannot be done as asked: a missing source study, a source with nothing in
+    common with the new space, directions that differ."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    trials: tuple[FrozenTrial, ...]     # COMPLETE trials, as stored (the source's space)
+    carried: tuple[dict[str, Any], ...]  # per trial: its parameters in the new space
+
+
+def prepare(spec: StudySpec, storage: BaseStorage | str,
+            sampler: optuna.samplers.BaseSampler) -> tuple[optuna.samplers.BaseSampler, Apply]:
+    """The sampler to create the study with, and ``apply(study) -> {source: n_trials}`` to call
+    once the study exists. Raises WarmStartError before anything is written."""
+    ws = spec.warm_start
+    if ws is None or not ws.sources:
+        return sampler, lambda study: {}
+    if ws.strategy not in WARM_START_STRATEGIES:
+        raise WarmStartError(f"warm_start.strategy {ws.strategy!r}: expected one of "
+                             f"{', '.join(WARM_START_STRATEGIES)}")
+    src_storage, other_url = _source_storage(ws, spec, storage)
+    dists = distributions(spec.space)
+    sources = [_carry(spec, ws, name, trials, dists)
+               for name, trials in _read_sources(spec, ws, src_storage, other_url, dists)]
+    extra = {"storage": store.mask_url(other_url)} if other_url else {}
+    if ws.strategy == "prior":
+        prior_trials = _prior_trials(sources, dists)
+        counts = _counts(sources, lambda s: sum(1 for c in s.carried if c))
+        return PriorSampler(sampler, prior_trials), _record_apply("prior", counts, extra)
+    return sampler, lambda study: _apply_enqueue(study, sources, ws.top_k, spec.directions, extra)
+
+
+# ---- sources ------------------------------------------------------------------------------
+
+def _source_storage(ws: WarmStartSpec, spec: StudySpec,
+                    storage: BaseStorage | str) -> tuple[BaseStorage, str | None]:
+    """The storage holding the sources, and its URL when it is not the study's own."""
+    if ws.storage is None or ws.storage == spec.storage:
+        return (store.open_storage(storage) if isinstance(storage, str) else storage), None
+    try:
+        return store.open_storage(ws.storage), ws.storage
+    except store.StoreError as exc:
+        raise WarmStartError(f"warm_start.storage: {exc}") from None
+
+
+def _read_sources(spec: StudySpec, ws: WarmStartSpec, storage: BaseStorage, other_url: str | None,
+                  dists: dict[str, BaseDistribution]) -> list[tuple[str, list[FrozenTrial]]]:
+    studies = {s.study_name: s for s in storage.get_all_studies()}
+    where = f" in {store.mask_url(other_url)}" if other_url else ""
+    if other_url is None:   # in another storage, a study of the same name is an earlier one
+        studies.pop(spec.study, None)
+    if tuple(ws.sources) == (AUTO,):
+        return _pick_auto(spec, storage, studies, dists, where)
+    out = []
+    for name in ws.sources:
+        if name == spec.study and other_url is None:
+            raise WarmStartError(f"warm_start: study {name!r} cannot warm-start from itself")
+        if name not in studies:
+            available = ", ".join(sorted(studies)) or "none"
+            raise WarmStartError(f"warm_start: no study named {name!r}{where}; "
+                                 f"available studies: {available}")
+        _check_directions(name, studies[name].directions, spec.directions)
+        out.append((name, _complete_trials(storage, studies[name])))
+    return out
+
+
+def _complete_trials(storage: BaseStorage, frozen_study: Any) -> list[FrozenTrial]:
+    return storage.get_all_trials(frozen_study._study_id, deepcopy=False,
+                                  states=(TrialState.COMPLETE,))
+
+
+def _check_directions(name: str, have: Sequence[Any], want: Sequence[str]) -> None:
+    have_names = [d.name.lower() for d in have]
+    if have_names != [w.lower() for w in want]:
+        raise WarmStartError(f"warm_start: study {name!r} has directions {have_names}, this study "
+                             f"{list(want)}; a warm start needs the same objectives in the same order")
+
+
+def _pick_auto(spec: StudySpec, storage: BaseStorage, studies: dict[str, Any],
+               dists: dict[str, BaseDistribution], where: str) -> list[tuple[str, list[FrozenTrial]]]:
+    want = [d.lower() for d in spec.directions]
+    scored = []
+    for name, s in studies.items():
+        if [d.name.lower() for d in s.directions] != want:
+            continue
+        trials = _complete_trials(storage, s)
+        seen: dict[str, set[type]] = {}
+        for t in trials:
+            for pname, d in t.distributions.items():
+                seen.setdefault(pname, set()).add(type(d))
+        score = space_overlap(dists, seen)
+        if trials and score >= AUTO_MIN_OVERLAP:
+            scored.append((score, s._study_id, name, trials))
+    scored.sort(key=lambda x: (-x[0], -x[1]))   # most overlap, then the most recent
+    picked = scored[:AUTO_MAX_SOURCES]
+    if not picked:
+        _log.info("warm start (auto): no earlier study%s shares %.0f%% of this search space; "
+                  "starting cold", where, 100 * AUTO_MIN_OVERLAP)
+    for score, _, name, trials in picked:
+        _log.info("warm start (auto): %s (%d trials, %.0f%% of the space shared)",
+                  name, len(trials), 100 * score)
+    return [(name, trials) for _, _, name, trials in picked]
+
+
+def _carry(spec: StudySpec, ws: WarmStartSpec, name: str, trials: list[FrozenTrial],
+           dists: dict[str, BaseDistribution]) -> _Source:
+    seen = {p for t in trials for p in t.params}
+    if trials and not seen & set(dists):
+        raise WarmStartError(
+            f"warm_start: study {name!r} has nothing in common with this search space: its "
+            f"parameters are {sorted(seen)}, this study's {sorted(dists)}")
+    new, gone = sorted(set(dists) - seen), sorted(seen - set(dists))
+    if trials and (new or gone):
+        _log.warning("warm start from %r: parameters new here (left to the sampler): %s; "
+                     "not in this space (ignored): %s", name, new or "none", gone or "none")
+    carried = tuple(carry_params(t.params, spec.space, dists, ws.out_of_range) for t in trials)
+    if not trials or not any(carried):
+        _log.warning("warm start from %r: no finished trial carries a value valid in this space",
+                     name)
+    return _Source(name, tuple(trials), carried)
+
+
+def _counts(sources: list[_Source], count: Callable[[_Source], int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in sources:
+        out[s.name] = out.get(s.name, 0) + count(s)
+    return out
+
+
+# ---- prior ----------------------------------------------------------------------------------
+
+def _prior_trials(sources: list[_Source], dists: dict[str, BaseDistribution]) -> list[FrozenTrial]:
+    """The carried trials as FrozenTrials of the new space, numbered -n..-1 (oldest first), so they
+    sort before every own trial and never collide with one."""
+    out = []
+    for s in sources:
+        for t, params in zip(s.trials, s.carried):
+            if not params:
+                continue
+            ft = optuna.trial.create_trial(
+                state=TrialState.COMPLETE, values=t.values, params=params,
+                distributions={n: dists[n] for n in params}, user_attrs={SOURCE_ATTR: s.name})
+            out.append(ft)
+    for i, ft in enumerate(out):
+        ft.number = i - len(out)
+        ft._trial_id = i - len(out)
+    return out
+
+
+def _record_apply(strategy: str, counts: dict[str, int], extra: dict[str, Any]) -> Apply:
+    def apply(study: optuna.Study) -> dict[str, int]:
+        _record(study, strategy, counts, extra)
+        return dict(counts)
+    return apply
+
+
+def _record(study: optuna.Study, strategy: str, counts: dict[str, int],
+            extra: dict[str, Any]) -> None:
+    study.set_user_attr(PROVENANCE_ATTR, {"strategy": strategy, "sources": dict(counts), **extra})
+
+
+# ---- enqueue --------------------------------------------------------------------------------
+
+def _apply_enqueue(study: optuna.Study, sources: list[_Source], top_k: int,
+                   directions: Sequence[str], extra: dict[str, Any]) -> dict[str, int]:
+    """Enqueue each source's best ``top_k`` carried configurations, once: a source that already
+    has trials in the study (an earlier run of this study) is not enqueued again."""
+    done = _counts_in_study(study)
+    counts = {}
+    for s in sources:
+        if s.name in done:
+            counts[s.name] = done[s.name]
+            continue
+        configs = _best_configs(s, top_k, directions)
+        for params in configs:
+            study.enqueue_trial(params, user_attrs={SOURCE_ATTR: s.name})
+        counts[s.name] = len(configs)
+    _record(study, "enqueue", counts, extra)
+    return counts
+
+
+def _counts_in_study(study: optuna.Study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        name = t.user_attrs.get(SOURCE_ATTR)
+        if name is not None:
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+def _best_configs(s: _Source, top_k: int, directions: Sequence[str]) -> list[dict[str, Any]]:
+    signs = [1.0 if d.lower() == "minimize" else -1.0 for d in directions]
+    keyed = [([v * sg for v, sg in zip(t.values, signs)], params)
+             for t, params in zip(s.trials, s.carried) if params]
+    configs: list[dict[str, Any]] = []
+    for _, params in _pareto_sorted(keyed):
+        if params not in configs:   # clipping can map two trials onto one configuration
+            configs.append(params)
+        if len(configs) == top_k:
+            break
+    return configs
+
+
+def _pareto_sorted(keyed: list[tuple[list[float], Any]]) -> list[tuple[list[float], Any]]:
+    """Best first: by non-dominated front (all minimized), then by the first objective."""
+    if all(len(v) == 1 for v, _ in keyed):
+        return sorted(keyed, key=lambda k: k[0])
+    rest, out = list(keyed), []
+    while rest:
+        front = [k for k in rest if not any(_dominates(o[0], k[0]) for o in rest)]
+        out += sorted(front, key=lambda k: k[0])
+        rest = [k for k in rest if not any(k is f for f in front)]
+    return out
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
