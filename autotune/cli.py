@@ -1,0 +1,437 @@
+"""The ``autotune`` command: click wiring, exit codes and messages.
+
+Owns: commands and their options, turning known errors into one-line messages and exit codes
+(0 success, 1 failure at run time, 2 bad input, 130 interrupted). Business logic lives in the
+modules it calls.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, NoReturn
+
+import click
+import yaml
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+_log = logging.getLogger("autotune")
+
+
+def _die(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _guarded(fn: Callable) -> Callable:
+    """Known errors become a message and an exit code, never a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from autotune.spec import SpecError
+        from autotune.store import StoreError
+        bad_input: tuple[type[BaseException], ...] = (SpecError, StoreError)
+        try:
+            from autotune.warmstart import WarmStartError
+            bad_input += (WarmStartError,)
+        except ImportError:
+            pass
+        try:
+            return fn(*args, **kwargs)
+        except bad_input as exc:
+            _die(str(exc))
+        except KeyboardInterrupt:
+            _die("interrupted", EXIT_INTERRUPTED)
+    return wrapper
+
+
+def _storage_url(cli_url: str | None) -> str:
+    from autotune.store import DEFAULT_STORAGE, ENV_STORAGE
+    return cli_url or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
+
+
+def _open(url: str, **kwargs: Any):
+    from autotune.store import open_storage
+    return open_storage(url, **kwargs)
+
+
+def _load_existing(storage, name: str, url: str):
+    import optuna
+
+    from autotune.store import mask_url, study_exists
+    if not study_exists(storage, name):
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+        known = f"; studies there: {', '.join(names)}" if names else "; it holds no studies"
+        _die(f"no study {name!r} in {mask_url(url)}{known}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="autotune")
+@click.option("-v", "--verbose", is_flag=True, help="Log Optuna's own messages too.")
+def main(verbose: bool) -> None:
+    """Search hyperparameters and architectures of MoE / sparse-attention transformers.
+
+    \b
+    Example:
+      autotune run studies/quickstart.yaml
+      autotune status
+      autotune best quickstart
+    """
+    import optuna
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
+# --- run / worker -------------------------------------------------------------------------------
+
+def _run_options(fn: Callable) -> Callable:
+    for option in reversed([
+        click.option("--storage", metavar="URL", help="Study store URL (default: the file's storage, "
+                     "then $AUTOTUNE_STORAGE, then sqlite:///autotune.db)."),
+        click.option("--study", "study_name", metavar="NAME", help="Study name (default: the file's study)."),
+        click.option("--trials", type=int, metavar="N", help="Total finished trials the study should reach."),
+        click.option("--timeout", metavar="DURATION", help="Wall-time limit of this run, e.g. 90s, 30m, 2h."),
+        click.option("--workers", type=int, metavar="N", help="Concurrent CPU workers (no GPU)."),
+        click.option("--hard-stop", is_flag=True, help="When the budget runs out, cancel running trials "
+                     "instead of letting them finish."),
+        click.option("--live/--no-live", default=None, help="Live terminal view (default: when the "
+                     "output is a terminal)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _spec_from(file: str, storage: str | None, study_name: str | None, trials: int | None,
+               timeout: str | None, workers: int | None, warm_start: tuple[str, ...] = ()):
+    from autotune.spec import load_spec
+    return load_spec(file, storage=storage, study=study_name, trials=trials, timeout=timeout,
+                     workers=workers, warm_start=warm_start or None)
+
+
+def _prepare(spec, *, join_only: bool):
+    """Everything that can fail on bad input, in an order that writes nothing until all passed."""
+    import optuna
+
+    from autotune.pruners import build_pruner
+    from autotune.samplers import build_sampler
+    from autotune.store import create_or_load_study, study_exists
+
+    try:
+        sampler = build_sampler(spec.optimizer.kind, seed=spec.optimizer.seed, **spec.optimizer.options_dict)
+    except ValueError as exc:
+        _die(f"{spec.path}: optimizer: {exc}")
+    pruner = build_pruner(spec.pruner, spec.trainer_dict.get("steps"))
+    storage = _open(spec.storage, heartbeat_interval=spec.parallel.heartbeat_interval,
+                    grace_period=spec.parallel.grace_period,
+                    failed_trial_callback=optuna.storages.RetryFailedTrialCallback(
+                        max_retry=spec.parallel.max_retries))
+    exists = study_exists(storage, spec.study)
+    if join_only and not exists:
+        _die(f"no study {spec.study!r} to join in the store; start it with `autotune run {spec.path}` first")
+    apply_warm_start = None
+    if spec.warm_start is not None and not join_only:
+        from autotune.warmstart import prepare
+        sampler, apply_warm_start = prepare(spec, storage, sampler)
+    study = create_or_load_study(storage, spec.study, spec.directions, sampler=sampler, pruner=pruner)
+    if not exists:
+        study.set_user_attr("autotune", {"metrics": spec.metrics, "objective": spec.objective,
+                                         "optimizer": spec.optimizer.kind, "pruner": spec.pruner.kind,
+                                         "source": str(spec.path) if spec.path else None})
+    if apply_warm_start is not None:
+        apply_warm_start(study)
+    return study
+
+
+def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None) -> None:
+    from autotune import space as space_mod
+    from autotune.objective import TrialObjective
+    from autotune.progress import make_progress, print_summary
+    from autotune.scheduler import run_study
+    from autotune.store import mask_url
+
+    study = _prepare(spec, join_only=join_only)
+    progress = make_progress(live)
+    result = run_study(
+        study, storage_url=spec.storage,
+        suggest=lambda trial: space_mod.suggest(trial, spec.space),
+        objective=TrialObjective(spec, spec.storage),
+        parallel=spec.parallel, budget=spec.budget, hard_stop=hard_stop, progress=progress)
+    print_summary(study, mask_url(spec.storage))
+    if getattr(result, "interrupted", False):
+        _die("interrupted: running trials were stopped and marked; run the same command to resume",
+             EXIT_INTERRUPTED)
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
+    if not finished and study.get_trials(deepcopy=False):
+        _die("every trial failed; see the fail_reason of each trial (autotune export "
+             f"{spec.study} --format json)", EXIT_FAILED)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_run_options
+@click.option("--warm-start", "warm_start", multiple=True, metavar="STUDY",
+              help="Warm-start from this earlier study (repeatable); overrides the file's warm_start.from.")
+@_guarded
+def run(file: str, storage: str | None, study_name: str | None, trials: int | None,
+        timeout: str | None, workers: int | None, hard_stop: bool, live: bool | None,
+        warm_start: tuple[str, ...]) -> None:
+    """Run (or resume) the study described by FILE.
+
+    Trials run in parallel on the GPUs found (CPU workers where there is none) until the budget
+    is spent; running it again resumes where it stopped.
+
+    \b
+    Example:
+      autotune run studies/quickstart.yaml
+      autotune run studies/moe_sparse.yaml --trials 80 --timeout 2h
+    """
+    spec = _spec_from(file, storage, study_name, trials, timeout, workers, warm_start)
+    _execute(spec, join_only=False, hard_stop=hard_stop, live=live)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_run_options
+@_guarded
+def worker(file: str, storage: str | None, study_name: str | None, trials: int | None,
+           timeout: str | None, workers: int | None, hard_stop: bool, live: bool | None) -> None:
+    """Join a running study from another machine (or another process on this one).
+
+    The study must exist in the shared store; the worker takes its share of the same budget.
+
+    \b
+    Example:
+      autotune worker studies/moe_sparse.yaml --storage postgresql://tuner@db-host/autotune
+    """
+    spec = _spec_from(file, storage, study_name, trials, timeout, workers)
+    _execute(spec, join_only=True, hard_stop=hard_stop, live=live)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_guarded
+def validate(file: str) -> None:
+    """Check a study file (and its search space) without running or writing anything.
+
+    \b
+    Example:
+      autotune validate studies/moe_sparse.yaml
+    """
+    from autotune.samplers import build_sampler
+    from autotune.spec import load_spec
+    from autotune.store import mask_url
+    spec = load_spec(file)
+    try:
+        build_sampler(spec.optimizer.kind, seed=spec.optimizer.seed, **spec.optimizer.options_dict)
+    except ValueError as exc:
+        _die(f"{file}: optimizer: {exc}")
+    b = spec.budget
+    budget = ", ".join(x for x in (f"{b.trials} trials" if b.trials else "",
+                                    f"{b.timeout_s:g} s" if b.timeout_s else "",
+                                    f"{b.gpu_hours:g} GPU-hours" if b.gpu_hours else "") if x)
+    click.echo(f"{file}: OK")
+    click.echo(f"  study      {spec.study} in {mask_url(spec.storage)}")
+    click.echo(f"  objectives {', '.join(f'{o.direction} {o.metric}' for o in spec.objectives)}")
+    click.echo(f"  space      {len(spec.space.params)} parameters: {', '.join(spec.space.names)}")
+    click.echo(f"  optimizer  {spec.optimizer.kind}; pruner {spec.pruner.kind}; budget {budget}")
+
+
+# --- inspecting studies -------------------------------------------------------------------------
+
+@main.command()
+@click.option("--storage", metavar="URL", help="Study store URL (default $AUTOTUNE_STORAGE or sqlite:///autotune.db).")
+@_guarded
+def status(storage: str | None) -> None:
+    """List the studies in a store with trial counts by state and best values.
+
+    \b
+    Example:
+      autotune status --storage sqlite:///autotune.db
+    """
+    from autotune.store import mask_url, summarize_studies
+    url = _storage_url(storage)
+    summaries = summarize_studies(_open(url))
+    click.echo(f"store: {mask_url(url)}")
+    if not summaries:
+        click.echo("no studies yet; start one with: autotune run studies/quickstart.yaml")
+        return
+    for s in summaries:
+        counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(s.counts.items())) or "no trials"
+        metrics = (s.user_attrs.get("autotune") or {}).get("metrics") or []
+        best = ""
+        if s.best_values is not None:
+            label = metrics[0] if metrics else "value"
+            best = f"; best {label} {s.best_values[0]:.6g}"
+        elif len(s.directions) > 1:
+            best = f"; {len(s.directions)} objectives ({', '.join(metrics)})"
+        click.echo(f"  {s.name}: {s.n_trials} trials ({counts}){best}")
+        ws = s.user_attrs.get("warm_start")
+        if isinstance(ws, dict) and ws.get("sources"):
+            src = ", ".join(f"{k} ({v} trials)" for k, v in ws["sources"].items())
+            click.echo(f"    warm-started ({ws.get('strategy', '?')}) from {src}")
+
+
+def _best_trials(study) -> list:
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        _die(f"study {study.study_name!r} has no complete trial yet", EXIT_FAILED)
+    return [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option("--storage", metavar="URL", help="Study store URL.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
+@_guarded
+def best(study_name: str, storage: str | None, as_json: bool) -> None:
+    """Print the best parameters (the Pareto front for several objectives), ready to paste.
+
+    \b
+    Example:
+      autotune best quickstart > best.yaml
+      autotune best quickstart --json
+    """
+    url = _storage_url(storage)
+    study = _load_existing(_open(url), study_name, url)
+    metrics = ((study.user_attrs.get("autotune") or {}).get("metrics")
+               or [f"value_{i}" for i in range(len(study.directions))])
+    rows = [{"trial": t.number, "values": dict(zip(metrics, t.values)), "params": dict(t.params)}
+            for t in _best_trials(study)]
+    if as_json:
+        click.echo(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
+        return
+    for row in rows:
+        values = ", ".join(f"{k}={v:.6g}" for k, v in row["values"].items())
+        click.echo(f"# study {study_name}, trial {row['trial']}: {values}")
+        click.echo(yaml.safe_dump(row["params"], sort_keys=False).rstrip())
+        if len(rows) > 1:
+            click.echo("---")
+
+
+def _export_rows(study) -> list[dict[str, Any]]:
+    metrics = ((study.user_attrs.get("autotune") or {}).get("metrics")
+               or [f"value_{i}" for i in range(len(study.directions))])
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        values = dict(zip(metrics, t.values)) if t.values else {}
+        rows.append({
+            "number": t.number, "state": t.state.name,
+            "values": values, "params": dict(t.params), "user_attrs": dict(t.user_attrs),
+            "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
+            "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
+            "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
+        })
+    return rows
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option("--storage", metavar="URL", help="Study store URL.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of standard output.")
+@_guarded
+def export(study_name: str, storage: str | None, fmt: str, out: str | None) -> None:
+    """Dump every trial: number, state, values, parameters and user attributes.
+
+    \b
+    Example:
+      autotune export quickstart --format csv --out trials.csv
+    """
+    url = _storage_url(storage)
+    rows = _export_rows(_load_existing(_open(url), study_name, url))
+    if fmt == "json":
+        text = json.dumps(_clean(rows), indent=2) + "\n"
+    else:
+        flat = []
+        for r in rows:
+            row = {"number": r["number"], "state": r["state"],
+                   "datetime_start": r["datetime_start"], "datetime_complete": r["datetime_complete"]}
+            row.update({f"value.{k}": v for k, v in r["values"].items()})
+            row.update({f"param.{k}": v for k, v in r["params"].items()})
+            for k, v in r["user_attrs"].items():
+                if isinstance(v, dict) and k == "metrics":
+                    row.update({f"metric.{mk}": mv for mk, mv in v.items() if not isinstance(mv, (list, dict))})
+                else:
+                    row[f"attr.{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
+            flat.append(row)
+        columns: list[str] = []
+        for row in flat:
+            columns += [c for c in row if c not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat)
+        text = buf.getvalue()
+    if out:
+        Path(out).write_text(text)
+        click.echo(f"wrote {len(rows)} trials to {out}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option("--storage", metavar="URL", help="Study store URL.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Output file (default STUDY-report.html / .png).")
+@click.option("--format", "fmt", type=click.Choice(["html", "png"]), default="html", show_default=True)
+@_guarded
+def report(study_name: str, storage: str | None, out: str | None, fmt: str) -> None:
+    """Write a self-contained plotly report (HTML, works offline) of a study.
+
+    \b
+    Example:
+      autotune report quickstart --out quickstart.html
+    """
+    from autotune import report as report_mod
+    url = _storage_url(storage)
+    study = _load_existing(_open(url), study_name, url)
+    target = Path(out or f"{study_name}-report.{fmt}")
+    try:
+        written = report_mod.write_report(study, target, fmt)
+    except report_mod.ReportError as exc:
+        _die(str(exc), EXIT_FAILED)
+    click.echo(f"wrote {written}")
+
+
+@main.command()
+@click.option("--storage", metavar="URL", help="Study store URL.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it.")
+@click.option("--port", default=8080, show_default=True, type=int)
+@_guarded
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the study store (local only unless --host says otherwise).
+
+    \b
+    Example:
+      autotune dashboard --port 8080   # then open http://127.0.0.1:8080
+    """
+    from autotune import dashboard as dashboard_mod
+    url = _storage_url(storage)
+    _open(url)  # a clear error for a store that cannot be opened
+    try:
+        dashboard_mod.serve(url, host=host, port=port)
+    except dashboard_mod.DashboardError as exc:
+        _die(str(exc), EXIT_FAILED)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,147 @@
+"""The bridge between a trial and the function that evaluates it.
+
+Owns: merging ``trainer`` + ``fixed`` + sampled parameters; loading the user's objective
+(``package.module:function``) or the built-in ``moe_lm``; turning ``report(step, metrics)`` into
+``trial.report`` / ``trial.should_prune``; turning returned metrics into the study's objective
+values, stored with all metrics as user attributes.
+Must not know about: kernel details, processes (the scheduler runs ``TrialObjective`` in a worker).
+
+A user's objective has this shape::
+
+    def objective(params: dict, report) -> dict:
+        for step in range(100):
+            loss = ...
+            if not report(step, {"val_loss": loss}):   # False: the pruner stopped this trial
+                return {"val_loss": loss}
+        return {"val_loss": loss}
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import optuna
+
+from autotune.spec import BUILTIN_PREFIX, import_objective
+from autotune.spec_types import StudySpec
+
+Report = Callable[[int, Mapping[str, float]], bool]
+Notify = Callable[[int, Mapping[str, float]], None]
+
+
+class TrialFailed(Exception):
+    """The objective ran but its result cannot be used (missing or non-finite metric)."""
+
+
+def moe_lm(params: Mapping[str, Any], report: Report) -> dict[str, float]:
+    """The built-in objective: train the MoE / sparse-attention transformer on ``params``.
+
+    ``params`` holds model knobs (``autotune.model.ModelConfig`` fields) and training knobs
+    (``autotune.train.TrainConfig`` fields) by name.
+    """
+    from autotune.model.config import ModelConfig
+    from autotune.train import TrainConfig, train
+
+    model_names, train_names = ModelConfig.field_names(), {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(params) - model_names - train_names
+    if unknown:
+        raise TrialFailed(f"builtin:moe_lm has no knobs {sorted(unknown)}")
+    model_cfg = ModelConfig(**{k: v for k, v in params.items() if k in model_names})
+    train_cfg = TrainConfig(**{k: v for k, v in params.items() if k in train_names})
+    return train(model_cfg, train_cfg, report)
+
+
+def resolve(ref: str, spec: StudySpec | None = None) -> Callable[[dict, Report], Mapping[str, float]]:
+    """``builtin:moe_lm`` or ``package.module:function`` -> the function."""
+    if ref.startswith(BUILTIN_PREFIX):
+        return {"moe_lm": moe_lm}[ref[len(BUILTIN_PREFIX):]]
+    return import_objective(ref, spec.path.parent if spec is not None and spec.path else None)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
+        return _jsonable(value.tolist())
+    return value
+
+
+class TrialObjective:
+    """Picklable: the scheduler runs ``objective(trial_id, params, notify)`` in a worker process.
+
+    Returns the objective values in the spec's order; raises ``optuna.TrialPruned`` when the
+    pruner stopped the trial, ``TrialFailed`` when a metric is missing or not finite.
+    """
+
+    def __init__(self, spec: StudySpec, storage_url: str):
+        self.spec = spec
+        self.storage_url = storage_url
+        self._study: optuna.Study | None = None  # opened once per worker process
+
+    def __getstate__(self) -> dict:
+        return {"spec": self.spec, "storage_url": self.storage_url, "_study": None}
+
+    def _load_study(self) -> optuna.Study:
+        if self._study is None:
+            from autotune.pruners import build_pruner
+            from autotune.store import open_storage
+            steps = self.spec.trainer_dict.get("steps")
+            self._study = optuna.load_study(
+                study_name=self.spec.study, storage=open_storage(self.storage_url),
+                pruner=build_pruner(self.spec.pruner, steps))
+        return self._study
+
+    def config(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """What the objective function sees: trainer settings, then fixed values, then the trial's."""
+        return {**self.spec.trainer_dict, **self.spec.fixed_dict, **params}
+
+    def __call__(self, trial_id: int, params: Mapping[str, Any], notify: Notify | None = None) -> list[float]:
+        study = self._load_study()
+        trial = optuna.trial.Trial(study, trial_id)
+        metric = self.spec.metrics[0]
+        single = len(self.spec.objectives) == 1
+        pruned = False
+        curve: list[list[Any]] = []
+
+        def report(step: int, metrics: Mapping[str, float]) -> bool:
+            nonlocal pruned
+            step = int(step)
+            metrics = {k: _jsonable(v) for k, v in metrics.items()}
+            if notify is not None:
+                notify(step, metrics)
+            curve.append([step, {k: v for k, v in metrics.items() if k in self.spec.metrics}])
+            value = metrics.get(metric)
+            if not single or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return not pruned
+            trial.report(float(value), step)
+            if trial.should_prune():
+                pruned = True
+            return not pruned
+
+        fn = resolve(self.spec.objective, self.spec)
+        started = time.perf_counter()
+        result = fn(self.config(params), report)
+        if not isinstance(result, Mapping):
+            raise TrialFailed(f"objective {self.spec.objective} returned {type(result).__name__}, "
+                              "expected a dict of metrics")
+        metrics = {str(k): _jsonable(v) for k, v in result.items()}
+        metrics.setdefault("trial_seconds", round(time.perf_counter() - started, 3))
+        trial.set_user_attr("metrics", metrics)
+        if not single:
+            trial.set_user_attr("curve", curve)
+        if pruned:
+            raise optuna.TrialPruned(f"pruned by {self.spec.pruner.kind} at step {curve[-1][0]}")
+        values = []
+        for name in self.spec.metrics:
+            if name not in metrics:
+                raise TrialFailed(f"objective {self.spec.objective} did not return metric {name!r} "
+                                  f"(it returned {sorted(metrics)})")
+            value = metrics[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TrialFailed(f"metric {name!r} is {value!r}, not a finite number")
+            values.append(float(value))
+        return values

@@ -1,0 +1,735 @@
+"""Study YAML -> a typed, validated ``StudySpec`` (the frozen dataclasses of ``spec_types``).
+
+Owns: reading the study file (and the search-space file it names), both the native form and the
+flat ``optimization:`` form, every validation, and the one-off overrides of ``autotune run``.
+Every problem raises ``SpecError`` naming the file, the key path and the fix; nothing downstream
+reads raw dicts.
+Must not know about: Optuna internals, torch (the built-in objective's parameter names come from
+the config dataclasses, imported lazily).
+
+Example::
+
+    >>> spec = load_spec("studies/quickstart.yaml")          # doctest: +SKIP
+    >>> spec.objectives[0].metric, spec.budget.trials       # doctest: +SKIP
+    ('val_loss', 8)
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from autotune.spec_types import (OPTIMIZER_KINDS, PRUNER_KINDS, WARM_START_STRATEGIES, BudgetSpec,
+                                 ObjectiveSpec, OptimizerSpec, ParallelSpec, Param, PrunerSpec,
+                                 SearchSpace, StudySpec, WarmStartSpec)
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_OBJECTIVES = ("moe_lm",)
+
+
+class SpecError(Exception):
+    """A mistake in a study or space file: ``file: key: problem``."""
+
+    def __init__(self, file: str | Path | None, key: str, problem: str):
+        self.file, self.key, self.problem = (str(file) if file else "<study>"), key, problem
+        super().__init__(f"{self.file}: {key}: {problem}" if key else f"{self.file}: {problem}")
+
+
+# --- YAML -------------------------------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``) and rejects
+    duplicate keys instead of silently keeping the last one."""
+
+
+_FLOAT = re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$
+                       |^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$""", re.X)
+_Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: Path, key: str = "") -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(path, key, "file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SpecError(path, key, f"cannot be read ({type(exc).__name__})") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(path, key, f"YAML syntax error at {where}{problem}") from None
+
+
+# --- small checkers -----------------------------------------------------------------------------
+
+class _Ctx:
+    """The file being read, for error messages."""
+
+    def __init__(self, file: Path | None):
+        self.file = file
+
+    def fail(self, key: str, problem: str) -> SpecError:
+        return SpecError(self.file, key, problem)
+
+    def mapping(self, value: Any, key: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a mapping, got {_kind(value)}")
+        return value
+
+    def keys(self, value: dict, key: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()):
+        for k in value:
+            if k not in allowed:
+                hint = difflib.get_close_matches(str(k), allowed, n=1)
+                extra = f"; did you mean {hint[0]!r}?" if hint else f"; allowed: {', '.join(allowed)}"
+                raise self.fail(_join(key, k), f"unknown key{extra}")
+        for k in required:
+            if k not in value:
+                raise self.fail(_join(key, k), "is required")
+
+    def number(self, value: Any, key: str, *, integer: bool = False, positive: bool = False,
+               minimum: float | None = None) -> float | int:
+        if isinstance(value, str):
+            try:
+                value = float(value) if not integer else int(float(value))
+            except ValueError:
+                raise self.fail(key, f"must be a number, got the text {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, f"must be a number, got {_kind(value)}")
+        if not math.isfinite(value):
+            raise self.fail(key, f"must be finite, got {value}")
+        if integer:
+            if isinstance(value, float) and not value.is_integer():
+                raise self.fail(key, f"must be a whole number, got {value}")
+            value = int(value)
+        if positive and value <= 0:
+            raise self.fail(key, f"must be > 0, got {value}")
+        if minimum is not None and value < minimum:
+            raise self.fail(key, f"must be >= {minimum}, got {value}")
+        return value
+
+    def text(self, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"must be a non-empty text, got {_kind(value)}")
+        if choices is not None and value not in choices:
+            hint = difflib.get_close_matches(value, choices, n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise self.fail(key, f"{value!r} is not one of {', '.join(choices)}{extra}")
+        return value
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, got {_kind(value)}")
+        return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {value}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _join(key: str, sub: Any) -> str:
+    if isinstance(sub, int):
+        return f"{key}[{sub}]"
+    return f"{key}.{sub}" if key else str(sub)
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
+
+
+def parse_duration(value: Any, ctx: _Ctx, key: str) -> float:
+    """``90`` (seconds), ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"`` -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(ctx.number(value, key, positive=True))
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m and any(m.groups()):
+            h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+            seconds = 3600 * h + 60 * mi + s
+            if seconds > 0:
+                return seconds
+    raise ctx.fail(key, f"must be a duration like 90s, 30m, 2h or 1h30m, got {_kind(value)}")
+
+
+# --- search space -----------------------------------------------------------------------------
+
+_PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "when")
+_PARAM_TYPES = ("float", "int", "categorical")
+
+
+def _parse_param(ctx: _Ctx, name: str, raw: Any, key: str, flat: bool = False) -> Param:
+    if isinstance(raw, list):
+        raw = {"type": "categorical", "choices": raw}
+    if not isinstance(raw, dict):
+        raise ctx.fail(key, f"must be a mapping with a type (float, int, categorical) or a list of "
+                            f"choices, got {_kind(raw)}; constant values go under fixed:")
+    raw = dict(raw)
+    if flat:  # the flat form says min/max/values
+        for old, new in (("min", "low"), ("max", "high"), ("values", "choices")):
+            if old in raw and new not in raw:
+                raw[new] = raw.pop(old)
+    ctx.keys(raw, key, _PARAM_KEYS, required=("type",))
+    ptype = ctx.text(raw["type"], _join(key, "type"), _PARAM_TYPES)
+    when = _parse_when(ctx, raw.get("when"), _join(key, "when"))
+    if ptype == "categorical":
+        for k in ("low", "high", "log", "step"):
+            if k in raw:
+                raise ctx.fail(_join(key, k), "does not apply to a categorical parameter (use choices)")
+        choices = raw.get("choices")
+        if not isinstance(choices, list):
+            raise ctx.fail(_join(key, "choices"), f"must be a list, got {_kind(choices)}")
+        if not choices:
+            raise ctx.fail(_join(key, "choices"), "is empty; give at least one choice")
+        for i, c in enumerate(choices):
+            if not (c is None or isinstance(c, (bool, int, float, str))):
+                raise ctx.fail(_join(_join(key, "choices"), i),
+                               f"must be a number, text, boolean or null, got {_kind(c)}")
+        if len(set(map(repr, choices))) != len(choices):
+            raise ctx.fail(_join(key, "choices"), "has duplicate choices")
+        return Param(name, "categorical", choices=tuple(choices), when=when)
+    if "choices" in raw:
+        raise ctx.fail(_join(key, "choices"), f"applies only to categorical parameters, not {ptype}")
+    for k in ("low", "high"):
+        if k not in raw:
+            raise ctx.fail(_join(key, k), f"is required for a {ptype} parameter")
+    integer = ptype == "int"
+    low = ctx.number(raw["low"], _join(key, "low"), integer=integer)
+    high = ctx.number(raw["high"], _join(key, "high"), integer=integer)
+    if low > high:
+        raise ctx.fail(_join(key, "low"), f"low ({low}) is greater than high ({high})")
+    log = ctx.boolean(raw.get("log", False), _join(key, "log"))
+    if log and low <= 0:
+        raise ctx.fail(_join(key, "low"), f"must be > 0 when log: true, got {low}")
+    step = raw.get("step")
+    if step is not None:
+        step = ctx.number(step, _join(key, "step"), integer=integer, positive=True)
+        if log and not (integer and step == 1):
+            raise ctx.fail(_join(key, "step"), "cannot be combined with log: true")
+        if step > high - low and high > low:
+            raise ctx.fail(_join(key, "step"), f"step {step} is larger than high - low ({high - low})")
+    if ptype == "float":
+        low, high = float(low), float(high)
+    return Param(name, ptype, low=low, high=high, log=log, step=step, when=when)
+
+
+def _parse_when(ctx: _Ctx, raw: Any, key: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    if raw is None:
+        return ()
+    raw = ctx.mapping(raw, key)
+    if not raw:
+        raise ctx.fail(key, "is empty; name a parameter and its values, e.g. {attention: sparse}")
+    out = []
+    for other, allowed in raw.items():
+        values = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+        if not values:
+            raise ctx.fail(_join(key, other), "is an empty list of values")
+        out.append((str(other), values))
+    return tuple(out)
+
+
+def _order_params(ctx: _Ctx, params: dict[str, Param], key: str) -> tuple[Param, ...]:
+    """Check conditions refer to real parameters and values; sort so each comes after what it needs."""
+    for p in params.values():
+        for other, allowed in p.when:
+            wkey = _join(_join(_join(key, p.name), "when"), other)
+            if other == p.name:
+                raise ctx.fail(wkey, "a parameter cannot depend on itself")
+            if other not in params:
+                hint = difflib.get_close_matches(other, list(params), n=1)
+                extra = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise ctx.fail(wkey, f"refers to {other!r}, which is not in the search space{extra}")
+            dep = params[other]
+            if dep.type == "categorical":
+                for v in allowed:
+                    if v not in dep.choices:
+                        raise ctx.fail(wkey, f"{v!r} is not one of {other}'s choices {list(dep.choices)}")
+    ordered: list[Param] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, chain: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise ctx.fail(_join(_join(key, name), "when"),
+                           f"conditions form a cycle: {' -> '.join(chain + [name])}")
+        state[name] = 1
+        for other, _ in params[name].when:
+            visit(other, chain + [name])
+        state[name] = 2
+        ordered.append(params[name])
+
+    for name in params:
+        visit(name, [])
+    return tuple(ordered)
+
+
+def _parse_space(ctx: _Ctx, raw: Any, key: str, base_dir: Path, flat: bool = False) -> SearchSpace:
+    if isinstance(raw, str):
+        path = (base_dir / raw).resolve() if not Path(raw).is_absolute() else Path(raw)
+        if not path.exists():
+            raise ctx.fail(key, f"search-space file {raw!r} not found (looked in {path})")
+        space_ctx = _Ctx(path)
+        data = _read_yaml(path)
+        if isinstance(data, dict) and set(data) <= {"parameters", "space"} and len(data) == 1:
+            data = next(iter(data.values()))
+        return _parse_space(space_ctx, data, "", path.parent, flat)
+    if raw is None:
+        raise ctx.fail(key, "is required: a search-space file or a mapping of parameters")
+    raw = ctx.mapping(raw, key)
+    if not raw:
+        raise ctx.fail(key, "is empty; name at least one parameter to search")
+    params = {}
+    for name, praw in raw.items():
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.-]*$", name):
+            raise ctx.fail(_join(key, name), "parameter names are letters, digits, _ . - "
+                                             "and start with a letter")
+        params[name] = _parse_param(ctx, name, praw, _join(key, name), flat)
+    return SearchSpace(_order_params(ctx, params, key))
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+_STUDY_KEYS = ("study", "description", "storage", "space", "objectives", "optimizer", "pruner",
+               "budget", "parallel", "warm_start", "objective", "trainer", "fixed")
+_FLAT_TOP_KEYS = ("optimization", "study", "description", "storage", "objective", "trainer",
+                  "fixed", "pruner", "warm_start")
+_FLAT_KEYS = ("algorithm", "max_evals", "parallel_evals", "metrics", "parameters", "seed",
+              "timeout")
+_FLAT_ALGORITHMS = {"bayesian": "tpe", "evolutionary": "evolution", "hybrid": "hybrid",
+                    "random": "random", "tpe": "tpe", "gp": "gp"}
+
+
+def _parse_objectives(ctx: _Ctx, raw: Any, key: str) -> tuple[ObjectiveSpec, ...]:
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ctx.fail(key, "must be a list of {metric: NAME, direction: minimize|maximize}")
+    out = []
+    for i, item in enumerate(raw):
+        ikey = _join(key, i)
+        item = ctx.mapping(item, ikey)
+        ctx.keys(item, ikey, ("metric", "direction"), required=("metric", "direction"))
+        out.append(ObjectiveSpec(ctx.text(item["metric"], _join(ikey, "metric")),
+                                 ctx.text(item["direction"], _join(ikey, "direction"),
+                                          ("minimize", "maximize"))))
+    names = [o.metric for o in out]
+    if len(set(names)) != len(names):
+        raise ctx.fail(key, f"names a metric twice: {names}")
+    return tuple(out)
+
+
+def _parse_optimizer(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> OptimizerSpec:
+    if isinstance(raw, str):
+        raw = {"kind": raw}
+    raw = ctx.mapping(raw, key)
+    kind = ctx.text(raw.get("kind", "tpe"), _join(key, "kind"), OPTIMIZER_KINDS)
+    seed = raw.get("seed")
+    if seed is not None:
+        seed = ctx.number(seed, _join(key, "seed"), integer=True, minimum=0)
+    options = {k: v for k, v in raw.items() if k not in ("kind", "seed")}
+    try:
+        from autotune.samplers import check_sampler_options
+    except ImportError:  # samplers not importable: validated when the sampler is built
+        check_sampler_options = None
+    if check_sampler_options is not None:
+        try:
+            check_sampler_options(kind, options, n_objectives)
+        except ValueError as exc:
+            sub, _, problem = str(exc).partition(": ")
+            if not problem:
+                sub, problem = "kind", str(exc)
+            raise ctx.fail(_join(key, sub), problem) from None
+    return OptimizerSpec(kind, seed, tuple(sorted(options.items())))
+
+
+def _parse_pruner(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> PrunerSpec:
+    if isinstance(raw, str):
+        raw = {"kind": raw}
+    raw = ctx.mapping(raw, key)
+    fields = [f.name for f in dataclasses.fields(PrunerSpec)]
+    ctx.keys(raw, key, tuple(fields))
+    kind = ctx.text(raw.get("kind", "none"), _join(key, "kind"), PRUNER_KINDS)
+    if kind != "none" and n_objectives > 1:
+        raise ctx.fail(_join(key, "kind"), "Optuna prunes single-objective studies only; "
+                                           "use kind: none with several objectives")
+    values: dict[str, Any] = {"kind": kind}
+    for name in ("min_steps", "reduction_factor", "startup_trials", "interval_steps"):
+        if name in raw:
+            values[name] = ctx.number(raw[name], _join(key, name), integer=True, minimum=0)
+    if "max_steps" in raw and raw["max_steps"] is not None:
+        values["max_steps"] = ctx.number(raw["max_steps"], _join(key, "max_steps"), integer=True,
+                                         positive=True)
+    if "percentile" in raw:
+        pct = ctx.number(raw["percentile"], _join(key, "percentile"))
+        if not 0 < pct < 100:
+            raise ctx.fail(_join(key, "percentile"), f"must be between 0 and 100, got {pct}")
+        values["percentile"] = float(pct)
+    if values.get("reduction_factor", 3) < 2:
+        raise ctx.fail(_join(key, "reduction_factor"), "must be >= 2")
+    if values.get("interval_steps", 1) < 1:
+        raise ctx.fail(_join(key, "interval_steps"), "must be >= 1")
+    return PrunerSpec(**values)
+
+
+def _parse_budget(ctx: _Ctx, raw: Any, key: str) -> BudgetSpec:
+    raw = ctx.mapping(raw, key)
+    ctx.keys(raw, key, ("trials", "timeout", "gpu_hours"))
+    trials = raw.get("trials")
+    if trials is not None:
+        trials = ctx.number(trials, _join(key, "trials"), integer=True, positive=True)
+    timeout = raw.get("timeout")
+    if timeout is not None:
+        timeout = parse_duration(timeout, ctx, _join(key, "timeout"))
+    gpu_hours = raw.get("gpu_hours")
+    if gpu_hours is not None:
+        gpu_hours = float(ctx.number(gpu_hours, _join(key, "gpu_hours"), positive=True))
+    if trials is None and timeout is None and gpu_hours is None:
+        raise ctx.fail(key, "needs at least one of trials, timeout, gpu_hours (else the study never ends)")
+    return BudgetSpec(trials, timeout, gpu_hours)
+
+
+def _parse_parallel(ctx: _Ctx, raw: Any, key: str) -> ParallelSpec:
+    raw = ctx.mapping(raw, key)
+    fields = tuple(f.name for f in dataclasses.fields(ParallelSpec))
+    ctx.keys(raw, key, fields)
+    values: dict[str, Any] = {}
+    gpus = raw.get("gpus", "auto")
+    gkey = _join(key, "gpus")
+    if isinstance(gpus, list):
+        ids = tuple(ctx.number(g, _join(gkey, i), integer=True, minimum=0) for i, g in enumerate(gpus))
+        if len(set(ids)) != len(ids):
+            raise ctx.fail(gkey, f"lists a GPU twice: {list(ids)}")
+        values["gpus"] = ids
+    elif isinstance(gpus, str):
+        values["gpus"] = ctx.text(gpus, gkey, ("auto",))
+    else:
+        values["gpus"] = ctx.number(gpus, gkey, integer=True, minimum=0)
+    for name, minimum in (("trials_per_gpu", 1), ("workers", 1), ("max_retries", 0),
+                          ("heartbeat_interval", 1), ("grace_period", 1)):
+        if raw.get(name) is not None:
+            values[name] = ctx.number(raw[name], _join(key, name), integer=True, minimum=minimum)
+    spec = ParallelSpec(**values)
+    if spec.grace_period <= spec.heartbeat_interval:
+        raise ctx.fail(_join(key, "grace_period"),
+                       f"must exceed heartbeat_interval ({spec.heartbeat_interval} s)")
+    return spec
+
+
+def _parse_warm_start(ctx: _Ctx, raw: Any, key: str) -> WarmStartSpec | None:
+    if raw is None:
+        return None
+    if isinstance(raw, (str, list)):
+        raw = {"from": raw}
+    raw = ctx.mapping(raw, key)
+    ctx.keys(raw, key, ("from", "storage", "strategy", "top_k", "out_of_range"), required=("from",))
+    sources = raw["from"]
+    sources = [sources] if isinstance(sources, str) else sources
+    if not isinstance(sources, list) or not sources:
+        raise ctx.fail(_join(key, "from"), "must name one or more earlier studies, or auto")
+    names = tuple(ctx.text(s, _join(_join(key, "from"), i)) for i, s in enumerate(sources))
+    if "auto" in names and len(names) > 1:
+        raise ctx.fail(_join(key, "from"), "auto picks the sources itself; give it alone")
+    values: dict[str, Any] = {"sources": names}
+    if raw.get("storage") is not None:
+        values["storage"] = _parse_storage(ctx, raw["storage"], _join(key, "storage"))
+    if "strategy" in raw:
+        values["strategy"] = ctx.text(raw["strategy"], _join(key, "strategy"), WARM_START_STRATEGIES)
+    if "top_k" in raw:
+        values["top_k"] = ctx.number(raw["top_k"], _join(key, "top_k"), integer=True, positive=True)
+    if "out_of_range" in raw:
+        values["out_of_range"] = ctx.text(raw["out_of_range"], _join(key, "out_of_range"),
+                                          ("clip", "drop"))
+    return WarmStartSpec(**values)
+
+
+def _parse_storage(ctx: _Ctx, raw: Any, key: str) -> str:
+    from autotune.store import StoreError, check_storage_url
+    url = ctx.text(raw, key)
+    try:
+        check_storage_url(url)
+    except StoreError as exc:
+        raise ctx.fail(key, str(exc)) from None
+    return url
+
+
+def _parse_objective_ref(ctx: _Ctx, raw: Any, key: str) -> str:
+    ref = ctx.text(raw, key)
+    if ref.startswith(BUILTIN_PREFIX):
+        name = ref[len(BUILTIN_PREFIX):]
+        if name not in BUILTIN_OBJECTIVES:
+            raise ctx.fail(key, f"unknown built-in objective {name!r}; built-ins: "
+                                f"{', '.join(BUILTIN_PREFIX + b for b in BUILTIN_OBJECTIVES)}")
+        return ref
+    module, _, func = ref.partition(":")
+    if not module or not func:
+        raise ctx.fail(key, f"{ref!r} must be builtin:NAME or package.module:function")
+    try:
+        fn = import_objective(ref, ctx.file.parent if ctx.file else None)
+    except ModuleNotFoundError as exc:
+        raise ctx.fail(key, f"cannot import module {module!r} ({exc}); is it on PYTHONPATH?") from None
+    except AttributeError:
+        raise ctx.fail(key, f"module {module!r} has no function {func!r}") from None
+    except Exception as exc:  # the user's module failed while importing
+        raise ctx.fail(key, f"importing {module!r} failed: {type(exc).__name__}: {exc}") from None
+    if not callable(fn):
+        raise ctx.fail(key, f"{ref!r} is not callable")
+    return ref
+
+
+def import_objective(ref: str, study_dir: Path | None = None) -> Callable:
+    """Import ``package.module:function``, looking in the working folder and the study's folder
+    too (a console script's sys.path has neither)."""
+    for folder in (Path.cwd(), study_dir):
+        if folder is not None and str(folder.resolve()) not in sys.path:
+            sys.path.insert(0, str(folder.resolve()))
+    module, _, func = ref.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _builtin_fields() -> dict[str, Any]:
+    """Name -> default value of every knob the built-in objective understands."""
+    from autotune.model.config import ModelConfig
+    out = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    try:
+        from autotune.train import TrainConfig
+        out.update({f.name: f.default for f in dataclasses.fields(TrainConfig)})
+    except ImportError:  # the trainer is missing: only model knobs can be checked
+        pass
+    return out
+
+
+def _check_builtin_value(ctx: _Ctx, key: str, default: Any, value: Any) -> None:
+    if default is None or value is None or isinstance(default, str) and value == "auto":
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool) or (isinstance(value, str) and value == "auto")
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise ctx.fail(key, f"must be {type(default).__name__} like its default {default!r}, "
+                            f"got {_kind(value)}")
+
+
+def _check_builtin_names(ctx: _Ctx, spec_values: dict[str, Any], space: SearchSpace,
+                         space_key: str) -> None:
+    known = _builtin_fields()
+    if not known:
+        return
+
+    def check_name(key: str, name: str) -> None:
+        if name not in known:
+            hint = difflib.get_close_matches(name, list(known), n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ctx.fail(key, f"builtin:moe_lm has no knob {name!r}{extra}")
+
+    for section in ("trainer", "fixed"):
+        for name, value in spec_values[section].items():
+            check_name(_join(section, name), name)
+            _check_builtin_value(ctx, _join(section, name), known[name], value)
+    for p in space.params:
+        check_name(_join(space_key, p.name), p.name)
+        default = known[p.name]
+        if p.type == "float" and isinstance(default, int) and not isinstance(default, bool):
+            raise ctx.fail(_join(_join(space_key, p.name), "type"),
+                           f"{p.name} is a whole number; use type: int")
+        if p.type == "categorical":
+            for c in p.choices:
+                _check_builtin_value(ctx, _join(_join(space_key, p.name), "choices"), default, c)
+    overlap = set(spec_values["fixed"]) & set(space.names)
+    if overlap:
+        raise ctx.fail("fixed", f"{sorted(overlap)} are both fixed and searched; keep one")
+
+
+def _check_metrics(ctx: _Ctx, objective: str, objectives: tuple[ObjectiveSpec, ...], key: str) -> None:
+    if not objective.startswith(BUILTIN_PREFIX):
+        return  # a user objective that omits a metric fails its first trial saying so
+    try:
+        from autotune.train import BUILTIN_METRICS
+    except ImportError:
+        return
+    for i, o in enumerate(objectives):
+        if o.metric not in BUILTIN_METRICS:
+            hint = difflib.get_close_matches(o.metric, BUILTIN_METRICS, n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else f"; it reports {', '.join(BUILTIN_METRICS)}"
+            raise ctx.fail(_join(_join(key, i), "metric"),
+                           f"{objective} never reports {o.metric!r}{extra}")
+
+
+def _plain_mapping(ctx: _Ctx, raw: Any, key: str) -> tuple[tuple[str, Any], ...]:
+    raw = ctx.mapping(raw, key)
+    for k, v in raw.items():
+        if isinstance(v, (dict, list)) and key == "fixed":
+            raise ctx.fail(_join(key, k), "fixed values are single numbers, texts or booleans")
+    return tuple(sorted((str(k), v) for k, v in raw.items()))
+
+
+# --- the two forms ----------------------------------------------------------------------------
+
+def _native(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str, Any]:
+    ctx.keys(raw, "", _STUDY_KEYS, required=("space", "objectives"))
+    objectives = _parse_objectives(ctx, raw["objectives"], "objectives")
+    return {
+        "study": ctx.text(raw.get("study", default_name), "study"),
+        "storage": _parse_storage(ctx, raw["storage"], "storage") if raw.get("storage") else None,
+        "space": _parse_space(ctx, raw["space"], "space", base_dir),
+        "space_key": "space" if not isinstance(raw["space"], str) else "space",
+        "objectives": objectives,
+        "optimizer": _parse_optimizer(ctx, raw.get("optimizer"), "optimizer", len(objectives)),
+        "pruner": _parse_pruner(ctx, raw.get("pruner"), "pruner", len(objectives)),
+        "budget": _parse_budget(ctx, raw.get("budget", {"trials": 20}), "budget"),
+        "parallel": _parse_parallel(ctx, raw.get("parallel"), "parallel"),
+        "warm_start": _parse_warm_start(ctx, raw.get("warm_start"), "warm_start"),
+        "objective": _parse_objective_ref(ctx, raw.get("objective", "builtin:moe_lm"), "objective"),
+        "trainer": _plain_mapping(ctx, raw.get("trainer"), "trainer"),
+        "fixed": _plain_mapping(ctx, raw.get("fixed"), "fixed"),
+    }
+
+
+def _flat(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str, Any]:
+    ctx.keys(raw, "", _FLAT_TOP_KEYS, required=("optimization",))
+    opt = ctx.mapping(raw["optimization"], "optimization")
+    ctx.keys(opt, "optimization", _FLAT_KEYS, required=("metrics", "parameters"))
+    algorithm = ctx.text(opt.get("algorithm", "bayesian"), "optimization.algorithm",
+                         tuple(_FLAT_ALGORITHMS))
+    metrics = opt["metrics"]
+    if not isinstance(metrics, list) or not metrics:
+        raise ctx.fail("optimization.metrics", "must be a list of {name: METRIC, goal: minimize|maximize}")
+    objectives = []
+    for i, m in enumerate(metrics):
+        mkey = _join("optimization.metrics", i)
+        m = ctx.mapping(m, mkey)
+        ctx.keys(m, mkey, ("name", "goal"), required=("name", "goal"))
+        objectives.append(ObjectiveSpec(ctx.text(m["name"], _join(mkey, "name")),
+                                        ctx.text(m["goal"], _join(mkey, "goal"), ("minimize", "maximize"))))
+    objectives_t = tuple(objectives)
+    if len({o.metric for o in objectives_t}) != len(objectives_t):
+        raise ctx.fail("optimization.metrics", "names a metric twice")
+    trials = None
+    if "max_evals" in opt:
+        trials = ctx.number(opt["max_evals"], "optimization.max_evals", integer=True, positive=True)
+    timeout = parse_duration(opt["timeout"], ctx, "optimization.timeout") if "timeout" in opt else None
+    if trials is None and timeout is None:
+        trials = 20
+    parallel = ParallelSpec()
+    if "parallel_evals" in opt:
+        workers = ctx.number(opt["parallel_evals"], "optimization.parallel_evals", integer=True, positive=True)
+        parallel = ParallelSpec(workers=workers)
+    seed = opt.get("seed")
+    optimizer = {"kind": _FLAT_ALGORITHMS[algorithm]}
+    if seed is not None:
+        optimizer["seed"] = seed
+    return {
+        "study": ctx.text(raw.get("study", default_name), "study"),
+        "storage": _parse_storage(ctx, raw["storage"], "storage") if raw.get("storage") else None,
+        "space": _parse_space(ctx, opt["parameters"], "optimization.parameters", base_dir, flat=True),
+        "space_key": "optimization.parameters",
+        "objectives": objectives_t,
+        "optimizer": _parse_optimizer(ctx, optimizer, "optimization.algorithm", len(objectives_t)),
+        "pruner": _parse_pruner(ctx, raw.get("pruner"), "pruner", len(objectives_t)),
+        "budget": BudgetSpec(trials=trials, timeout_s=timeout),
+        "parallel": parallel,
+        "warm_start": _parse_warm_start(ctx, raw.get("warm_start"), "warm_start"),
+        "objective": _parse_objective_ref(ctx, raw.get("objective", "builtin:moe_lm"), "objective"),
+        "trainer": _plain_mapping(ctx, raw.get("trainer"), "trainer"),
+        "fixed": _plain_mapping(ctx, raw.get("fixed"), "fixed"),
+    }
+
+
+def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = None,
+               default_name: str = "study") -> StudySpec:
+    """Validate an already-loaded YAML document (a dict) into a StudySpec."""
+    ctx = _Ctx(file)
+    if not isinstance(raw, dict) or not raw:
+        raise ctx.fail("", f"must be a mapping of study settings (study, space, objectives, ...), "
+                           f"got {_kind(raw)}")
+    base_dir = base_dir or (file.parent if file else Path("."))
+    values = (_flat if "optimization" in raw else _native)(ctx, raw, base_dir, default_name)
+    space_key = values.pop("space_key")
+    if values["objective"].startswith(BUILTIN_PREFIX):
+        _check_builtin_names(ctx, values, values["space"], space_key)
+    _check_metrics(ctx, values["objective"], values["objectives"],
+                   "objectives" if "optimization" not in raw else "optimization.metrics")
+    from autotune.store import DEFAULT_STORAGE, ENV_STORAGE
+    values["storage"] = values["storage"] or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
+    return StudySpec(path=file, **values)
+
+
+def load_spec(path: str | Path, **overrides: Any) -> StudySpec:
+    """Read and validate a study file, then apply the one-off overrides of ``autotune run``
+    (``storage``, ``study``, ``trials``, ``timeout``, ``workers``, ``warm_start``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise SpecError(path, "", "is a folder; give a study file such as studies/quickstart.yaml")
+    raw = _read_yaml(path)
+    spec = parse_spec(raw, file=path, base_dir=path.parent, default_name=path.stem)
+    return apply_overrides(spec, **overrides)
+
+
+def apply_overrides(spec: StudySpec, *, storage: str | None = None, study: str | None = None,
+                    trials: int | None = None, timeout: str | float | None = None,
+                    workers: int | None = None, warm_start: tuple[str, ...] | None = None
+                    ) -> StudySpec:
+    changes: dict[str, Any] = {}
+    if storage:
+        changes["storage"] = _parse_storage(_Ctx(None), storage, "--storage")
+    if study:
+        changes["study"] = study
+    budget = spec.budget
+    if trials is not None:
+        budget = dataclasses.replace(budget, trials=_Ctx(None).number(trials, "--trials", integer=True,
+                                                                      positive=True))
+    if timeout is not None:
+        budget = dataclasses.replace(budget, timeout_s=parse_duration(timeout, _Ctx(None), "--timeout"))
+    changes["budget"] = budget
+    if workers is not None:
+        changes["parallel"] = dataclasses.replace(
+            spec.parallel, workers=_Ctx(None).number(workers, "--workers", integer=True, positive=True))
+    if warm_start:
+        base = spec.warm_start or WarmStartSpec()
+        changes["warm_start"] = dataclasses.replace(base, sources=tuple(warm_start))
+    return dataclasses.replace(spec, **changes)
