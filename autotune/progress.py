@@ -1,0 +1,363 @@
+"""What ``autotune run`` shows while a study runs, and the table it prints at the end.
+
+Owns: the live terminal view (a rich progress bar with trial n of N, elapsed, ETA and the best value so
+far, above a table of running trials: slot/GPU, step, current metric), the plain log lines that replace
+it when stdout is not a terminal (CI, files), and ``print_summary``.
+Must not know about: the model, how trials are scheduled (the scheduler calls the ``Progress`` methods
+from its main thread), the storage backend beyond the label it is handed.
+
+    progress = make_progress()                 # live view on a TTY, plain lines otherwise
+    progress.start("moe-small", ["minimize"], ["val_loss"], total=40, done=0, timeout_s=1800)
+    progress.trial_started(0, "gpu0", {"lr": 3e-4})
+    progress.trial_reported(0, 50, {"val_loss": 1.2})
+    progress.trial_finished(study.trials[0])
+    progress.close()
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence, TextIO
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+# Metrics shown beside the objectives in the summary when a trial has them (user attr ``metrics``).
+KEY_METRICS = ("val_loss", "accuracy", "latency_ms", "tokens_per_s", "step_ms", "peak_mem_mb",
+               "params_active", "expert_load_cv", "keep_ratio_used")
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The objectives' metric names (``study.metric_names`` when set, else ``value``/``value0..``)."""
+    return list(study.metric_names or objective_names_for(len(study.directions)))
+
+
+def objective_names_for(n: int) -> list[str]:
+    return ["value"] if n == 1 else [f"value{i}" for i in range(n)]
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42`` -> ``00:42``; ``3725`` -> ``1:02:05``; None -> ``--:--``."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "--:--"
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+
+
+def format_value(value: Any) -> str:
+    """Numbers in 4 significant digits (``0.4123``, ``1.2e-05``), whole above 1000 (``50000``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or not math.isfinite(value):
+        return str(value)
+    if 1e3 <= abs(value) < 1e12:
+        return f"{value:.0f}"
+    return f"{value:.4g}"
+
+
+def _direction_name(direction: str | StudyDirection) -> str:
+    if isinstance(direction, StudyDirection):
+        return direction.name.lower()
+    return str(direction).lower()
+
+
+def _dominates(a: Sequence[float], b: Sequence[float], signs: Sequence[float]) -> bool:
+    """``a`` is no worse than ``b`` in every objective and better in one (signs: +1 minimize)."""
+    no_worse = all(s * x <= s * y for x, y, s in zip(a, b, signs))
+    return no_worse and any(s * x < s * y for x, y, s in zip(a, b, signs))
+
+
+@dataclass
+class _Running:
+    number: int
+    slot: str
+    params: dict[str, Any]
+    started: float
+    step: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Progress:
+    """The state both views share: counts, best so far, running trials, elapsed and ETA.
+
+    ``total`` is the number of finished trials the run aims for, counting the ``done`` ones already in
+    the store (None when only ``timeout_s`` bounds the run). The best value and the Pareto front are of
+    the trials finished while this view was open. Subclasses decide how state is shown.
+    """
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()   # the live view's refresh thread reads what the scheduler writes
+        self.study_name = ""
+        self.directions: list[str] = ["minimize"]
+        self.metrics: list[str] = ["value"]
+        self.total: int | None = None
+        self.done = 0
+        self.finished = 0               # finished in this run
+        self.timeout_s: float | None = None
+        self.started_at = clock()
+        self.counts: dict[str, int] = {}
+        self.running: dict[int, _Running] = {}
+        self.best: FrozenTrial | None = None       # single objective
+        self.pareto: list[FrozenTrial] = []        # several objectives
+
+    # -- the scheduler's calls -------------------------------------------------------------------
+    def start(self, study_name: str, directions: Sequence[str | StudyDirection], metrics: Sequence[str],
+              total: int | None, done: int = 0, timeout_s: float | None = None) -> None:
+        with self._lock:
+            self.study_name = study_name
+            self.directions = [_direction_name(d) for d in directions] or ["minimize"]
+            self.metrics = list(metrics) or objective_names_for(len(self.directions))
+            self.total, self.done, self.timeout_s = total, done, timeout_s
+            self.started_at = self._clock()
+
+    def trial_started(self, number: int, slot: Any, params: dict[str, Any]) -> None:
+        with self._lock:
+            self.running[number] = _Running(number, str(slot), dict(params), self._clock())
+
+    def trial_reported(self, number: int, step: int, metrics: dict[str, Any]) -> None:
+        with self._lock:
+            run = self.running.get(number)
+            if run is None:    # a report that overtook its start message: show it anyway
+                run = self.running[number] = _Running(number, "?", {}, self._clock())
+            run.step = step
+            run.metrics.update(metrics)
+
+    def trial_finished(self, trial: FrozenTrial) -> None:
+        with self._lock:
+            self.running.pop(trial.number, None)
+            self.finished += 1
+            self.counts[trial.state.name] = self.counts.get(trial.state.name, 0) + 1
+            if trial.state == TrialState.COMPLETE and trial.values is not None:
+                self._update_best(trial)
+            line = self.finished_line(trial)
+        self._show_finished(line)
+
+    def close(self) -> None:
+        """Stop the view; safe to call twice."""
+
+    # -- shared state -> text --------------------------------------------------------------------
+    def _update_best(self, trial: FrozenTrial) -> None:
+        signs = [1.0 if d == "minimize" else -1.0 for d in self.directions]
+        if len(signs) == 1:
+            if self.best is None or signs[0] * trial.values[0] < signs[0] * self.best.values[0]:
+                self.best = trial
+            return
+        if any(_dominates(p.values, trial.values, signs) or p.values == trial.values for p in self.pareto):
+            return
+        self.pareto = [p for p in self.pareto if not _dominates(trial.values, p.values, signs)]
+        self.pareto.append(trial)
+
+    def elapsed(self) -> float:
+        return self._clock() - self.started_at
+
+    def eta(self) -> float | None:
+        """Seconds left: the rate of this run's finished trials times those left, capped by the timeout."""
+        elapsed = self.elapsed()
+        candidates = []
+        if self.timeout_s is not None:
+            candidates.append(max(0.0, self.timeout_s - elapsed))
+        if self.total is not None and self.finished:
+            left = max(0, self.total - self.done - self.finished)
+            candidates.append(elapsed / self.finished * left)
+        return min(candidates) if candidates else None
+
+    def position(self) -> str:
+        n = self.done + self.finished
+        return f"{n}/{self.total}" if self.total is not None else str(n)
+
+    def best_text(self) -> str:
+        if len(self.directions) > 1:
+            return f"pareto={len(self.pareto)}"
+        if self.best is None:
+            return "best=-"
+        return f"best={format_value(self.best.values[0])} (#{self.best.number})"
+
+    def values_text(self, trial: FrozenTrial) -> str:
+        if trial.state == TrialState.COMPLETE and trial.values is not None:
+            return " ".join(f"{m}={format_value(v)}" for m, v in zip(self.metrics, trial.values))
+        if trial.state == TrialState.PRUNED and trial.intermediate_values:
+            step = max(trial.intermediate_values)
+            return f"at step {step} {self.metrics[0]}={format_value(trial.intermediate_values[step])}"
+        reason = trial.user_attrs.get("fail_reason")
+        return f"reason={_one_line(reason)}" if reason else ""
+
+    def finished_line(self, trial: FrozenTrial) -> str:
+        """``trial 3/10 (#2) COMPLETE val_loss=0.4123 best=0.395 (#1) elapsed 00:42 eta 01:10``."""
+        parts = [f"trial {self.position()} (#{trial.number}) {trial.state.name}", self.values_text(trial),
+                 self.best_text(), f"elapsed {format_duration(self.elapsed())}",
+                 f"eta {format_duration(self.eta())}"]
+        return " ".join(p for p in parts if p)
+
+    def _show_finished(self, line: str) -> None:
+        raise NotImplementedError
+
+
+def _one_line(text: Any, width: int = 120) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+class PlainProgress(Progress):
+    """One log line per finished trial (and one at start/close): for CI logs and files."""
+
+    def __init__(self, file: TextIO | None = None, clock=time.monotonic) -> None:
+        super().__init__(clock)
+        self._file = file
+        self._closed = False
+
+    def _print(self, line: str) -> None:
+        print(line, file=self._file or sys.stdout, flush=True)
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        super().start(*args, **kwargs)
+        budget = [f"{self.total - self.done} trials" if self.total is not None else "",
+                  f"timeout {format_duration(self.timeout_s)}" if self.timeout_s is not None else ""]
+        budget_text = ", ".join(b for b in budget if b) or "no budget"
+        self._print(f"study {self.study_name}: {', '.join(self.metrics)} "
+                    f"({', '.join(self.directions)}); {self.done} done, running {budget_text}")
+
+    def _show_finished(self, line: str) -> None:
+        self._print(line)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._print(f"finished {self.finished} trials in {format_duration(self.elapsed())}")
+
+
+class LiveProgress(Progress):
+    """A rich Live view that refreshes a few times a second; finished trials scroll above it."""
+
+    def __init__(self, console: Console | None = None, clock=time.monotonic,
+                 refresh_per_second: float = 4) -> None:
+        super().__init__(clock)
+        self.console = console or Console()
+        self._live = Live(console=self.console, get_renderable=self._render, transient=False,
+                          refresh_per_second=refresh_per_second, redirect_stdout=False,
+                          redirect_stderr=False)
+        self._live_started = False
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        super().start(*args, **kwargs)
+        if not self._live_started:
+            self._live.start()
+            self._live_started = True
+
+    def _show_finished(self, line: str) -> None:
+        self.console.print(Text(line))
+
+    def refresh(self) -> None:
+        if self._live_started:
+            self._live.refresh()
+
+    def close(self) -> None:
+        if self._live_started:
+            self._live_started = False
+            self._live.stop()
+
+    def _render(self) -> Group:
+        with self._lock:
+            return Group(self._header(), self._running_table())
+
+    def _header(self) -> Table:
+        grid = Table.grid(padding=(0, 1))
+        n = self.done + self.finished
+        bar_total = self.total if self.total else None
+        completed = n if bar_total else 0
+        grid.add_row(Text(self.study_name, style="bold"),
+                     ProgressBar(total=bar_total, completed=completed, width=30),
+                     Text(f"trial {self.position()}"),
+                     Text(f"elapsed {format_duration(self.elapsed())}", style="cyan"),
+                     Text(f"eta {format_duration(self.eta())}", style="cyan"),
+                     Text(self.best_text(), style="green"))
+        return grid
+
+    def _running_table(self) -> Table:
+        metric = self.metrics[0]
+        table = Table(title=None, show_edge=False, expand=False, header_style="bold")
+        for col in ("slot", "trial", "step", metric, "running", "params"):
+            table.add_column(col, no_wrap=col != "params", overflow="ellipsis")
+        now = self._clock()
+        for run in sorted(self.running.values(), key=lambda r: r.slot):
+            current = run.metrics.get(metric, next(iter(run.metrics.values()), None))
+            params = " ".join(f"{k}={format_value(v)}" for k, v in run.params.items())
+            table.add_row(run.slot, str(run.number), "-" if run.step is None else str(run.step),
+                          "-" if current is None else format_value(current),
+                          format_duration(now - run.started), _one_line(params, 80))
+        return table
+
+
+def make_progress(live: bool | None = None, *, console: Console | None = None) -> Progress:
+    """The live view when ``live`` (default: stdout is a terminal), plain log lines otherwise."""
+    if live is None:
+        live = sys.stdout.isatty()
+    return LiveProgress(console=console) if live else PlainProgress()
+
+
+def print_summary(study: optuna.Study, storage_label: str, *, console: Console | None = None) -> None:
+    """The final table: best trial (or Pareto front), counts by state, where the store is."""
+    console = console or Console()
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    names = objective_names(study)
+    directions = [_direction_name(d) for d in study.directions]
+
+    table = Table(title=f"study {study.study_name}", show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    table.add_row("objectives", ", ".join(f"{n} ({d})" for n, d in zip(names, directions)))
+    table.add_row("trials", ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())) or "none")
+    table.add_row("store", storage_label)
+    if not counts.get("COMPLETE"):
+        table.add_row("best", "no completed trial")
+    elif len(directions) == 1:
+        _add_trial_rows(table, study.best_trial, names)
+    else:
+        table.add_row("pareto front", f"{len(study.best_trials)} trials")
+    console.print(table)
+    if len(directions) > 1 and counts.get("COMPLETE"):
+        console.print(_pareto_table(study.best_trials, names))
+
+
+def _key_metrics(trial: FrozenTrial, exclude: Sequence[str]) -> str:
+    metrics = trial.user_attrs.get("metrics")
+    if not isinstance(metrics, dict):
+        return ""
+    return " ".join(f"{k}={format_value(metrics[k])}" for k in KEY_METRICS
+                    if k in metrics and k not in exclude)
+
+
+def _add_trial_rows(table: Table, trial: FrozenTrial, names: Sequence[str]) -> None:
+    table.add_row("best trial", f"#{trial.number}")
+    table.add_row("values", " ".join(f"{n}={format_value(v)}" for n, v in zip(names, trial.values)))
+    table.add_row("params", " ".join(f"{k}={format_value(v)}" for k, v in trial.params.items()))
+    metrics = _key_metrics(trial, names)
+    if metrics:
+        table.add_row("metrics", metrics)
+
+
+def _pareto_table(best: list[FrozenTrial], names: Sequence[str], limit: int = 10) -> Table:
+    table = Table(title=f"pareto front ({len(best)} trials, first {min(limit, len(best))} shown)",
+                  title_justify="left")
+    table.add_column("trial")
+    for n in names:
+        table.add_column(n, justify="right")
+    table.add_column("params")
+    for t in sorted(best, key=lambda t: t.values[0])[:limit]:
+        table.add_row(f"#{t.number}", *(format_value(v) for v in t.values),
+                      " ".join(f"{k}={format_value(v)}" for k, v in t.params.items()))
+    return table

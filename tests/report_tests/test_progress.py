@@ -1,0 +1,113 @@
+"""The run view: plain log lines off a terminal, a rich live view on one, and the final summary."""
+from __future__ import annotations
+
+import io
+import re
+
+from optuna.trial import TrialState
+from rich.console import Console
+
+from autotune import progress
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_through(view: progress.Progress, study, clock: FakeClock, n: int = 6) -> None:
+    view.start(study.study_name, study.directions, progress.objective_names(study), total=n, done=0,
+               timeout_s=None)
+    for trial in study.trials[:n]:
+        view.trial_started(trial.number, f"gpu{trial.number % 2}", trial.params)
+        for step, value in trial.intermediate_values.items():
+            view.trial_reported(trial.number, step, {"val_loss": value})
+        clock.now += 10.0
+        view.trial_finished(trial)
+    view.close()
+
+
+def test_plain_mode_prints_one_line_per_finished_trial_with_best_elapsed_and_eta(single_study):
+    out, clock = io.StringIO(), FakeClock()
+    view = progress.PlainProgress(file=out, clock=clock)
+    run_through(view, single_study, clock)
+    lines = out.getvalue().splitlines()
+    trial_lines = [line for line in lines if line.startswith("trial ")]
+    assert len(trial_lines) == 6
+    first = trial_lines[0]
+    t0 = single_study.trials[0]
+    assert first.startswith("trial 1/6 (#0) COMPLETE val_loss=")
+    assert f"best={progress.format_value(t0.value)} (#0)" in first
+    assert "elapsed 00:10 eta 00:50" in first
+    assert trial_lines[-1].endswith("elapsed 01:00 eta 00:00")
+    assert lines[0].startswith("study single: val_loss (minimize)")
+    assert lines[-1] == "finished 6 trials in 01:00"
+
+
+def test_plain_mode_names_the_state_and_reason_of_pruned_and_failed_trials(single_study):
+    out, clock = io.StringIO(), FakeClock()
+    view = progress.PlainProgress(file=out, clock=clock)
+    view.start("single", ["minimize"], ["val_loss"], total=None, done=0, timeout_s=600)
+    failed = next(t for t in single_study.trials if t.state == TrialState.FAIL)
+    pruned = next(t for t in single_study.trials if t.state == TrialState.PRUNED)
+    view.trial_finished(failed)
+    view.trial_finished(pruned)
+    lines = out.getvalue().splitlines()
+    assert re.match(rf"trial 1 \(#{failed.number}\) FAIL reason=.+ best=- elapsed 00:00 eta 10:00", lines[1])
+    last_step = max(pruned.intermediate_values)
+    assert f"PRUNED at step {last_step} val_loss=" in lines[2]
+
+
+def test_best_so_far_follows_the_direction_and_pareto_front_for_several_objectives(multi_study):
+    view = progress.PlainProgress(file=io.StringIO(), clock=FakeClock())
+    view.start("multi", ["minimize", "minimize"], ["val_loss", "latency_ms"], total=40)
+    for t in multi_study.trials:
+        view.trial_finished(t)
+    assert {t.number for t in view.pareto} == {t.number for t in multi_study.best_trials}
+    assert view.best_text() == f"pareto={len(multi_study.best_trials)}"
+
+
+def test_live_mode_renders_running_trials_and_progress(single_study):
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=140, color_system=None)
+    clock = FakeClock()
+    view = progress.LiveProgress(console=console, clock=clock, refresh_per_second=20)
+    view.start("single", ["minimize"], ["val_loss"], total=10, done=2, timeout_s=None)
+    view.trial_started(7, "gpu1", {"lr": 3e-4, "top_k": 2})
+    view.trial_reported(7, 150, {"val_loss": 1.25})
+    clock.now = 65.0
+    view.refresh()
+    text = buf.getvalue()
+    assert "trial 2/10" in text and "elapsed 01:05" in text
+    assert re.search(r"gpu1\s+.*7\s+.*150\s+.*1\.25", text)
+    view.trial_finished(single_study.trials[0])
+    view.close()
+    view.close()
+    assert "trial 3/10 (#0) COMPLETE" in buf.getvalue()
+
+
+def test_make_progress_picks_plain_lines_when_not_a_terminal(capsys):
+    assert isinstance(progress.make_progress(), progress.PlainProgress)   # pytest captures stdout
+    assert isinstance(progress.make_progress(live=True, console=Console(file=io.StringIO())),
+                      progress.LiveProgress)
+
+
+def test_summary_shows_best_trial_counts_and_store(single_study):
+    buf = io.StringIO()
+    progress.print_summary(single_study, "sqlite:///studies.db", console=Console(file=buf, width=200))
+    text = buf.getvalue()
+    best = single_study.best_trial
+    counts = {s: sum(t.state == s for t in single_study.trials) for s in TrialState}
+    assert f"#{best.number}" in text
+    assert f"val_loss={progress.format_value(best.value)}" in text
+    assert f"complete {counts[TrialState.COMPLETE]}" in text and f"fail {counts[TrialState.FAIL]}" in text
+    assert "sqlite:///studies.db" in text and "expert_load_cv=" in text
+
+
+def test_summary_of_several_objectives_gives_the_pareto_front_size(multi_study):
+    buf = io.StringIO()
+    progress.print_summary(multi_study, "db", console=Console(file=buf, width=200))
+    assert f"pareto front ({len(multi_study.best_trials)} trials" in buf.getvalue()
