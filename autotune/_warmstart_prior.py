@@ -28,7 +28,7 @@ _MIN_OWN_FOR_RESCALE = 3   # own values needed before source values are mapped o
 class PriorSampler(BaseSampler):
     """Wraps ``inner`` so that it sees ``source_trials`` as the oldest trials of every study.
 
-    ``source_trials`` are COMPLETE FrozenTrials in the new space (negative numbers and ids, user
+    ``source_trials`` are COMPLETE FrozenTrials in the new space (numbered -1, user
     attr ``warm_start_from``). Example::
 
         sampler = PriorSampler(optuna.samplers.TPESampler(seed=0), carried_trials)

@@ -8,7 +8,6 @@ Must not know about: the model, storages, strategies.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 from typing import Any, Literal, Mapping
 
@@ -19,28 +18,10 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from autotune.spec_types import Param, SearchSpace
+from autotune import space as space_module
+from autotune.spec_types import SearchSpace
 
 _DROP = object()   # a value that cannot be carried
-
-
-def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
-    """The Optuna distribution of every parameter: ``autotune.space.distributions`` when the
-    lead's space module provides it, else a plain converter of the ``Param`` dataclasses."""
-    if importlib.util.find_spec("autotune.space") is not None:
-        from autotune import space as space_module
-        if hasattr(space_module, "distributions"):
-            return dict(space_module.distributions(space))
-    return {p.name: _distribution(p) for p in space.params}
-
-
-def _distribution(p: Param) -> BaseDistribution:
-    if p.type == "categorical":
-        return CategoricalDistribution(p.choices)
-    if p.type == "int":
-        return IntDistribution(int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
-    return FloatDistribution(float(p.low), float(p.high), log=p.log,
-                             step=None if p.step is None else float(p.step))
 
 
 def carry_params(
@@ -61,23 +42,15 @@ def carry_params(
             value = carry_value(params[name], dist, out_of_range)
             if value is not _DROP:
                 carried[name] = value
-    conditions = {p.name: p.when for p in space.params if p.when}
+    params_by_name = {p.name: p for p in space.params}
     changed = True
     while changed:  # dropping a parent can deactivate its children, and theirs
         changed = False
         for name in list(carried):
-            if not _active(conditions.get(name, ()), carried):
+            if not space_module.is_active(params_by_name[name], carried):
                 del carried[name]
                 changed = True
     return carried
-
-
-def _active(when: tuple[tuple[str, tuple[Any, ...]], ...], values: Mapping[str, Any]) -> bool:
-    return all(parent in values and _matches(values[parent], allowed) for parent, allowed in when)
-
-
-def _matches(value: Any, allowed: tuple[Any, ...]) -> bool:
-    return any(_same(value, a) for a in allowed)
 
 
 def _same(a: Any, b: Any) -> bool:

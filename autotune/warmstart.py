@@ -34,9 +34,10 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune import space as space_module
 from autotune import store
 from autotune._warmstart_prior import PriorSampler
-from autotune._warmstart_transfer import carry_params, distributions, space_overlap
+from autotune._warmstart_transfer import carry_params, space_overlap
 from autotune.spec_types import WARM_START_STRATEGIES, StudySpec, WarmStartSpec
 
 __all__ = ["WarmStartError", "prepare", "PriorSampler", "AUTO", "PROVENANCE_ATTR", "SOURCE_ATTR"]
@@ -75,7 +76,7 @@ def prepare(spec: StudySpec, storage: BaseStorage | str,
         raise WarmStartError(f"warm_start.strategy {ws.strategy!r}: expected one of "
                              f"{', '.join(WARM_START_STRATEGIES)}")
     src_storage, other_url = _source_storage(ws, spec, storage)
-    dists = distributions(spec.space)
+    dists = space_module.distributions(spec.space)
     sources = [_carry(spec, ws, name, trials, dists)
                for name, trials in _read_sources(spec, ws, src_storage, other_url, dists)]
     extra = {"storage": store.mask_url(other_url)} if other_url else {}
@@ -186,8 +187,11 @@ def _counts(sources: list[_Source], count: Callable[[_Source], int]) -> dict[str
 # ---- prior ----------------------------------------------------------------------------------
 
 def _prior_trials(sources: list[_Source], dists: dict[str, BaseDistribution]) -> list[FrozenTrial]:
-    """The carried trials as FrozenTrials of the new space, numbered -n..-1 (oldest first), so they
-    sort before every own trial and never collide with one."""
+    """The carried trials as FrozenTrials of the new space, oldest first, all numbered -1.
+
+    -1 sorts before every own trial; one number for all because Optuna's IntersectionSearchSpace
+    caches by trial number with -1 as "nothing seen yet" and would stop at the first number below
+    it, hiding all but one source trial from the search space."""
     out = []
     for s in sources:
         for t, params in zip(s.trials, s.carried):
@@ -197,9 +201,9 @@ def _prior_trials(sources: list[_Source], dists: dict[str, BaseDistribution]) ->
                 state=TrialState.COMPLETE, values=t.values, params=params,
                 distributions={n: dists[n] for n in params}, user_attrs={SOURCE_ATTR: s.name})
             out.append(ft)
-    for i, ft in enumerate(out):
-        ft.number = i - len(out)
-        ft._trial_id = i - len(out)
+    for ft in out:
+        ft.number = -1
+        ft._trial_id = -1
     return out
 
 

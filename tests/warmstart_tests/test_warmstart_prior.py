@@ -1,0 +1,156 @@
+"""The ``prior`` strategy: earlier trials inform the sampler without joining the study."""
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from autotune import space, store, warmstart
+from autotune.spec_types import SearchSpace
+
+from .helpers import add_source, cat, fl, it, make_spec
+
+SPACE = SearchSpace((fl("x", 0.0, 1.0), fl("y", 0.0, 1.0)))
+OPTIMUM = (0.8, 0.2)
+
+
+def bowl(params):
+    return (params["x"] - OPTIMUM[0]) ** 2 + (params["y"] - OPTIMUM[1]) ** 2
+
+
+def add_bowl_source(storage, name="old", n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        p = {"x": float(rng.uniform()), "y": float(rng.uniform())}
+        rows.append((p, bowl(p)))
+    return add_source(storage, name, SPACE, rows)
+
+
+def new_study(url, storage, spec, inner):
+    sampler, apply = warmstart.prepare(spec, storage, inner)
+    study = store.create_or_load_study(storage, spec.study, spec.directions, sampler=sampler)
+    return study, apply(study)
+
+
+def test_prior_adds_no_trials_and_records_provenance(url, storage):
+    add_bowl_source(storage, n=30)
+    study, counts = new_study(url, storage, make_spec(url, SPACE, strategy="prior"),
+                              optuna.samplers.TPESampler(seed=0))
+    assert counts == {"old": 30}
+    assert study.trials == []
+    study.optimize(lambda t: bowl(space.suggest(t, SPACE)), n_trials=5)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    assert study.best_trial.number in range(5)
+    assert all("warm_start_from" not in t.user_attrs for t in study.trials)
+    assert study.user_attrs["warm_start"] == {"strategy": "prior", "sources": {"old": 30}}
+    assert len(optuna.load_study(study_name="old", storage=storage).trials) == 30
+
+
+def first_proposals(study, n):
+    xs = []
+    for _ in range(n):
+        trial = study.ask()
+        params = space.suggest(trial, SPACE)
+        study.tell(trial, bowl(params))
+        xs.append(np.hypot(params["x"] - OPTIMUM[0], params["y"] - OPTIMUM[1]))
+    return np.asarray(xs)
+
+
+def test_prior_makes_tpe_propose_near_the_source_optimum_from_the_first_trial(url, storage):
+    add_bowl_source(storage)
+    warm, _ = new_study(url, storage, make_spec(url, SPACE, study="warm", strategy="prior"),
+                        optuna.samplers.TPESampler(seed=1, n_startup_trials=10))
+    cold = optuna.create_study(storage=storage, study_name="cold",
+                               sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=10))
+    warm_dist, cold_dist = first_proposals(warm, 10), first_proposals(cold, 10)
+    # cold TPE samples at random for its first 10 trials (median distance ~0.45)
+    assert np.median(warm_dist) < 0.2 < np.median(cold_dist)
+
+
+def test_the_inner_sampler_sees_source_trials_first_numbered_minus_one(url, storage):
+    add_bowl_source(storage, n=8)
+    seen = {}
+
+    class Spy(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, name, dist):
+            seen["numbers"] = [t.number for t in study.get_trials(deepcopy=False)]
+            seen["from"] = {t.user_attrs.get("warm_start_from") for t in study.trials if t.number < 0}
+            return super().sample_independent(study, trial, name, dist)
+
+    study, _ = new_study(url, storage, make_spec(url, SPACE, strategy="prior"), Spy(seed=0))
+    study.optimize(lambda t: bowl(space.suggest(t, SPACE)), n_trials=2)
+    assert seen["numbers"] == [-1] * 8 + [0, 1]
+    assert seen["from"] == {"old"}
+
+
+def test_source_trials_fade_out_as_own_trials_accumulate():
+    sp = SearchSpace((fl("x", 0.0, 1.0),))
+    dists = space.distributions(sp)
+    src = [optuna.trial.create_trial(params={"x": i / 10}, distributions=dists, value=float(i))
+           for i in range(10)]
+    prior = warmstart.PriorSampler(optuna.samplers.RandomSampler(), src, fade_trials=20)
+    own = [optuna.trial.create_trial(params={"x": 0.5}, distributions=dists, value=100.0 + i)
+           for i in range(20)]
+    shown = [len(prior.visible_sources(own[:n])) for n in (0, 5, 10, 19, 20)]
+    assert shown == [10, 8, 5, 0, 0]
+    # the same trials stay while they are shown: the share that goes is fixed, not redrawn
+    assert {t.params["x"] for t in prior.visible_sources(own[:10])} <= {
+        t.params["x"] for t in prior.visible_sources(own[:5])}
+
+
+def test_source_values_are_ranked_into_the_own_values_once_there_are_some():
+    sp = SearchSpace((fl("x", 0.0, 1.0),))
+    dists = space.distributions(sp)
+    # the source problem is 1000x the scale of this one: raw values would never mix
+    src = [optuna.trial.create_trial(params={"x": i / 4}, distributions=dists, value=1000.0 * i)
+           for i in range(5)]
+    prior = warmstart.PriorSampler(optuna.samplers.RandomSampler(), src, fade_trials=1000)
+    own = [optuna.trial.create_trial(params={"x": 0.5}, distributions=dists, value=v)
+           for v in (1.0, 2.0, 3.0, 4.0, 5.0)]
+    values = [t.value for t in prior.visible_sources(own)]
+    assert values == sorted(values)
+    assert 1.0 <= values[0] and values[-1] <= 5.0
+    assert [t.value for t in src] == [0.0, 1000.0, 2000.0, 3000.0, 4000.0]   # originals untouched
+
+
+@pytest.mark.parametrize("make", [
+    lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=2),
+    lambda: optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, n_startup_trials=2),
+    lambda: optuna.samplers.RandomSampler(seed=0),
+    lambda: optuna.samplers.CmaEsSampler(seed=0, n_startup_trials=2),
+    lambda: optuna.samplers.GPSampler(seed=0, n_startup_trials=2),
+    lambda: optuna.samplers.NSGAIISampler(seed=0, population_size=4),
+], ids=["tpe", "tpe-group", "random", "cmaes", "gp", "nsga2"])
+def test_prior_wraps_every_kind_of_sampler_over_a_conditional_space(url, storage, make):
+    old = SearchSpace((cat("attention", "dense", "sparse"),
+                       fl("keep_ratio", 0.1, 0.9, when=(("attention", ("sparse",)),)),
+                       it("layers", 1, 8)))
+    new = SearchSpace((cat("attention", "dense", "sparse"),
+                       fl("keep_ratio", 0.2, 0.8, when=(("attention", ("sparse",)),)),
+                       it("layers", 2, 6), fl("lr", 1e-4, 1e-2, log=True)))
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        p = {"attention": "sparse" if i % 2 else "dense", "layers": int(rng.integers(1, 9))}
+        if p["attention"] == "sparse":
+            p["keep_ratio"] = float(rng.uniform(0.1, 0.9))
+        rows.append((p, float(rng.uniform())))
+    add_source(storage, "old", old, rows)
+    study, counts = new_study(url, storage, make_spec(url, new, strategy="prior"), make())
+    assert counts == {"old": 12}
+    study.optimize(lambda t: len(space.suggest(t, new)) + t.number * 0.01, n_trials=6)
+    assert len(study.trials) == 6
+    for t in study.trials:
+        assert ("keep_ratio" in t.params) == (t.params["attention"] == "sparse")
+
+
+def test_prior_with_multi_objective_source(url, storage):
+    sp = SearchSpace((fl("x", 0.0, 1.0),))
+    add_source(storage, "old", sp, [({"x": i / 10}, (i, 10 - i)) for i in range(10)],
+               directions=("minimize", "maximize"))
+    study, counts = new_study(url, storage,
+                              make_spec(url, sp, strategy="prior", directions=("minimize", "maximize")),
+                              optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=4)
+    assert counts == {"old": 10} and len(study.trials) == 4
