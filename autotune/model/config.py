@@ -27,6 +27,9 @@ class ModelConfig:
         window: causal local window, in tokens.
         keep_ratio: share of the causal key blocks each query block visits (1.0 = all).
         block_size: tokens per attention block for selection and masks.
+        dense_below: sequences shorter than this many tokens use dense causal attention on every
+            device (below a crossover length dense flash attention is faster than the sparse
+            kernel); 0 = always as configured.
         max_seq_len: longest sequence the rotary tables cover.
         rope_base: rotary base frequency.
         dropout: dropout on attention output and FFN output.
@@ -46,6 +49,7 @@ class ModelConfig:
     window: int = 128
     keep_ratio: float = 0.5
     block_size: int = 64
+    dense_below: int = 0
     max_seq_len: int = 4096
     rope_base: float = 10000.0
     dropout: float = 0.0

@@ -1,0 +1,208 @@
+"""Dynamic sparse causal attention: a local window plus the key blocks a cheap scorer ranks highest.
+
+Owns: the block selection (``select_blocks``), the sparse pattern it defines, and three ways to
+compute attention under that pattern: the plain masked reference (every device; the CPU path), the
+FlexAttention path (CUDA; block masks built from indices inside one compiled graph) and dense causal
+attention (``keep_ratio >= 1``, ``attention: dense``, or sequences shorter than ``dense_below``).
+Must not know about: MoE, training, Optuna.
+
+The pattern, for a sequence cut into blocks of ``block_size`` tokens (query block ``i``, key block ``j``):
+- the diagonal block ``j == i`` is attended causally (token level);
+- the window blocks ``i - window_blocks < j < i`` are always kept, whole: every query sees at least
+  its last ``window`` tokens (the window is rounded up to whole blocks);
+- of the remaining causal blocks ``j <= i - window_blocks``, the top-scoring ones are kept, whole,
+  until ``kept_blocks(i) = clamp(ceil(keep_ratio * (i + 1)), window_blocks, i + 1)`` blocks in all;
+- the scorer is mean-pooled ``q . k``: keys pooled per block, queries pooled over the ``block_size``
+  positions that END at the block's first token (not over the block itself, which would let later
+  queries of a block choose what its earlier queries see). So selection is causal: no choice for a
+  position depends on anything after it.
+Every key block other than the diagonal is either fully attended or skipped, so the FlexAttention
+block mask has exactly one partial block per row (the diagonal) and all others "full" (no mask_mod).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+# ----------------------------------------------------------------------------------------------
+# The pattern: how many blocks each query block keeps (deterministic) and which (data-dependent)
+# ----------------------------------------------------------------------------------------------
+def window_blocks(window: int, block_size: int) -> int:
+    """Key blocks (the diagonal included) that a query block must keep to cover ``window`` tokens."""
+    return 1 + math.ceil(max(window - 1, 0) / block_size)
+
+
+def kept_blocks(n_blocks: int, block_size: int, window: int, keep_ratio: float) -> list[int]:
+    """Key blocks kept by each query block ``i`` (diagonal and window blocks included)."""
+    forced = window_blocks(window, block_size)
+    return [min(i + 1, max(forced, math.ceil(keep_ratio * (i + 1) - 1e-9))) for i in range(n_blocks)]
+
+
+def kept_share(seq_len: int, block_size: int, window: int, keep_ratio: float) -> float:
+    """Share of the causal key blocks that the pattern visits (1.0 = dense causal)."""
+    n = math.ceil(seq_len / block_size)
+    return sum(kept_blocks(n, block_size, window, keep_ratio)) / (n * (n + 1) / 2)
+
+
+@dataclass
+class BlockSelection:
+    """Which whole key blocks each query block attends besides its diagonal block.
+
+    ``indices[b, h, i, :counts[i]]`` are the kept off-diagonal key blocks of query block ``i``
+    (window blocks and selected blocks, all ``< i``); entries past ``counts[i]`` are padding.
+    """
+
+    indices: Tensor      # [B, H, n, max(counts)] int32
+    counts: Tensor       # [n] int32, same for every batch row and head
+    block_size: int
+    seq_len: int
+
+    @property
+    def n_blocks(self) -> int:
+        return self.counts.shape[0]
+
+    def block_mask(self) -> Tensor:
+        """Dense boolean block mask ``[B, H, n, n]``: True where a query block visits a key block."""
+        B, H, n, m = self.indices.shape
+        valid = torch.arange(m, device=self.indices.device) < self.counts.view(n, 1)   # [n, m]
+        mask = torch.zeros(B, H, n, n + 1, dtype=torch.bool, device=self.indices.device)
+        # padding entries write into the spare column n, then it is dropped
+        idx = torch.where(valid, self.indices.long(), n)
+        mask.scatter_(-1, idx, True)
+        mask = mask[..., :n]
+        return mask | torch.eye(n, dtype=torch.bool, device=mask.device)
+
+    def token_mask(self) -> Tensor:
+        """Boolean token mask ``[B, H, T, T]``: causal AND inside a visited block."""
+        T, bs = self.seq_len, self.block_size
+        blocks = self.block_mask().repeat_interleave(bs, dim=-2).repeat_interleave(bs, dim=-1)
+        causal = torch.ones(T, T, dtype=torch.bool, device=blocks.device).tril()
+        return blocks[..., :T, :T] & causal
+
+
+def _block_means(x: Tensor, block_size: int) -> Tensor:
+    """Mean over each block of ``block_size`` positions; the last block may be short. [B,H,T,D] -> [B,H,n,D]."""
+    B, H, T, D = x.shape
+    n = math.ceil(T / block_size)
+    x = F.pad(x, (0, 0, 0, n * block_size - T))
+    sizes = torch.full((n,), float(block_size), device=x.device, dtype=x.dtype)
+    sizes[-1] = T - (n - 1) * block_size
+    return x.view(B, H, n, block_size, D).sum(-2) / sizes.view(n, 1)
+
+
+def block_scores(q: Tensor, k: Tensor, block_size: int) -> Tensor:
+    """Cheap causal scores ``[B, H, n, n]`` of key block ``j`` for query block ``i``.
+
+    Queries are pooled over the ``block_size`` positions ending at the block's first token (so the
+    score of block ``i`` uses only positions <= ``i * block_size``); keys are pooled per block.
+    """
+    q_lagged = F.pad(q, (0, 0, block_size - 1, 0))[:, :, : q.shape[2]]   # position p holds q[p - bs + 1]
+    q_pool = _block_means(q_lagged.float(), block_size)                  # [B, H, n, D]
+    k_pool = _block_means(k.float(), block_size)                         # [B, H, n, D]
+    return q_pool @ k_pool.transpose(-1, -2)                             # [B, H, n, n]
+
+
+def select_blocks(q: Tensor, k: Tensor, block_size: int, window: int, keep_ratio: float) -> BlockSelection:
+    """Choose the kept off-diagonal key blocks of every query block (see the module docstring).
+
+    q, k: [B, H, T, D]. Never selects a block at or after the query block (the diagonal is implicit).
+    """
+    B, H, T, _ = q.shape
+    n = math.ceil(T / block_size)
+    counts = [c - 1 for c in kept_blocks(n, block_size, window, keep_ratio)]   # off-diagonal
+    width = max(max(counts), 1)
+    scores = block_scores(q, k, block_size)                                    # [B, H, n, n]
+    i = torch.arange(n, device=q.device).view(n, 1)
+    j = torch.arange(n, device=q.device).view(1, n)
+    in_window = (j < i) & (j > i - window_blocks(window, block_size))
+    scores = scores.masked_fill(in_window, float("inf")).masked_fill(j >= i, float("-inf"))
+    indices = scores.topk(min(width, n), dim=-1).indices                      # [B, H, n, width]
+    if indices.shape[-1] < width:
+        indices = F.pad(indices, (0, width - indices.shape[-1]))
+    counts_t = torch.tensor(counts, dtype=torch.int32, device=q.device)
+    return BlockSelection(indices.to(torch.int32), counts_t, block_size, T)
+
+
+# ----------------------------------------------------------------------------------------------
+# Computing attention under a selection
+# ----------------------------------------------------------------------------------------------
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """Reference: explicit softmax attention under a boolean mask [.., T, T]. q,k,v: [B,H,T,D]."""
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])      # [B, H, T, T]
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1) @ v                                    # [B, H, T, D]
+
+
+def sparse_attention_reference(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int,
+                               keep_ratio: float) -> Tensor:
+    """The plain path (CPU): select blocks, build the token mask, masked SDPA. q,k,v: [B,H,T,D]."""
+    selection = select_blocks(q, k, block_size, window, keep_ratio)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=selection.token_mask())
+
+
+def _causal(b, h, q_idx, kv_idx):
+    return q_idx >= kv_idx
+
+
+def build_flex_block_mask(selection: BlockSelection):
+    """FlexAttention ``BlockMask`` from a selection: diagonal = partial (causal), the rest = full."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    B, H, n, _ = selection.indices.shape
+    diagonal = torch.arange(n, device=selection.indices.device, dtype=torch.int32)
+    return BlockMask.from_kv_blocks(
+        torch.ones(B, H, n, dtype=torch.int32, device=diagonal.device),      # one partial block a row
+        diagonal.view(1, 1, n, 1).expand(B, H, n, 1).contiguous(),
+        selection.counts.view(1, 1, n).expand(B, H, n).contiguous(),          # full blocks
+        selection.indices,
+        BLOCK_SIZE=selection.block_size,
+        mask_mod=_causal,
+        seq_lengths=(selection.seq_len, selection.seq_len),
+    )
+
+
+def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, keep_ratio: float) -> Tensor:
+    """Selection, block mask and FlexAttention in one graph (compiled by ``_compiled_flex_sparse``)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    selection = select_blocks(q, k, block_size, window, keep_ratio)
+    return flex_attention(q, k, v, block_mask=build_flex_block_mask(selection))
+
+
+@lru_cache(maxsize=1)
+def _compiled_flex_sparse():
+    return torch.compile(_flex_sparse, dynamic=False)
+
+
+def flex_available(x: Tensor) -> bool:
+    """FlexAttention's fused kernels need CUDA (they compile through Triton)."""
+    return x.is_cuda
+
+
+def sparse_attention(q: Tensor, k: Tensor, v: Tensor, *, block_size: int, window: int, keep_ratio: float,
+                     dense_below: int = 0, impl: str = "auto") -> Tensor:
+    """Causal attention under the window + selected-blocks pattern. q,k,v: [B,H,T,D] -> [B,H,T,D].
+
+    impl: ``auto`` (flex on CUDA, reference elsewhere), ``flex`` or ``reference``. Dense causal
+    attention is used, on every device, when the pattern keeps every causal block or ``T < dense_below``.
+    """
+    T = q.shape[2]
+    if T < dense_below or kept_share(T, block_size, window, keep_ratio) >= 1.0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if impl == "flex" or (impl == "auto" and flex_available(q)):
+        return _compiled_flex_sparse()(q, k, v, block_size, window, keep_ratio)
+    return sparse_attention_reference(q, k, v, block_size, window, keep_ratio)
+
+
+def effective_keep_share(seq_len: int, block_size: int, window: int, keep_ratio: float,
+                         dense_below: int = 0) -> float:
+    """What ``sparse_attention`` visits at this length: 1.0 where it runs dense."""
+    if seq_len < dense_below:
+        return 1.0
+    return kept_share(seq_len, block_size, window, keep_ratio)

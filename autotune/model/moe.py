@@ -1,0 +1,159 @@
+"""Mixture-of-experts feed-forward: router, experts, load-balancing loss.
+
+Owns: ``FeedForward`` (the dense SwiGLU FFN, also the shared expert), ``Router`` (scores, top-k
+choice, routing weights, expert load, balance loss), ``Experts`` (the routed experts' weights and the
+two ways of running them on tokens sorted by expert: one grouped matmul, or a loop over experts) and
+``MoE`` (routing + dispatch + combine + optional shared expert). ``num_experts == 1`` is a dense FFN.
+Must not know about: attention, training, Optuna.
+
+Dispatch has no Python loop over tokens: the (token, expert) assignments are sorted by expert, the
+tokens gathered in that order, each expert's contiguous segment multiplied by its weights
+(``torch._grouped_mm`` where it runs; a loop over experts otherwise), and the results gathered back
+into [token, k] order and mixed by the routing weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype matmuls run in: autocast's if it is on for x's device, else x's own."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+class FeedForward(nn.Module):
+    """Dense SwiGLU FFN: ``w_out(silu(x W_gate) * (x W_up))``; d_model -> d_ff -> d_model."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.w_in = nn.Linear(d_model, 2 * d_ff, bias=False)    # gate and up, fused
+        self.w_out = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.w_in(x).chunk(2, dim=-1)
+        return self.w_out(F.silu(gate) * up)
+
+
+@dataclass
+class Routing:
+    """One layer's routing decision for N tokens."""
+
+    experts: Tensor        # [N, k] int64 chosen experts
+    weights: Tensor        # [N, k] float32 mixing weights
+    load: Tensor           # [E] fraction of the N*k assignments each expert got (f_i)
+    mean_prob: Tensor      # [E] mean router probability of each expert (P_i)
+    balance_loss: Tensor   # scalar E * sum_i f_i P_i (1.0 at uniform load), not yet times the coef
+
+
+def balance_loss(load: Tensor, mean_prob: Tensor) -> Tensor:
+    """Switch/GShard load-balancing loss ``E * sum_i f_i * P_i``; 1.0 when both are uniform."""
+    return load.numel() * (load * mean_prob).sum()
+
+
+class Router(nn.Module):
+    """Scores every expert, keeps the top_k per token.
+
+    softmax: weights are the chosen probabilities (renormalized over the k chosen when k > 1).
+    sigmoid: independent scores; weights the chosen scores (renormalized when k > 1); the balance
+    loss uses the scores normalized to sum to 1 per token as P.
+    """
+
+    def __init__(self, d_model: int, num_experts: int, top_k: int, kind: str = "softmax"):
+        super().__init__()
+        if kind not in ("softmax", "sigmoid"):
+            raise ValueError(f"router must be 'softmax' or 'sigmoid', not {kind!r}")
+        self.proj = nn.Linear(d_model, num_experts, bias=False)
+        self.num_experts, self.top_k, self.kind = num_experts, top_k, kind
+
+    def forward(self, x: Tensor) -> Routing:            # x: [N, d_model]
+        logits = self.proj(x).float()                    # [N, E]
+        if self.kind == "softmax":
+            gate = probs = logits.softmax(-1)
+        else:
+            gate = logits.sigmoid()
+            probs = gate / gate.sum(-1, keepdim=True)
+        weights, experts = gate.topk(self.top_k, dim=-1)  # [N, k]
+        if self.top_k > 1:
+            weights = weights / weights.sum(-1, keepdim=True)
+        counts = torch.bincount(experts.flatten(), minlength=self.num_experts)
+        load = counts.float() / experts.numel()
+        mean_prob = probs.mean(0)
+        return Routing(experts, weights, load, mean_prob, balance_loss(load, mean_prob))
+
+
+def grouped_mm_available(x: Tensor) -> bool:
+    """``torch._grouped_mm`` on CUDA needs Hopper or newer and bf16 operands."""
+    return (hasattr(torch, "_grouped_mm") and x.is_cuda and x.dtype == torch.bfloat16
+            and torch.cuda.get_device_capability(x.device)[0] >= 9)
+
+
+class Experts(nn.Module):
+    """``num_experts`` SwiGLU experts, weights stacked as [E, out, in] (like ``nn.Linear``)."""
+
+    def __init__(self, num_experts: int, d_model: int, d_ff: int):
+        super().__init__()
+        self.w_in = nn.Parameter(torch.empty(num_experts, 2 * d_ff, d_model))
+        self.w_out = nn.Parameter(torch.empty(num_experts, d_model, d_ff))
+        nn.init.normal_(self.w_in, std=d_model ** -0.5)
+        nn.init.normal_(self.w_out, std=d_ff ** -0.5)
+
+    def forward(self, x_sorted: Tensor, counts: Tensor, impl: str = "auto") -> Tensor:
+        """x_sorted: [M, d_model] rows grouped by expert, ``counts[e]`` rows each -> [M, d_model]."""
+        dtype = compute_dtype(x_sorted)
+        x_sorted = x_sorted.to(dtype)
+        if impl == "grouped" or (impl == "auto" and grouped_mm_available(x_sorted)):
+            return self.forward_grouped(x_sorted, counts)
+        return self.forward_loop(x_sorted, counts)
+
+    def forward_grouped(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
+        """All experts in two grouped matmuls over contiguous segments (no host sync)."""
+        offsets = counts.cumsum(0).to(torch.int32)                    # [E] segment ends
+        w_in = self.w_in.to(x_sorted.dtype).transpose(-1, -2)         # [E, d_model, 2*d_ff]
+        w_out = self.w_out.to(x_sorted.dtype).transpose(-1, -2)       # [E, d_ff, d_model]
+        gate, up = torch._grouped_mm(x_sorted, w_in, offs=offsets).chunk(2, dim=-1)   # [M, d_ff] each
+        return torch._grouped_mm(F.silu(gate) * up, w_out, offs=offsets)              # [M, d_model]
+
+    def forward_loop(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
+        """Reference: one plain matmul pair per expert on its segment (syncs to read counts)."""
+        outputs, start = [], 0
+        for e, n in enumerate(counts.tolist()):
+            seg = x_sorted[start:start + n]                           # [n, d_model]
+            gate, up = (seg @ self.w_in[e].to(seg.dtype).T).chunk(2, dim=-1)
+            outputs.append((F.silu(gate) * up) @ self.w_out[e].to(seg.dtype).T)
+            start += n
+        return torch.cat(outputs)
+
+
+class MoE(nn.Module):
+    """Routed experts (+ optional shared expert). x: [B, T, d_model] -> ([B, T, d_model], Routing)."""
+
+    def __init__(self, d_model: int, d_ff: int, num_experts: int, top_k: int, router: str = "softmax",
+                 shared_expert: bool = False):
+        super().__init__()
+        self.router = Router(d_model, num_experts, min(top_k, num_experts), router)
+        self.experts = Experts(num_experts, d_model, d_ff)
+        self.shared = FeedForward(d_model, d_ff) if shared_expert else None
+        self.impl = "auto"      # "grouped" | "loop": tests and benchmarks pin one
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Routing]:
+        B, T, D = x.shape
+        flat = x.reshape(B * T, D)                                    # [N, D]
+        routing = self.router(flat)
+        k = routing.experts.shape[1]
+        assignment = routing.experts.flatten()                        # [N*k], row r = (token r//k, slot r%k)
+        order = assignment.argsort(stable=True)                       # assignments grouped by expert
+        counts = torch.bincount(assignment, minlength=self.router.num_experts)
+        y_sorted = self.experts(flat[order // k], counts, self.impl)  # [N*k, D]
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        y = y_sorted[inverse].view(B * T, k, D)                       # back to (token, slot)
+        out = (routing.weights.to(y.dtype).unsqueeze(1) @ y).squeeze(1)   # [N, D]
+        if self.shared is not None:
+            out = out + self.shared(flat).to(out.dtype)
+        return out.view(B, T, D), routing

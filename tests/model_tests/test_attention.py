@@ -1,0 +1,170 @@
+"""Dynamic sparse attention: the pattern, its causality, and every path against an explicit mask."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autotune.model.attention import (
+    kept_blocks, kept_share, masked_attention, select_blocks, sparse_attention, window_blocks)
+
+# (B, H, T, D, block_size, window, keep_ratio); T not a multiple of block_size on purpose in some
+SHAPES = [
+    (2, 2, 128, 16, 16, 16, 0.3),
+    (1, 3, 200, 8, 32, 40, 0.5),
+    (2, 1, 256, 32, 16, 48, 0.2),
+    (1, 2, 97, 16, 8, 1, 0.6),
+]
+
+
+def qkv(B, H, T, D, dtype=torch.float32, device="cpu"):
+    return [torch.randn(B, H, T, D, dtype=dtype, device=device) for _ in range(3)]
+
+
+def explicit_mask(selection, T) -> torch.Tensor:
+    """The token mask written out element by element from the selection's block sets."""
+    bs = selection.block_size
+    B, H = selection.indices.shape[:2]
+    mask = torch.zeros(B, H, T, T, dtype=torch.bool)
+    for b in range(B):
+        for h in range(H):
+            for i in range(selection.n_blocks):
+                kept = set(selection.indices[b, h, i, : selection.counts[i]].tolist()) | {i}
+                for t in range(i * bs, min((i + 1) * bs, T)):
+                    for j in kept:
+                        mask[b, h, t, j * bs: min((j + 1) * bs, t + 1)] = True
+    return mask
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_sparse_attention_equals_dense_attention_under_the_same_explicit_mask(shape):
+    B, H, T, D, bs, window, keep = shape
+    q, k, v = qkv(B, H, T, D)
+    out = sparse_attention(q, k, v, block_size=bs, window=window, keep_ratio=keep, impl="reference")
+    mask = explicit_mask(select_blocks(q, k, bs, window, keep), T)
+    ref = masked_attention(q.double(), k.double(), v.double(), mask)
+    assert rel_err(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_each_query_block_keeps_its_share_window_and_only_earlier_blocks(shape):
+    B, H, T, D, bs, window, keep = shape
+    q, k, _ = qkv(B, H, T, D)
+    sel = select_blocks(q, k, bs, window, keep)
+    n = math.ceil(T / bs)
+    counts = kept_blocks(n, bs, window, keep)
+    forced = window_blocks(window, bs)
+    for i in range(n):
+        chosen = sel.indices[..., i, : sel.counts[i]]
+        assert sel.counts[i] + 1 == counts[i]
+        assert (chosen < i).all() and (chosen >= 0).all()
+        for row in chosen.flatten(0, 1):
+            assert len(set(row.tolist())) == len(row)                          # distinct
+            assert set(range(max(0, i - forced + 1), i)) <= set(row.tolist())  # window blocks kept
+
+
+def test_selection_picks_the_top_scoring_blocks_of_the_lagged_pooled_scorer():
+    B, H, T, D, bs, window, keep = 1, 2, 160, 8, 16, 16, 0.4
+    q, k, _ = qkv(B, H, T, D)
+    sel = select_blocks(q, k, bs, window, keep)
+    n, forced = T // bs, window_blocks(window, bs)
+    for h in range(H):
+        for i in range(n):
+            q_pool = q[0, h, max(0, i * bs - bs + 1): i * bs + 1].sum(0) / bs
+            scores = {j: float(q_pool @ k[0, h, j * bs:(j + 1) * bs].mean(0)) for j in range(i - forced + 1)}
+            n_free = int(sel.counts[i]) - min(forced - 1, i)
+            best = sorted(scores, key=scores.get, reverse=True)[:n_free]
+            window_set = set(range(max(0, i - forced + 1), i))
+            assert set(sel.indices[0, h, i, : sel.counts[i]].tolist()) == window_set | set(best)
+
+
+def test_window_only_attends_the_window_blocks():
+    B, H, T, D, bs, window = 2, 2, 192, 16, 16, 40
+    q, k, v = qkv(B, H, T, D)
+    out = sparse_attention(q, k, v, block_size=bs, window=window, keep_ratio=0.0, impl="reference")
+    t = torch.arange(T)
+    blocks_back = t.view(T, 1) // bs - t.view(1, T) // bs
+    mask = (t.view(T, 1) >= t.view(1, T)) & (blocks_back < window_blocks(window, bs))
+    assert mask[(t.view(T, 1) - t.view(1, T) >= 0) & (t.view(T, 1) - t.view(1, T) < window)].all()
+    assert rel_err(out, masked_attention(q.double(), k.double(), v.double(), mask)) < 1e-5
+
+
+@pytest.mark.parametrize("T", [64, 100, 256])
+def test_keep_all_is_dense_causal_attention(T):
+    q, k, v = qkv(2, 2, T, 16)
+    dense = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)
+    assert kept_share(T, 16, 16, 1.0) == 1.0
+    assert select_blocks(q, k, 16, 16, 1.0).token_mask().equal(
+        torch.ones(T, T, dtype=torch.bool).tril().expand(2, 2, T, T))
+    out = sparse_attention(q, k, v, block_size=16, window=16, keep_ratio=1.0, impl="reference")
+    assert rel_err(out, dense) < 1e-5
+
+
+def test_sequences_shorter_than_dense_below_run_dense():
+    q, k, v = qkv(1, 2, 128, 16)
+    dense = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out = sparse_attention(q, k, v, block_size=16, window=16, keep_ratio=0.2, dense_below=256)
+    assert rel_err(out, dense) < 1e-6
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_selection_and_outputs_of_earlier_positions_ignore_future_tokens(shape):
+    B, H, T, D, bs, window, keep = shape
+    q, k, v = qkv(B, H, T, D)
+    p = T // 2 + 3                                            # first perturbed position
+    q2, k2, v2 = (x.clone() for x in (q, k, v))
+    for x in (q2, k2, v2):
+        x[:, :, p:] = torch.randn_like(x[:, :, p:]) * 5
+    sel, sel2 = select_blocks(q, k, bs, window, keep), select_blocks(q2, k2, bs, window, keep)
+    settled = [i for i in range(sel.n_blocks) if i * bs < p]     # blocks whose first query is before p
+    for i in settled:
+        a = sel.indices[..., i, : sel.counts[i]].sort(-1).values
+        b = sel2.indices[..., i, : sel2.counts[i]].sort(-1).values
+        assert a.equal(b)
+    out = sparse_attention(q, k, v, block_size=bs, window=window, keep_ratio=keep, impl="reference")
+    out2 = sparse_attention(q2, k2, v2, block_size=bs, window=window, keep_ratio=keep, impl="reference")
+    torch.testing.assert_close(out[:, :, :p], out2[:, :, :p], rtol=0, atol=1e-6)
+
+
+def test_kept_share_falls_with_length_towards_keep_ratio():
+    shares = [kept_share(T, 128, 128, 0.2) for T in (1024, 4096, 16384)]
+    assert shares[0] > shares[1] > shares[2] > 0.2
+    assert shares[2] < 0.25
+
+
+# ---------------------------------------------------------------------------------------------- GPU
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("T,bs,window,keep", [(1024, 128, 128, 0.2), (2048, 64, 128, 0.3), (1000, 128, 128, 0.5)])
+def test_flex_path_matches_the_reference_forward_and_backward(T, bs, window, keep):
+    B, H, D = 2, 4, 64
+    q, k, v = (x.requires_grad_() for x in qkv(B, H, T, D, device="cuda"))
+    out = sparse_attention(q, k, v, block_size=bs, window=window, keep_ratio=keep, impl="flex")
+    grad = torch.randn_like(out)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
+    ref = sparse_attention(q, k, v, block_size=bs, window=window, keep_ratio=keep, impl="reference")
+    rq, rk, rv = torch.autograd.grad(ref, (q, k, v), grad)
+    # fp32 through FlexAttention's Triton kernel may use tf32 dots: about 3e-4
+    for a, b in ((out, ref), (dq, rq), (dk, rk), (dv, rv)):
+        assert rel_err(a, b) < 2e-3
+
+
+@pytest.mark.gpu
+@cuda
+def test_flex_path_in_bf16_stays_close_to_the_fp32_reference():
+    B, H, T, D = 1, 16, 4096, 64
+    q, k, v = qkv(B, H, T, D, device="cuda")
+    out = sparse_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), block_size=128, window=128,
+                           keep_ratio=0.2, impl="flex")
+    ref = masked_attention(q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(),
+                           select_blocks(q.bfloat16(), k.bfloat16(), 128, 128, 0.2).token_mask())
+    assert rel_err(out, ref) < 1e-2

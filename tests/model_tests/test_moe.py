@@ -1,0 +1,101 @@
+"""MoE: dispatch against a per-token loop, the balance loss, and gradients to the router."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autotune.model.moe import MoE, balance_loss
+
+
+def naive_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
+    """One token at a time: sum over its chosen experts of weight * expert(token), + shared expert."""
+    flat = x.reshape(-1, x.shape[-1])
+    routing = moe.router(flat)
+    out = torch.zeros_like(flat)
+    for t in range(flat.shape[0]):
+        for slot in range(routing.experts.shape[1]):
+            e = int(routing.experts[t, slot])
+            gate, up = (moe.experts.w_in[e] @ flat[t]).chunk(2)
+            out[t] += routing.weights[t, slot] * (moe.experts.w_out[e] @ (F.silu(gate) * up))
+        if moe.shared is not None:
+            out[t] += moe.shared(flat[t])
+    return out.view_as(x)
+
+
+@pytest.mark.parametrize("num_experts,top_k,router,shared", [
+    (4, 1, "softmax", False), (4, 2, "softmax", True), (8, 3, "sigmoid", False), (6, 4, "softmax", False),
+])
+@pytest.mark.parametrize("impl", ["loop", "grouped"])
+def test_dispatch_equals_a_per_token_loop(num_experts, top_k, router, shared, impl):
+    if impl == "grouped" and not hasattr(torch, "_grouped_mm"):
+        pytest.skip("torch._grouped_mm missing")
+    torch.manual_seed(num_experts * 10 + top_k)
+    moe = MoE(d_model=16, d_ff=24, num_experts=num_experts, top_k=top_k, router=router, shared_expert=shared)
+    moe.impl = impl
+    x = torch.randn(3, 11, 16)
+    out, routing = moe(x)
+    with torch.no_grad():
+        ref = naive_moe(moe, x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert routing.load.sum().item() == pytest.approx(1.0)
+
+
+def test_balance_loss_matches_its_formula():
+    torch.manual_seed(0)
+    moe = MoE(d_model=8, d_ff=8, num_experts=5, top_k=2)
+    x = torch.randn(40, 8)
+    routing = moe.router(x)
+    probs = moe.router.proj(x).softmax(-1)
+    f = torch.stack([(routing.experts == e).sum() for e in range(5)]).float() / (40 * 2)
+    expected = 5 * sum(f[e] * probs[:, e].mean() for e in range(5))
+    assert routing.balance_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_balance_loss_is_minimal_at_uniform_load():
+    E = 8
+    uniform = torch.full((E,), 1 / E)
+    assert balance_loss(uniform, uniform).item() == pytest.approx(1.0)
+    for _ in range(20):
+        p = torch.rand(E).softmax(0) if _ % 2 else torch.distributions.Dirichlet(torch.ones(E) * 0.3).sample()
+        assert balance_loss(p, p).item() >= 1.0 - 1e-6          # load that follows the router: >= uniform
+
+
+@pytest.mark.parametrize("top_k,router", [(1, "softmax"), (2, "softmax"), (1, "sigmoid"), (2, "sigmoid")])
+def test_gradients_reach_the_router_from_the_output_and_the_balance_loss(top_k, router):
+    torch.manual_seed(1)
+    moe = MoE(d_model=16, d_ff=16, num_experts=4, top_k=top_k, router=router)
+    x = torch.randn(2, 9, 16)
+    out, routing = moe(x)
+    (grad_out,) = torch.autograd.grad(out.square().sum(), moe.router.proj.weight, retain_graph=True)
+    (grad_aux,) = torch.autograd.grad(routing.balance_loss, moe.router.proj.weight)
+    assert grad_out.abs().sum() > 0 and grad_aux.abs().sum() > 0
+
+
+def test_every_expert_weight_gets_a_gradient_when_used():
+    torch.manual_seed(2)
+    moe = MoE(d_model=16, d_ff=16, num_experts=4, top_k=2)
+    out, routing = moe(torch.randn(4, 16, 16))
+    out.sum().backward()
+    used = routing.load > 0
+    per_expert = moe.experts.w_in.grad.abs().sum((1, 2))
+    assert ((per_expert > 0) == used).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("num_experts", [8, 32])
+def test_grouped_dispatch_on_cuda_matches_the_expert_loop_in_bf16(num_experts):
+    moe = MoE(d_model=256, d_ff=512, num_experts=num_experts, top_k=2).cuda()
+    x = torch.randn(4, 512, 256, device="cuda", requires_grad=True)
+    results = []
+    for impl in ("grouped", "loop"):
+        moe.impl = impl
+        moe.zero_grad()
+        with torch.autocast("cuda", torch.bfloat16):
+            out, _ = moe(x)
+        (gx,) = torch.autograd.grad(out.float().square().sum(), x)
+        results.append((out.float(), gx, None))
+    (a, ga, _), (b, gb, _) = results
+    assert ((a - b).norm() / b.norm()).item() < 1e-2
+    assert ((ga - gb).norm() / gb.norm()).item() < 2e-2
