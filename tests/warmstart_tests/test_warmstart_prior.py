@@ -92,8 +92,8 @@ def test_source_trials_fade_out_as_own_trials_accumulate():
     prior = warmstart.PriorSampler(optuna.samplers.RandomSampler(), src, fade_trials=20)
     own = [optuna.trial.create_trial(params={"x": 0.5}, distributions=dists, value=100.0 + i)
            for i in range(20)]
-    shown = [len(prior.visible_sources(own[:n])) for n in (0, 5, 10, 19, 20)]
-    assert shown == [10, 8, 5, 0, 0]
+    shown = [len(prior.visible_sources(own[:n])) for n in (0, 5, 10, 18, 20)]
+    assert shown == [10, 8, 5, 1, 0]
     # the same trials stay while they are shown: the share that goes is fixed, not redrawn
     assert {t.params["x"] for t in prior.visible_sources(own[:10])} <= {
         t.params["x"] for t in prior.visible_sources(own[:5])}
