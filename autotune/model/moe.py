@@ -46,6 +46,7 @@ class Routing:
 
     experts: Tensor        # [N, k] int64 chosen experts
     weights: Tensor        # [N, k] float32 mixing weights
+    counts: Tensor         # [E] int64 assignments per expert
     load: Tensor           # [E] fraction of the N*k assignments each expert got (f_i)
     mean_prob: Tensor      # [E] mean router probability of each expert (P_i)
     balance_loss: Tensor   # scalar E * sum_i f_i P_i (1.0 at uniform load), not yet times the coef
@@ -81,10 +82,36 @@ class Router(nn.Module):
         weights, experts = gate.topk(self.top_k, dim=-1)  # [N, k]
         if self.top_k > 1:
             weights = weights / weights.sum(-1, keepdim=True)
-        counts = torch.bincount(experts.flatten(), minlength=self.num_experts)
+        counts = expert_counts(experts, self.num_experts)
         load = counts.float() / experts.numel()
         mean_prob = probs.mean(0)
-        return Routing(experts, weights, load, mean_prob, balance_loss(load, mean_prob))
+        return Routing(experts, weights, counts, load, mean_prob, balance_loss(load, mean_prob))
+
+
+def expert_counts(experts: Tensor, num_experts: int) -> Tensor:
+    """Assignments per expert, [E] int64 (a scatter-add: unlike bincount its shape is static,
+    so torch.compile keeps it in the graph)."""
+    flat = experts.flatten()
+    return torch.zeros(num_experts, dtype=torch.int64, device=flat.device).scatter_add_(
+        0, flat, torch.ones_like(flat))
+
+
+class _Gather(torch.autograd.Function):
+    """``x[index]`` whose backward is a gather too: ``index`` takes each row of x exactly ``repeats``
+    times and ``inverse`` lists, for each x row, its ``repeats`` positions in the output. Autograd's
+    own backward of ``x[index]`` is a sort-based scatter-add, several times slower."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor, inverse: Tensor, repeats: int) -> Tensor:
+        ctx.save_for_backward(inverse)
+        ctx.repeats = repeats
+        return x[index]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (inverse,) = ctx.saved_tensors
+        rows = inverse.numel() // ctx.repeats
+        return grad[inverse].view(rows, ctx.repeats, -1).sum(1), None, None, None
 
 
 def grouped_mm_available(x: Tensor) -> bool:
@@ -148,11 +175,11 @@ class MoE(nn.Module):
         k = routing.experts.shape[1]
         assignment = routing.experts.flatten()                        # [N*k], row r = (token r//k, slot r%k)
         order = assignment.argsort(stable=True)                       # assignments grouped by expert
-        counts = torch.bincount(assignment, minlength=self.router.num_experts)
-        y_sorted = self.experts(flat[order // k], counts, self.impl)  # [N*k, D]
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
-        y = y_sorted[inverse].view(B * T, k, D)                       # back to (token, slot)
+        x_sorted = _Gather.apply(flat, order // k, inverse, k)        # [N*k, D], by expert
+        y_sorted = self.experts(x_sorted, routing.counts, self.impl)  # [N*k, D]
+        y = _Gather.apply(y_sorted, inverse, order, 1).view(B * T, k, D)   # back to (token, slot)
         out = (routing.weights.to(y.dtype).unsqueeze(1) @ y).squeeze(1)   # [N, D]
         if self.shared is not None:
             out = out + self.shared(flat).to(out.dtype)

@@ -99,3 +99,16 @@ def test_grouped_dispatch_on_cuda_matches_the_expert_loop_in_bf16(num_experts):
     (a, ga, _), (b, gb, _) = results
     assert ((a - b).norm() / b.norm()).item() < 1e-2
     assert ((ga - gb).norm() / gb.norm()).item() < 2e-2
+
+
+@pytest.mark.parametrize("top_k", [1, 3])
+def test_dispatch_gradients_equal_the_per_token_loop(top_k):
+    torch.manual_seed(3)
+    moe = MoE(d_model=8, d_ff=8, num_experts=5, top_k=top_k, shared_expert=True)
+    x = torch.randn(2, 7, 8, requires_grad=True)
+    params = [x, moe.router.proj.weight, moe.experts.w_in, moe.experts.w_out]
+    grad_out = torch.randn(2, 7, 8)
+    fast = torch.autograd.grad(moe(x)[0], params, grad_out)
+    slow = torch.autograd.grad(naive_moe(moe, x), params, grad_out)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
