@@ -1,0 +1,399 @@
+"""The training loop of one trial: data + model from two configs, train, evaluate, report, measure.
+
+Owns: ``TrainConfig`` (every training knob, by the name a search space uses), ``train()`` (AdamW with
+warm-up and cosine decay, gradient clipping and accumulation, bf16 autocast or fp16 with loss scaling,
+``torch.compile`` on CUDA, periodic evaluation through a ``report(step, metrics) -> keep_going``
+callback) and the metrics a trial reports (``BUILTIN_METRICS``).
+Must not know about: Optuna, YAML, the scheduler. Pruning is only ever ``report`` returning False.
+
+Example:
+    >>> from autotune.model import ModelConfig
+    >>> metrics = train(ModelConfig(d_model=64), TrainConfig(steps=20, eval_every=10))  # doctest: +SKIP
+    >>> metrics["accuracy"], metrics["latency_ms"]                                     # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from autotune.data import IGNORE_INDEX, Batch, build_dataset
+from autotune.model.config import ModelConfig
+
+Report = Callable[[int, dict[str, float]], bool]
+
+PEAK_FLOPS = 792e12          # H100 bf16 dense matmul ceiling we measured (issue 3); the MFU yardstick
+TIMING_SKIP_STEPS = 2        # first steps left out of step time (compilation, allocator warm-up)
+LATENCY_RUNS = 5             # timed forward passes for latency; the median is reported
+
+BUILTIN_METRICS = (
+    "val_loss",          # mean cross-entropy on the validation set's target positions (nats/token)
+    "accuracy",          # share of validation target positions predicted exactly (argmax)
+    "train_loss",        # mean training cross-entropy over the steps since the previous evaluation
+    "tokens_per_s",      # training throughput, real (unpadded) input tokens per second
+    "step_ms",           # mean wall time of one optimizer step (all micro-batches), warm-up left out
+    "peak_mem_mb",       # CUDA: peak allocated memory; CPU: the process's peak resident set
+    "params_total",      # every parameter
+    "params_active",     # parameters one token passes through (top_k of the experts)
+    "expert_load_cv",    # coefficient of variation of tokens per expert, mean over layers; 0 = balanced
+    "keep_ratio_used",   # share of causal key blocks the sparse attention visited
+    "latency_ms",        # median ms of one forward pass, batch 1, one sequence of seq_len tokens
+    "latency",           # the same value as latency_ms (the flat spec form's name)
+    "mfu",               # CUDA: model FLOPs utilization against PEAK_FLOPS; 0 on CPU
+    "steps",             # optimizer steps taken (fewer than TrainConfig.steps when stopped early)
+    "train_s",           # wall seconds of the whole run, evaluations included
+)
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss (or, without loss scaling, the gradient norm) became NaN or infinite."""
+
+    def __init__(self, step: int, value: float, what: str = "loss") -> None:
+        super().__init__(f"training diverged: {what} is {value} at step {step}")
+        self.step, self.value, self.what = step, value, what
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training knob, by the name a search space or a study's ``trainer:`` block uses.
+
+    Args:
+        task: ``mqar`` (built-in associative recall) or ``text`` (a ``.txt`` / ``.bin`` file).
+        data_path: the token file for ``text``.
+        seq_len: input tokens per sequence (also the model's ``max_seq_len`` and the latency length).
+        num_pairs: key-value pairs per ``mqar`` sequence.
+        task_vocab: ``mqar`` vocabulary (default 64); for ``text`` it overrides the file's (256 for
+            ``.txt``, largest token + 1 for ``.bin``). The model's ``vocab_size`` is set from it.
+        eot_token: ``text``: the token that ends each document (e.g. 10: one document per line).
+        val_fraction: ``text``: share of the file (its tail) held out for validation.
+        steps: optimizer steps.
+        eval_every: steps between evaluations (each one calls ``report``); the last step always evaluates.
+        eval_batches: validation batches per evaluation.
+        lr: peak learning rate.
+        warmup_fraction: share of ``steps`` for linear warm-up, unless ``warmup_steps`` is given.
+        warmup_steps: warm-up steps; overrides ``warmup_fraction``.
+        min_lr_ratio: the cosine decays to ``lr * min_lr_ratio`` at the last step.
+        weight_decay: AdamW decoupled decay on matrices and embeddings (not norms or biases).
+        beta1, beta2: AdamW moment coefficients.
+        grad_clip: clip the global gradient norm to this; 0 disables.
+        batch_size: sequences per micro-batch (``mqar``); for ``text`` the default token budget is
+            ``batch_size * seq_len``.
+        tokens_per_batch: ``text``: padded tokens per micro-batch, batches grouping similar lengths.
+        grad_accum: micro-batches per optimizer step.
+        precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16``, ``fp16`` (with loss scaling), ``fp32``.
+        compile: ``auto`` (compile on CUDA only), True or False.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        seed: seeds the model's initialization and the data.
+        threads: CPU threads for torch; 0 = the cores this process may use (or ``OMP_NUM_THREADS``).
+    """
+
+    task: str = "mqar"
+    data_path: str | None = None
+    seq_len: int = 128
+    num_pairs: int = 8
+    task_vocab: int | None = None
+    eot_token: int | None = None
+    val_fraction: float = 0.1
+    steps: int = 200
+    eval_every: int = 50
+    eval_batches: int = 4
+    lr: float = 3e-3
+    warmup_fraction: float = 0.1
+    warmup_steps: int | None = None
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    batch_size: int = 32
+    tokens_per_batch: int | None = None
+    grad_accum: int = 1
+    precision: str = "auto"
+    compile: str | bool = "auto"
+    device: str = "auto"
+    seed: int = 0
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("precision", self.precision in PRECISIONS, f"one of {PRECISIONS}"),
+            ("compile", self.compile in ("auto", True, False), "'auto', true or false"),
+            ("device", self.device in DEVICES, f"one of {DEVICES}"),
+            ("steps", self.steps >= 1, "at least 1"),
+            ("grad_accum", self.grad_accum >= 1, "at least 1"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("eval_batches", self.eval_batches >= 1, "at least 1"),
+            ("seq_len", self.seq_len >= 2, "at least 2"),
+            ("lr", self.lr > 0, "positive"),
+            ("warmup_fraction", 0 <= self.warmup_fraction < 1, "in [0, 1)"),
+            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+        ]
+        for name, ok, need in checks:
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be {need}")
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up length in steps."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return int(self.warmup_fraction * self.steps)
+
+
+def lr_multiplier(step: int, *, steps: int, warmup: int, min_lr_ratio: float) -> float:
+    """Learning-rate factor for 0-based optimizer ``step``: linear warm-up to 1, then cosine to ``min_lr_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - 1 - warmup))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_model(cfg: ModelConfig) -> torch.nn.Module:
+    """The trial's model (imported here so that the data and the schedule work without it)."""
+    from autotune.model import Transformer
+    return Transformer(cfg)
+
+
+# --- devices, precision, threads --------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA GPU")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None for fp32, use a GradScaler)``."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None, False
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {"bf16": (torch.bfloat16, False), "fp16": (torch.float16, True), "fp32": (None, False)}[precision]
+
+
+def configure_threads(threads: int, device: torch.device) -> None:
+    """Give torch ``threads`` CPU threads; by default the cores this process may run on."""
+    if threads <= 0:
+        if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+            return
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(threads)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with decay on matrices and embeddings only (norm gains and biases are left alone)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type == "cuda")
+
+
+# --- loss, evaluation, measurements ------------------------------------------------------------
+
+def target_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy on target positions only (``IGNORE_INDEX`` elsewhere), in fp32."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
+                           reduction=reduction)
+
+
+def expert_load_cv(expert_load: torch.Tensor | None) -> float:
+    """Coefficient of variation (std / mean) of a ``[n_layers, E]`` load, averaged over layers."""
+    if expert_load is None or expert_load.numel() == 0 or expert_load.shape[-1] < 2:
+        return 0.0
+    load = expert_load.float()
+    cv = load.std(dim=-1, unbiased=False) / load.mean(dim=-1).clamp_min(1e-12)
+    return float(cv.mean())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device, autocast) -> dict[str, float]:
+    """Validation loss and accuracy on target positions, with the expert load and keep ratio seen."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count, keep_sum, load_sum = 0, 0.0, None
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast():
+            logits, aux = model(batch.inputs)
+        mask = batch.targets != IGNORE_INDEX
+        loss_sum += target_loss(logits, batch.targets, reduction="sum")
+        correct += ((logits.argmax(-1) == batch.targets) & mask).sum()
+        count += int(mask.sum())
+        load = getattr(aux, "expert_load", None)
+        if load is not None:
+            load_sum = load.detach().float() if load_sum is None else load_sum + load.detach().float()
+        keep_sum += float(getattr(aux, "keep_ratio", 1.0))
+    model.train()
+    return {"val_loss": float(loss_sum) / max(count, 1), "accuracy": float(correct) / max(count, 1),
+            "expert_load_cv": expert_load_cv(load_sum), "keep_ratio_used": keep_sum / len(batches)}
+
+
+@torch.no_grad()
+def measure_latency_ms(model: torch.nn.Module, seq_len: int, vocab_size: int, device: torch.device,
+                       autocast, runs: int = LATENCY_RUNS) -> float:
+    """Median milliseconds of one forward pass of one ``seq_len``-token sequence (batch 1)."""
+    model.eval()
+    tokens = torch.randint(vocab_size, (1, seq_len), device=device,
+                           generator=torch.Generator(device=device).manual_seed(0))
+    times = []
+    for i in range(runs + 2):                       # two untimed runs warm caches (and compile)
+        _sync(device)
+        start = time.perf_counter()
+        with autocast():
+            model(tokens)
+        _sync(device)
+        if i >= 2:
+            times.append((time.perf_counter() - start) * 1e3)
+    model.train()
+    return statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024       # Linux: KiB
+
+
+def count_parameters(model: torch.nn.Module, active: bool) -> int:
+    if hasattr(model, "num_parameters"):
+        return int(model.num_parameters(active=active))
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+    """Training FLOPs (forward + backward) per token; 6 x active parameters if the model cannot say."""
+    if hasattr(model, "flops_per_token"):
+        return float(model.flops_per_token(seq_len))
+    return 6.0 * count_parameters(model, active=True)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+class _StepClock:
+    """Wall time and tokens of the optimizer steps, warm-up steps left out of the rates."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.tokens: list[int] = []
+
+    def add(self, seconds: float, tokens: int) -> None:
+        self.times.append(seconds)
+        self.tokens.append(tokens)
+
+    def rates(self) -> dict[str, float]:
+        skip = min(TIMING_SKIP_STEPS, len(self.times) - 1)
+        seconds, tokens = sum(self.times[skip:]), sum(self.tokens[skip:])
+        return {"step_ms": 1e3 * seconds / max(1, len(self.times) - skip),
+                "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
+
+
+def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None = None) -> dict[str, float]:
+    """Train ``model_cfg`` on ``train_cfg``'s task and return the final metrics (``BUILTIN_METRICS``).
+
+    ``report(step, metrics)`` is called after each evaluation with the metrics so far; returning False
+    stops training at once, and the metrics so far are returned. NaN or infinite loss raises
+    ``TrainingDiverged``. The model's ``vocab_size`` and ``max_seq_len`` are set from the data.
+    """
+    cfg = train_cfg
+    started = time.perf_counter()
+    device = resolve_device(cfg.device)
+    configure_threads(cfg.threads, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+    dtype, use_scaler = resolve_precision(cfg.precision, device)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    data = build_dataset(cfg.task, seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
+                         eval_batches=cfg.eval_batches, num_pairs=cfg.num_pairs, task_vocab=cfg.task_vocab,
+                         data_path=cfg.data_path, tokens_per_batch=cfg.tokens_per_batch,
+                         eot_token=cfg.eot_token, val_fraction=cfg.val_fraction)
+    model_cfg = replace(model_cfg, vocab_size=data.vocab_size, max_seq_len=cfg.seq_len)
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg).to(device)
+    model.train()
+    optimizer = make_optimizer(model, cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    use_compile = cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda")
+    forward = torch.compile(model) if use_compile else model
+
+    static = {"params_total": float(count_parameters(model, active=False)),
+              "params_active": float(count_parameters(model, active=True))}
+    train_iter = data.train_batches()
+    val_batches = data.val_batches()
+    clock = _StepClock()
+    losses_since_eval: list[float] = []
+    metrics: dict[str, float] = {}
+    step = 0
+    while step < cfg.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_multiplier(step, steps=cfg.steps, warmup=cfg.warmup,
+                                                 min_lr_ratio=cfg.min_lr_ratio)
+        tick = time.perf_counter()
+        ce_sum, total_sum, tokens = 0.0, 0.0, 0
+        for _ in range(cfg.grad_accum):
+            batch = next(train_iter).to(device)
+            with autocast():
+                logits, aux = forward(batch.inputs)
+                ce = target_loss(logits, batch.targets)
+                loss = ce + aux.aux_loss
+            scaler.scale(loss / cfg.grad_accum).backward()
+            ce_sum, total_sum = ce_sum + ce.detach(), total_sum + loss.detach()
+            tokens += batch.num_tokens
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+        ce_value, loss_value, norm_value = torch.stack(
+            [torch.as_tensor(v, dtype=torch.float32, device=device).reshape(())
+             for v in (ce_sum, total_sum, grad_norm)]).tolist()
+        step += 1
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(step, loss_value / cfg.grad_accum)
+        if not use_scaler and not math.isfinite(norm_value):      # fp16 skips such steps by design
+            raise TrainingDiverged(step, norm_value, what="gradient norm")
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        clock.add(time.perf_counter() - tick, tokens)
+        losses_since_eval.append(ce_value / cfg.grad_accum)
+
+        if step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0):
+            metrics = {**evaluate(forward, val_batches, device, autocast),
+                       "train_loss": statistics.fmean(losses_since_eval), **clock.rates(),
+                       "peak_mem_mb": peak_memory_mb(device), **static}
+            losses_since_eval = []
+            if report is not None and report(step, dict(metrics)) is False:
+                break
+
+    latency = measure_latency_ms(forward, cfg.seq_len, data.vocab_size, device, autocast)
+    mfu = (flops_per_token(model, cfg.seq_len) * metrics["tokens_per_s"] / PEAK_FLOPS
+           if device.type == "cuda" else 0.0)
+    return {**metrics, "latency_ms": latency, "latency": latency, "mfu": mfu, "steps": float(step),
+            "peak_mem_mb": peak_memory_mb(device), "train_s": time.perf_counter() - started}
