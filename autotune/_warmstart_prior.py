@@ -13,16 +13,19 @@ Must not know about: the model, storages, how the trials were carried.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Container, Sequence
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _MIN_OWN_FOR_RESCALE = 3   # own values needed before source values are mapped onto them
+_MIN_OWN_FOR_RELEVANCE = 3  # own values needed before the sources' relevance is judged
+_PSEUDO_AGREEING = 4        # pairs of agreement counted in advance (see `relevance`)
 
 
 class PriorSampler(BaseSampler):
@@ -43,21 +46,36 @@ class PriorSampler(BaseSampler):
         self.fade_trials = fade_trials if fade_trials is not None else max(len(source_trials), 20)
         # The order in which source trials leave the view; fixed, so every call agrees.
         self._drop_order = np.random.RandomState(seed).permutation(len(self.source_trials))
+        self._relevance_key: tuple | None = None
+        self._relevance = 1.0
 
     def _view(self, study: optuna.Study) -> "_StudyView":
         return _StudyView(study, self)
 
     def visible_sources(self, own: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-        """The source trials shown beside ``own`` (the study's trials), values rescaled."""
+        """The source trials shown beside ``own`` (the study's trials), values rescaled.
+
+        The share shown is ``fade * relevance``: ``fade`` falls linearly from 1 to 0 over
+        ``fade_trials`` own finished trials; ``relevance`` (see ``relevance``) falls to 0 when the
+        sources rank the own results wrongly, so that an unrelated source stops steering at once."""
         finished = [t for t in own if t.state in _FINISHED]
-        share = max(0.0, 1.0 - len(finished) / self.fade_trials) if self.fade_trials else 0.0
+        complete = [t for t in own if t.state == TrialState.COMPLETE and t.values]
+        fade = max(0.0, 1.0 - len(finished) / self.fade_trials) if self.fade_trials else 0.0
+        share = fade * self._cached_relevance(complete) if fade > 0 else 0.0
         n_keep = int(round(share * len(self.source_trials)))
         keep = sorted(self._drop_order[:n_keep])
         shown = [self.source_trials[i] for i in keep]
-        own_values = [t.values for t in own if t.state == TrialState.COMPLETE and t.values]
-        if len(own_values) < _MIN_OWN_FOR_RESCALE or not shown:
+        if len(complete) < _MIN_OWN_FOR_RESCALE or not shown:
             return shown
-        return _rescale(shown, self.source_trials, np.asarray(own_values, dtype=float))
+        own_values = np.asarray([t.values for t in complete], dtype=float)
+        return _rescale(shown, self.source_trials, own_values)
+
+    def _cached_relevance(self, complete: list[FrozenTrial]) -> float:
+        # Samplers list the trials several times per suggestion; own results change once a trial.
+        key = (len(complete), complete[-1].number if complete else None)
+        if self._relevance_key != key:
+            self._relevance_key, self._relevance = key, relevance(self.source_trials, complete)
+        return self._relevance
 
     # BaseSampler: every call goes to the inner sampler with the view in place of the study.
     def infer_relative_search_space(self, study, trial):  # noqa: ANN001, ANN201
@@ -78,6 +96,60 @@ class PriorSampler(BaseSampler):
 
     def reseed_rng(self) -> None:
         self.inner.reseed_rng()
+
+
+def relevance(sources: Sequence[FrozenTrial], own: Sequence[FrozenTrial]) -> float:
+    """How well the sources predict the study's own COMPLETE results, from 0.0 to 1.0.
+
+    Each own trial is predicted by the value of its nearest source trial (parameters normalized
+    to [0, 1], log scale where the distribution is; a categorical counts 0 or 1). ``p`` is the
+    share of own-trial pairs that the predictions order as their own values do, counting
+    ``_PSEUDO_AGREEING`` pairs of agreement in advance so that a few results move it only a little;
+    the relevance is ``2p - 1``, clipped at 0 (no better than chance: no relevance)."""
+    if len(own) < _MIN_OWN_FOR_RELEVANCE or not sources:
+        return 1.0
+    names = sorted({n for t in sources for n in t.distributions})
+    dists = {n: next(t.distributions[n] for t in sources if n in t.distributions) for n in names}
+    src_x, own_x = _encode(sources, names, dists), _encode(own, names, dists)
+    is_cat = np.array([isinstance(dists[n], CategoricalDistribution) for n in names])
+    diff = src_x[None, :, :] - own_x[:, None, :]                 # (n_own, n_src, n_params)
+    sq = np.where(is_cat, (diff != 0).astype(float), diff ** 2)
+    sq = np.where(np.isnan(diff), np.nan, sq)
+    with np.errstate(all="ignore"):
+        dist = np.nanmean(sq, axis=2)                           # (n_own, n_src)
+    dist = np.where(np.isnan(dist), np.inf, dist)
+    predicted = np.asarray([t.values for t in sources], dtype=float)[np.argmin(dist, axis=1)]
+    actual = np.asarray([t.values for t in own], dtype=float)
+    upper = np.triu_indices(len(own), k=1)
+    agree = disagree = 0
+    for j in range(actual.shape[1]):
+        prod = (np.sign(predicted[:, None, j] - predicted[None, :, j])
+                * np.sign(actual[:, None, j] - actual[None, :, j]))[upper]
+        agree += int(np.sum(prod > 0))
+        disagree += int(np.sum(prod < 0))
+    p = (agree + _PSEUDO_AGREEING) / (agree + disagree + _PSEUDO_AGREEING)
+    return float(min(1.0, max(0.0, 2.0 * p - 1.0)))
+
+
+def _encode(trials: Sequence[FrozenTrial], names: list[str],
+            dists: dict[str, BaseDistribution]) -> np.ndarray:
+    """(n_trials, n_params): numeric parameters scaled to [0, 1], categoricals as their index,
+    NaN where a trial lacks the parameter."""
+    x = np.full((len(trials), len(names)), np.nan)
+    for i, t in enumerate(trials):
+        for k, n in enumerate(names):
+            if n in t.params and _fits(dists[n], t.params[n]):
+                x[i, k] = _unit(dists[n], t.params[n])
+    return x
+
+
+def _unit(dist: BaseDistribution, value: Any) -> float:
+    if isinstance(dist, CategoricalDistribution):
+        return float(dist.to_internal_repr(value))
+    low, high, v = float(dist.low), float(dist.high), float(value)
+    if dist.log:
+        low, high, v = math.log(low), math.log(high), math.log(v)
+    return (v - low) / (high - low) if high > low else 0.0
 
 
 def _rescale(shown: list[FrozenTrial], all_sources: list[FrozenTrial],

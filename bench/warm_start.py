@@ -1,0 +1,218 @@
+"""Benchmark: does a warm start from an earlier, related study find good configurations sooner?
+
+For each pair (source problem -> target problem) and each seed: a source study runs TPE for
+``--source-trials`` trials on the source problem; then on the target problem a cold study, a warm
+``enqueue`` study and a warm ``prior`` study each run ``--trials`` trials with the same seed.
+Pairs: the target is the source shifted, rescaled (with a shrunk range), a mixed int/categorical
+space that changed (new parameter, removed choice, new step), and an *unrelated* source whose
+optimum lies in the opposite corner (warm must not be worse than cold beyond noise).
+
+Metrics per pair and strategy, over seeds:
+- ``reach``: trials a warm study needs to reach the best value the cold study of the same seed
+  reached in ``--trials`` trials (``>N`` when it never does); median over seeds (target <= 15),
+- ``best@N``: median best value after ``--trials`` trials, and the paired difference warm - cold
+  with a bootstrap 95% interval (an interval wholly above 0 means worse beyond noise).
+
+    python bench/warm_start.py --seeds 20 --trials 50 --json bench/warm_start.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+
+from autotune import space, warmstart
+from autotune.spec_types import ObjectiveSpec, Param, SearchSpace, StudySpec, WarmStartSpec
+
+try:
+    from autotune.samplers import build_sampler
+except ImportError:   # before the samplers package had its factory
+    def build_sampler(kind: str, seed: int | None = None) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+Objective = Callable[[dict[str, Any]], float]
+
+
+# ---- problems -------------------------------------------------------------------------------
+
+def _floats(names: str, low: float, high: float) -> tuple[Param, ...]:
+    return tuple(Param(n, "float", low=low, high=high) for n in names.split())
+
+
+def sphere(center: tuple[float, ...]) -> Objective:
+    return lambda p: float(sum((p[f"x{i}"] - c) ** 2 for i, c in enumerate(center)))
+
+
+def rastrigin(center: tuple[float, ...], scale: float = 1.0, offset: float = 0.0) -> Objective:
+    def f(p: dict[str, Any]) -> float:
+        z = np.array([p[f"x{i}"] - c for i, c in enumerate(center)])
+        return float(scale * (10 * len(z) + np.sum(z ** 2 - 10 * np.cos(2 * np.pi * z))) + offset)
+    return f
+
+
+def mixed(lr: float, layers: int, act: str, extra: dict[str, float]) -> Objective:
+    def f(p: dict[str, Any]) -> float:
+        v = (math.log10(p["lr"]) - math.log10(lr)) ** 2 + ((p["layers"] - layers) / 4) ** 2
+        v += 0.0 if p["act"] == act else 0.5
+        return float(v + sum(4 * (p[k] - x) ** 2 for k, x in extra.items()))
+    return f
+
+
+MIXED_SOURCE = SearchSpace((
+    Param("lr", "float", low=1e-5, high=1e-1, log=True), Param("layers", "int", low=1, high=12),
+    Param("act", "categorical", choices=("relu", "gelu", "silu")),
+    Param("dropout", "float", low=0.0, high=0.5)))
+MIXED_TARGET = SearchSpace((    # dropout removed, wd new, relu gone, layers on a step of 2
+    Param("lr", "float", low=1e-5, high=1e-1, log=True),
+    Param("layers", "int", low=2, high=16, step=2),
+    Param("act", "categorical", choices=("gelu", "silu", "swish")),
+    Param("wd", "float", low=0.0, high=0.1)))
+SPACE4 = SearchSpace(_floats("x0 x1 x2 x3", -5.0, 5.0))
+SPACE3_WIDE = SearchSpace(_floats("x0 x1 x2", -5.12, 5.12))
+SPACE3_NARROW = SearchSpace(_floats("x0 x1 x2", -4.0, 4.0))
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    source_space: SearchSpace
+    source: Objective
+    target_space: SearchSpace
+    target: Objective
+    related: bool = True
+
+
+PAIRS = (
+    Pair("sphere4-shifted", SPACE4, sphere((1.0, -1.0, 2.0, 0.5)),
+         SPACE4, sphere((1.5, -1.5, 2.5, 0.0))),
+    Pair("rastrigin3-rescaled", SPACE3_WIDE, rastrigin((1.5, -2.0, 0.5)),
+         SPACE3_NARROW, rastrigin((1.5, -2.0, 0.5), scale=3.0, offset=10.0)),
+    Pair("mixed-space-changed", MIXED_SOURCE, mixed(3e-3, 6, "gelu", {"dropout": 0.1}),
+         MIXED_TARGET, mixed(5e-3, 8, "gelu", {"wd": 0.03})),
+    Pair("sphere4-unrelated", SPACE4, sphere((-4.0, 4.0, -4.0, 4.0)),
+         SPACE4, sphere((1.5, -1.5, 2.5, 0.0)), related=False),
+)
+STRATEGIES = ("cold", "enqueue", "prior")
+
+
+# ---- one seed -------------------------------------------------------------------------------
+
+def _optimize(study: optuna.Study, sp: SearchSpace, f: Objective, n: int) -> list[float]:
+    study.optimize(lambda t: f(space.suggest(t, sp)), n_trials=n)
+    return [t.value for t in study.trials]
+
+
+def run_seed(args: tuple[str, int, int, int]) -> dict[str, Any]:
+    pair_name, seed, n_source, n_trials = args
+    pair = next(p for p in PAIRS if p.name == pair_name)   # problems are closures: pass names
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = optuna.storages.InMemoryStorage()
+    src = optuna.create_study(storage=storage, study_name="source",
+                              sampler=build_sampler("tpe", seed=10_000 + seed))
+    _optimize(src, pair.source_space, pair.source, n_source)
+    out: dict[str, Any] = {"pair": pair.name, "seed": seed}
+    for strategy in STRATEGIES:
+        ws = None if strategy == "cold" else WarmStartSpec(sources=("source",), strategy=strategy)
+        spec = StudySpec(path=None, study=strategy, storage="memory", space=pair.target_space,
+                         objectives=(ObjectiveSpec("f", "minimize"),), warm_start=ws)
+        sampler, apply = warmstart.prepare(spec, storage, build_sampler("tpe", seed=seed))
+        study = optuna.create_study(storage=storage, study_name=strategy, sampler=sampler)
+        apply(study)
+        out[strategy] = _optimize(study, pair.target_space, pair.target, n_trials)
+    return out
+
+
+# ---- summary --------------------------------------------------------------------------------
+
+def trials_to_reach(values: list[float], target: float) -> int | None:
+    best = np.minimum.accumulate(values)
+    hit = np.nonzero(best <= target)[0]
+    return int(hit[0]) + 1 if hit.size else None
+
+
+def bootstrap_median_ci(x: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    meds = np.median(rng.choice(x, size=(n_boot, len(x)), replace=True), axis=1)
+    return float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+
+
+def summarize(runs: list[dict[str, Any]], pairs: list[Pair], n_trials: int) -> list[dict[str, Any]]:
+    rows = []
+    for pair in pairs:
+        mine = [r for r in runs if r["pair"] == pair.name]
+        cold_best = np.array([min(r["cold"]) for r in mine])
+        for strategy in STRATEGIES:
+            best = np.array([min(r[strategy]) for r in mine])
+            row = {"pair": pair.name, "related": pair.related, "strategy": strategy,
+                   "seeds": len(mine), "median_best": float(np.median(best))}
+            if strategy != "cold":
+                reach = [trials_to_reach(r[strategy], min(r["cold"])) for r in mine]
+                as_num = np.array([n_trials + 1 if x is None else x for x in reach])
+                diff = best - cold_best
+                lo, hi = bootstrap_median_ci(diff)
+                row.update({"median_reach": float(np.median(as_num)),
+                            "reached": sum(x is not None for x in reach) / len(reach),
+                            "median_diff": float(np.median(diff)), "diff_ci95": [lo, hi],
+                            "worse_beyond_noise": lo > 0})
+            rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]], n_trials: int) -> None:
+    head = (f"{'pair':22} {'strategy':8} {'seeds':>5} {'median best@' + str(n_trials):>16} "
+            f"{'median reach':>12} {'reached':>8} {'warm-cold best (95% CI)':>32}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        if r["strategy"] == "cold":
+            extra = f"{'—':>12} {'—':>8} {'—':>32}"
+        else:
+            reach = r["median_reach"]
+            reach_s = f">{n_trials}" if reach > n_trials else f"{reach:g}"
+            lo, hi = r["diff_ci95"]
+            flag = "  WORSE" if r["worse_beyond_noise"] else ""
+            extra = (f"{reach_s:>12} {r['reached']:>8.0%} "
+                     f"{r['median_diff']:>+10.3g} [{lo:+.3g}, {hi:+.3g}]{flag}")
+        print(f"{r['pair']:22} {r['strategy']:8} {r['seeds']:>5} {r['median_best']:>16.4g} {extra}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--trials", type=int, default=50, help="trials of each target study")
+    ap.add_argument("--source-trials", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=max(1, (mp.cpu_count() or 1)))
+    ap.add_argument("--pairs", nargs="*", default=[p.name for p in PAIRS])
+    ap.add_argument("--json", default="bench/warm_start.json")
+    a = ap.parse_args(argv)
+    pairs = [p for p in PAIRS if p.name in a.pairs]
+    jobs = [(p.name, s, a.source_trials, a.trials) for p in pairs for s in range(a.seeds)]
+    t0 = time.time()
+    with mp.get_context("spawn").Pool(a.workers) as pool:
+        runs = pool.map(run_seed, jobs, chunksize=1)
+    elapsed = time.time() - t0
+    rows = summarize(runs, pairs, a.trials)
+    print_table(rows, a.trials)
+    print(f"\n{len(jobs)} (pair, seed) runs in {elapsed:.0f} s on {a.workers} workers")
+    meta = {"command": " ".join([sys.executable.split('/')[-1]] + sys.argv),
+            "machine": platform.platform(), "python": platform.python_version(),
+            "optuna": optuna.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "seeds": a.seeds, "trials": a.trials, "source_trials": a.source_trials,
+            "elapsed_s": round(elapsed, 1)}
+    with open(a.json, "w") as fh:
+        json.dump({"meta": meta, "summary": rows, "runs": runs}, fh, indent=1)
+    print(f"wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
