@@ -10,6 +10,7 @@ Owns: ``HybridSampler``. After ``n_startup_trials`` random trials, each suggesti
    uniform random candidates, scores them by log expected improvement, and breeds a second and
    third round from the best-scored candidates (evolution on the surrogate);
 4. proposes the best candidate that no trial has used yet.
+The startup trials form a maximin design: each is the random point farthest from all others.
 With probability ``exploration`` it proposes instead the most uncertain of a set of random points.
 The GP's kernel parameters are refit with a warm start and at most ``max_model_trials`` trials
 (the best half and a random rest) go into the model, so a suggestion stays well under a second
@@ -27,6 +28,7 @@ import scipy.stats
 import torch
 from optuna._gp import acqf as gp_acqf
 from optuna._gp import gp, prior
+from optuna._gp.thread_limiting import limit_threads_in_optimization
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
@@ -39,11 +41,12 @@ from autotune.samplers._encoding import (
     remember_proposal,
     union_search_space,
 )
-from autotune.samplers._operators import Variation, make_child
+from autotune.samplers._operators import Variation, deap_random, make_child
 from autotune.samplers.evolution import default_population_size
 
 _N_ROUNDS = 3          # rounds of breeding on the surrogate
 _N_SURVIVORS = 8       # best candidates of a round that parent the next
+_REFIT_ALWAYS_BELOW = 100   # trials; above, kernel parameters are refit when data grew by 5%
 
 
 class HybridSampler(BaseSampler):
@@ -80,6 +83,7 @@ class HybridSampler(BaseSampler):
         self._np_rng = np.random.RandomState(seed)
         self._random_sampler = RandomSampler(seed=seed)
         self._gp_cache: gp.GPRegressor | None = None
+        self._fitted_on = 0   # number of trials the cached kernel parameters were fitted on
 
     def reseed_rng(self) -> None:
         self._py_rng.seed()
@@ -99,15 +103,18 @@ class HybridSampler(BaseSampler):
             return {}
         trials = study._get_trials(deepcopy=False, use_cache=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        taken = [p for t in trials if t.number != trial.number and (p := proposed_params(t))]
         if len(complete) < self._n_startup_trials:
-            return {}
+            params = _space_filling(GenomeCodec(search_space), taken, self._np_rng)
+            remember_proposal(study, trial, params)
+            return params
         running = [
             p for t in trials
             if t.state == TrialState.RUNNING and t.number != trial.number
             and (p := proposed_params(t))
         ]
-        taken = [proposed_params(t) for t in trials if t.number != trial.number]
-        with torch.device("cpu"):
+        # One thread: the many small GP calls are 100x slower when OpenMP and OpenBLAS contend.
+        with torch.device("cpu"), limit_threads_in_optimization():
             params = self._propose(study, search_space, complete, running, taken)
         remember_proposal(study, trial, params)
         return params
@@ -174,6 +181,19 @@ class HybridSampler(BaseSampler):
         cache = self._gp_cache
         if cache is not None and len(cache.inverse_squared_lengthscales) != X.shape[1]:
             cache = None
+        if cache is not None and len(X) > _REFIT_ALWAYS_BELOW and len(X) < self._fitted_on * 1.05:
+            # Many trials: kernel parameters move little between suggestions; reuse them.
+            gpr = gp.GPRegressor(
+                is_categorical=torch.from_numpy(is_categorical),
+                X_train=torch.from_numpy(X),
+                y_train=torch.from_numpy(y),
+                inverse_squared_lengthscales=cache.inverse_squared_lengthscales,
+                kernel_scale=cache.kernel_scale,
+                noise_var=cache.noise_var,
+            )
+            gpr._cache_matrix()
+            return gpr
+        self._fitted_on = len(X)
         gpr = gp.fit_kernel_params(
             X=X,
             Y=y,
@@ -196,15 +216,14 @@ class HybridSampler(BaseSampler):
         return np.sort(np.concatenate([order[: cap // 2], rest]))
 
     def _breed(self, parents: Sequence[tuple[list[float], list[int]]], codec: GenomeCodec, n: int):
-        children = []
-        for _ in range(n):
-            i, j = self._np_rng.randint(len(parents), size=2)
-            # Mixed mutation strengths: mostly local refinements, some long jumps.
-            eta = 20.0 if self._np_rng.rand() < 0.7 else 2.0
-            children.append(
-                make_child(parents[i], parents[j], codec.n_choices, self._variation, self._py_rng, eta)
-            )
-        return children
+        pairs = self._np_rng.randint(len(parents), size=(n, 2))
+        # Mixed mutation strengths: mostly local refinements, some long jumps.
+        etas = np.where(self._np_rng.rand(n) < 0.7, 20.0, 2.0)
+        with deap_random(self._py_rng):
+            return [
+                make_child(parents[i], parents[j], codec.n_choices, self._variation, None, eta)
+                for (i, j), eta in zip(pairs, etas)
+            ]
 
     def _explore(self, codec: GenomeCodec, gpr: gp.GPRegressor, taken: list[dict[str, Any]]) -> dict[str, Any]:
         candidates = [codec.decode(*_random_genome(codec, self._np_rng)) for _ in range(64)]
@@ -214,6 +233,20 @@ class HybridSampler(BaseSampler):
             if not is_taken(candidates[i], taken):
                 return candidates[i]
         return candidates[0]
+
+
+def _space_filling(
+    codec: GenomeCodec, taken: list[dict[str, Any]], rng: np.random.RandomState, n: int = 100
+) -> dict[str, Any]:
+    """Of ``n`` random points, the one farthest from every trial so far (a maximin design)."""
+    candidates = [codec.decode(*_random_genome(codec, rng)) for _ in range(n)]
+    if not taken:
+        return candidates[0]
+    X, T = codec.unit_matrix(candidates), codec.unit_matrix(taken)
+    k = len(codec.numeric)
+    distance = ((X[:, None, :k] - T[None, :, :k]) ** 2).sum(-1)
+    distance += (X[:, None, k:] != T[None, :, k:]).sum(-1)
+    return candidates[int(np.argmax(distance.min(axis=1)))]
 
 
 def _random_genome(codec: GenomeCodec, rng: np.random.RandomState) -> tuple[list[float], list[int]]:
