@@ -8,12 +8,17 @@ Must not know about: the model, the scheduler.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
 import os
 import re
+import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import optuna
 import sqlalchemy
@@ -52,6 +57,43 @@ def sqlite_path(url: str) -> Path | None:
     return Path(m.group(2))
 
 
+def _sqlite_lock_path(url: str) -> Path | None:
+    path = sqlite_path(url)
+    return None if path is None else path.with_name(path.name + ".autotune-lock")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (one machine only: SQLite is single-machine anyway)."""
+    if path is None:
+        with _memory_lock:
+            yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+_memory_lock = threading.RLock()
+
+
+def _prepare_sqlite_file(url: str) -> None:
+    """Switch the file to WAL once, before any engine touches it (the mode is stored in the file)."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    con = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            con.execute("PRAGMA journal_mode = WAL")
+    finally:
+        con.close()
+
+
 def _sqlite_engine_kwargs() -> dict[str, Any]:
     # isolation_level=None hands transaction control to our "begin" hook below.
     return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}}
@@ -65,13 +107,24 @@ def _install_sqlite_hooks(engine: sqlalchemy.engine.Engine) -> None:
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA synchronous = NORMAL")  # WAL itself is set once per file
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` means psycopg (3) to SQLAlchemy 2.1 but psycopg2 to 2.0; use whichever
+    driver is installed, so that users can write the plain URL."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -98,13 +151,19 @@ def open_storage(
         if path is not None and path.parent != Path("") and not path.parent.exists():
             raise StoreError(f"storage {mask_url(url)}: folder {path.parent} does not exist")
     try:
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=_engine_kwargs(url),
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            failed_trial_callback=failed_trial_callback,
-        )
+        # SQLite: tables are created under a file lock, so that 16 workers opening a fresh
+        # file at once do not race on CREATE TABLE; WAL is switched on before that.
+        lock = _file_lock(_sqlite_lock_path(url)) if is_sqlite(url) else contextlib.nullcontext()
+        with lock:
+            if is_sqlite(url):
+                _prepare_sqlite_file(url)
+            storage = optuna.storages.RDBStorage(
+                _with_installed_driver(url),
+                engine_kwargs=_engine_kwargs(url),
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=failed_trial_callback,
+            )
     except ModuleNotFoundError as exc:
         raise StoreError(f"storage {mask_url(url)}: database driver missing ({exc.name}); "
                          "install it, e.g. pip install psycopg2-binary") from None
@@ -114,6 +173,83 @@ def open_storage(
         _install_sqlite_hooks(storage.engine)
         storage.engine.dispose()  # later connections get the hooks
     return storage
+
+
+@contextlib.contextmanager
+def study_lock(storage: optuna.storages.RDBStorage, study_id: int) -> Iterator[None]:
+    """Hold the study's claim lock: one process at a time counts trials and creates the next one.
+
+    PostgreSQL: a session advisory lock (released by the server if the process dies), so it holds
+    across machines. SQLite: an ``flock`` beside the database file (one machine). Other databases:
+    a lock within this process only.
+    """
+    url = str(storage.engine.url)
+    if is_sqlite(url):
+        with _file_lock(_sqlite_lock_path(url)):
+            yield
+    elif storage.engine.dialect.name == "postgresql":
+        with storage.engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_NAMESPACE}, {int(study_id)})")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_NAMESPACE}, {int(study_id)})")
+                conn.commit()
+    else:
+        with _memory_lock:
+            yield
+
+
+_LOCK_NAMESPACE = 0x6174  # "at": keeps our advisory locks apart from other applications'
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """Trials of one study by state; ``running`` counts only trials that have a heartbeat."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    waiting: int = 0
+    running: int = 0
+    running_without_heartbeat: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+
+def count_trials(storage: optuna.storages.RDBStorage, study_id: int) -> TrialCounts:
+    """Count a study's trials in one query (cheap enough to run before every claim)."""
+    sql = sqlalchemy.text(
+        "SELECT t.state, COUNT(*), SUM(CASE WHEN EXISTS (SELECT 1 FROM trial_heartbeats h "
+        "WHERE h.trial_id = t.trial_id) THEN 1 ELSE 0 END) "
+        "FROM trials t WHERE t.study_id = :sid GROUP BY t.state")
+    with storage.engine.connect() as conn:
+        rows = conn.execute(sql, {"sid": study_id}).fetchall()
+    by_state = {str(state).split(".")[-1]: (int(n), int(hb or 0)) for state, n, hb in rows}
+    running, with_heartbeat = by_state.get("RUNNING", (0, 0))
+    return TrialCounts(
+        complete=by_state.get("COMPLETE", (0, 0))[0], pruned=by_state.get("PRUNED", (0, 0))[0],
+        failed=by_state.get("FAIL", (0, 0))[0], waiting=by_state.get("WAITING", (0, 0))[0],
+        running=with_heartbeat, running_without_heartbeat=running - with_heartbeat)
+
+
+def sum_trial_user_attr(storage: optuna.storages.RDBStorage, study_id: int, key: str) -> float:
+    """Sum a numeric user attribute over all trials of a study (e.g. ``gpu_seconds``)."""
+    sql = sqlalchemy.text(
+        "SELECT a.value_json FROM trial_user_attributes a JOIN trials t ON t.trial_id = a.trial_id "
+        "WHERE t.study_id = :sid AND a.key = :key")
+    with storage.engine.connect() as conn:
+        rows = conn.execute(sql, {"sid": study_id, "key": key}).fetchall()
+    total = 0.0
+    for (value_json,) in rows:
+        try:
+            total += float(json.loads(value_json))
+        except (TypeError, ValueError):
+            pass
+    return total
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,107 @@
+"""The worker process of one scheduler slot: runs the trials it is handed, one at a time.
+
+Owns: the child side of the scheduler's pipe protocol, dying with the parent, and freeing GPU
+memory between trials. It is started by ``scheduler.py`` with the 'spawn' start method and
+``CUDA_VISIBLE_DEVICES`` already pinned to its slot's GPU.
+Must not know about: the model, the study's sampler.
+
+Protocol (tuples over a duplex ``multiprocessing`` pipe):
+  parent -> worker  ``("run", trial_id, params)`` | ``("stop",)``
+  worker -> parent  ``("ready", pid)`` once started, then per trial
+                    ``("notify", trial_id, step, metrics)``
+                    ``("done", trial_id, outcome, payload)`` with outcome ``complete`` (payload: values),
+                    ``pruned`` (None) or ``failed`` (payload: reason text)
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel kills us when the parent dies; elsewhere (and as a backstop) a thread
+    watches the parent pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="autotune-parent-watch", daemon=True).start()
+
+
+def _free_gpu_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        try:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+        except RuntimeError:
+            pass  # a broken CUDA context: the worker exits after reporting (see main)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for ``fail_reason``: the exception type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def run_one(objective: Callable, trial_id: int, params: dict, conn: Any) -> tuple[str, Any]:
+    import optuna  # here, not at the top: the worker's start-up stays light until a trial runs
+
+    def notify(step: int, metrics: dict) -> None:
+        conn.send(("notify", trial_id, int(step), dict(metrics)))
+
+    try:
+        values = objective(trial_id, params, notify)
+    except optuna.TrialPruned:
+        return "pruned", None
+    except Exception as exc:  # noqa: BLE001 - any failure of a trial is that trial's, not ours
+        traceback.print_exc(file=sys.stderr)
+        return "failed", _reason(exc)
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        return "failed", f"objective returned {values!r}, not a list of numbers ({exc})"
+    if not all(math.isfinite(v) for v in values):
+        return "failed", f"objective returned non-finite values {values}"
+    return "complete", values
+
+
+def main(conn: Any, objective: Callable, parent_pid: int) -> None:
+    """Entry point of the worker process."""
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message[0] == "stop":
+            return
+        _, trial_id, params = message
+        outcome, payload = run_one(objective, trial_id, params, conn)
+        _free_gpu_memory()
+        conn.send(("done", trial_id, outcome, payload))
+        if outcome == "failed" and "CUDA error" in str(payload):
+            return  # a CUDA error can poison the context: let the scheduler start a fresh process

@@ -1,0 +1,495 @@
+"""The scheduler: hands a study's trials to crash-isolated worker processes until the budget is spent.
+
+Owns: slots and their worker processes (one per slot, 'spawn' start method, ``CUDA_VISIBLE_DEVICES``
+pinned), the claim of each trial (race-free across processes and machines), heartbeats of running
+trials, failing and retrying the trials of dead processes, budgets (trials, wall time, GPU-hours),
+and a graceful Ctrl-C / SIGTERM.
+Must not know about: the model. It runs the ``objective(trial_id, params, notify)`` it is handed.
+
+The parent (this process) owns the sampler: ``study.ask()`` + ``suggest(trial)`` happen here, so
+every suggestion comes from one long-lived sampler object; the worker only runs the objective.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from autotune import _worker, store
+from autotune.gpus import Slot, plan_slots
+from autotune.spec_types import BudgetSpec, ParallelSpec
+
+_log = logging.getLogger("autotune")
+
+POLL_S = 0.2                 # how often the main loop wakes up with nothing to do
+STOP_GRACE_S = 5.0           # how long a worker gets to exit after "stop"
+MAX_START_FAILURES = 3       # workers of a slot dying before "ready" in a row: give up
+# user attrs the scheduler writes; a retried trial starts without them
+SCHEDULER_ATTRS = ("fail_reason", "slot", "gpu", "host", "gpu_seconds")
+
+
+@dataclass
+class RunResult:
+    """What one ``run_study`` call did (this process only; the study may have more)."""
+
+    study_name: str
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+    retried: int = 0             # failed trials re-queued (worker died, interrupted)
+    finished_in_study: int = 0   # COMPLETE + PRUNED in the whole study at the end
+    stopped_by: str = ""         # trials | timeout | gpu_hours | interrupted
+    interrupted: bool = False
+    wall_s: float = 0.0
+    slot_seconds: float = 0.0    # summed over slots: the GPU-seconds when slots are GPUs
+    slots: int = 0
+
+
+class SchedulerError(RuntimeError):
+    """The scheduler cannot go on, e.g. worker processes die while starting."""
+
+
+class RetryDiedTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry callback, except that the re-queued copy drops the scheduler's own user attrs
+    (``fail_reason``, ``gpu_seconds``...), which belong to the failed attempt."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in SCHEDULER_ATTRS}
+        super().__call__(study, trial)
+
+
+def retry_callback(max_retries: int) -> RetryDiedTrial:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryDiedTrial(max_retry=max_retries)
+
+
+@dataclass
+class _Running:
+    trial: optuna.trial.Trial
+    started: float
+
+
+@dataclass
+class _Worker:
+    slot: Slot
+    process: Any
+    conn: Any
+    running: _Running | None = None
+    stopping: bool = False
+    ready: bool = False          # sent "ready": its start-up (imports, unpickling) succeeded
+
+
+@dataclass
+class _Budget:
+    spec: BudgetSpec
+    started: float = field(default_factory=time.monotonic)
+
+    def time_left(self) -> bool:
+        return self.spec.timeout_s is None or time.monotonic() - self.started < self.spec.timeout_s
+
+
+def open_study(study: optuna.Study, storage_url: str, parallel: ParallelSpec
+               ) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
+    """The same study (sampler and pruner objects included) on a storage of our own, with
+    heartbeats and the retry callback switched on."""
+    storage = store.open_storage(
+        storage_url, heartbeat_interval=max(1, int(parallel.heartbeat_interval)),
+        grace_period=max(1, int(parallel.grace_period)),
+        failed_trial_callback=retry_callback(parallel.max_retries))
+    own = optuna.load_study(study_name=study.study_name, storage=storage,
+                            sampler=study.sampler, pruner=study.pruner)
+    return own, storage
+
+
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> int:
+    """Optuna's ``fail_stale_trials``, plus a ``fail_reason`` on each trial it fails."""
+    failed = 0
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        try:
+            storage.set_trial_user_attr(
+                trial_id, "fail_reason",
+                f"heartbeat lost for over {storage.grace_period}s (its scheduler died?)")
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process failed it first
+        failed += 1
+        if callback is not None:
+            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+    return failed
+
+
+class _Heartbeats(threading.Thread):
+    """Records a heartbeat for each running trial every ``interval`` seconds, on its own thread so
+    that a slow sampler in the main loop never makes our trials look dead."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, interval: float) -> None:
+        super().__init__(name="autotune-heartbeats", daemon=True)
+        self.storage, self.interval = storage, interval
+        self.trial_ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            with self.lock:
+                ids = list(self.trial_ids)
+            for trial_id in ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
+                    _log.warning("heartbeat of trial id %s failed: %s", trial_id, exc)
+
+    def add(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.add(trial_id)
+
+    def remove(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.discard(trial_id)
+
+
+def run_study(
+    study: optuna.Study, *, storage_url: str,
+    suggest: Callable[[optuna.trial.Trial], dict],
+    objective: Callable[[int, dict, Callable[[int, dict], None]], list[float]],
+    parallel: ParallelSpec, budget: BudgetSpec, hard_stop: bool = False,
+    progress: Any = None,
+) -> RunResult:
+    """Run trials of ``study`` on this machine's slots until ``budget`` is spent or Ctrl-C.
+
+    ``budget.trials`` counts the study's finished (COMPLETE + PRUNED) trials, including those of
+    earlier runs and of other processes on the same storage; ``timeout_s`` is this run's wall time;
+    ``gpu_hours`` sums the slot-time of all the study's trials. When any runs out no new trial is
+    handed out; running trials finish, or with ``hard_stop`` are cancelled (FAIL, 'cancelled').
+    """
+    return _Scheduler(study, storage_url=storage_url, suggest=suggest, objective=objective,
+                         parallel=parallel, budget=budget, hard_stop=hard_stop,
+                         progress=progress).run()
+
+
+def start_worker(slot: Slot, objective: Callable) -> _Worker:
+    """Start the worker process of ``slot`` with its GPU pinned and Ctrl-C ignored (the parent
+    decides what a Ctrl-C means; a terminal sends it to the whole process group)."""
+    ctx = multiprocessing.get_context("spawn")
+    parent_conn, child_conn = ctx.Pipe(duplex=True)
+    process = ctx.Process(target=_worker.main, args=(child_conn, objective, os.getpid()),
+                          name=f"autotune-slot{slot.index}", daemon=True)
+    saved_env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    # The child inherits a blocked SIGINT (and ignores it once running); our own Ctrl-C arriving
+    # meanwhile stays pending and is delivered to us when we unblock.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    os.environ["CUDA_VISIBLE_DEVICES"] = slot.visible_devices
+    try:
+        process.start()
+    finally:
+        if saved_env is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved_env
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    child_conn.close()
+    return _Worker(slot=slot, process=process, conn=parent_conn)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "worker process vanished"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory killer?)" if -exitcode == signal.SIGKILL else ""
+        return f"worker process killed by {name}{hint}"
+    return f"worker process exited with code {exitcode}"
+
+
+HOST = socket.gethostname()
+
+
+class _NoProgress:
+    def __getattr__(self, _name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+class _Scheduler:
+    """One ``run_study`` call: the main loop and its state."""
+
+    def __init__(self, study: optuna.Study, *, storage_url: str, suggest: Callable,
+                 objective: Callable, parallel: ParallelSpec, budget: BudgetSpec,
+                 hard_stop: bool, progress: Any) -> None:
+        self.study, self.storage = open_study(study, storage_url, parallel)
+        self.suggest, self.objective = suggest, objective
+        self.parallel, self.hard_stop = parallel, hard_stop
+        self.progress = progress or _NoProgress()
+        self.budget = _Budget(budget)
+        self.retry = retry_callback(parallel.max_retries)
+        self.slots = plan_slots(parallel)
+        self.workers: list[_Worker] = []
+        self.heartbeats = _Heartbeats(self.storage, max(1, parallel.heartbeat_interval))
+        self.result = RunResult(study.study_name, slots=len(self.slots))
+        self.interrupt: int | None = None
+        self.stop_reason: str | None = None
+        self.next_claim = 0.0            # monotonic time of the next claim attempt when idle
+        self.next_stale_check = 0.0
+        self.gpu_seconds_used = (0.0, -1.0)   # (study total, monotonic time read)
+        self.start_failures: dict[int, int] = {}   # slot index -> workers dead before "ready"
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        restore_signals = self._install_signal_handlers()
+        self.heartbeats.start()
+        try:
+            counts = store.count_trials(self.storage, self.study._study_id)
+            self.progress.start(self.study.study_name,
+                                [d.name.lower() for d in self.study.directions],
+                                list(self.study.metric_names or []), self.budget.spec.trials,
+                                counts.finished, self.budget.spec.timeout_s)
+            _log.info("study %s: %d slot(s) %s", self.study.study_name, len(self.slots),
+                      [s.gpu if s.gpu is not None else "cpu" for s in self.slots])
+            self.workers = [start_worker(slot, self.objective) for slot in self.slots]
+            self._loop()
+        finally:
+            self._shutdown()
+            restore_signals()
+            self.result.wall_s = round(time.monotonic() - self.budget.started, 3)
+            try:
+                self.result.finished_in_study = store.count_trials(
+                    self.storage, self.study._study_id).finished
+            finally:
+                self.progress.close()
+        return self.result
+
+    def _loop(self) -> None:
+        while True:
+            if self.interrupt is not None:
+                self.result.interrupted, self.stop_reason = True, "interrupted"
+                _log.warning("%s: cancelling running trials", signal.Signals(self.interrupt).name)
+                self._cancel_running("interrupted", retry=True)
+                break
+            if self.stop_reason is None:
+                self.stop_reason = self._budget_spent()
+            if self.stop_reason is not None and self.hard_stop:
+                self._cancel_running("cancelled", retry=False)
+            if self.stop_reason is None:
+                self._hand_out()
+            if self.stop_reason is not None and not self._running():
+                break
+            self._wait(POLL_S)
+        self.result.stopped_by = self.stop_reason or ""
+
+    def _running(self) -> list[_Worker]:
+        return [w for w in self.workers if w.running is not None]
+
+    # --- budgets and claims ---------------------------------------------------------------
+    def _budget_spent(self) -> str | None:
+        if not self.budget.time_left():
+            return "timeout"
+        limit = self.budget.spec.gpu_hours
+        if limit is not None:
+            now = time.monotonic()
+            total, read_at = self.gpu_seconds_used
+            if now - read_at >= 1.0:
+                total = store.sum_trial_user_attr(self.storage, self.study._study_id, "gpu_seconds")
+                self.gpu_seconds_used = (total, now)
+            in_flight = sum(now - w.running.started for w in self._running())
+            if total + in_flight >= limit * 3600.0:
+                return "gpu_hours"
+        return None
+
+    def _hand_out(self) -> None:
+        now = time.monotonic()
+        if now < self.next_claim:
+            return
+        for worker in self.workers:
+            if worker.running is not None or not worker.ready or not worker.process.is_alive():
+                continue
+            trial = self._claim()
+            if trial is None:
+                self.next_claim = time.monotonic() + 1.0
+                return
+            self._start_trial(worker, trial)
+
+    def _claim(self) -> optuna.trial.Trial | None:
+        """The next trial, created (or a waiting one popped) under the study's claim lock, so that
+        processes on every machine together never run more than ``budget.trials``."""
+        n_wanted = self.budget.spec.trials
+        with store.study_lock(self.storage, self.study._study_id):
+            if time.monotonic() >= self.next_stale_check:
+                fail_stale_trials(self.study, self.storage)
+                self.next_stale_check = time.monotonic() + self.heartbeats.interval
+            if n_wanted is not None:
+                counts = store.count_trials(self.storage, self.study._study_id)
+                if counts.finished >= n_wanted:
+                    self.stop_reason = "trials"
+                    return None
+                if counts.finished + counts.running >= n_wanted:
+                    return None  # the rest is running elsewhere; wait in case some fail
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "heartbeat ... supposed to be used with optimize"
+                trial = self.study.ask()
+            self.storage.record_heartbeat(trial._trial_id)  # counted as running from now on
+        self.heartbeats.add(trial._trial_id)
+        return trial
+
+    def _start_trial(self, worker: _Worker, trial: optuna.trial.Trial) -> None:
+        worker.running = _Running(trial, time.monotonic())
+        try:
+            params = self.suggest(trial)
+        except Exception as exc:
+            self._finish(worker, TrialState.FAIL, reason=f"suggest failed: {_worker._reason(exc)}")
+            raise
+        trial.set_user_attr("slot", worker.slot.index)
+        trial.set_user_attr("gpu", worker.slot.gpu)
+        trial.set_user_attr("host", HOST)
+        self.progress.trial_started(trial.number, worker.slot.index, params)
+        try:
+            worker.conn.send(("run", trial._trial_id, params))
+        except OSError:
+            pass  # the worker died; its exit is noticed in _wait and the trial retried
+
+    # --- results from workers -------------------------------------------------------------
+    def _wait(self, timeout: float) -> None:
+        by_handle: dict[Any, tuple[str, _Worker]] = {}
+        for w in self.workers:
+            by_handle[w.conn] = ("conn", w)
+            by_handle[w.process.sentinel] = ("exit", w)
+        for handle in multiprocessing.connection.wait(list(by_handle), timeout):
+            kind, worker = by_handle[handle]
+            self._drain(worker)
+            if kind == "exit":
+                self._on_exit(worker)
+
+    def _drain(self, worker: _Worker) -> None:
+        while True:
+            try:
+                if not worker.conn.poll():
+                    return
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                return
+            if message[0] == "ready":
+                worker.ready = True
+                self.start_failures[worker.slot.index] = 0
+                continue
+            running = worker.running
+            if running is None or message[1] != running.trial._trial_id:
+                continue
+            if message[0] == "notify":
+                self.progress.trial_reported(running.trial.number, message[2], message[3])
+            elif message[0] == "done":
+                outcome, payload = message[2], message[3]
+                if outcome == "complete":
+                    self._finish(worker, TrialState.COMPLETE, values=payload)
+                elif outcome == "pruned":
+                    self._finish(worker, TrialState.PRUNED)
+                else:
+                    self._finish(worker, TrialState.FAIL, reason=payload)
+
+    def _on_exit(self, worker: _Worker) -> None:
+        worker.process.join(1.0)
+        if worker.running is not None:
+            self._finish(worker, TrialState.FAIL, reason=describe_exit(worker.process.exitcode),
+                         retry=True)
+        self.workers.remove(worker)
+        worker.conn.close()
+        if not worker.ready and not worker.stopping:
+            failures = self.start_failures.get(worker.slot.index, 0) + 1
+            self.start_failures[worker.slot.index] = failures
+            if failures >= MAX_START_FAILURES:
+                raise SchedulerError(
+                    f"worker processes of slot {worker.slot.index} died {failures} times while "
+                    f"starting ({describe_exit(worker.process.exitcode)}); see their errors above. "
+                    "Is the objective importable (a module, not __main__ without a main guard)?")
+        if self.stop_reason is None and self.interrupt is None:
+            self.workers.append(start_worker(worker.slot, self.objective))
+            self.workers.sort(key=lambda w: w.slot.index)
+
+    def _finish(self, worker: _Worker, state: TrialState, *, values: list[float] | None = None,
+                reason: str | None = None, retry: bool = False) -> None:
+        running, worker.running = worker.running, None
+        assert running is not None
+        trial, seconds = running.trial, time.monotonic() - running.started
+        self.heartbeats.remove(trial._trial_id)
+        self.result.slot_seconds += seconds
+        if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            # Failed meanwhile by another process (our heartbeat lapsed); it did the retry.
+            _log.warning("trial %d was finished elsewhere; dropping its result", trial.number)
+            return
+        try:
+            trial.set_user_attr("gpu_seconds", round(seconds, 3))
+            if reason is not None:
+                trial.set_user_attr("fail_reason", reason[:2000])
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return
+        frozen = self.study.tell(trial, values=values, state=state, skip_if_finished=True)
+        if frozen.state == TrialState.COMPLETE:
+            self.result.completed += 1
+        elif frozen.state == TrialState.PRUNED:
+            self.result.pruned += 1
+        else:
+            self.result.failed += 1
+            _log.warning("trial %d failed: %s", frozen.number, reason)
+            if retry and self._retry(frozen):
+                self.result.retried += 1
+        self.progress.trial_finished(frozen)
+
+    def _retry(self, frozen: optuna.trial.FrozenTrial) -> bool:
+        history = frozen.system_attrs.get("retry_history", [])
+        if len(history) + 1 > self.parallel.max_retries:
+            return False
+        self.retry(self.study, frozen)
+        return True
+
+    # --- stopping -------------------------------------------------------------------------
+    def _cancel_running(self, reason: str, *, retry: bool) -> None:
+        for worker in self._running():
+            worker.stopping = True
+            worker.process.kill()
+        for worker in self._running():
+            worker.process.join(5.0)
+            self._finish(worker, TrialState.FAIL, reason=reason, retry=retry)
+
+    def _shutdown(self) -> None:
+        if self._running():  # only after an error in the loop itself
+            self._cancel_running("scheduler stopped by an error", retry=True)
+        for worker in self.workers:
+            worker.stopping = True
+            try:
+                worker.conn.send(("stop",))
+            except OSError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for worker in self.workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(1.0)
+        self.heartbeats.done.set()
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            if self.interrupt is None:
+                self.interrupt = signum
+
+        saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(sig, handler) for sig, handler in saved.items()]

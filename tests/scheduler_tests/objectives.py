@@ -1,0 +1,105 @@
+"""Cheap, picklable objectives for scheduler tests; spawned workers import this module by name.
+
+Each is a small class so that it carries its settings into the worker process.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from autotune import store
+
+_studies: dict[tuple[str, str], optuna.Study] = {}
+
+
+def trial_of(storage_url: str, study_name: str, trial_id: int) -> optuna.trial.Trial:
+    """The live trial, on a storage this process opens once (like the real objective bridge)."""
+    key = (storage_url, study_name)
+    if key not in _studies:
+        _studies[key] = optuna.load_study(study_name=study_name,
+                                          storage=store.open_storage(storage_url))
+    return optuna.trial.Trial(_studies[key], trial_id)
+
+
+def suggest_x(trial: optuna.trial.Trial) -> dict:
+    return {"x": trial.suggest_float("x", -2.0, 2.0)}
+
+
+@dataclass
+class Quadratic:
+    """(x - 0.5)^2 after ``steps`` reports of a curve falling towards it, ``sleep_s`` per step."""
+
+    storage_url: str
+    study_name: str
+    steps: int = 3
+    sleep_s: float = 0.01
+
+    def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
+        trial = trial_of(self.storage_url, self.study_name, trial_id)
+        final = (params["x"] - 0.5) ** 2
+        for step in range(1, self.steps + 1):
+            time.sleep(self.sleep_s)
+            value = final + 1.0 / step
+            trial.report(value, step)
+            notify(step, {"loss": value})
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return [final]
+
+
+@dataclass
+class Behaves:
+    """Does what ``params['x']`` picks (the test enqueues the values): 0 fine, 1 raise,
+    2 NaN, 3 os._exit(3), 4 SIGKILL itself the first time only (``marker`` file), 5 sleep long."""
+
+    storage_url: str
+    study_name: str
+    marker: str = ""
+
+    def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
+        kind = int(params["x"])
+        trial = trial_of(self.storage_url, self.study_name, trial_id)
+        trial.report(1.0, 1)
+        notify(1, {"loss": 1.0})
+        if kind == 1:
+            raise RuntimeError("boom from the objective")
+        if kind == 2:
+            return [math.nan]
+        if kind == 3:
+            os._exit(3)
+        if kind == 4 and not Path(self.marker).exists():
+            Path(self.marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        if kind == 5:
+            time.sleep(600)
+        return [float(kind)]
+
+
+def suggest_kind(trial: optuna.trial.Trial) -> dict:
+    return {"x": trial.suggest_int("x", 0, 5)}
+
+
+@dataclass
+class Curves:
+    """Synthetic learning curves for pruning: trial with ``params['x'] = q`` reports
+    ``q + 1/step`` for steps 1..``steps``; lower q is better, so the pruner should stop high q."""
+
+    storage_url: str
+    study_name: str
+    steps: int = 27
+
+    def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
+        trial = trial_of(self.storage_url, self.study_name, trial_id)
+        q = params["x"]
+        for step in range(1, self.steps + 1):
+            value = q + 1.0 / step
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return [q + 1.0 / self.steps]
