@@ -151,28 +151,33 @@ def _causal(b, h, q_idx, kv_idx):
 
 
 def build_flex_block_mask(selection: BlockSelection):
-    """FlexAttention ``BlockMask`` from a selection: diagonal = partial (causal), the rest = full."""
+    """FlexAttention ``BlockMask`` from a selection: diagonal = partial (causal), the rest = full.
+
+    ``from_kv_blocks`` wants index tensors as wide as the number of key blocks, so both are padded.
+    """
     from torch.nn.attention.flex_attention import BlockMask
 
-    B, H, n, _ = selection.indices.shape
-    diagonal = torch.arange(n, device=selection.indices.device, dtype=torch.int32)
+    B, H, n, width = selection.indices.shape
+    device = selection.indices.device
+    diagonal = F.pad(torch.arange(n, device=device, dtype=torch.int32).view(n, 1), (0, n - 1))   # [n, n]
     return BlockMask.from_kv_blocks(
-        torch.ones(B, H, n, dtype=torch.int32, device=diagonal.device),      # one partial block a row
-        diagonal.view(1, 1, n, 1).expand(B, H, n, 1).contiguous(),
-        selection.counts.view(1, 1, n).expand(B, H, n).contiguous(),          # full blocks
-        selection.indices,
+        torch.ones(B, H, n, dtype=torch.int32, device=device),              # one partial block a row
+        diagonal.expand(B, H, n, n).contiguous(),
+        selection.counts.view(1, 1, n).expand(B, H, n).contiguous(),         # full blocks
+        F.pad(selection.indices, (0, n - width)),
         BLOCK_SIZE=selection.block_size,
         mask_mod=_causal,
         seq_lengths=(selection.seq_len, selection.seq_len),
     )
 
 
-def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, keep_ratio: float) -> Tensor:
+def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, keep_ratio: float,
+                 kernel_options: dict | None = None) -> Tensor:
     """Selection, block mask and FlexAttention in one graph (compiled by ``_compiled_flex_sparse``)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     selection = select_blocks(q, k, block_size, window, keep_ratio)
-    return flex_attention(q, k, v, block_mask=build_flex_block_mask(selection))
+    return flex_attention(q, k, v, block_mask=build_flex_block_mask(selection), kernel_options=kernel_options)
 
 
 @lru_cache(maxsize=1)

@@ -168,3 +168,21 @@ def test_flex_path_in_bf16_stays_close_to_the_fp32_reference():
     ref = masked_attention(q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(),
                            select_blocks(q.bfloat16(), k.bfloat16(), 128, 128, 0.2).token_mask())
     assert rel_err(out, ref) < 1e-2
+
+
+@pytest.mark.parametrize("T,bs", [(256, 32), (200, 64)])
+def test_flex_block_mask_visits_the_selected_blocks_with_only_the_diagonal_partial(T, bs):
+    from autotune.model.attention import build_flex_block_mask
+    q, k, _ = qkv(2, 3, T, 16)
+    sel = select_blocks(q, k, bs, bs, 0.4)
+    mask = build_flex_block_mask(sel)
+    n = sel.n_blocks
+    full = torch.zeros(2, 3, n, n, dtype=torch.bool)
+    for i in range(n):
+        for j in range(int(mask.full_kv_num_blocks[0, 0, i])):
+            full[:, :, i].scatter_(-1, mask.full_kv_indices[:, :, i, j: j + 1].long(), True)
+    assert full.equal(sel.block_mask() & ~torch.eye(n, dtype=torch.bool))
+    assert (mask.kv_num_blocks == 1).all()
+    assert mask.kv_indices[..., 0].equal(torch.arange(n, dtype=torch.int32).expand(2, 3, n))
+    # the transposed (per key block) lists that the backward pass uses agree with the forward ones
+    assert int(mask.full_q_num_blocks.sum()) == int(mask.full_kv_num_blocks.sum())
