@@ -1,0 +1,338 @@
+"""The figures of the study report, each built from a study snapshot, each None when it does not apply.
+
+Owns: which plotly figure shows what (optuna.visualization where it fits: history, importances, parallel
+coordinates, slice, contour, Pareto front; our own for learning curves and the expert-load and
+attention-sparsity views), and downsampling so that a study of 5,000 trials stays light in the browser.
+Must not know about: the model beyond the names of the metrics trials store in their ``metrics`` user
+attr (``expert_load`` [n_layers][num_experts], ``expert_load_cv``, ``keep_ratio_used``); any of them may
+be missing, and then its view is skipped.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import Any, Callable, Sequence
+
+import optuna
+import plotly.graph_objects as go
+from optuna.trial import FrozenTrial, TrialState
+from plotly.subplots import make_subplots
+
+_log = logging.getLogger("autotune")
+
+MAX_SCATTER_TRIALS = 1000     # slice / contour / parallel coordinates: best ones plus a random sample
+MAX_CURVES = 300              # learning curves drawn (best complete, the rest sampled)
+MAX_CURVE_POINTS = 100        # points per curve (even stride over the steps)
+BEST_HIGHLIGHTED = 5          # best trials drawn in their own colour / shown in the expert-load view
+SAMPLE_SEED = 0               # the same study gives the same report
+
+Target = Callable[[FrozenTrial], float]
+
+
+class Snapshot(optuna.Study):
+    """The study with its trials read once (or a subset of them): optuna.visualization asks for the
+    trials several times per figure, and each ask is a full read of the store."""
+
+    def __init__(self, study: optuna.Study, trials: list[FrozenTrial] | None = None) -> None:
+        super().__init__(study_name=study.study_name, storage=study._storage)
+        self._trials = trials if trials is not None else study.get_trials(deepcopy=False)
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list[FrozenTrial]:
+        if states is None:
+            return list(self._trials)
+        return [t for t in self._trials if t.state in states]
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy, states)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return list(self._trials)
+
+    @property
+    def best_trial(self) -> FrozenTrial:
+        return ranked(self, 1)[0]
+
+    def subset(self, trials: list[FrozenTrial]) -> "Snapshot":
+        view = Snapshot.__new__(Snapshot)
+        view.__dict__.update(self.__dict__)
+        view._trials = trials
+        return view
+
+
+def signs(study: optuna.Study) -> list[float]:
+    """+1 for each minimized objective, -1 for each maximized one: ``sign * value`` is lower-is-better."""
+    return [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions]
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values is not None and all(math.isfinite(v) for v in t.values)]
+
+
+def ranked(study: optuna.Study, limit: int | None = None) -> list[FrozenTrial]:
+    """Complete trials, best first: by the first objective, Pareto-front members first when several."""
+    trials = completed(study)
+    s = signs(study)
+    if len(s) > 1:
+        front = {t.number for t in study.best_trials}
+        key = lambda t: (t.number not in front, s[0] * t.values[0])  # noqa: E731
+    else:
+        key = lambda t: s[0] * t.values[0]  # noqa: E731
+    return sorted(trials, key=key)[:limit]
+
+
+def metrics_of(trial: FrozenTrial) -> dict[str, Any]:
+    m = trial.user_attrs.get("metrics")
+    return m if isinstance(m, dict) else {}
+
+
+def sample(study: Snapshot, limit: int = MAX_SCATTER_TRIALS) -> Snapshot:
+    """All trials when few; else the best ``limit // 5`` complete ones plus a seeded random sample."""
+    trials = study.get_trials(deepcopy=False)
+    if len(trials) <= limit:
+        return study
+    best = ranked(study, limit // 5)
+    keep = {t.number for t in best}
+    rest = [t for t in trials if t.number not in keep]
+    keep |= {t.number for t in random.Random(SAMPLE_SEED).sample(rest, limit - len(best))}
+    return study.subset([t for t in trials if t.number in keep])
+
+
+def _titled(fig: go.Figure, title: str) -> go.Figure:
+    fig.update_layout(title=title, template="plotly_white", margin={"t": 60})
+    return fig
+
+
+def _safe(build: Callable[[], go.Figure], what: str) -> go.Figure | None:
+    """optuna.visualization raises or warns on studies it cannot plot; a report skips that view."""
+    try:
+        return build()
+    except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+        _log.info("report: %s skipped: %s", what, exc)
+        return None
+
+
+# -- optuna.visualization views ----------------------------------------------------------------------
+def history(study: Snapshot, names: Sequence[str]) -> list[go.Figure]:
+    """Objective value per trial with the best-so-far line; one figure per objective."""
+    if not completed(study):
+        return []
+    vis = optuna.visualization
+    if len(names) == 1:
+        fig = _safe(lambda: vis.plot_optimization_history(study, target_name=names[0]), "history")
+        return [_titled(fig, f"Optimization history: {names[0]}")] if fig else []
+    figs = []
+    for i, name in enumerate(names):
+        fig = _safe(lambda i=i, name=name: vis.plot_optimization_history(
+            study, target=lambda t: t.values[i], target_name=name), f"history of {name}")
+        if fig:
+            figs.append(_titled(fig, f"Optimization history: {name}"))
+    return figs
+
+
+def importances(study: Snapshot, names: Sequence[str]) -> tuple[go.Figure | None, list[str]]:
+    """Parameter importances (PED-ANOVA, optuna's default) of each objective, and the parameter names
+    ranked by their importance for the first one (empty when there are too few trials to say)."""
+    complete = completed(study)
+    if len(complete) < 3 or not any(t.params for t in complete):
+        return None, []
+    try:
+        first = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+    except (ValueError, RuntimeError) as exc:
+        _log.info("report: importances skipped: %s", exc)
+        return None, []
+    order = [p for p, v in first.items()]
+    if len(names) == 1:
+        fig = _safe(lambda: optuna.visualization.plot_param_importances(study, target_name=names[0]),
+                    "importances")
+    else:
+        fig = _safe(lambda: _importances_per_objective(study, names), "importances")
+    return (_titled(fig, "Parameter importances (PED-ANOVA)") if fig else None), order
+
+
+def _importances_per_objective(study: Snapshot, names: Sequence[str]) -> go.Figure:
+    fig = go.Figure()
+    for i, name in enumerate(names):
+        imp = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
+        params = list(imp)[::-1]
+        fig.add_trace(go.Bar(x=[imp[p] for p in params], y=params, orientation="h", name=name))
+    fig.update_layout(barmode="group", xaxis_title="importance")
+    return fig
+
+
+def parallel(study: Snapshot, names: Sequence[str], params: Sequence[str]) -> go.Figure | None:
+    if len(completed(study)) < 2 or not params:
+        return None
+    view = sample(study)
+    fig = _safe(lambda: optuna.visualization.plot_parallel_coordinate(
+        view, params=list(params[:8]), target=lambda t: t.values[0], target_name=names[0]),
+        "parallel coordinates")
+    return _titled(fig, _sampled_title(f"Parallel coordinates ({names[0]})", view, study)) if fig else None
+
+
+def slices(study: Snapshot, names: Sequence[str], params: Sequence[str]) -> go.Figure | None:
+    if not completed(study) or not params:
+        return None
+    view = sample(study)
+    fig = _safe(lambda: optuna.visualization.plot_slice(
+        view, params=list(params[:4]), target=lambda t: t.values[0], target_name=names[0]), "slice")
+    return _titled(fig, _sampled_title(f"Slice of the top parameters ({names[0]})", view, study)) if fig else None
+
+
+def contour(study: Snapshot, names: Sequence[str], params: Sequence[str]) -> go.Figure | None:
+    if len(completed(study)) < 3 or len(params) < 2:
+        return None
+    view = sample(study)
+    fig = _safe(lambda: optuna.visualization.plot_contour(
+        view, params=list(params[:2]), target=lambda t: t.values[0], target_name=names[0]), "contour")
+    return _titled(fig, _sampled_title(f"Contour of the two top parameters ({names[0]})", view, study)) \
+        if fig else None
+
+
+def pareto(study: Snapshot, names: Sequence[str]) -> go.Figure | None:
+    if len(names) not in (2, 3) or not completed(study):
+        return None
+    fig = _safe(lambda: optuna.visualization.plot_pareto_front(study, target_names=list(names)),
+                "Pareto front")
+    return _titled(fig, f"Pareto front ({len(study.best_trials)} trials)") if fig else None
+
+
+def _sampled_title(title: str, view: optuna.Study, study: optuna.Study) -> str:
+    n_view, n_all = len(view.get_trials(deepcopy=False)), len(study.get_trials(deepcopy=False))
+    return title if n_view == n_all else f"{title}: best and a sample, {n_view} of {n_all} trials"
+
+
+# -- our own views ----------------------------------------------------------------------------------
+def _thin(curve: dict[int, float]) -> tuple[list[int], list[float]]:
+    steps = sorted(curve)
+    stride = max(1, math.ceil(len(steps) / MAX_CURVE_POINTS))
+    picked = steps[::stride]
+    if picked[-1] != steps[-1]:
+        picked.append(steps[-1])    # the last point is where a pruned trial stopped
+    return picked, [curve[s] for s in picked]
+
+
+def _joined(trials: Sequence[FrozenTrial]) -> tuple[list, list, list]:
+    """Many curves in one trace (None between curves): one trace draws thousands of lines quickly."""
+    xs: list = []
+    ys: list = []
+    text: list = []
+    for t in trials:
+        x, y = _thin(t.intermediate_values)
+        xs += x + [None]
+        ys += y + [None]
+        text += [f"trial {t.number}"] * len(x) + [None]
+    return xs, ys, text
+
+
+def learning_curves(study: Snapshot, names: Sequence[str]) -> go.Figure | None:
+    """Intermediate values per step: complete trials grey, pruned red with an x where they stopped,
+    the best trials in colour. At most MAX_CURVES curves of MAX_CURVE_POINTS points each."""
+    with_curves = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
+    if not with_curves:
+        return None
+    best = [t for t in ranked(study, BEST_HIGHLIGHTED) if t.intermediate_values]
+    best_ids = {t.number for t in best}
+    rng = random.Random(SAMPLE_SEED)
+    complete = [t for t in with_curves if t.state == TrialState.COMPLETE and t.number not in best_ids]
+    pruned = [t for t in with_curves if t.state == TrialState.PRUNED]
+    budget = max(0, MAX_CURVES - len(best))
+    shown_complete = _take(complete, budget // 2 if len(pruned) > budget // 2 else budget - len(pruned), rng)
+    shown_pruned = _take(pruned, budget - len(shown_complete), rng)
+
+    fig = go.Figure()
+    x, y, text = _joined(shown_complete)
+    fig.add_trace(go.Scatter(x=x, y=y, text=text, mode="lines", name=f"complete ({len(complete)})",
+                             line={"color": "rgba(120,120,120,0.35)", "width": 1}, hoverinfo="text+y"))
+    x, y, text = _joined(shown_pruned)
+    fig.add_trace(go.Scatter(x=x, y=y, text=text, mode="lines", name=f"pruned ({len(pruned)})",
+                             line={"color": "rgba(214,39,40,0.35)", "width": 1}, hoverinfo="text+y"))
+    ends = [(max(t.intermediate_values), t.intermediate_values[max(t.intermediate_values)], t.number)
+            for t in shown_pruned]
+    fig.add_trace(go.Scatter(x=[e[0] for e in ends], y=[e[1] for e in ends], mode="markers",
+                             text=[f"trial {e[2]} pruned" for e in ends], name="pruned here",
+                             marker={"symbol": "x", "color": "rgb(214,39,40)", "size": 7}))
+    for t in best:
+        x, y = _thin(t.intermediate_values)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"trial {t.number}",
+                                 line={"width": 2}, marker={"size": 4}))
+    shown = len(shown_complete) + len(shown_pruned) + len(best)
+    title = f"Learning curves: {names[0]} per step"
+    if shown < len(with_curves):
+        title += f" ({shown} of {len(with_curves)} curves)"
+    fig.update_layout(xaxis_title="step", yaxis_title=names[0], hovermode="closest")
+    return _titled(fig, title)
+
+
+def _take(trials: list[FrozenTrial], n: int, rng: random.Random) -> list[FrozenTrial]:
+    if n <= 0:
+        return []
+    return trials if len(trials) <= n else sorted(rng.sample(trials, n), key=lambda t: t.number)
+
+
+def expert_load(study: Snapshot) -> go.Figure | None:
+    """Routed-token fraction per layer and expert (``metrics.expert_load``) of the best trials."""
+    best = [t for t in ranked(study) if _load_matrix(t) is not None][:BEST_HIGHLIGHTED]
+    if not best:
+        return None
+    fig = make_subplots(rows=1, cols=len(best), subplot_titles=[f"trial {t.number}" for t in best],
+                        horizontal_spacing=0.04)
+    top = max(max(max(row) for row in _load_matrix(t)) for t in best)
+    for col, t in enumerate(best, start=1):
+        load = _load_matrix(t)
+        fig.add_trace(go.Heatmap(z=load, x=[str(e) for e in range(len(load[0]))],
+                                 y=[f"layer {i}" for i in range(len(load))], zmin=0, zmax=top,
+                                 coloraxis="coloraxis",
+                                 hovertemplate="layer %{y}, expert %{x}: %{z:.3f}<extra></extra>"),
+                      row=1, col=col)
+        fig.update_xaxes(title_text="expert", row=1, col=col)
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": "share"}})
+    return _titled(fig, "Expert load of the best trials (share of routed tokens; even = 1/experts)")
+
+
+def _load_matrix(trial: FrozenTrial) -> list[list[float]] | None:
+    load = metrics_of(trial).get("expert_load")
+    if isinstance(load, list) and load and all(isinstance(v, (int, float)) for v in load):
+        load = [load]     # one layer given as a flat list
+    if (isinstance(load, list) and load and all(isinstance(row, list) and row for row in load)
+            and all(isinstance(v, (int, float)) for row in load for v in row)):
+        return load
+    return None
+
+
+SPARSITY_METRICS = (("expert_load_cv", "expert load CV (lower = more balanced)"),
+                    ("keep_ratio_used", "share of key blocks attended"))
+
+
+def balance_and_sparsity(study: Snapshot, names: Sequence[str]) -> go.Figure | None:
+    """The first objective against expert-load balance and attention sparsity, best trials marked."""
+    complete = completed(sample(study, 2 * MAX_SCATTER_TRIALS))
+    present = [(m, label) for m, label in SPARSITY_METRICS
+               if any(_number(metrics_of(t).get(m)) is not None for t in complete)]
+    if not present:
+        return None
+    best_ids = {t.number for t in ranked(study, BEST_HIGHLIGHTED)}
+    fig = make_subplots(rows=1, cols=len(present), shared_yaxes=True,
+                        subplot_titles=[label for _, label in present])
+    for col, (metric, _) in enumerate(present, start=1):
+        for is_best in (False, True):
+            pts = [(float(metrics_of(t)[metric]), t.values[0], t.number) for t in complete
+                   if (t.number in best_ids) == is_best and _number(metrics_of(t).get(metric)) is not None]
+            fig.add_trace(go.Scatter(
+                x=[p[0] for p in pts], y=[p[1] for p in pts], text=[f"trial {p[2]}" for p in pts],
+                mode="markers", name="best trials" if is_best else "complete trials",
+                legendgroup=str(is_best), showlegend=col == 1,
+                marker={"size": 10 if is_best else 5, "color": "rgb(255,127,14)" if is_best
+                        else "rgba(31,119,180,0.5)", "symbol": "star" if is_best else "circle"}),
+                row=1, col=col)
+        fig.update_xaxes(title_text=metric, row=1, col=col)
+    fig.update_yaxes(title_text=names[0], row=1, col=1)
+    return _titled(fig, f"Balance and sparsity against {names[0]}")
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
