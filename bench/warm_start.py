@@ -3,9 +3,11 @@
 For each pair (source problem -> target problem) and each seed: a source study runs TPE for
 ``--source-trials`` trials on the source problem; then on the target problem a cold study, a warm
 ``enqueue`` study and a warm ``prior`` study each run ``--trials`` trials with the same seed.
-Pairs: the target is the source shifted, rescaled (with a shrunk range), a mixed int/categorical
-space that changed (new parameter, removed choice, new step), and an *unrelated* source whose
-optimum lies in the opposite corner (warm must not be worse than cold beyond noise).
+Pairs: the target is the source shifted (a little, more), rescaled (with a shrunk range), a mixed
+int/categorical space that changed (new parameter, removed parameter and choice, int on a step),
+two *unrelated* sources (optimum in the opposite corner; a sphere centred at random per seed)
+where warm must not be worse than cold beyond noise, and one *deceptive* source (its optimum is the
+target's worst local minimum), a stress case that no warm start that trusts its source can pass.
 
 Metrics per pair and strategy, over seeds:
 - ``reach``: trials a warm study needs to reach the best value the cold study of the same seed
@@ -52,10 +54,11 @@ def sphere(center: tuple[float, ...]) -> Objective:
     return lambda p: float(sum((p[f"x{i}"] - c) ** 2 for i, c in enumerate(center)))
 
 
-def rastrigin(center: tuple[float, ...], scale: float = 1.0, offset: float = 0.0) -> Objective:
+def styblinski_tang(scale: float = 1.0, offset: float = 0.0) -> Objective:
+    """Minimum -39.17 per dimension at x = -2.90 (a worse local minimum at +2.75)."""
     def f(p: dict[str, Any]) -> float:
-        z = np.array([p[f"x{i}"] - c for i, c in enumerate(center)])
-        return float(scale * (10 * len(z) + np.sum(z ** 2 - 10 * np.cos(2 * np.pi * z))) + offset)
+        x = np.array([p[f"x{i}"] for i in range(4)])
+        return float(scale * 0.5 * np.sum(x ** 4 - 16 * x ** 2 + 5 * x) + offset)
     return f
 
 
@@ -77,29 +80,44 @@ MIXED_TARGET = SearchSpace((    # dropout removed, wd new, relu gone, layers on 
     Param("act", "categorical", choices=("gelu", "silu", "swish")),
     Param("wd", "float", low=0.0, high=0.1)))
 SPACE4 = SearchSpace(_floats("x0 x1 x2 x3", -5.0, 5.0))
-SPACE3_WIDE = SearchSpace(_floats("x0 x1 x2", -5.12, 5.12))
-SPACE3_NARROW = SearchSpace(_floats("x0 x1 x2", -4.0, 4.0))
+SPACE4_NARROW = SearchSpace(_floats("x0 x1 x2 x3", -4.0, 4.0))
+TARGET_CENTER = (1.5, -1.5, 2.5, 0.0)
+
+
+def random_sphere(seed: int) -> Objective:
+    """A source unrelated to any target: a sphere centred anywhere in the box (drawn per seed)."""
+    center = np.random.default_rng(1_000 + seed).uniform(-5.0, 5.0, size=4)
+    return sphere(tuple(float(c) for c in center))
 
 
 @dataclass(frozen=True)
 class Pair:
     name: str
     source_space: SearchSpace
-    source: Objective
+    source: Objective | Callable[[int], Objective]
     target_space: SearchSpace
     target: Objective
-    related: bool = True
+    kind: str = "related"            # related | unrelated | deceptive
+    source_per_seed: bool = False    # `source` is a function of the seed
+
+    def source_for(self, seed: int) -> Objective:
+        return self.source(seed) if self.source_per_seed else self.source
 
 
 PAIRS = (
-    Pair("sphere4-shifted", SPACE4, sphere((1.0, -1.0, 2.0, 0.5)),
-         SPACE4, sphere((1.5, -1.5, 2.5, 0.0))),
-    Pair("rastrigin3-rescaled", SPACE3_WIDE, rastrigin((1.5, -2.0, 0.5)),
-         SPACE3_NARROW, rastrigin((1.5, -2.0, 0.5), scale=3.0, offset=10.0)),
+    Pair("sphere4-shift0.2", SPACE4, sphere((1.3, -1.3, 2.3, 0.2)), SPACE4, sphere(TARGET_CENTER)),
+    Pair("sphere4-shift0.5", SPACE4, sphere((1.0, -1.0, 2.0, 0.5)), SPACE4, sphere(TARGET_CENTER)),
+    Pair("styblinski4-rescaled", SPACE4, styblinski_tang(),
+         SPACE4_NARROW, styblinski_tang(scale=2.0, offset=300.0)),
     Pair("mixed-space-changed", MIXED_SOURCE, mixed(3e-3, 6, "gelu", {"dropout": 0.1}),
          MIXED_TARGET, mixed(5e-3, 8, "gelu", {"wd": 0.03})),
-    Pair("sphere4-unrelated", SPACE4, sphere((-4.0, 4.0, -4.0, 4.0)),
-         SPACE4, sphere((1.5, -1.5, 2.5, 0.0)), related=False),
+    Pair("sphere4-unrelated", SPACE4, sphere((-4.0, 4.0, -4.0, 4.0)), SPACE4, sphere(TARGET_CENTER),
+         kind="unrelated"),
+    Pair("styblinski4-unrelated", SPACE4, random_sphere, SPACE4, styblinski_tang(),
+         kind="unrelated", source_per_seed=True),
+    # The source's optimum is the target's worst local minimum: a stress case, not a target.
+    Pair("styblinski4-deceptive", SPACE4, sphere((2.75, 2.75, 2.75, 2.75)), SPACE4,
+         styblinski_tang(), kind="deceptive"),
 )
 STRATEGIES = ("cold", "enqueue", "prior")
 
@@ -118,7 +136,7 @@ def run_seed(args: tuple[str, int, int, int]) -> dict[str, Any]:
     storage = optuna.storages.InMemoryStorage()
     src = optuna.create_study(storage=storage, study_name="source",
                               sampler=build_sampler("tpe", seed=10_000 + seed))
-    _optimize(src, pair.source_space, pair.source, n_source)
+    _optimize(src, pair.source_space, pair.source_for(seed), n_source)
     out: dict[str, Any] = {"pair": pair.name, "seed": seed}
     for strategy in STRATEGIES:
         ws = None if strategy == "cold" else WarmStartSpec(sources=("source",), strategy=strategy)
@@ -152,7 +170,7 @@ def summarize(runs: list[dict[str, Any]], pairs: list[Pair], n_trials: int) -> l
         cold_best = np.array([min(r["cold"]) for r in mine])
         for strategy in STRATEGIES:
             best = np.array([min(r[strategy]) for r in mine])
-            row = {"pair": pair.name, "related": pair.related, "strategy": strategy,
+            row = {"pair": pair.name, "kind": pair.kind, "strategy": strategy,
                    "seeds": len(mine), "median_best": float(np.median(best))}
             if strategy != "cold":
                 reach = [trials_to_reach(r[strategy], min(r["cold"])) for r in mine]
@@ -183,13 +201,22 @@ def print_table(rows: list[dict[str, Any]], n_trials: int) -> None:
             extra = (f"{reach_s:>12} {r['reached']:>8.0%} "
                      f"{r['median_diff']:>+10.3g} [{lo:+.3g}, {hi:+.3g}]{flag}")
         print(f"{r['pair']:22} {r['strategy']:8} {r['seeds']:>5} {r['median_best']:>16.4g} {extra}")
+    for strategy in STRATEGIES[1:]:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        related = [r for r in mine if r["kind"] == "related"]
+        unrelated = [r for r in mine if r["kind"] == "unrelated"]
+        fast = sum(r["median_reach"] <= 15 for r in related)
+        safe = sum(not r["worse_beyond_noise"] for r in unrelated)
+        print(f"{strategy}: related pairs with median reach <= 15: {fast}/{len(related)}; "
+              f"unrelated pairs not worse than cold beyond noise: {safe}/{len(unrelated)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--trials", type=int, default=50, help="trials of each target study")
-    ap.add_argument("--source-trials", type=int, default=50)
+    ap.add_argument("--source-trials", type=int, default=100,
+                    help="trials of each earlier (source) study")
     ap.add_argument("--workers", type=int, default=max(1, (mp.cpu_count() or 1)))
     ap.add_argument("--pairs", nargs="*", default=[p.name for p in PAIRS])
     ap.add_argument("--json", default="bench/warm_start.json")

@@ -6,6 +6,7 @@ import optuna
 import pytest
 
 from autotune import space, store, warmstart
+from autotune._warmstart_prior import relevance
 from autotune.spec_types import SearchSpace
 
 from .helpers import add_source, cat, fl, it, make_spec
@@ -154,3 +155,30 @@ def test_prior_with_multi_objective_source(url, storage):
                               optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
     study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=4)
     assert counts == {"old": 10} and len(study.trials) == 4
+
+
+def _trials(points, f):
+    dists = space.distributions(SPACE)
+    return [optuna.trial.create_trial(params={"x": x, "y": y}, distributions=dists, value=f({"x": x, "y": y}))
+            for x, y in points]
+
+
+def test_relevance_is_high_for_a_source_that_ranks_own_results_right_and_zero_otherwise():
+    rng = np.random.default_rng(0)
+    src_points = rng.uniform(size=(40, 2))
+    own_points = rng.uniform(size=(12, 2))
+    src = _trials(src_points, bowl)
+    own = _trials(own_points, lambda p: bowl(p) * 3 + 1)                     # same problem, rescaled
+    opposite = _trials(own_points, lambda p: -bowl(p))                      # best where source is worst
+    assert relevance(src, own[:2]) == 1.0                                   # too few to judge
+    assert relevance(src, own) > 0.6
+    assert relevance(src, opposite) == 0.0
+
+
+def test_an_unrelated_source_stops_being_shown_once_own_results_contradict_it():
+    rng = np.random.default_rng(1)
+    src = _trials(rng.uniform(size=(40, 2)), bowl)
+    own = _trials(rng.uniform(size=(6, 2)), lambda p: -bowl(p))
+    prior = warmstart.PriorSampler(optuna.samplers.RandomSampler(), src, fade_trials=1000)
+    assert len(prior.visible_sources(own[:2])) == 40
+    assert prior.visible_sources(own) == []
