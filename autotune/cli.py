@@ -49,6 +49,10 @@ def _guarded(fn: Callable) -> Callable:
             _die(str(exc))
         except KeyboardInterrupt:
             _die("interrupted", EXIT_INTERRUPTED)
+        except Exception as exc:  # a failure at run time: one line, the traceback only with -v
+            if _log.isEnabledFor(logging.INFO):
+                raise
+            _die(f"{type(exc).__name__}: {exc} (run with autotune -v ... for the traceback)", EXIT_FAILED)
     return wrapper
 
 
@@ -130,10 +134,7 @@ def _prepare(spec, *, join_only: bool):
     except ValueError as exc:
         _die(f"{spec.path}: optimizer: {exc}")
     pruner = build_pruner(spec.pruner, spec.trainer_dict.get("steps"))
-    storage = _open(spec.storage, heartbeat_interval=spec.parallel.heartbeat_interval,
-                    grace_period=spec.parallel.grace_period,
-                    failed_trial_callback=optuna.storages.RetryFailedTrialCallback(
-                        max_retry=spec.parallel.max_retries))
+    storage = _open(spec.storage)  # the scheduler opens its own, with heartbeats
     exists = study_exists(storage, spec.study)
     if join_only and not exists:
         _die(f"no study {spec.study!r} to join in the store; start it with `autotune run {spec.path}` first")

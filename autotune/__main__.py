@@ -1,0 +1,4 @@
+"""``python -m autotune`` is the ``autotune`` command."""
+from autotune.cli import main
+
+main()

@@ -1,0 +1,222 @@
+"""The ``autotune`` command as a user meets it: exit codes, messages, what lands in the store."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from autotune.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("AUTOTUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+COMMANDS = ["run", "worker", "validate", "status", "best", "export", "report", "dashboard"]
+
+
+def user_study(tmp_path: Path, *, trials: int = 4, objective: str = "tests.user_objectives:quadratic",
+               name: str = "quad", extra: dict | None = None, **trainer) -> Path:
+    doc = {
+        "study": name,
+        "storage": f"sqlite:///{tmp_path / 'store.db'}",
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0},
+                  "kind": {"type": "categorical", "choices": ["a", "b"]}},
+        "objectives": [{"metric": "val_loss", "direction": "minimize"}],
+        "optimizer": {"kind": "random", "seed": 0},
+        "budget": {"trials": trials},
+        "parallel": {"workers": 2, "heartbeat_interval": 1, "grace_period": 3},
+        "objective": objective,
+        "trainer": {"steps": 4, **trainer},
+    }
+    doc.update(extra or {})
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def trials_of(tmp_path: Path, name: str = "quad"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'store.db'}").get_trials()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.output
+
+
+def test_validate_good_file():
+    result = invoke("validate", str(REPO / "studies" / "quickstart.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.output and "val_loss" in result.output
+
+
+def test_validate_bad_file_exits_2_with_one_message(tmp_path):
+    path = user_study(tmp_path, extra={"budget": {"trials": -1}})
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}: budget.trials: must be > 0" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_study_writes_nothing_to_the_store(tmp_path):
+    path = user_study(tmp_path, extra={"optimizer": {"kind": "bogus"}})
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 2
+    assert "optimizer.kind" in result.output
+    assert not (tmp_path / "store.db").exists()
+
+
+def test_storage_that_cannot_be_opened_exits_2(tmp_path):
+    path = user_study(tmp_path)
+    result = CliRunner().invoke(main, ["run", str(path), "--storage", f"sqlite:///{tmp_path}/no/such/dir/x.db"])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_unreachable_database_exits_2(tmp_path):
+    result = CliRunner().invoke(main, ["status", "--storage", "postgresql://nobody:secret@127.0.0.1:1/x"])
+    assert result.exit_code == 2
+    assert "cannot be opened" in result.output
+    assert "secret" not in result.output  # the password is masked
+
+
+def test_run_then_resume_with_a_larger_budget(tmp_path):
+    path = user_study(tmp_path, trials=3)
+    result = invoke("run", str(path))
+    assert result.exit_code == 0, result.output
+    first = trials_of(tmp_path)
+    assert len([t for t in first if t.state.name == "COMPLETE"]) == 3
+    result = invoke("run", str(path), "--trials", "5")
+    assert result.exit_code == 0, result.output
+    second = trials_of(tmp_path)
+    assert len([t for t in second if t.state.name == "COMPLETE"]) == 5
+    assert [t.params for t in second[:3]] == [t.params for t in first]  # nothing lost or redone
+    assert second[0].user_attrs["metrics"]["val_loss"] == pytest.approx(second[0].value)
+
+
+def test_status_best_and_export(tmp_path):
+    path = user_study(tmp_path, trials=3)
+    assert invoke("run", str(path)).exit_code == 0
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+
+    status = invoke("status", "--storage", url)
+    assert status.exit_code == 0 and "quad: 3 trials (3 complete)" in status.output
+
+    best_yaml = invoke("best", "quad", "--storage", url)
+    assert best_yaml.exit_code == 0
+    params = yaml.safe_load(best_yaml.output)
+    study = optuna.load_study(study_name="quad", storage=url)
+    assert params == study.best_params
+    best_json = json.loads(invoke("best", "quad", "--storage", url, "--json").output)
+    assert best_json["params"] == study.best_params and best_json["values"]["val_loss"] == study.best_value
+
+    rows = json.loads(invoke("export", "quad", "--storage", url, "--format", "json").output)
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 3
+    assert rows[0]["params"].keys() == {"x", "kind"}
+    table = list(csv.DictReader(io.StringIO(invoke("export", "quad", "--storage", url).output)))
+    assert len(table) == 3 and float(table[0]["value.val_loss"]) == rows[0]["values"]["val_loss"]
+
+
+def test_env_storage_is_used_by_status(tmp_path, monkeypatch):
+    path = user_study(tmp_path, trials=1)
+    assert invoke("run", str(path)).exit_code == 0
+    monkeypatch.setenv("AUTOTUNE_STORAGE", f"sqlite:///{tmp_path / 'store.db'}")
+    assert "quad: 1 trials" in invoke("status").output
+
+
+def test_unknown_study_names_the_ones_there(tmp_path):
+    path = user_study(tmp_path, trials=1)
+    assert invoke("run", str(path)).exit_code == 0
+    result = CliRunner().invoke(main, ["best", "nope", "--storage", f"sqlite:///{tmp_path / 'store.db'}"])
+    assert result.exit_code == 2 and "studies there: quad" in result.output
+
+
+def test_objective_that_omits_the_metric_fails_its_trials_with_that_message(tmp_path):
+    path = user_study(tmp_path, trials=1, objective="tests.user_objectives:omits_metric")
+    result = CliRunner().invoke(main, ["run", str(path), "--timeout", "60s"])
+    assert result.exit_code == 1
+    failed = trials_of(tmp_path)
+    assert failed and all(t.state.name == "FAIL" for t in failed)
+    assert "did not return metric 'val_loss'" in failed[0].user_attrs["fail_reason"]
+
+
+def test_worker_needs_an_existing_study(tmp_path):
+    path = user_study(tmp_path)
+    result = CliRunner().invoke(main, ["worker", str(path)])
+    assert result.exit_code == 2 and "autotune run" in result.output
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "autotune", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def test_real_subprocess_exit_codes(tmp_path):
+    good = user_study(tmp_path, trials=2)
+    proc = _cli("run", str(good), "--no-live")
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    bad = user_study(tmp_path, name="bad", extra={"space": {"x": {"type": "float", "low": 2, "high": 1}}})
+    proc = _cli("run", str(bad))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "space.x.low" in out and "Traceback" not in out
+
+
+def test_sigkill_of_the_run_then_resume_loses_no_finished_trial(tmp_path):
+    path = user_study(tmp_path, trials=6, sleep=0.4, steps=6)
+    log = open(tmp_path / "run.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "autotune", "run", str(path), "--no-live"], cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    deadline = time.time() + 120
+    done_before: list = []
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            trials = optuna.load_study(study_name="quad", storage=url).get_trials()
+        except Exception as exc:  # noqa: BLE001 - the store is still being created
+            continue
+        done_before = [t for t in trials if t.state.name == "COMPLETE"]
+        if len(done_before) >= 2 and any(t.state.name == "RUNNING" for t in trials):
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    log.close()
+    assert len(done_before) >= 2, (tmp_path / "run.log").read_text()
+    time.sleep(3.5)  # past the grace period: the running trials' heartbeats are stale
+    result = invoke("run", str(path))
+    assert result.exit_code == 0, result.output
+    trials = trials_of(tmp_path)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 6
+    kept = {t.number: t.params for t in complete}
+    assert all(kept[t.number] == t.params for t in done_before)
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+
+
+@pytest.mark.postgres
+def test_study_in_postgresql(tmp_path):
+    name = f"quad-{uuid.uuid4().hex[:8]}"
+    path = user_study(tmp_path, trials=3, name=name)
+    result = CliRunner().invoke(main, ["run", str(path), "--storage", PG_URL])
+    if result.exit_code == 2 and "cannot be opened" in result.output and not os.environ.get("CI"):
+        pytest.skip("no PostgreSQL at " + PG_URL)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name=name, storage=PG_URL)
+    assert len([t for t in study.get_trials() if t.state.name == "COMPLETE"]) == 3
+    optuna.delete_study(study_name=name, storage=PG_URL)

@@ -1,0 +1,36 @@
+"""User objectives (``fn(params, report) -> metrics``) that the CLI and end-to-end tests run."""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+
+def quadratic(params, report):
+    """A learning curve that decays towards (x - 0.3)^2; reports every step."""
+    x = float(params.get("x", params.get("lr", 0.5)))
+    target = (x - 0.3) ** 2
+    steps = int(params.get("steps", 5))
+    loss = 1.0
+    for step in range(steps):
+        loss = target + 1.0 / (step + 2)
+        if not report(step, {"val_loss": loss}):
+            return {"val_loss": loss}
+        time.sleep(float(params.get("sleep", 0.0)))
+    return {"val_loss": target, "accuracy": 1 - target, "latency_ms": 1 + x}
+
+
+def omits_metric(params, report):
+    return {"accuracy": 0.5}
+
+
+def returns_nan(params, report):
+    return {"val_loss": math.nan}
+
+
+def raises(params, report):
+    raise RuntimeError("boom from the user's objective")
+
+
+def exits(params, report):
+    os._exit(3)
