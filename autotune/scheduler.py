@@ -115,15 +115,22 @@ def open_study(study: optuna.Study, storage_url: str, parallel: ParallelSpec
     return own, storage
 
 
+GRACE_ATTR = "autotune:grace_period"   # trial system attr: its scheduler's grace period, s
+
+
 def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> int:
-    """Optuna's ``fail_stale_trials``, plus a ``fail_reason`` on each trial it fails."""
+    """Optuna's ``fail_stale_trials``, except that each trial is judged by the grace period of the
+    scheduler that runs it (schedulers on other machines may use other settings), and the failed
+    trial gets a ``fail_reason``. Returns how many trials it failed."""
     failed = 0
     callback = storage.get_heartbeat_stale_trial_callback()
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
+    for trial_id, age in store.heartbeat_ages(storage, study._study_id).items():
+        grace = storage.get_trial_system_attrs(trial_id).get(GRACE_ATTR, storage.grace_period)
+        if age <= grace:
+            continue
         try:
             storage.set_trial_user_attr(
-                trial_id, "fail_reason",
-                f"heartbeat lost for over {storage.grace_period}s (its scheduler died?)")
+                trial_id, "fail_reason", f"no heartbeat for {age:.0f}s (its scheduler died?)")
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -344,6 +351,8 @@ class _Scheduler:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "heartbeat ... supposed to be used with optimize"
                 trial = self.study.ask()
+            self.storage.set_trial_system_attr(trial._trial_id, GRACE_ATTR,
+                                               self.storage.grace_period)
             self.storage.record_heartbeat(trial._trial_id)  # counted as running from now on
         self.heartbeats.add(trial._trial_id)
         return trial

@@ -16,6 +16,7 @@ import os
 import re
 import sqlite3
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -154,7 +155,9 @@ def open_storage(
         # SQLite: tables are created under a file lock, so that 16 workers opening a fresh
         # file at once do not race on CREATE TABLE; WAL is switched on before that.
         lock = _file_lock(_sqlite_lock_path(url)) if is_sqlite(url) else contextlib.nullcontext()
-        with lock:
+        with lock, warnings.catch_warnings():
+            # heartbeats are "experimental" in Optuna since 2.9; the scheduler relies on them
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if is_sqlite(url):
                 _prepare_sqlite_file(url)
             storage = optuna.storages.RDBStorage(
@@ -234,6 +237,20 @@ def count_trials(storage: optuna.storages.RDBStorage, study_id: int) -> TrialCou
         complete=by_state.get("COMPLETE", (0, 0))[0], pruned=by_state.get("PRUNED", (0, 0))[0],
         failed=by_state.get("FAIL", (0, 0))[0], waiting=by_state.get("WAITING", (0, 0))[0],
         running=with_heartbeat, running_without_heartbeat=running - with_heartbeat)
+
+
+def heartbeat_ages(storage: optuna.storages.RDBStorage, study_id: int) -> dict[int, float]:
+    """Seconds since the last heartbeat of each RUNNING trial that has one, by trial id
+    (measured on the database's clock, like Optuna's own stale check)."""
+    sql = sqlalchemy.text(
+        "SELECT t.trial_id, h.heartbeat FROM trials t JOIN trial_heartbeats h "
+        "ON h.trial_id = t.trial_id WHERE t.study_id = :sid AND t.state = 'RUNNING'"
+    ).columns(trial_id=sqlalchemy.Integer, heartbeat=sqlalchemy.DateTime)
+    with storage.engine.connect() as conn:
+        now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+        rows = conn.execute(sql, {"sid": study_id}).fetchall()
+    now = now.replace(tzinfo=None)
+    return {int(tid): (now - beat.replace(tzinfo=None)).total_seconds() for tid, beat in rows}
 
 
 def sum_trial_user_attr(storage: optuna.storages.RDBStorage, study_id: int, key: str) -> float:

@@ -14,16 +14,21 @@ from pathlib import Path
 import optuna
 
 from autotune import store
+from autotune.pruners import build_pruner
+from autotune.spec_types import PrunerSpec
 
 _studies: dict[tuple[str, str], optuna.Study] = {}
 
 
-def trial_of(storage_url: str, study_name: str, trial_id: int) -> optuna.trial.Trial:
-    """The live trial, on a storage this process opens once (like the real objective bridge)."""
+def trial_of(storage_url: str, study_name: str, trial_id: int,
+             pruner: PrunerSpec = PrunerSpec(), steps: int | None = None) -> optuna.trial.Trial:
+    """The live trial, on a storage this process opens once, with the spec's pruner (like the
+    real objective bridge)."""
     key = (storage_url, study_name)
     if key not in _studies:
         _studies[key] = optuna.load_study(study_name=study_name,
-                                          storage=store.open_storage(storage_url))
+                                          storage=store.open_storage(storage_url),
+                                          pruner=build_pruner(pruner, steps))
     return optuna.trial.Trial(_studies[key], trial_id)
 
 
@@ -92,10 +97,11 @@ class Curves:
 
     storage_url: str
     study_name: str
+    pruner: PrunerSpec
     steps: int = 27
 
     def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
-        trial = trial_of(self.storage_url, self.study_name, trial_id)
+        trial = trial_of(self.storage_url, self.study_name, trial_id, self.pruner, self.steps)
         q = params["x"]
         for step in range(1, self.steps + 1):
             value = q + 1.0 / step

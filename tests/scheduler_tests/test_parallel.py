@@ -1,0 +1,65 @@
+"""Many workers and many schedulers on one study finish exactly the budget."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import optuna
+from optuna.trial import TrialState
+
+from autotune import scheduler, store
+from autotune.spec_types import BudgetSpec, ParallelSpec
+from scheduler_tests import helpers, objectives
+
+
+def _study(url: str, name: str) -> optuna.Study:
+    return store.create_or_load_study(store.open_storage(url), name, ["minimize"],
+                                      pruner=optuna.pruners.NopPruner())
+
+
+def test_eight_workers_and_a_second_scheduler_finish_exactly_n_trials(storage_url, study_name):
+    n_trials = 24
+    study = _study(storage_url, study_name)
+    reader = None
+    if store.is_sqlite(storage_url):  # a dashboard and `autotune status` read the same file
+        reader = subprocess.Popen(
+            [sys.executable, "-m", "scheduler_tests.reader", storage_url, "25"],
+            env=dict(os.environ, PYTHONPATH=str(helpers.TESTS_DIR)),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    other = helpers.spawn_run(storage_url, study_name, workers=2, trials=n_trials, steps=2)
+    result = scheduler.run_study(
+        study, storage_url=storage_url, suggest=objectives.suggest_x,
+        objective=objectives.Quadratic(storage_url, study_name, steps=2),
+        parallel=ParallelSpec(gpus=0, workers=8), budget=BudgetSpec(trials=n_trials))
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err
+    other_result = json.loads(out.strip().splitlines()[-1])
+
+    trials = helpers.trials(storage_url, study_name)
+    assert sum(t.state in helpers.FINISHED for t in trials) == n_trials
+    assert [t.state for t in trials if t.state not in helpers.FINISHED] == []   # no lock errors
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(numbers)))
+    assert result.completed + other_result["completed"] == n_trials   # NopPruner: nothing pruned
+    assert result.stopped_by == other_result["stopped_by"] == "trials"
+    assert {t.user_attrs["slot"] for t in trials} <= set(range(8))
+    assert all(t.user_attrs["gpu"] is None and t.user_attrs["gpu_seconds"] > 0 for t in trials)
+    if reader is not None:
+        text, _ = reader.communicate(timeout=60)
+        assert "ERROR" not in text, text
+        assert int(text.split("reads=")[1].split()[0]) > 0
+
+
+def test_a_rerun_with_a_larger_budget_continues(sqlite_url):
+    name = "continue"
+    study = _study(sqlite_url, name)
+    run = lambda n: scheduler.run_study(  # noqa: E731
+        study, storage_url=sqlite_url, suggest=objectives.suggest_x,
+        objective=objectives.Quadratic(sqlite_url, name, steps=1),
+        parallel=ParallelSpec(gpus=0, workers=2), budget=BudgetSpec(trials=n))
+    first, second, third = run(3), run(5), run(5)
+    assert (first.completed, second.completed, third.completed) == (3, 2, 0)
+    assert third.stopped_by == "trials" and third.finished_in_study == 5
+    assert helpers.count(sqlite_url, name, TrialState.COMPLETE) == 5
