@@ -57,7 +57,8 @@ def table(title: str, header: list[str], rows: list[list]) -> str:
 
 # ---------------------------------------------------------------------------------------- attention
 def bench_attention(lengths, tokens=32768, H=16, D=64, bs=128, window=128, keep=0.2, crossover=0,
-                    modes=("default",)) -> tuple[list[dict], str]:
+                    modes=("default",), tune_lengths=()) -> tuple[list[dict], str]:
+    """``modes`` past the first (e.g. max-autotune-no-cudagraphs, slow to compile) run only at ``tune_lengths``."""
     results = []
     compiled = {m: torch.compile(attn._flex_sparse, dynamic=False,
                                  mode=None if m == "default" else m) for m in modes}
@@ -83,6 +84,8 @@ def bench_attention(lengths, tokens=32768, H=16, D=64, bs=128, window=128, keep=
         causal_flops = 3.5 * 2 * 2 * B * H * T * T * D / 2         # fwd (2 matmuls, causal half) + bwd 2.5x
         row["dense_tflops"] = causal_flops / row["dense_ms"] / 1e9
         for m, fn in compiled.items():
+            if m != modes[0] and T not in tune_lengths:
+                continue
             sparse = step(lambda: fn(q, k, v, bs, window, keep))
             row[f"sparse_{m}_ms"] = bench_ms(sparse)
             row[f"sparse_{m}_mib"] = peak_mib(sparse)
@@ -109,7 +112,7 @@ def bench_attention(lengths, tokens=32768, H=16, D=64, bs=128, window=128, keep=
                      r["dense_ms"] / sp, r["dense_ms"] / r["auto_ms"] if "auto_ms" in r else float("nan"),
                      r.get("select_build_ms", float("nan")), r.get("kernel_only_ms", float("nan")),
                      r["dense_mib"], r[f"sparse_{m0}_mib"]]
-                    + [r["dense_ms"] / r[f"sparse_{m}_ms"] for m in modes[1:]])
+                    + [r["dense_ms"] / r.get(f"sparse_{m}_ms", float("nan")) for m in modes[1:]])
     header = ["tokens", "kept", "dense ms", "dense TFLOP/s", "sparse ms", "speedup",
               f"speedup (dense below {crossover})", "select+mask ms", "kernel-only ms", "dense MiB", "sparse MiB"]
     header += [f"speedup {m}" for m in modes[1:]]
@@ -146,7 +149,7 @@ def bench_moe(expert_counts=(8, 32), T=16384, d_model=1024, d_ff=2048, top_k=2, 
             print(json.dumps(results[-1]), flush=True)
         if profile:
             moe.impl = "grouped"
-            results.append({"variant": "profile", "experts": E, "top_kernels": profile_kernels(step(moe))})
+            results.append({"variant": "profile", "experts": E, "top_kernels": profile_kernels(step(torch.compile(moe)))})
     rows = []
     for r in results:
         if "ms" in r:
@@ -158,7 +161,7 @@ def bench_moe(expert_counts=(8, 32), T=16384, d_model=1024, d_ff=2048, top_k=2, 
                  ["variant", "experts", "ms", "TFLOP/s", "x dense (best dense)"], rows)
     for r in results:
         if r["variant"] == "profile":
-            text += f"\n\nwhere {r['experts']}-expert grouped MoE time goes (kernel, ms per step, calls):\n"
+            text += f"\n\nwhere {r['experts']}-expert grouped MoE (compiled) time goes (kernel, ms per step, calls):\n"
             text += "\n".join(f"  {ms:7.3f}  {n:3d}  {name[:90]}" for name, ms, n in r["top_kernels"][:12])
     return results, text
 
@@ -240,17 +243,20 @@ def main(argv=None) -> int:
     parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 2048, 4096, 8192, 16384])
     parser.add_argument("--modes", nargs="+", default=["default"],
                         help="torch.compile modes for the sparse path, e.g. max-autotune-no-cudagraphs")
-    parser.add_argument("--crossover", type=int, default=2048, help="dense_below used for the 'auto' column")
+    parser.add_argument("--tune-lengths", nargs="+", type=int, default=[8192, 16384])
+    parser.add_argument("--crossover", type=int, default=1024, help="dense_below used for the 'auto' column")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "model_speed.json"))
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs CUDA", file=sys.stderr)
         return 1
+    torch._dynamo.config.recompile_limit = 64       # one compiled graph per length and grad mode
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     texts = []
     if "attention" in args.only:
-        report["attention"], text = bench_attention(args.lengths, crossover=args.crossover, modes=tuple(args.modes))
+        report["attention"], text = bench_attention(args.lengths, crossover=args.crossover, modes=tuple(args.modes),
+                                                    tune_lengths=tuple(args.tune_lengths))
         texts.append(text)
     if "moe" in args.only:
         report["moe"], text = bench_moe()

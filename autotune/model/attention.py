@@ -177,7 +177,11 @@ def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, 
     from torch.nn.attention.flex_attention import flex_attention
 
     selection = select_blocks(q, k, block_size, window, keep_ratio)
-    return flex_attention(q, k, v, block_mask=build_flex_block_mask(selection), kernel_options=kernel_options)
+    options = {"ROWS_GUARANTEED_SAFE": True}          # every query sees at least itself
+    if block_size < 128:                               # kernel tiles must divide the mask's blocks
+        options.update(BLOCK_M=block_size, BLOCK_N=block_size)
+    options.update(kernel_options or {})
+    return flex_attention(q, k, v, block_mask=build_flex_block_mask(selection), kernel_options=options)
 
 
 @lru_cache(maxsize=1)

@@ -180,7 +180,8 @@ class MoE(nn.Module):
         x_sorted = _Gather.apply(flat, order // k, inverse, k)        # [N*k, D], by expert
         y_sorted = self.experts(x_sorted, routing.counts, self.impl)  # [N*k, D]
         y = _Gather.apply(y_sorted, inverse, order, 1).view(B * T, k, D)   # back to (token, slot)
-        out = (routing.weights.to(y.dtype).unsqueeze(1) @ y).squeeze(1)   # [N, D]
+        # mix the k results; elementwise, not a batched [1, k] @ [k, D] matmul (a slow tiny-GEMM kernel)
+        out = (y * routing.weights.to(y.dtype).unsqueeze(-1)).sum(1)       # [N, D]
         if self.shared is not None:
             out = out + self.shared(flat).to(out.dtype)
         return out.view(B, T, D), routing

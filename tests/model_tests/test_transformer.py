@@ -87,18 +87,23 @@ def test_sequences_longer_than_max_seq_len_still_run():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_compiled_bf16_training_step_on_cuda_matches_eager_reference():
+def test_compiled_model_on_cuda_matches_the_cpu_reference():
+    """fp32: the same function as on CPU (flex attention). bf16 autocast: the same loss within 2%
+    (routing and block choices may flip under bf16 rounding, so logits are compared only through it)."""
     cfg = replace(SMALL, d_model=128, n_heads=2, d_ff=256, block_size=128, window=128, keep_ratio=0.3,
                   max_seq_len=2048, num_experts=8)
     torch.manual_seed(0)
     model = Transformer(cfg).cuda()
-    tokens = torch.randint(0, 50, (2, 2048), device="cuda")
-    with torch.autocast("cuda", torch.bfloat16):
-        logits, aux = torch.compile(model)(tokens)
     cpu_model = Transformer(cfg)
     cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    tokens = torch.randint(0, 50, (2, 2048), device="cuda")
+    compiled = torch.compile(model)
     with torch.no_grad():
         ref, _ = cpu_model(tokens.cpu())
-    err = ((logits.float().cpu() - ref).norm() / ref.norm()).item()
-    assert err < 3e-2
+        logits, _ = compiled(tokens)
+        assert ((logits.cpu() - ref).norm() / ref.norm()).item() < 1e-3
+        with torch.autocast("cuda", torch.bfloat16):
+            logits, aux = compiled(tokens)
+    loss = lambda x: torch.nn.functional.cross_entropy(x.float().flatten(0, 1)[:-1], tokens.cpu().flatten()[1:])
+    assert loss(logits.cpu()).item() == pytest.approx(loss(ref).item(), rel=2e-2)
     assert torch.isfinite(aux.aux_loss)
