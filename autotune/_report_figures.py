@@ -9,9 +9,11 @@ be missing, and then its view is skipped.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
+import warnings
 from typing import Any, Callable, Sequence
 
 import optuna
@@ -21,7 +23,8 @@ from plotly.subplots import make_subplots
 
 _log = logging.getLogger("autotune")
 
-MAX_SCATTER_TRIALS = 1000     # slice / contour / parallel coordinates: best ones plus a random sample
+MAX_SCATTER_TRIALS = 1000     # slice / parallel coordinates / Pareto: best ones plus a random sample
+MAX_CONTOUR_TRIALS = 250      # optuna's contour grid has (distinct values)^2 cells
 MAX_CURVES = 300              # learning curves drawn (best complete, the rest sampled)
 MAX_CURVE_POINTS = 100        # points per curve (even stride over the steps)
 BEST_HIGHLIGHTED = 5          # best trials drawn in their own colour / shown in the expert-load view
@@ -37,6 +40,8 @@ class Snapshot(optuna.Study):
     def __init__(self, study: optuna.Study, trials: list[FrozenTrial] | None = None) -> None:
         super().__init__(study_name=study.study_name, storage=study._storage)
         self._trials = trials if trials is not None else study.get_trials(deepcopy=False)
+        self._front: list[FrozenTrial] | None = None     # computed once: each is O(trials^2) or a sort
+        self._ranked: list[FrozenTrial] | None = None
 
     def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list[FrozenTrial]:
         if states is None:
@@ -54,10 +59,16 @@ class Snapshot(optuna.Study):
     def best_trial(self) -> FrozenTrial:
         return ranked(self, 1)[0]
 
+    @property
+    def best_trials(self) -> list[FrozenTrial]:
+        if self._front is None:
+            self._front = super().best_trials
+        return self._front
+
     def subset(self, trials: list[FrozenTrial]) -> "Snapshot":
         view = Snapshot.__new__(Snapshot)
         view.__dict__.update(self.__dict__)
-        view._trials = trials
+        view._trials, view._front, view._ranked = trials, None, None
         return view
 
 
@@ -73,14 +84,18 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
 
 def ranked(study: optuna.Study, limit: int | None = None) -> list[FrozenTrial]:
     """Complete trials, best first: by the first objective, Pareto-front members first when several."""
-    trials = completed(study)
-    s = signs(study)
-    if len(s) > 1:
-        front = {t.number for t in study.best_trials}
-        key = lambda t: (t.number not in front, s[0] * t.values[0])  # noqa: E731
-    else:
-        key = lambda t: s[0] * t.values[0]  # noqa: E731
-    return sorted(trials, key=key)[:limit]
+    cached = getattr(study, "_ranked", None)
+    if cached is None:
+        s = signs(study)
+        if len(s) > 1:
+            front = {t.number for t in study.best_trials}
+            key = lambda t: (t.number not in front, s[0] * t.values[0])  # noqa: E731
+        else:
+            key = lambda t: s[0] * t.values[0]  # noqa: E731
+        cached = sorted(completed(study), key=key)
+        if isinstance(study, Snapshot):
+            study._ranked = cached
+    return cached[:limit]
 
 
 def metrics_of(trial: FrozenTrial) -> dict[str, Any]:
@@ -88,16 +103,25 @@ def metrics_of(trial: FrozenTrial) -> dict[str, Any]:
     return m if isinstance(m, dict) else {}
 
 
-def sample(study: Snapshot, limit: int = MAX_SCATTER_TRIALS) -> Snapshot:
-    """All trials when few; else the best ``limit // 5`` complete ones plus a seeded random sample."""
+def sample(study: Snapshot, limit: int = MAX_SCATTER_TRIALS, keep: Sequence[FrozenTrial] = (),
+           light: bool = True) -> Snapshot:
+    """For scatter views: all trials when few; else ``keep``, the best ``limit // 5`` complete ones and
+    a seeded random sample, ``limit`` in all. User attrs that are not scalars (the ``metrics`` dict,
+    per-layer lists) are left out of the copies: optuna puts them in every point's hover text."""
     trials = study.get_trials(deepcopy=False)
-    if len(trials) <= limit:
-        return study
-    best = ranked(study, limit // 5)
-    keep = {t.number for t in best}
-    rest = [t for t in trials if t.number not in keep]
-    keep |= {t.number for t in random.Random(SAMPLE_SEED).sample(rest, limit - len(best))}
-    return study.subset([t for t in trials if t.number in keep])
+    if len(trials) > limit:
+        chosen = {t.number for t in keep} | {t.number for t in ranked(study, limit // 5)}
+        rest = [t for t in trials if t.number not in chosen]
+        chosen |= {t.number for t in random.Random(SAMPLE_SEED).sample(rest, max(0, limit - len(chosen)))}
+        trials = [t for t in trials if t.number in chosen]
+    return study.subset([_light(t) for t in trials] if light else trials)
+
+
+def _light(trial: FrozenTrial) -> FrozenTrial:
+    light = copy.copy(trial)
+    light._user_attrs = {k: v for k, v in trial.user_attrs.items()
+                         if isinstance(v, (str, int, float, bool)) or v is None}
+    return light
 
 
 def _titled(fig: go.Figure, title: str) -> go.Figure:
@@ -139,7 +163,7 @@ def importances(study: Snapshot, names: Sequence[str]) -> tuple[go.Figure | None
     if len(complete) < 3 or not any(t.params for t in complete):
         return None, []
     try:
-        first = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+        first = _importance(study, 0)
     except (ValueError, RuntimeError) as exc:
         _log.info("report: importances skipped: %s", exc)
         return None, []
@@ -152,10 +176,19 @@ def importances(study: Snapshot, names: Sequence[str]) -> tuple[go.Figure | None
     return (_titled(fig, "Parameter importances (PED-ANOVA)") if fig else None), order
 
 
+def _importance(study: Snapshot, objective: int) -> dict[str, float]:
+    """PED-ANOVA ranks parameters by how they reach low target values: maximized ones are negated."""
+    sign = signs(study)[objective]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+        return optuna.importance.get_param_importances(
+            study, target=lambda t: sign * t.values[objective])
+
+
 def _importances_per_objective(study: Snapshot, names: Sequence[str]) -> go.Figure:
     fig = go.Figure()
     for i, name in enumerate(names):
-        imp = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
+        imp = _importance(study, i)
         params = list(imp)[::-1]
         fig.add_trace(go.Bar(x=[imp[p] for p in params], y=params, orientation="h", name=name))
     fig.update_layout(barmode="group", xaxis_title="importance")
@@ -184,7 +217,7 @@ def slices(study: Snapshot, names: Sequence[str], params: Sequence[str]) -> go.F
 def contour(study: Snapshot, names: Sequence[str], params: Sequence[str]) -> go.Figure | None:
     if len(completed(study)) < 3 or len(params) < 2:
         return None
-    view = sample(study)
+    view = sample(study, MAX_CONTOUR_TRIALS)
     fig = _safe(lambda: optuna.visualization.plot_contour(
         view, params=list(params[:2]), target=lambda t: t.values[0], target_name=names[0]), "contour")
     return _titled(fig, _sampled_title(f"Contour of the two top parameters ({names[0]})", view, study)) \
@@ -194,9 +227,11 @@ def contour(study: Snapshot, names: Sequence[str], params: Sequence[str]) -> go.
 def pareto(study: Snapshot, names: Sequence[str]) -> go.Figure | None:
     if len(names) not in (2, 3) or not completed(study):
         return None
-    fig = _safe(lambda: optuna.visualization.plot_pareto_front(study, target_names=list(names)),
+    front = study.best_trials
+    view = sample(study, keep=front)     # the whole front is kept, so the subset has the same front
+    fig = _safe(lambda: optuna.visualization.plot_pareto_front(view, target_names=list(names)),
                 "Pareto front")
-    return _titled(fig, f"Pareto front ({len(study.best_trials)} trials)") if fig else None
+    return _titled(fig, _sampled_title(f"Pareto front ({len(front)} trials)", view, study)) if fig else None
 
 
 def _sampled_title(title: str, view: optuna.Study, study: optuna.Study) -> str:
@@ -308,7 +343,7 @@ SPARSITY_METRICS = (("expert_load_cv", "expert load CV (lower = more balanced)")
 
 def balance_and_sparsity(study: Snapshot, names: Sequence[str]) -> go.Figure | None:
     """The first objective against expert-load balance and attention sparsity, best trials marked."""
-    complete = completed(sample(study, 2 * MAX_SCATTER_TRIALS))
+    complete = completed(sample(study, 2 * MAX_SCATTER_TRIALS, light=False))
     present = [(m, label) for m, label in SPARSITY_METRICS
                if any(_number(metrics_of(t).get(m)) is not None for t in complete)]
     if not present:

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import json
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 
 import optuna
 import pytest
+
+from autotune import dashboard, store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import build_study  # noqa: E402
@@ -19,12 +24,39 @@ def storage_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def single_study(storage_url: str) -> optuna.Study:
-    """40 trials of one objective (val_loss) with pruned, failed and warm-started ones."""
-    return build_study(storage_url, "single", 40, objectives=1, seed=1)
+def storage(storage_url: str) -> optuna.storages.RDBStorage:
+    """Opened the way autotune opens it (WAL, busy timeout)."""
+    return store.open_storage(storage_url)
 
 
 @pytest.fixture(scope="session")
-def multi_study(storage_url: str) -> optuna.Study:
+def single_study(storage: optuna.storages.RDBStorage) -> optuna.Study:
+    """40 trials of one objective (val_loss) with pruned, failed and warm-started ones."""
+    return build_study(storage, "single", 40, objectives=1, seed=1)
+
+
+@pytest.fixture(scope="session")
+def multi_study(storage: optuna.storages.RDBStorage) -> optuna.Study:
     """40 trials of two objectives (val_loss, latency_ms)."""
-    return build_study(storage_url, "multi", 40, objectives=2, seed=2)
+    return build_study(storage, "multi", 40, objectives=2, seed=2)
+
+
+@pytest.fixture(scope="session")
+def server(storage_url: str, single_study: optuna.Study, multi_study: optuna.Study):
+    """The dashboard on the session's store, on a free port of 127.0.0.1."""
+    srv = dashboard.make_server(storage_url, port=0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    thread.join(5)
+
+
+def get_json(server: dashboard.DashboardServer, path: str) -> dict:
+    base = server.url.removesuffix("/dashboard/")
+    with urllib.request.urlopen(base + path, timeout=30) as r:
+        return json.load(r)
+
+
+def study_id(server: dashboard.DashboardServer, name: str) -> int:
+    return next(s["study_id"] for s in get_json(server, "/api/studies")["study_summaries"] if s["study_name"] == name)

@@ -1,0 +1,164 @@
+"""The study report: one offline page whose figures carry the study's data."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import optuna
+import plotly.offline
+import pytest
+from optuna.trial import TrialState
+
+from autotune import _report_figures as figs
+from autotune import report
+from synthetic import WARM_SOURCE, build_study
+
+
+def embedded_figures(page: str) -> dict[str, dict]:
+    return {m.group(1): json.loads(m.group(2).replace("<\\/", "</")) for m in re.finditer(
+        r'<script type="application/json" id="fig-([\w-]+)">(.*?)</script>', page, re.S)}
+
+
+def section_titles(page: str) -> list[str]:
+    return re.findall(r"<h2>(.*?)</h2>", page)
+
+
+@pytest.fixture(scope="module")
+def single_page(single_study, tmp_path_factory) -> str:
+    out = report.write_report(single_study, tmp_path_factory.mktemp("r") / "single.html")
+    return out.read_text()
+
+
+@pytest.fixture(scope="module")
+def multi_page(multi_study, tmp_path_factory) -> str:
+    out = report.write_report(multi_study, tmp_path_factory.mktemp("r") / "multi.html")
+    return out.read_text()
+
+
+def test_page_is_self_contained_with_plotly_inline_once(single_page):
+    assert "<script src" not in single_page and "<link rel=\"stylesheet\"" not in single_page
+    assert single_page.count("<script type=\"text/javascript\">") == 1
+    assert single_page.count(f"* plotly.js v{plotly.offline.get_plotlyjs_version()}") == 1
+    assert "Plotly.newPlot(" in single_page
+
+
+def test_single_objective_report_has_every_view(single_page):
+    assert set(embedded_figures(single_page)) == {
+        "history", "importances", "curves", "parallel", "slice", "contour", "expert-load", "sparsity"}
+    titles = section_titles(single_page)
+    assert "Warm-start provenance" in titles and "Top trials" in titles and "Failed trials" in titles
+
+
+def test_history_plots_every_complete_trial_value(single_study, single_page):
+    data = embedded_figures(single_page)["history"]["data"]
+    complete = {t.number: t.value for t in single_study.trials if t.state == TrialState.COMPLETE}
+    points = next(tr for tr in data if tr.get("mode") == "markers")
+    assert dict(zip(points["x"], points["y"])) == pytest.approx(complete)
+
+
+def test_learning_curves_mark_where_each_pruned_trial_stopped(single_study, single_page):
+    data = embedded_figures(single_page)["curves"]["data"]
+    pruned = [t for t in single_study.trials if t.state == TrialState.PRUNED]
+    marks = next(tr for tr in data if tr["name"] == "pruned here")
+    expected = {(max(t.intermediate_values), t.intermediate_values[max(t.intermediate_values)]) for t in pruned}
+    assert set(zip(marks["x"], marks["y"])) == expected
+    assert marks["marker"]["symbol"] == "x"
+    best = single_study.best_trial
+    best_curve = next(tr for tr in data if tr["name"] == f"trial {best.number}")
+    assert best_curve["y"] == pytest.approx([best.intermediate_values[s] for s in best_curve["x"]])
+
+
+def test_importances_rank_the_space_and_contour_uses_the_top_two(single_study, single_page):
+    figures = embedded_figures(single_page)
+    bars = figures["importances"]["data"][0]
+    assert set(bars["y"]) == set(single_study.best_trial.params)
+    top_two = list(reversed(bars["y"]))[:2]     # optuna draws the most important at the top
+    layout = figures["contour"]["layout"]
+    assert {layout["xaxis"]["title"]["text"], layout["yaxis"]["title"]["text"]} == set(top_two)
+
+
+def test_expert_load_shows_the_best_trials_routing(single_study, single_page):
+    data = embedded_figures(single_page)["expert-load"]["data"]
+    best = single_study.best_trial
+    assert data[0]["z"] == best.user_attrs["metrics"]["expert_load"]
+    assert len(data) == figs.BEST_HIGHLIGHTED
+
+
+def test_sparsity_view_plots_keep_ratio_used_of_complete_trials(single_study, single_page):
+    data = embedded_figures(single_page)["sparsity"]["data"]
+    keep = [tr for tr in data if tr["xaxis"] == "x2"]
+    plotted = {y: x for tr in keep for x, y in zip(tr["x"], tr["y"])}
+    expected = {t.value: t.user_attrs["metrics"]["keep_ratio_used"] for t in single_study.trials
+                if t.state == TrialState.COMPLETE}
+    assert plotted == pytest.approx(expected)
+
+
+def test_tables_give_top_trials_warm_start_and_failure_reasons(single_study, single_page):
+    best = single_study.best_trial
+    top = single_page.split('id="top-trials"')[1]
+    first_row = re.search(r"<tbody><tr>(.*?)</tr>", top).group(1)
+    assert re.findall(r"<td[^>]*>(.*?)</td>", first_row)[:2] == ["1", str(best.number)]
+    warm = single_page.split('id="warm-start"')[1].split("</section>")[0]
+    assert "enqueue" in warm and WARM_SOURCE in warm
+    n_failed = sum(t.state == TrialState.FAIL for t in single_study.trials)
+    failures = single_page.split('id="failures"')[1].split("</section>")[0]
+    counts = [int(n) for n in re.findall(r'<td class="num">(\d+)</td>', failures)]
+    assert sum(counts) == n_failed and "CUDA out of memory" in failures
+
+
+def test_multi_objective_report_draws_the_pareto_front(multi_study, multi_page):
+    figures = embedded_figures(multi_page)
+    assert {"history", "history1", "pareto"} <= set(figures)
+    front = {tuple(t.values) for t in multi_study.best_trials}
+    traces = [set(zip(tr["x"], tr["y"])) for tr in figures["pareto"]["data"]]
+    assert front in traces                          # the front is drawn as its own trace
+    assert set().union(*traces) == {tuple(t.values) for t in multi_study.trials
+                                    if t.state == TrialState.COMPLETE}
+    assert f"Pareto front ({len(front)} trials)" in section_titles(multi_page)
+
+
+def test_views_without_their_data_are_left_out(tmp_path):
+    """A user objective that stores no metrics and reports no curve still gets a report."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'plain.db'}", study_name="plain")
+    study.optimize(lambda t: (t.suggest_float("x", -1, 1) - 0.3) ** 2, n_trials=6)
+    page = report.write_report(study, tmp_path / "plain.html").read_text()
+    figures = embedded_figures(page)
+    assert "history" in figures
+    assert not {"curves", "expert-load", "sparsity", "pareto"} & set(figures)
+    assert "Warm-start provenance" not in section_titles(page)
+
+
+@pytest.mark.parametrize("n_complete", [0, 1])
+def test_too_few_trials_say_so_instead_of_failing(tmp_path, n_complete):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'few.db'}", study_name="few")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=n_complete)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "boom"}))
+    page = report.write_report(study, tmp_path / "few.html").read_text()
+    assert "Too few complete trials to rank parameters." in page
+    assert "boom" in page
+
+
+def test_large_studies_are_downsampled():
+    study = build_study(optuna.storages.InMemoryStorage(), "big", 2500, objectives=1, seed=3)
+    snap = figs.Snapshot(study)
+    curves = figs.learning_curves(snap, ["val_loss"])
+    lines = sum(tr["y"].count(None) if tr["mode"] == "lines" else 0 for tr in curves.to_dict()["data"])
+    assert lines <= figs.MAX_CURVES
+    assert "of" in curves.layout.title.text
+    parallel = figs.parallel(snap, ["val_loss"], ["lr", "top_k"])
+    assert f"{figs.MAX_SCATTER_TRIALS} of 2500 trials" in parallel.layout.title.text
+    sampled = figs.sample(snap)
+    assert len(sampled.trials) == figs.MAX_SCATTER_TRIALS
+    assert {t.number for t in figs.ranked(snap, figs.MAX_SCATTER_TRIALS // 5)} <= \
+        {t.number for t in sampled.trials}
+    assert all("metrics" not in t.user_attrs for t in sampled.trials)
+
+
+def test_png_needs_kaleido_and_unknown_formats_are_refused(single_study, tmp_path, monkeypatch):
+    with pytest.raises(report.ReportError, match="report format 'pdf'"):
+        report.write_report(single_study, tmp_path / "r.pdf", fmt="pdf")
+    monkeypatch.setattr(report.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(report.ReportError, match="kaleido"):
+        report.write_report(single_study, tmp_path / "r.png", fmt="png")
+    assert not (tmp_path / "r").exists()
