@@ -31,14 +31,28 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+# States that count toward the trial budget (a FAIL is retried, so it does not).
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Metrics shown beside the objectives in the summary when a trial has them (user attr ``metrics``).
 KEY_METRICS = ("val_loss", "accuracy", "latency_ms", "tokens_per_s", "step_ms", "peak_mem_mb",
                "params_active", "expert_load_cv", "keep_ratio_used")
 
 
 def objective_names(study: optuna.Study) -> list[str]:
-    """The objectives' metric names (``study.metric_names`` when set, else ``value``/``value0..``)."""
-    return list(study.metric_names or objective_names_for(len(study.directions)))
+    """The objectives' metric names: ``study.metric_names`` when set; else read off a complete trial's
+    ``metrics`` user attr (the metric whose value is the objective's); else ``value``/``value0..``."""
+    if study.metric_names:
+        return list(study.metric_names)
+    names = objective_names_for(len(study.directions))
+    trial = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                  if isinstance(t.user_attrs.get("metrics"), dict)), None)
+    if trial is None or trial.values is None:
+        return names
+    metrics = trial.user_attrs["metrics"]
+    for i, value in enumerate(trial.values):
+        match = next((k for k, v in metrics.items() if isinstance(v, (int, float)) and v == value), None)
+        names[i] = match or names[i]
+    return names if len(set(names)) == len(names) else objective_names_for(len(names))
 
 
 def objective_names_for(n: int) -> list[str]:
@@ -91,8 +105,9 @@ class _Running:
 class Progress:
     """The state both views share: counts, best so far, running trials, elapsed and ETA.
 
-    ``total`` is the number of finished trials the run aims for, counting the ``done`` ones already in
-    the store (None when only ``timeout_s`` bounds the run). The best value and the Pareto front are of
+    ``total`` is the number of finished (COMPLETE + PRUNED) trials the study aims for, counting the
+    ``done`` ones already in the store (None when only ``timeout_s`` bounds the run); FAIL trials are
+    shown but do not advance the count. The best value and the Pareto front are of
     the trials finished while this view was open. Subclasses decide how state is shown.
     """
 
@@ -104,7 +119,7 @@ class Progress:
         self.metrics: list[str] = ["value"]
         self.total: int | None = None
         self.done = 0
-        self.finished = 0               # finished in this run
+        self.finished = 0               # COMPLETE + PRUNED in this run: what the budget counts
         self.timeout_s: float | None = None
         self.started_at = clock()
         self.counts: dict[str, int] = {}
@@ -137,7 +152,8 @@ class Progress:
     def trial_finished(self, trial: FrozenTrial) -> None:
         with self._lock:
             self.running.pop(trial.number, None)
-            self.finished += 1
+            if trial.state in COUNTED:
+                self.finished += 1
             self.counts[trial.state.name] = self.counts.get(trial.state.name, 0) + 1
             if trial.state == TrialState.COMPLETE and trial.values is not None:
                 self._update_best(trial)
@@ -234,7 +250,8 @@ class PlainProgress(Progress):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._print(f"finished {self.finished} trials in {format_duration(self.elapsed())}")
+            self._print(f"finished {sum(self.counts.values())} trials in {format_duration(self.elapsed())}"
+                        + (f" ({self.counts['FAIL']} failed)" if self.counts.get("FAIL") else ""))
 
 
 class LiveProgress(Progress):
