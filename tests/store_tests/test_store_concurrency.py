@@ -1,0 +1,79 @@
+"""The store's concurrency settings: WAL, the claim lock, counting trials."""
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+import uuid
+
+import optuna
+import pytest
+
+from autotune import store
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    import os
+    try:
+        store.open_storage(PG_URL)
+    except store.StoreError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL needed in CI: {exc}")
+        pytest.skip(str(exc))
+    return PG_URL
+
+
+def test_sqlite_files_are_switched_to_wal(tmp_path):
+    path = tmp_path / "wal.db"
+    store.open_storage(f"sqlite:///{path}")
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_plain_postgresql_url_uses_the_installed_driver():
+    assert store._with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
+    assert store._with_installed_driver(PG_URL).startswith("postgresql")
+
+
+def _hold_lock(url: str, study_id: int, log: str) -> None:
+    storage = store.open_storage(url)
+    for _ in range(3):
+        with store.study_lock(storage, study_id):
+            with open(log, "a") as f:
+                f.write("enter\n")
+            time.sleep(0.05)
+            with open(log, "a") as f:
+                f.write("leave\n")
+
+
+def test_study_lock_excludes_other_processes(url, tmp_path):
+    storage = store.open_storage(url)
+    study = optuna.create_study(storage=storage, study_name=f"lock-{uuid.uuid4().hex[:8]}")
+    log = tmp_path / "log.txt"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_hold_lock, args=(url, study._study_id, str(log))) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    optuna.delete_study(study_name=study.study_name, storage=storage)
+    lines = log.read_text().split()
+    assert lines == ["enter", "leave"] * 9
+
+
+def test_count_trials_counts_running_trials_with_a_heartbeat_only(url):
+    storage = store.open_storage(url, heartbeat_interval=60)
+    study = optuna.create_study(storage=storage, study_name=f"count-{uuid.uuid4().hex[:8]}")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    study.enqueue_trial({"x": 0.5})
+    with_beat, without = study.ask(), study.ask()
+    storage.record_heartbeat(with_beat._trial_id)
+    counts = store.count_trials(storage, study._study_id)
+    optuna.delete_study(study_name=study.study_name, storage=storage)
+    assert (counts.complete, counts.running, counts.running_without_heartbeat) == (2, 1, 1)
+    assert counts.finished == 2 and counts.waiting == 0
