@@ -74,6 +74,8 @@ class TrainConfig:
         data_path: the token file for ``text``.
         seq_len: input tokens per sequence (also the model's ``max_seq_len`` and the latency length).
         num_pairs: key-value pairs per ``mqar`` sequence.
+        num_queries: ``mqar`` queries per sequence (default ``num_pairs``: each key asked once; more
+            ask keys again, giving more answers to learn from per sequence).
         task_vocab: ``mqar`` vocabulary (default 64); for ``text`` it overrides the file's (256 for
             ``.txt``, largest token + 1 for ``.bin``). The model's ``vocab_size`` is set from it.
         eot_token: ``text``: the token that ends each document (e.g. 10: one document per line).
@@ -103,6 +105,7 @@ class TrainConfig:
     data_path: str | None = None
     seq_len: int = 128
     num_pairs: int = 8
+    num_queries: int | None = None
     task_vocab: int | None = None
     eot_token: int | None = None
     val_fraction: float = 0.1
@@ -333,7 +336,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     data = build_dataset(cfg.task, seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
-                         eval_batches=cfg.eval_batches, num_pairs=cfg.num_pairs, task_vocab=cfg.task_vocab,
+                         eval_batches=cfg.eval_batches, num_pairs=cfg.num_pairs, num_queries=cfg.num_queries,
+                         task_vocab=cfg.task_vocab,
                          data_path=cfg.data_path, tokens_per_batch=cfg.tokens_per_batch,
                          eot_token=cfg.eot_token, val_fraction=cfg.val_fraction)
     model_cfg = replace(model_cfg, vocab_size=data.vocab_size, max_seq_len=cfg.seq_len)

@@ -19,7 +19,7 @@ __all__ = ["IGNORE_INDEX", "PAD_TOKEN", "TASKS", "AssociativeRecall", "Batch", "
 
 
 def build_dataset(task: str, *, seq_len: int, batch_size: int, seed: int = 0, eval_batches: int = 4,
-                  num_pairs: int = 8, task_vocab: int | None = None, data_path: str | None = None,
+                  num_pairs: int = 8, num_queries: int | None = None, task_vocab: int | None = None, data_path: str | None = None,
                   tokens_per_batch: int | None = None, eot_token: int | None = None,
                   val_fraction: float = 0.1) -> AssociativeRecall | TextFile:
     """The dataset for ``task``: ``mqar`` (fixed ``batch_size``) or ``text`` (token budget).
@@ -28,8 +28,8 @@ def build_dataset(task: str, *, seq_len: int, batch_size: int, seed: int = 0, ev
     (if given) overrides the vocabulary size read from the file.
     """
     if task == "mqar":
-        return AssociativeRecall(seq_len=seq_len, num_pairs=num_pairs, vocab_size=task_vocab or 64,
-                                 batch_size=batch_size, seed=seed, eval_batches=eval_batches)
+        return AssociativeRecall(seq_len=seq_len, num_pairs=num_pairs, num_queries=num_queries,
+                                 vocab_size=task_vocab or 64, batch_size=batch_size, seed=seed, eval_batches=eval_batches)
     if task == "text":
         if not data_path:
             raise ValueError("task 'text' needs data_path (a .txt or .bin file)")

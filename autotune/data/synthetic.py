@@ -7,9 +7,10 @@ Must not know about: the model, the training loop, Optuna.
 A sequence of ``seq_len + 1`` tokens (inputs are the first ``seq_len``, targets the last ``seq_len``)::
 
     k1 v1 k2 v2 ... kP vP | 0 0 k2 v2 0 0 0 0 k1 v1 0 0 ... kP vP 0 0
-    <--- P key-value pairs --><------- each key queried once, at random places ------->
+    <--- P key-value pairs --><---- Q queries of the keys, in 2-token slots at random ---->
 
-Token 0 is filler, keys are ``1..K`` and values ``K+1..V-1`` with ``K = (V - 1) // 2``. The loss and
+Every key is queried at least once; with ``Q > P`` (``num_queries``) keys are asked again at
+random, which gives more answers to learn from per sequence. Token 0 is filler, keys are ``1..K`` and values ``K+1..V-1`` with ``K = (V - 1) // 2``. The loss and
 the accuracy count only answer positions: where the input is a queried key and the target its value.
 Answering needs attention from the query back to the pair, over up to ``seq_len`` tokens.
 """
@@ -30,8 +31,9 @@ class AssociativeRecall:
     """The associative-recall task sized by sequence length, vocabulary and pair count.
 
     Args:
-        seq_len: input tokens per sequence; needs ``seq_len + 1 >= 4 * num_pairs``.
-        num_pairs: key-value pairs per sequence (each is queried once).
+        seq_len: input tokens per sequence; needs ``seq_len + 1 >= 2 * num_pairs + 2 * num_queries``.
+        num_pairs: key-value pairs per sequence.
+        num_queries: queries per sequence, at least ``num_pairs`` (the default).
         vocab_size: tokens in the vocabulary: filler, keys and values; needs
             ``(vocab_size - 1) // 2 >= num_pairs`` so the keys of a sequence are distinct.
         batch_size: sequences per batch.
@@ -46,15 +48,18 @@ class AssociativeRecall:
     """
 
     def __init__(self, *, seq_len: int, num_pairs: int, vocab_size: int, batch_size: int,
-                 seed: int = 0, eval_batches: int = 4) -> None:
+                 num_queries: int | None = None, seed: int = 0, eval_batches: int = 4) -> None:
         self.num_keys = (vocab_size - 1) // 2
         if num_pairs < 1 or self.num_keys < num_pairs:
             raise ValueError(f"num_pairs={num_pairs} needs 1 <= num_pairs <= (vocab_size - 1) // 2 "
                              f"= {self.num_keys}; raise task_vocab or lower num_pairs")
-        if seq_len + 1 < 4 * num_pairs:
-            raise ValueError(f"seq_len={seq_len} is too short for num_pairs={num_pairs}: "
-                             f"needs seq_len >= {4 * num_pairs - 1}")
+        num_queries = num_pairs if num_queries is None else num_queries
+        num_slots = (seq_len + 1 - 2 * num_pairs) // 2
+        if not num_pairs <= num_queries <= num_slots:
+            raise ValueError(f"seq_len={seq_len} with num_pairs={num_pairs} holds {num_pairs} to "
+                             f"{max(num_slots, 0)} queries, not num_queries={num_queries}")
         self.seq_len, self.num_pairs, self.vocab_size = seq_len, num_pairs, vocab_size
+        self.num_queries, self.num_slots = num_queries, num_slots
         self.batch_size, self.seed, self.eval_batches = batch_size, seed, eval_batches
 
     def _rng(self, stream: int) -> np.random.Generator:
@@ -62,15 +67,16 @@ class AssociativeRecall:
 
     def make_batch(self, rng: np.random.Generator) -> Batch:
         """One batch of fresh sequences drawn from ``rng``."""
-        B, P, T = self.batch_size, self.num_pairs, self.seq_len
+        B, P, Q, T = self.batch_size, self.num_pairs, self.num_queries, self.seq_len
         keys = 1 + np.argsort(rng.random((B, self.num_keys)), axis=1)[:, :P]          # (B, P) distinct
         values = 1 + self.num_keys + rng.integers(0, self.vocab_size - 1 - self.num_keys, (B, P))
         seq = np.full((B, T + 1), FILLER_TOKEN, dtype=np.int64)
         seq[:, 0:2 * P:2], seq[:, 1:2 * P:2] = keys, values
         # Queries sit in 2-token slots after the pairs: key at 2P + 2*slot, its value right after.
-        num_slots = (T + 1 - 2 * P) // 2
-        slots = np.sort(np.argsort(rng.random((B, num_slots)), axis=1)[:, :P], axis=1)   # (B, P)
-        asked = np.argsort(rng.random((B, P)), axis=1)                                  # query order
+        slots = np.sort(np.argsort(rng.random((B, self.num_slots)), axis=1)[:, :Q], axis=1)  # (B, Q)
+        asked = np.concatenate([np.argsort(rng.random((B, P)), axis=1),      # every key once, then
+                                rng.integers(0, P, (B, Q - P))], axis=1)    # repeats at random
+        asked = np.take_along_axis(asked, np.argsort(rng.random((B, Q)), axis=1), axis=1)  # (B, Q)
         query_pos = 2 * P + 2 * slots
         rows = np.arange(B)[:, None]
         seq[rows, query_pos] = np.take_along_axis(keys, asked, axis=1)

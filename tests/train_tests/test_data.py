@@ -54,11 +54,22 @@ def test_recall_loss_is_taken_only_where_a_queried_key_asks_for_its_value():
             assert t + 1 == len(inputs) or inputs[t + 1] == targets[t]   # and it is next-token
 
 
+def test_recall_with_more_queries_asks_every_key_and_some_again():
+    batch = next(_task(num_queries=20).train_batches())
+    for inputs, targets in zip(batch.inputs.tolist(), batch.targets.tolist()):
+        pairs = dict(zip(inputs[0:12:2], inputs[1:12:2]))
+        asked = [(inputs[t], y) for t, y in enumerate(targets) if y != IGNORE_INDEX]
+        assert len(asked) == 20 and {k for k, _ in asked} == set(pairs)
+        assert all(pairs[k] == y for k, y in asked)
+
+
 def test_recall_rejects_sizes_that_cannot_hold_the_pairs():
     with pytest.raises(ValueError, match="num_pairs"):
         _task(num_pairs=20, vocab_size=32)                           # only 15 keys
     with pytest.raises(ValueError, match="seq_len"):
         _task(seq_len=16, num_pairs=6)
+    with pytest.raises(ValueError, match="num_queries"):
+        _task(seq_len=64, num_pairs=6, num_queries=40)                  # 26 slots after the pairs
 
 
 # --- token files -----------------------------------------------------------------------------
