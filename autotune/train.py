@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from autotune.data import IGNORE_INDEX, Batch, build_dataset
+from autotune.data import IGNORE_INDEX, Batch, build_dataset, prefetch
 from autotune.model.config import ModelConfig
 
 Report = Callable[[int, dict[str, float]], bool]
@@ -315,89 +315,111 @@ class _StepClock:
                 "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
 
 
+class _Trainer:
+    """One run's state: device, precision, data, model, optimizer; one method per phase."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.device = device = resolve_device(cfg.device)
+        configure_threads(cfg.threads, device)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.cuda.reset_peak_memory_stats(device)
+        self.dtype, self.use_scaler = resolve_precision(cfg.precision, device)
+        self.data = build_dataset(
+            cfg.task, seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
+            eval_batches=cfg.eval_batches, num_pairs=cfg.num_pairs, num_queries=cfg.num_queries,
+            task_vocab=cfg.task_vocab, data_path=cfg.data_path, tokens_per_batch=cfg.tokens_per_batch,
+            eot_token=cfg.eot_token, val_fraction=cfg.val_fraction)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(replace(model_cfg, vocab_size=self.data.vocab_size,
+                                         max_seq_len=cfg.seq_len)).to(device)
+        self.model.train()
+        self.optimizer = make_optimizer(self.model, cfg, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.use_scaler)
+        use_compile = cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda")
+        self.forward = torch.compile(self.model) if use_compile else self.model
+        self.val_batches = self.data.val_batches()
+        batches = self.data.train_batches()
+        self.train_batches = prefetch(batches, pin_memory=True) if device.type == "cuda" else batches
+        self.static = {"params_total": float(count_parameters(self.model, active=False)),
+                       "params_active": float(count_parameters(self.model, active=True))}
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self, step: int) -> tuple[float, int]:
+        """Optimizer step ``step`` (0-based) over ``grad_accum`` micro-batches -> (train CE, tokens)."""
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_multiplier(step, steps=cfg.steps, warmup=cfg.warmup,
+                                                 min_lr_ratio=cfg.min_lr_ratio)
+        ce_sum, loss_sum, tokens = 0.0, 0.0, 0
+        for _ in range(cfg.grad_accum):
+            batch = next(self.train_batches).to(self.device)
+            with self.autocast():
+                logits, aux = self.forward(batch.inputs)
+                ce = target_loss(logits, batch.targets)
+                loss = ce + aux.aux_loss
+            self.scaler.scale(loss / cfg.grad_accum).backward()
+            ce_sum, loss_sum = ce_sum + ce.detach(), loss_sum + loss.detach()
+            tokens += batch.num_tokens
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
+        ce_value, loss_value, norm_value = (torch.stack([ce_sum, loss_sum, grad_norm.float()])
+                                            / torch.tensor([cfg.grad_accum, cfg.grad_accum, 1],
+                                                           device=self.device)).tolist()   # one sync
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(step + 1, loss_value)
+        if not self.use_scaler and not math.isfinite(norm_value):   # fp16 skips such steps by design
+            raise TrainingDiverged(step + 1, norm_value, what="gradient norm")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return ce_value, tokens
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.forward, self.val_batches, self.device, self.autocast)
+
+    def finish(self, metrics: dict[str, float], steps: int, started: float) -> dict[str, float]:
+        """The final metrics: the last evaluation's, plus latency, MFU and run totals."""
+        latency = measure_latency_ms(self.forward, self.cfg.seq_len, self.data.vocab_size, self.device,
+                                     self.autocast)
+        mfu = 0.0
+        if self.device.type == "cuda":
+            mfu = flops_per_token(self.model, self.cfg.seq_len) * metrics["tokens_per_s"] / PEAK_FLOPS
+        return {**metrics, "latency_ms": latency, "latency": latency, "mfu": mfu, "steps": float(steps),
+                "peak_mem_mb": peak_memory_mb(self.device), "train_s": time.perf_counter() - started}
+
+
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None = None) -> dict[str, float]:
     """Train ``model_cfg`` on ``train_cfg``'s task and return the final metrics (``BUILTIN_METRICS``).
 
-    ``report(step, metrics)`` is called after each evaluation with the metrics so far; returning False
-    stops training at once, and the metrics so far are returned. NaN or infinite loss raises
-    ``TrainingDiverged``. The model's ``vocab_size`` and ``max_seq_len`` are set from the data.
+    ``report(step, metrics)`` is called after each evaluation (every ``eval_every`` steps and at the
+    last) with the metrics so far; returning False stops training at once, and the metrics so far
+    are returned. NaN or infinite loss raises ``TrainingDiverged``. The model's ``vocab_size`` and
+    ``max_seq_len`` are set from the data.
     """
-    cfg = train_cfg
     started = time.perf_counter()
-    device = resolve_device(cfg.device)
-    configure_threads(cfg.threads, device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.cuda.reset_peak_memory_stats(device)
-    dtype, use_scaler = resolve_precision(cfg.precision, device)
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-    data = build_dataset(cfg.task, seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
-                         eval_batches=cfg.eval_batches, num_pairs=cfg.num_pairs, num_queries=cfg.num_queries,
-                         task_vocab=cfg.task_vocab,
-                         data_path=cfg.data_path, tokens_per_batch=cfg.tokens_per_batch,
-                         eot_token=cfg.eot_token, val_fraction=cfg.val_fraction)
-    model_cfg = replace(model_cfg, vocab_size=data.vocab_size, max_seq_len=cfg.seq_len)
-    torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg).to(device)
-    model.train()
-    optimizer = make_optimizer(model, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    use_compile = cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda")
-    forward = torch.compile(model) if use_compile else model
-
-    static = {"params_total": float(count_parameters(model, active=False)),
-              "params_active": float(count_parameters(model, active=True))}
-    train_iter = data.train_batches()
-    val_batches = data.val_batches()
-    clock = _StepClock()
-    losses_since_eval: list[float] = []
-    metrics: dict[str, float] = {}
-    step = 0
-    while step < cfg.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_multiplier(step, steps=cfg.steps, warmup=cfg.warmup,
-                                                 min_lr_ratio=cfg.min_lr_ratio)
-        tick = time.perf_counter()
-        ce_sum, total_sum, tokens = 0.0, 0.0, 0
-        for _ in range(cfg.grad_accum):
-            batch = next(train_iter).to(device)
-            with autocast():
-                logits, aux = forward(batch.inputs)
-                ce = target_loss(logits, batch.targets)
-                loss = ce + aux.aux_loss
-            scaler.scale(loss / cfg.grad_accum).backward()
-            ce_sum, total_sum = ce_sum + ce.detach(), total_sum + loss.detach()
-            tokens += batch.num_tokens
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-        ce_value, loss_value, norm_value = torch.stack(
-            [torch.as_tensor(v, dtype=torch.float32, device=device).reshape(())
-             for v in (ce_sum, total_sum, grad_norm)]).tolist()
-        step += 1
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(step, loss_value / cfg.grad_accum)
-        if not use_scaler and not math.isfinite(norm_value):      # fp16 skips such steps by design
-            raise TrainingDiverged(step, norm_value, what="gradient norm")
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        clock.add(time.perf_counter() - tick, tokens)
-        losses_since_eval.append(ce_value / cfg.grad_accum)
-
-        if step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0):
-            metrics = {**evaluate(forward, val_batches, device, autocast),
-                       "train_loss": statistics.fmean(losses_since_eval), **clock.rates(),
-                       "peak_mem_mb": peak_memory_mb(device), **static}
-            losses_since_eval = []
-            if report is not None and report(step, dict(metrics)) is False:
-                break
-
-    latency = measure_latency_ms(forward, cfg.seq_len, data.vocab_size, device, autocast)
-    mfu = (flops_per_token(model, cfg.seq_len) * metrics["tokens_per_s"] / PEAK_FLOPS
-           if device.type == "cuda" else 0.0)
-    return {**metrics, "latency_ms": latency, "latency": latency, "mfu": mfu, "steps": float(step),
-            "peak_mem_mb": peak_memory_mb(device), "train_s": time.perf_counter() - started}
+    cfg = train_cfg
+    trainer = _Trainer(model_cfg, cfg)
+    clock, losses, metrics = _StepClock(), [], {}
+    try:
+        for step in range(1, cfg.steps + 1):
+            tick = time.perf_counter()
+            loss, tokens = trainer.step(step - 1)
+            clock.add(time.perf_counter() - tick, tokens)
+            losses.append(loss)
+            if step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0):
+                metrics = {**trainer.evaluate(), "train_loss": statistics.fmean(losses), **clock.rates(),
+                           "peak_mem_mb": peak_memory_mb(trainer.device), **trainer.static}
+                losses = []
+                if report is not None and report(step, dict(metrics)) is False:
+                    break
+    finally:
+        if hasattr(trainer.train_batches, "close"):
+            trainer.train_batches.close()
+    return trainer.finish(metrics, step, started)

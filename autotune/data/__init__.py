@@ -8,14 +8,15 @@ Every dataset offers ``vocab_size``, ``seq_len``, ``train_batches()`` (endless) 
 """
 from __future__ import annotations
 
-from autotune.data.batching import IGNORE_INDEX, PAD_TOKEN, Batch, collate, token_budget_batches
+from autotune.data.batching import (IGNORE_INDEX, PAD_TOKEN, Batch, collate, prefetch,
+                                    token_budget_batches)
 from autotune.data.synthetic import AssociativeRecall
 from autotune.data.text import TextFile, load_tokens, split_pieces
 
 TASKS = ("mqar", "text")
 
 __all__ = ["IGNORE_INDEX", "PAD_TOKEN", "TASKS", "AssociativeRecall", "Batch", "TextFile",
-           "build_dataset", "collate", "load_tokens", "split_pieces", "token_budget_batches"]
+           "build_dataset", "collate", "load_tokens", "prefetch", "split_pieces", "token_budget_batches"]
 
 
 def build_dataset(task: str, *, seq_len: int, batch_size: int, seed: int = 0, eval_batches: int = 4,

@@ -1,11 +1,15 @@
 """Batches: the ``Batch`` every task yields, and token-budget batching for variable-length text.
 
 Owns: the batch container, the loss mask convention (``IGNORE_INDEX`` in ``targets``), grouping of
-pieces of similar length under a token budget, and padding them into tensors.
+pieces of similar length under a token budget, padding them into tensors, and drawing batches ahead
+in a background thread (``prefetch``) so that a GPU never waits for them.
 Must not know about: the model, the training loop, Optuna.
 """
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,3 +89,45 @@ def collate(pieces: list[np.ndarray], *, cap: int | None = None) -> Batch:
         targets[row, :n] = piece[1:]
     num_tokens = sum(len(p) - 1 for p in pieces)
     return Batch(torch.from_numpy(inputs), torch.from_numpy(targets), num_tokens)
+
+
+_DONE = object()
+
+
+def prefetch(batches: Iterator[Batch], depth: int = 2, *, pin_memory: bool = False) -> Iterator[Batch]:
+    """The same batches, in the same order, drawn up to ``depth`` ahead by a background thread.
+
+    ``pin_memory`` pins them (for asynchronous copies to a GPU). Closing the returned generator
+    stops the thread; an error in the thread is raised here.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for batch in batches:
+                if pin_memory:
+                    batch = Batch(batch.inputs.pin_memory(), batch.targets.pin_memory(), batch.num_tokens)
+                if not offer(batch):
+                    return
+            offer(_DONE)
+        except BaseException as error:          # handed to the consumer, raised there
+            offer(error)
+
+    threading.Thread(target=work, name="prefetch", daemon=True).start()
+    try:
+        while (item := ready.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from autotune.data import (IGNORE_INDEX, PAD_TOKEN, AssociativeRecall, TextFile, build_dataset,
+from autotune.data import (IGNORE_INDEX, PAD_TOKEN, AssociativeRecall, TextFile, build_dataset, prefetch,
                            collate, load_tokens, split_pieces, token_budget_batches)
 
 
@@ -176,3 +176,20 @@ def test_collate_rounds_the_padded_length_up_but_not_past_the_cap():
     batch = collate([np.arange(4), np.arange(11)], cap=12)
     assert batch.inputs.shape == (2, 12)                                    # 10 -> 16, capped
     assert batch.num_tokens == 3 + 10
+
+
+def test_prefetch_yields_the_same_batches_in_order_and_raises_the_producers_error():
+    task = _task()
+    plain = [b.inputs for _, b in zip(range(5), task.train_batches())]
+    ahead = prefetch(task.train_batches(), depth=2)
+    assert all(torch.equal(p, next(ahead).inputs) for p in plain)
+    ahead.close()
+
+    def broken():
+        yield next(task.train_batches())
+        raise RuntimeError("disk gone")
+
+    batches = prefetch(broken())
+    next(batches)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        next(batches)
