@@ -198,6 +198,11 @@ def _metrics_text(t: FrozenTrial, exclude: Sequence[str]) -> str:
     return " ".join(f"{k}={format_value(m[k])}" for k in KEY_METRICS if k in m and k not in exclude)
 
 
+def _gpu(t: FrozenTrial) -> str:
+    gpu = t.user_attrs.get("gpu")
+    return "" if gpu is None else str(gpu)
+
+
 def _warm_source(t: FrozenTrial) -> str:
     w = t.user_attrs.get("warm_start")
     if w is None or w is False:
@@ -216,7 +221,7 @@ def _top_trials_html(study: figs.Snapshot, names: Sequence[str]) -> str:
     rows = []
     for rank, t in enumerate(top, start=1):
         row = [rank, t.number, *(format_value(v) for v in t.values), _params_text(t),
-               _metrics_text(t, names), t.user_attrs.get("gpu", ""), _warm_source(t)]
+               _metrics_text(t, names), _gpu(t), _warm_source(t)]
         if front:
             row.insert(2, "yes" if t.number in front else "")
         rows.append(row)

@@ -188,9 +188,15 @@ class Browser:
         time.sleep(settle_s)
         self.evaluate("1")     # collect events that arrived while settling
 
-    def screenshot(self, path: Path, full_page: bool = True) -> Path:
+    def screenshot(self, path: Path, full_page: bool = True, selector: str | None = None) -> Path:
+        """The page (whole, or the viewport), or the element ``selector`` names."""
         params: dict[str, Any] = {"format": "png"}
-        if full_page:
+        if selector is not None:
+            box = self.evaluate(f"(function(){{var r = document.querySelector({selector!r}).getBoundingClientRect();"
+                                "return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height];})()")
+            params.update(captureBeyondViewport=True,
+                          clip={"x": box[0], "y": box[1], "width": box[2], "height": box[3], "scale": 1})
+        elif full_page:
             size = self.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
             params.update(captureBeyondViewport=True,
                           clip={"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1})
