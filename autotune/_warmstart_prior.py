@@ -3,11 +3,15 @@
 Owns: ``PriorSampler``, a ``BaseSampler`` that wraps any other sampler and shows it a *view* of the
 study in which the transferred trials (FrozenTrials already carried into the new space) come before
 the study's own. Nothing is written to the study: the transferred trials never count against the
-budget, never appear in reports or ``best_trial``. As the study's own finished trials accumulate,
-fewer transferred trials are shown (a fixed random share is dropped, none are left after
-``fade_trials`` own trials), and their objective values are mapped onto the own trials' value
-distribution by rank, so that a shifted or rescaled earlier problem cannot crowd the own trials
-out of the sampler's "good" set.
+budget, never appear in reports or ``best_trial``. How many are shown is ``fade * relevance`` of
+them (a fixed random order decides which go first):
+- ``fade`` falls linearly from 1 to 0 over ``fade_trials`` own finished trials;
+- ``relevance`` falls to 0 when the sources rank the own results no better than chance (each own
+  trial predicted by its nearest source trial), so that an unrelated source stops steering after a
+  few trials and the inner sampler is back on its own (TPE: random start-up trials again).
+Once there are own results, the shown trials' objective values are mapped by rank onto the own
+values, so that a shifted or rescaled earlier problem cannot crowd the own trials out of the
+sampler's "good" set.
 Must not know about: the model, storages, how the trials were carried.
 """
 from __future__ import annotations

@@ -113,3 +113,24 @@ def test_storage_may_be_given_as_a_url(url, storage):
     add_source(storage, "old", SPACE, [ROW])
     _, apply = warmstart.prepare(make_spec(url, SPACE), url, None)
     assert apply(store.create_or_load_study(storage, "new", ["minimize"])) == {"old": 1}
+
+
+def test_auto_in_another_storage_may_pick_a_study_of_the_same_name(tmp_path, url, storage):
+    archive = f"sqlite:///{tmp_path / 'archive.db'}"
+    add_source(store.open_storage(archive), "new", SPACE, [ROW])     # last year's run of this study
+    _, apply = warmstart.prepare(make_spec(url, SPACE, sources=("auto",), storage=archive), storage, None)
+    assert apply(store.create_or_load_study(storage, "new", ["minimize"])) == {"new": 1}
+
+
+def test_prior_from_another_storage_reads_it_and_writes_nothing_there(tmp_path, url, storage):
+    archive = f"sqlite:///{tmp_path / 'archive.db'}"
+    add_source(store.open_storage(archive), "old", SPACE, [ROW, ({"lr": 2e-3, "layers": 2, "act": "silu"}, 2.0)])
+    sampler, apply = warmstart.prepare(make_spec(url, SPACE, strategy="prior", storage=archive),
+                                       storage, optuna.samplers.TPESampler(seed=0))
+    study = store.create_or_load_study(storage, "new", ["minimize"], sampler=sampler)
+    assert apply(study) == {"old": 2}
+    study.optimize(lambda t: t.suggest_int("layers", 1, 8) * 1.0, n_trials=2)
+    assert len(study.trials) == 2
+    assert [s.study_name for s in optuna.get_all_study_summaries(store.open_storage(archive))] == ["old"]
+    assert study.user_attrs["warm_start"] == {"strategy": "prior", "sources": {"old": 2},
+                                              "storage": archive}
