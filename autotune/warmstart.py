@@ -94,6 +94,9 @@ def _source_storage(ws: WarmStartSpec, spec: StudySpec,
     """The storage holding the sources, and its URL when it is not the study's own."""
     if ws.storage is None or ws.storage == spec.storage:
         return (store.open_storage(storage) if isinstance(storage, str) else storage), None
+    path = store.sqlite_path(ws.storage) if store.is_sqlite(ws.storage) else None
+    if path is not None and not path.exists():   # opening would create an empty database there
+        raise WarmStartError(f"warm_start.storage: {store.mask_url(ws.storage)}: no such file {path}")
     try:
         return store.open_storage(ws.storage), ws.storage
     except store.StoreError as exc:

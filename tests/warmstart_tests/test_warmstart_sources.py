@@ -37,10 +37,12 @@ def test_missing_source_in_another_storage_names_that_storage(tmp_path, url, sto
         warmstart.prepare(make_spec(url, SPACE, storage=other), storage, None)
 
 
-def test_unopenable_source_storage_is_a_warm_start_error(tmp_path, url, storage):
-    with pytest.raises(WarmStartError, match="warm_start.storage"):
-        warmstart.prepare(make_spec(url, SPACE, storage=f"sqlite:///{tmp_path}/no/such/dir.db"),
-                          storage, None)
+def test_a_source_database_file_that_does_not_exist_is_an_error_and_is_not_created(tmp_path, url,
+                                                                                   storage):
+    missing = tmp_path / "archive.db"
+    with pytest.raises(WarmStartError, match=r"warm_start.storage: .*no such file"):
+        warmstart.prepare(make_spec(url, SPACE, storage=f"sqlite:///{missing}"), storage, None)
+    assert not missing.exists()
 
 
 def test_a_space_with_nothing_in_common_is_an_error_naming_both_spaces(url, storage):
