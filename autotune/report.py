@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import importlib.metadata
 import importlib.util
 import json
 from collections import Counter
@@ -21,6 +22,7 @@ from typing import Any, Sequence
 
 import optuna
 import plotly.graph_objects as go
+import plotly.io as pio
 import plotly.offline
 from optuna.trial import FrozenTrial, TrialState
 
@@ -273,11 +275,23 @@ def _check_kaleido() -> None:
 
 def _write_png(sections: Sequence[Section], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for s in sections:
-        if s.figure is None:
-            continue
-        try:
-            s.figure.write_image(folder / f"{s.key}.png", width=1200, height=650, scale=1)
-        except Exception as exc:   # kaleido needs a Chrome it can start; say so, not a traceback
-            raise ReportError(f"PNG export of {s.key!r} failed: {exc}".splitlines()[0]) from None
+    drawn = [s for s in sections if s.figure is not None]
+    files = [folder / f"{s.key}.png" for s in drawn]
+    try:    # one browser for all figures (kaleido >= 1); older kaleido: one call per figure
+        if hasattr(pio, "write_images") and _kaleido_major() >= 1:
+            pio.write_images([s.figure for s in drawn], files, width=1200, height=650, scale=1)
+        else:
+            for s, f in zip(drawn, files):
+                s.figure.write_image(f, width=1200, height=650, scale=1)
+    except Exception as exc:   # kaleido needs a Chrome it can start; say so, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReportError(f"PNG export failed: {first} (kaleido >= 1 needs Chrome or Chromium; "
+                          "`plotly_get_chrome` installs one)") from None
     return folder
+
+
+def _kaleido_major() -> int:
+    try:
+        return int(importlib.metadata.version("kaleido").split(".")[0])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return 0

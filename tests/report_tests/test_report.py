@@ -1,6 +1,7 @@
 """The study report: one offline page whose figures carry the study's data."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -162,3 +163,13 @@ def test_png_needs_kaleido_and_unknown_formats_are_refused(single_study, tmp_pat
     with pytest.raises(report.ReportError, match="kaleido"):
         report.write_report(single_study, tmp_path / "r.png", fmt="png")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("kaleido") is None,
+                    reason="kaleido is optional (pip install 'autotune[png]')")
+def test_png_export_writes_one_image_per_figure(single_study, tmp_path):
+    folder = report.write_report(single_study, tmp_path / "single.png", fmt="png")
+    assert folder == tmp_path / "single"
+    expected = {s.key for s in report.build_sections(single_study) if s.figure is not None}
+    assert {p.stem for p in folder.glob("*.png")} == expected
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in folder.glob("*.png"))
