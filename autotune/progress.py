@@ -308,12 +308,21 @@ class LiveProgress(Progress):
             table.add_column(col, no_wrap=col != "params", overflow="ellipsis")
         now = self._clock()
         for run in sorted(self.running.values(), key=lambda r: r.slot):
-            current = run.metrics.get(metric, next(iter(run.metrics.values()), None))
             params = " ".join(f"{k}={format_value(v)}" for k, v in run.params.items())
             table.add_row(run.slot, str(run.number), "-" if run.step is None else str(run.step),
-                          "-" if current is None else format_value(current),
+                          _current(run.metrics, metric),
                           format_duration(now - run.started), _one_line(params, 80))
         return table
+
+
+def _current(metrics: dict[str, Any], metric: str) -> str:
+    """The objective's latest value, else the first reported metric by name, else ``-``."""
+    if metric in metrics:
+        return format_value(metrics[metric])
+    if metrics:
+        name, value = next(iter(metrics.items()))
+        return f"{name}={format_value(value)}"
+    return "-"
 
 
 def make_progress(live: bool | None = None, *, console: Console | None = None) -> Progress:
@@ -347,7 +356,7 @@ def print_summary(study: optuna.Study, storage_label: str, *, console: Console |
         table.add_row("pareto front", f"{len(study.best_trials)} trials")
     console.print(table)
     if len(directions) > 1 and counts.get("COMPLETE"):
-        console.print(_pareto_table(study.best_trials, names))
+        console.print(_pareto_table(study.best_trials, names, directions))
 
 
 def _key_metrics(trial: FrozenTrial, exclude: Sequence[str]) -> str:
@@ -367,14 +376,16 @@ def _add_trial_rows(table: Table, trial: FrozenTrial, names: Sequence[str]) -> N
         table.add_row("metrics", metrics)
 
 
-def _pareto_table(best: list[FrozenTrial], names: Sequence[str], limit: int = 10) -> Table:
+def _pareto_table(best: list[FrozenTrial], names: Sequence[str], directions: Sequence[str],
+                  limit: int = 10) -> Table:
     table = Table(title=f"pareto front ({len(best)} trials, first {min(limit, len(best))} shown)",
                   title_justify="left")
     table.add_column("trial")
     for n in names:
         table.add_column(n, justify="right")
     table.add_column("params")
-    for t in sorted(best, key=lambda t: t.values[0])[:limit]:
+    sign = 1.0 if directions[0] == "minimize" else -1.0
+    for t in sorted(best, key=lambda t: sign * t.values[0])[:limit]:
         table.add_row(f"#{t.number}", *(format_value(v) for v in t.values),
                       " ".join(f"{k}={format_value(v)}" for k, v in t.params.items()))
     return table
