@@ -21,7 +21,13 @@ from optuna.samplers import BaseGASampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.samplers._encoding import GenomeCodec, is_taken, taken_params, union_search_space
+from autotune.samplers._encoding import (
+    GenomeCodec,
+    is_taken,
+    remember_proposal,
+    taken_params,
+    union_search_space,
+)
 from autotune.samplers._operators import Variation, deap_random, make_child
 
 _POPULATION_SIZE_KEY = "EvolutionSampler:population_size"
@@ -99,6 +105,7 @@ class EvolutionSampler(BaseGASampler):
             child = codec.decode(*genome)
             if not is_taken(child, taken):
                 break
+        remember_proposal(study, trial, child)
         return child
 
     def sample_independent(

@@ -2,13 +2,15 @@
 
 Owns: ``HybridSampler``. After ``n_startup_trials`` random trials, each suggestion
 1. fits Optuna's GP (Matern-5/2, ARD, Hamming distance for categorical genes) to the finished
-   trials' genomes (``_encoding``) and their objective, rank-warped to normal scores (robust to
+   trials' genomes (``_encoding``) and their objective, power-transformed (Yeo-Johnson, robust to
    heavy tails); several objectives are scalarised by random Chebyshev weights (ParEGO);
 2. adds RUNNING trials to the GP at their predicted mean (kriging believer), so that parallel
    workers are steered away from each other;
 3. breeds ``n_candidates`` offspring of the elite with DEAP operators (``_operators``), plus
    uniform random candidates, scores them by log expected improvement, and breeds a second and
-   third round from the best-scored candidates (evolution on the surrogate);
+   third round from the best-scored candidates (evolution on the surrogate), then polishes the
+   two best by Optuna's local search on log EI (gradients for continuous genes, line search for
+   discrete ones);
 4. proposes the best candidate that no trial has used yet.
 The startup trials form a maximin design: each is the random point farthest from all others.
 With probability ``exploration`` it proposes instead the most uncertain of a set of random points.
@@ -27,7 +29,8 @@ import numpy as np
 import scipy.stats
 import torch
 from optuna._gp import acqf as gp_acqf
-from optuna._gp import gp, prior
+from optuna._gp import gp, optim_mixed, prior
+from optuna._gp import search_space as gp_search_space
 from optuna._gp.thread_limiting import limit_threads_in_optimization
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
@@ -47,6 +50,8 @@ from autotune.samplers.evolution import default_population_size
 _N_ROUNDS = 3          # rounds of breeding on the surrogate
 _N_SURVIVORS = 8       # best candidates of a round that parent the next
 _REFIT_ALWAYS_BELOW = 100   # trials; above, kernel parameters are refit when data grew by 5%
+_N_REFINE = 2              # best candidates polished by gradient-based local search
+_FIT_POINTS = 150           # trials the kernel parameters are fitted on (the GP uses more)
 
 
 class HybridSampler(BaseSampler):
@@ -172,39 +177,50 @@ class HybridSampler(BaseSampler):
             top = np.argsort(-values)[:_N_SURVIVORS]
             parents = [genomes[i] for i in top] + elite[:2]
         best.sort(key=lambda pair: -pair[0])
+        best = sorted(self._refine(gpr, codec, best, threshold) + best, key=lambda pair: -pair[0])
         for _, params in best:
             if not is_taken(params, taken):
                 return params
         return best[0][1]
 
+    def _refine(
+        self,
+        gpr: gp.GPRegressor,
+        codec: GenomeCodec,
+        best: list[tuple[float, dict[str, Any]]],
+        threshold: float,
+    ) -> list[tuple[float, dict[str, Any]]]:
+        """Polish the best candidates by Optuna's local search on log EI (gradient + line search)."""
+        ordered = {name: codec.space[name] for name in codec.numeric + codec.categorical}
+        search_space = gp_search_space.SearchSpace(ordered)   # same gene order and scaling
+        acqf = gp_acqf.LogEI(gpr=gpr, search_space=search_space, threshold=threshold)
+        starts = codec.unit_matrix([params for _, params in best[:_N_REFINE]])
+        xs, values = optim_mixed.local_search_mixed_batched(acqf, starts, tol=1e-4)
+        return [(float(v), search_space.get_unnormalized_param(x)) for v, x in zip(values, xs)]
+
     def _fit(self, X: np.ndarray, y: np.ndarray, is_categorical: np.ndarray) -> gp.GPRegressor:
+        """GP on (X, y); kernel parameters refit (warm-started) on at most _FIT_POINTS trials."""
         cache = self._gp_cache
         if cache is not None and len(cache.inverse_squared_lengthscales) != X.shape[1]:
             cache = None
         if cache is not None and len(X) > _REFIT_ALWAYS_BELOW and len(X) < self._fitted_on * 1.05:
             # Many trials: kernel parameters move little between suggestions; reuse them.
-            gpr = gp.GPRegressor(
-                is_categorical=torch.from_numpy(is_categorical),
-                X_train=torch.from_numpy(X),
-                y_train=torch.from_numpy(y),
-                inverse_squared_lengthscales=cache.inverse_squared_lengthscales,
-                kernel_scale=cache.kernel_scale,
-                noise_var=cache.noise_var,
-            )
-            gpr._cache_matrix()
-            return gpr
+            return _regressor(X, y, is_categorical, cache)
         self._fitted_on = len(X)
-        gpr = gp.fit_kernel_params(
-            X=X,
-            Y=y,
+        fit_idx = np.arange(len(X))
+        if len(X) > _FIT_POINTS:
+            fit_idx = np.sort(self._np_rng.choice(len(X), _FIT_POINTS, replace=False))
+        fitted = gp.fit_kernel_params(
+            X=X[fit_idx],
+            Y=y[fit_idx],
             is_categorical=is_categorical,
             log_prior=prior.default_log_prior,
             minimum_noise=prior.DEFAULT_MINIMUM_NOISE_VAR,
             deterministic_objective=False,
             gpr_cache=cache,
         )
-        self._gp_cache = gpr
-        return gpr
+        self._gp_cache = fitted
+        return fitted if len(fit_idx) == len(X) else _regressor(X, y, is_categorical, fitted)
 
     def _model_subset(self, score: np.ndarray) -> np.ndarray:
         """Indices of the trials the GP sees: all, or the best half and a random rest."""
@@ -233,6 +249,22 @@ class HybridSampler(BaseSampler):
             if not is_taken(candidates[i], taken):
                 return candidates[i]
         return candidates[0]
+
+
+def _regressor(
+    X: np.ndarray, y: np.ndarray, is_categorical: np.ndarray, params: gp.GPRegressor
+) -> gp.GPRegressor:
+    """A GP on (X, y) with the kernel parameters of ``params``, without fitting."""
+    gpr = gp.GPRegressor(
+        is_categorical=torch.from_numpy(is_categorical),
+        X_train=torch.from_numpy(X),
+        y_train=torch.from_numpy(y),
+        inverse_squared_lengthscales=params.inverse_squared_lengthscales,
+        kernel_scale=params.kernel_scale,
+        noise_var=params.noise_var,
+    )
+    gpr._cache_matrix()
+    return gpr
 
 
 def _space_filling(
@@ -275,9 +307,18 @@ def _scalar_scores(
 
 
 def _normal_scores(score: np.ndarray) -> np.ndarray:
-    """Rank-based warp of the scores to standard normal quantiles (ties share a rank)."""
-    ranks = scipy.stats.rankdata(score)
-    return scipy.stats.norm.ppf((ranks - 0.5) / len(score))
+    """Scores made closer to normal by a Yeo-Johnson power transform, then standardized.
+
+    The transform tames heavy tails (Rosenbrock-like objectives, diverged trainings) while
+    keeping the spacing near the best values, which expected improvement needs. (A rank warp
+    flattens that spacing and makes EI chase uncertainty instead.)
+    """
+    z = (score - score.mean()) / max(score.std(), 1e-12)
+    with np.errstate(all="ignore"):
+        warped, _ = scipy.stats.yeojohnson(-z)   # on the loss, whose tail is the long one
+    if np.all(np.isfinite(warped)) and warped.std() > 1e-12:
+        z = -warped
+    return (z - z.mean()) / max(z.std(), 1e-12)
 
 
 __all__ = ["HybridSampler"]
