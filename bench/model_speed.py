@@ -185,8 +185,8 @@ MIDDLE = ModelConfig(vocab_size=256, d_model=384, n_layers=5, n_heads=8, d_ff=10
                      max_seq_len=2048)
 
 
-def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20) -> tuple[list[dict], str]:
-    results = []
+def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, profile=False) -> tuple[list[dict], str]:
+    results, profiles = [], []
     for name, (cfg, batch, seq_len) in configs.items():
         torch.manual_seed(0)
         model = Transformer(cfg).cuda()
@@ -223,8 +223,11 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20) -> t
                "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
                "params_total": model.num_parameters(), "params_active": model.num_parameters(active=True),
                "flops_per_token": model.flops_per_token(seq_len), "compile_s": compile_s,
-               "loss": float(loss)}
+               "loss": float(loss.detach())}
         row["mfu"] = row["flops_per_token"] * tps / (PEAK_TFLOPS * 1e12)
+        if profile:
+            row["top_kernels"] = profile_kernels(train_step, steps=3)
+            profiles.append((name, row["top_kernels"]))
         results.append(row)
         print(json.dumps(row), flush=True)
         del model, opt, forward
@@ -232,9 +235,13 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20) -> t
     rows = [[r["config"], f"{r['batch']}x{r['seq_len']}", r["step_ms"], f"{r['tokens_per_s']:.0f}",
              r["peak_mem_gib"], f"{r['params_active'] / 1e6:.1f}M / {r['params_total'] / 1e6:.1f}M",
              f"{100 * r['mfu']:.1f}%"] for r in results]
-    return results, table("training step (AdamW, bf16 autocast, torch.compile)",
-                          ["config", "batch", "step ms", "tokens/s", "peak GiB", "active/total params",
-                           "MFU (792 TFLOP/s)"], rows)
+    text = table("training step (AdamW, bf16 autocast, torch.compile)",
+                 ["config", "batch", "step ms", "tokens/s", "peak GiB", "active/total params",
+                  "MFU (792 TFLOP/s)"], rows)
+    for name, kernels in profiles:
+        text += f"\n\nwhere a step of '{name}' goes (kernel, ms per step, calls):\n"
+        text += "\n".join(f"  {ms:7.3f}  {n:3d}  {k[:90]}" for k, ms, n in kernels[:25])
+    return results, text
 
 
 def main(argv=None) -> int:
@@ -243,6 +250,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 2048, 4096, 8192, 16384])
     parser.add_argument("--modes", nargs="+", default=["default"],
                         help="torch.compile modes for the sparse path, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--train-configs", nargs="+", default=["sparse", "dense", "dense_below"])
+    parser.add_argument("--profile", action="store_true", help="profile the training steps' kernels")
     parser.add_argument("--tune-lengths", nargs="+", type=int, default=[8192, 16384])
     parser.add_argument("--crossover", type=int, default=1024, help="dense_below used for the 'auto' column")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "model_speed.json"))
@@ -263,11 +272,13 @@ def main(argv=None) -> int:
         texts.append(text)
     if "train" in args.only:
         middle_dense = replace(MIDDLE, attention="dense")
-        report["train"], text = bench_train({
-            "moe_sparse middle (sparse attn)": (MIDDLE, 32, 2048),
-            "same, dense attn": (middle_dense, 32, 2048),
-            "same, sparse attn, dense below 4096": (replace(MIDDLE, dense_below=4096), 32, 2048),
-        })
+        configs = {
+            "sparse": ("moe_sparse middle (sparse attn)", MIDDLE),
+            "dense": ("same, dense attn", middle_dense),
+            "dense_below": ("same, sparse attn, dense below 4096", replace(MIDDLE, dense_below=4096)),
+        }
+        report["train"], text = bench_train(
+            {configs[c][0]: (configs[c][1], 32, 2048) for c in args.train_configs}, profile=args.profile)
         texts.append(text)
     with open(args.json, "w") as f:
         json.dump(report, f, indent=1)

@@ -79,13 +79,25 @@ class Router(nn.Module):
         else:
             gate = logits.sigmoid()
             probs = gate / gate.sum(-1, keepdim=True)
-        weights, experts = gate.topk(self.top_k, dim=-1)  # [N, k]
+        weights, experts = top_k(gate, self.top_k)        # [N, k]
         if self.top_k > 1:
             weights = weights / weights.sum(-1, keepdim=True)
         counts = expert_counts(experts, self.num_experts)
         load = counts.float() / experts.numel()
         mean_prob = probs.mean(0)
         return Routing(experts, weights, counts, load, mean_prob, balance_loss(load, mean_prob))
+
+
+def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``scores.topk(k, dim=-1)`` for small k (top_k <= 4) as k rounds of max: under torch.compile one
+    fused reduction over [N, E], where ``torch.topk`` launches a sort-based kernel per call."""
+    values, indices = [], []
+    for _ in range(k):
+        value, index = scores.max(-1, keepdim=True)                  # [N, 1]
+        values.append(value)
+        indices.append(index)
+        scores = scores.scatter(-1, index, float("-inf"))
+    return torch.cat(values, -1), torch.cat(indices, -1)
 
 
 def expert_counts(experts: Tensor, num_experts: int) -> Tensor:

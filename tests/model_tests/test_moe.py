@@ -112,3 +112,15 @@ def test_dispatch_gradients_equal_the_per_token_loop(top_k):
     slow = torch.autograd.grad(naive_moe(moe, x), params, grad_out)
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_small_top_k_equals_torch_topk(k):
+    from autotune.model.moe import top_k
+    scores = torch.randn(100, 8, requires_grad=True)
+    values, indices = top_k(scores, k)
+    ref_values, ref_indices = scores.topk(k, dim=-1)
+    assert indices.equal(ref_indices) and values.equal(ref_values)
+    (grad,) = torch.autograd.grad(values.sum(), scores)
+    (ref_grad,) = torch.autograd.grad(ref_values.sum(), scores)
+    assert grad.equal(ref_grad)
