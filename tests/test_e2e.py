@@ -1,0 +1,67 @@
+"""End to end: the shipped studies train the real model through `autotune run`."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from autotune.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("AUTOTUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.mark.slow
+def test_quickstart_trains_the_real_model_in_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path / 'autotune.db'}"
+    result = run("run", str(REPO / "studies" / "quickstart.yaml"), "--storage", url, "--trials", "2",
+                 "--no-live")
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="quickstart", storage=url).get_trials()
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 2
+    done = [t for t in finished if t.state.name == "COMPLETE"]
+    assert done, [t.user_attrs.get("fail_reason") for t in trials]
+    metrics = done[0].user_attrs["metrics"]
+    for name in ("val_loss", "accuracy", "latency_ms", "params_total", "params_active", "tokens_per_s"):
+        assert name in metrics
+    assert metrics["params_active"] <= metrics["params_total"]
+    assert done[0].value == pytest.approx(metrics["val_loss"])
+    assert len(done[0].intermediate_values) >= 2  # the learning curve the pruner saw
+    assert "best trial" in result.output
+
+
+@pytest.mark.slow
+def test_flat_form_study_gives_accuracy_and_latency(tmp_path):
+    url = f"sqlite:///{tmp_path / 'autotune.db'}"
+    result = run("run", str(REPO / "studies" / "flat_legacy.yaml"), "--storage", url, "--trials", "2",
+                 "--no-live")
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="flat-legacy", storage=url)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 2
+    m = done[0].user_attrs["metrics"]
+    assert done[0].values == [pytest.approx(m["accuracy"]), pytest.approx(m["latency"])]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_quickstart_in_postgresql():
+    name = f"quickstart-{uuid.uuid4().hex[:8]}"
+    result = CliRunner().invoke(main, ["run", str(REPO / "studies" / "quickstart.yaml"), "--storage", PG_URL,
+                                       "--study", name, "--trials", "1", "--no-live"])
+    if result.exit_code == 2 and "cannot be opened" in result.output and not os.environ.get("CI"):
+        pytest.skip("no PostgreSQL at " + PG_URL)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name=name, storage=PG_URL)
+    assert len([t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]) == 1
+    optuna.delete_study(study_name=name, storage=PG_URL)
