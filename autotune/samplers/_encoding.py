@@ -112,6 +112,23 @@ class GenomeCodec:
             params[name] = self.space[name].choices[int(index)]  # type: ignore[attr-defined]
         return params
 
+    def genome_matrix(self, genomes: Sequence[tuple[Sequence[float], Sequence[int]]]) -> np.ndarray:
+        """Like ``unit_matrix`` of the decoded genomes (ints and steps rounded), vectorized."""
+        numeric = np.array([g[0] for g in genomes], dtype=float).reshape(len(genomes), len(self.numeric))
+        categorical = np.array([g[1] for g in genomes], dtype=float).reshape(len(genomes), len(self.categorical))
+        numeric = np.clip(numeric, 0.0, 1.0)
+        for j, (name, (lo, hi, is_log)) in enumerate(zip(self.numeric, self._bounds)):
+            dist = self.space[name]
+            if dist.step is None and not isinstance(dist, IntDistribution):  # type: ignore[attr-defined]
+                continue
+            x = lo + numeric[:, j] * (hi - lo)
+            if is_log:
+                x = np.exp(x)
+            step = dist.step or 1  # type: ignore[attr-defined]
+            x = np.clip(dist.low + np.round((x - dist.low) / step) * step, dist.low, dist.high)  # type: ignore[attr-defined]
+            numeric[:, j] = ((np.log(x) if is_log else x) - lo) / (hi - lo)
+        return np.hstack([numeric, categorical])
+
     def unit_matrix(self, params_list: Sequence[dict[str, Any]], fill: float = 0.5) -> np.ndarray:
         """(n, n_genes) array: numeric genes in [0, 1], categorical as indices; missing -> fill."""
         out = np.empty((len(params_list), self.n_genes))

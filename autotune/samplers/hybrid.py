@@ -6,11 +6,11 @@ Owns: ``HybridSampler``. After ``n_startup_trials`` random trials, each suggesti
    heavy tails); several objectives are scalarised by random Chebyshev weights (ParEGO);
 2. adds RUNNING trials to the GP at their predicted mean (kriging believer), so that parallel
    workers are steered away from each other;
-3. breeds ``n_candidates`` offspring of the elite with DEAP operators (``_operators``), plus
-   uniform random candidates, scores them by log expected improvement, and breeds a second and
-   third round from the best-scored candidates (evolution on the surrogate), then polishes the
-   two best by Optuna's local search on log EI (gradients for continuous genes, line search for
-   discrete ones);
+3. breeds ``n_candidates`` offspring of the elite with DEAP operators (``_operators``), scores
+   them by log expected improvement, and breeds a second and third round from the best-scored
+   ones (evolution on the surrogate); as many uniform random candidates are scored too, so that
+   EI can leave a local basin; the two best candidates and the best random one are then polished
+   by Optuna's local search on log EI (gradients for continuous genes, line search for discrete);
 4. proposes the best candidate that no trial has used yet.
 The startup trials form a maximin design: each is the random point farthest from all others.
 With probability ``exploration`` it proposes instead the most uncertain of a set of random points.
@@ -50,7 +50,8 @@ from autotune.samplers.evolution import default_population_size
 _N_ROUNDS = 3          # rounds of breeding on the surrogate
 _N_SURVIVORS = 8       # best candidates of a round that parent the next
 _REFIT_ALWAYS_BELOW = 100   # trials; above, kernel parameters are refit when data grew by 5%
-_N_REFINE = 2              # best candidates polished by gradient-based local search
+_N_KEEP = 64               # best candidates kept (decoded) as fallbacks for duplicates
+_N_REFINE = 2              # candidates polished by local search: the best one, the best global one
 _FIT_POINTS = 150           # trials the kernel parameters are fitted on (the GP uses more)
 
 
@@ -164,20 +165,25 @@ class HybridSampler(BaseSampler):
         order = np.argsort(-score)
         elite_size = self._population_size or default_population_size(codec.n_genes)
         elite = [codec.encode(complete[i].params, self._np_rng) for i in order[:elite_size]]
-        best: list[tuple[float, dict[str, Any]]] = []
-        parents = elite
         threshold = float(y.max())
+        # Global candidates: uniform points, so that EI can pull the search out of a local basin.
+        genomes = [_random_genome(codec, self._np_rng) for _ in range(self._n_candidates)]
+        values = _log_ei(gpr, codec.genome_matrix(genomes), threshold)
+        best_global = int(np.argmax(values))
+        scored = list(zip(values.tolist(), genomes))
+        parents = elite
         for round_ in range(_N_ROUNDS):
+            # Evolution on the surrogate: breed from the elite, then from the best-scored offspring.
             genomes = self._breed(parents, codec, self._n_candidates if round_ == 0 else self._n_candidates // 2)
-            if round_ == 0:
-                genomes += [_random_genome(codec, self._np_rng) for _ in range(self._n_candidates // 4)]
-            candidates = [codec.decode(*g) for g in genomes]
-            values = _log_ei(gpr, codec.unit_matrix(candidates), threshold)
-            best.extend(zip(values.tolist(), candidates))
+            values = _log_ei(gpr, codec.genome_matrix(genomes), threshold)
+            scored.extend(zip(values.tolist(), genomes))
             top = np.argsort(-values)[:_N_SURVIVORS]
             parents = [genomes[i] for i in top] + elite[:2]
-        best.sort(key=lambda pair: -pair[0])
-        best = sorted(self._refine(gpr, codec, best, threshold) + best, key=lambda pair: -pair[0])
+        global_start = scored[best_global]
+        scored.sort(key=lambda pair: -pair[0])
+        best = [(v, codec.decode(*g)) for v, g in scored[:_N_KEEP]]
+        starts = best[:_N_REFINE - 1] + [(global_start[0], codec.decode(*global_start[1]))]
+        best = sorted(self._refine(gpr, codec, starts, threshold) + best, key=lambda pair: -pair[0])
         for _, params in best:
             if not is_taken(params, taken):
                 return params
@@ -194,7 +200,7 @@ class HybridSampler(BaseSampler):
         ordered = {name: codec.space[name] for name in codec.numeric + codec.categorical}
         search_space = gp_search_space.SearchSpace(ordered)   # same gene order and scaling
         acqf = gp_acqf.LogEI(gpr=gpr, search_space=search_space, threshold=threshold)
-        starts = codec.unit_matrix([params for _, params in best[:_N_REFINE]])
+        starts = codec.unit_matrix([params for _, params in best])
         xs, values = optim_mixed.local_search_mixed_batched(acqf, starts, tol=1e-4)
         return [(float(v), search_space.get_unnormalized_param(x)) for v, x in zip(values, xs)]
 
