@@ -36,7 +36,9 @@ _log = logging.getLogger("autotune")
 POLL_S = 0.2                 # how often the main loop wakes up with nothing to do
 STOP_GRACE_S = 5.0           # how long a worker gets to exit after "stop"
 MAX_START_FAILURES = 3       # workers of a slot dying before "ready" in a row: give up
+FAILURE_STREAK = 10          # trials in a row failing (at least 3 per slot) stop the run
 # user attrs the scheduler writes; a retried trial starts without them
+CANCEL_REASONS = ("interrupted", "cancelled")
 SCHEDULER_ATTRS = ("fail_reason", "slot", "gpu", "host", "gpu_seconds")
 
 
@@ -50,7 +52,7 @@ class RunResult:
     failed: int = 0
     retried: int = 0             # failed trials re-queued (worker died, interrupted)
     finished_in_study: int = 0   # COMPLETE + PRUNED in the whole study at the end
-    stopped_by: str = ""         # trials | timeout | gpu_hours | interrupted
+    stopped_by: str = ""         # trials | timeout | gpu_hours | interrupted | failures
     interrupted: bool = False
     wall_s: float = 0.0
     slot_seconds: float = 0.0    # summed over slots: the GPU-seconds when slots are GPUs
@@ -257,6 +259,7 @@ class _Scheduler:
         self.next_stale_check = 0.0
         self.gpu_seconds_used = (0.0, -1.0)   # (study total, monotonic time read)
         self.start_failures: dict[int, int] = {}   # slot index -> workers dead before "ready"
+        self.failure_streak = 0                    # trials in a row of this run that failed
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -457,7 +460,18 @@ class _Scheduler:
             _log.warning("trial %d failed: %s", frozen.number, reason)
             if retry and self._retry(frozen):
                 self.result.retried += 1
+        self._count_failure(frozen.state == TrialState.FAIL and reason not in CANCEL_REASONS)
         self.progress.trial_finished(frozen)
+
+    def _count_failure(self, failed: bool) -> None:
+        """Stop handing out trials when every one fails (a broken objective or environment would
+        otherwise turn the whole budget into failed trials within minutes)."""
+        self.failure_streak = self.failure_streak + 1 if failed else 0
+        limit = max(FAILURE_STREAK, 3 * len(self.slots))
+        if self.failure_streak >= limit and self.stop_reason is None:
+            self.stop_reason = "failures"
+            _log.error("the last %d trials all failed; no more are handed out. Fix the cause "
+                       "(see each trial's fail_reason) and run again to resume", limit)
 
     def _retry(self, frozen: optuna.trial.FrozenTrial) -> bool:
         history = frozen.system_attrs.get("retry_history", [])

@@ -179,3 +179,13 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_run_whose_every_trial_fails_stops_instead_of_burning_the_budget(sqlite_url):
+    study = _study(sqlite_url, "broken", fixed_x=1)          # x=1: the objective raises
+    result = scheduler.run_study(
+        study, storage_url=sqlite_url, suggest=objectives.suggest_kind,
+        objective=objectives.Behaves(sqlite_url, "broken"),
+        parallel=ParallelSpec(gpus=0, workers=2), budget=BudgetSpec(trials=100))
+    assert result.stopped_by == "failures"
+    assert scheduler.FAILURE_STREAK <= result.failed <= scheduler.FAILURE_STREAK + 1
