@@ -1,18 +1,13 @@
 from __future__ import annotations
 
-import json
-import sys
 import threading
-import urllib.request
-from pathlib import Path
 
 import optuna
 import pytest
 
 from autotune import dashboard, store
 
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import build_study  # noqa: E402
+from .synthetic import build_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -50,13 +45,3 @@ def server(storage_url: str, single_study: optuna.Study, multi_study: optuna.Stu
     yield srv
     srv.shutdown()
     thread.join(5)
-
-
-def get_json(server: dashboard.DashboardServer, path: str) -> dict:
-    base = server.url.removesuffix("/dashboard/")
-    with urllib.request.urlopen(base + path, timeout=30) as r:
-        return json.load(r)
-
-
-def study_id(server: dashboard.DashboardServer, name: str) -> int:
-    return next(s["study_id"] for s in get_json(server, "/api/studies")["study_summaries"] if s["study_name"] == name)

@@ -10,8 +10,9 @@ import pytest
 from optuna.trial import TrialState
 
 from autotune import report
-from browser import Browser, find_chromium
-from conftest import study_id
+
+from .browser import Browser, find_chromium
+from .helpers import study_id
 
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 pytestmark = pytest.mark.skipif(find_chromium() is None and not IN_CI,

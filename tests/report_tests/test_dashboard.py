@@ -9,7 +9,8 @@ import pytest
 from optuna.trial import TrialState
 
 from autotune import dashboard
-from conftest import get_json, study_id
+
+from .helpers import get_json, study_id
 
 
 def test_binds_localhost_by_default(server):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from pathlib import Path
 
 import optuna
 import plotly.offline
@@ -13,7 +12,8 @@ from optuna.trial import TrialState
 
 from autotune import _report_figures as figs
 from autotune import report
-from synthetic import WARM_SOURCE, build_study
+
+from .synthetic import WARM_SOURCE, build_study
 
 
 def embedded_figures(page: str) -> dict[str, dict]:
