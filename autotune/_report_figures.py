@@ -167,7 +167,7 @@ def importances(study: Snapshot, names: Sequence[str]) -> tuple[go.Figure | None
     except (ValueError, RuntimeError) as exc:
         _log.info("report: importances skipped: %s", exc)
         return None, []
-    order = [p for p, v in first.items()]
+    order = list(first)
     if len(names) == 1:
         fig = _safe(lambda: optuna.visualization.plot_param_importances(study, target_name=names[0]),
                     "importances")

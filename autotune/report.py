@@ -72,7 +72,7 @@ def build_sections(study: optuna.Study) -> list[Section]:
     warm = _warm_start_html(snap)
     if warm:
         sections.append(Section("warm-start", "Warm-start provenance", html=warm))
-    sections.append(Section("top-trials", f"Top trials", html=_top_trials_html(snap, names)))
+    sections.append(Section("top-trials", "Top trials", html=_top_trials_html(snap, names)))
     failures = _failures_html(snap)
     if failures:
         sections.append(Section("failures", "Failed trials", html=failures))
