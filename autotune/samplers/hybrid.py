@@ -22,7 +22,7 @@ Must not know about: the model, the scheduler, the spec.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -181,13 +181,11 @@ class HybridSampler(BaseSampler):
             parents = [genomes[i] for i in top] + elite[:2]
         global_start = scored[best_global]
         scored.sort(key=lambda pair: -pair[0])
-        best = [(v, codec.decode(*g)) for v, g in scored[:_N_KEEP]]
+        best = _untaken(((v, codec.decode(*g)) for v, g in scored), taken)
         starts = best[:_N_REFINE - 1] + [(global_start[0], codec.decode(*global_start[1]))]
-        best = sorted(self._refine(gpr, codec, starts, threshold) + best, key=lambda pair: -pair[0])
-        for _, params in best:
-            if not is_taken(params, taken):
-                return params
-        return best[0][1]
+        refined = _untaken(self._refine(gpr, codec, starts, threshold), taken)
+        best = sorted(refined + best, key=lambda pair: -pair[0])
+        return best[0][1] if best else codec.decode(*scored[0][1])
 
     def _refine(
         self,
@@ -255,6 +253,22 @@ class HybridSampler(BaseSampler):
             if not is_taken(candidates[i], taken):
                 return candidates[i]
         return candidates[0]
+
+
+def _untaken(
+    scored: Iterable[tuple[float, dict[str, Any]]], taken: list[dict[str, Any]]
+) -> list[tuple[float, dict[str, Any]]]:
+    """The first _N_KEEP scored proposals that no trial has used (looking at most 8x as far)."""
+    out: list[tuple[float, dict[str, Any]]] = []
+    seen: set[tuple] = set()
+    for i, (value, params) in enumerate(scored):
+        if len(out) >= _N_KEEP or i >= 8 * _N_KEEP:
+            break
+        key = tuple(sorted((k, repr(v)) for k, v in params.items()))
+        if key not in seen and not is_taken(params, taken):
+            out.append((value, params))
+        seen.add(key)
+    return out
 
 
 def _regressor(
