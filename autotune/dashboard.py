@@ -1,7 +1,8 @@
 """``autotune dashboard``: optuna-dashboard on the study store, served on 127.0.0.1 by default.
 
-Owns: opening the store for the dashboard (through ``store.open_storage``, so SQLite gets the same
-WAL and busy-timeout settings as the workers), the WSGI server it runs in (threaded, so one slow page
+Owns: opening the store for the dashboard (checked and prepared by ``store.open_storage``; on
+SQLite the dashboard then reads through plain deferred transactions, so that its long reads never
+hold the write lock the workers need), the WSGI server it runs in (threaded, so one slow page
 does not stall the others), the URL it prints, and the errors a user can act on (store missing, port
 taken). What the dashboard shows (studies, trials, learning curves, user attrs such as ``metrics``,
 ``fail_reason``, ``gpu``, ``warm_start``) is optuna-dashboard's own.
@@ -20,6 +21,7 @@ from typing import TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.simple_server import make_server as _wsgi_make_server
 
+import optuna
 import optuna_dashboard
 
 from autotune import store
@@ -50,6 +52,7 @@ class DashboardServer:
         self.host = host
         self.port = httpd.server_address[1]
         self.storage_label = storage_label
+        self.storage: optuna.storages.BaseStorage | None = None   # what the dashboard reads
 
     @property
     def url(self) -> str:
@@ -78,6 +81,8 @@ def make_server(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> 
         storage = store.open_storage(storage_url)
     except store.StoreError as exc:
         raise DashboardError(str(exc)) from None
+    if path is not None:
+        storage = _sqlite_reader(storage_url)
     app = optuna_dashboard.wsgi(storage)
     try:
         httpd = _wsgi_make_server(host, port, app, server_class=_ThreadingWSGIServer,
@@ -87,7 +92,19 @@ def make_server(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> 
             raise DashboardError(f"port {port} on {host} is already in use; "
                                  f"choose another with --port") from None
         raise DashboardError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return DashboardServer(httpd, host, label)
+    server = DashboardServer(httpd, host, label)
+    server.storage = storage
+    return server
+
+
+def _sqlite_reader(storage_url: str) -> optuna.storages.RDBStorage:
+    """The store for the dashboard's reads: same file (WAL, busy timeout) but plain deferred
+    transactions. ``store.open_storage`` begins every transaction IMMEDIATE, which is right for
+    workers but would let one dashboard read of 5,000 trials (seconds) hold the write lock and stall
+    every worker's tell and heartbeat for that long (bench/results_report.md)."""
+    return optuna.storages.RDBStorage(
+        storage_url, skip_table_creation=True,
+        engine_kwargs={"connect_args": {"timeout": store.SQLITE_BUSY_TIMEOUT_S}})
 
 
 def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, *,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import sqlite3
 
 import pytest
 from optuna.trial import TrialState
@@ -59,3 +60,18 @@ def test_serve_prints_the_url_and_stops_on_ctrl_c(storage_url, single_study, mon
     dashboard.serve(storage_url, port=port, out=out)
     assert f"open http://127.0.0.1:{port}/dashboard/" in out.getvalue()
     assert "dashboard stopped" in out.getvalue()
+
+
+def test_dashboard_reads_never_hold_the_lock_workers_write_with(server, storage_url):
+    """A read transaction of the dashboard (a long one at 5,000 trials) must not block a writer."""
+    path = storage_url.removeprefix("sqlite:///")
+    with server.storage.engine.connect() as reader:
+        with reader.begin():
+            reader.exec_driver_sql("SELECT count(*) FROM trials").fetchone()
+            writer = sqlite3.connect(path, timeout=1.0, isolation_level=None)
+            try:
+                writer.execute("BEGIN IMMEDIATE")
+                writer.execute("UPDATE studies SET study_name = study_name")
+                writer.execute("COMMIT")
+            finally:
+                writer.close()
