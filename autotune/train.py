@@ -338,8 +338,13 @@ class _Trainer:
         self.model.train()
         self.optimizer = make_optimizer(self.model, cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.use_scaler)
-        use_compile = cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda")
-        self.forward = torch.compile(self.model) if use_compile else self.model
+        self.forward = self.model
+        if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
+            # Fresh caches per run: a worker process trains many trials, and shapes left from an
+            # earlier trial would turn this one's graphs dynamic. The synthetic task has fixed shapes
+            # (static graphs: train, eval, latency); text batches vary, so theirs are dynamic.
+            torch._dynamo.reset()
+            self.forward = torch.compile(self.model, dynamic=None if cfg.task == "text" else False)
         self.val_batches = self.data.val_batches()
         batches = self.data.train_batches()
         self.train_batches = prefetch(batches, pin_memory=True) if device.type == "cuda" else batches
