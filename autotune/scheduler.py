@@ -188,8 +188,8 @@ def run_study(
     handed out; running trials finish, or with ``hard_stop`` are cancelled (FAIL, 'cancelled').
     """
     return _Scheduler(study, storage_url=storage_url, suggest=suggest, objective=objective,
-                         parallel=parallel, budget=budget, hard_stop=hard_stop,
-                         progress=progress).run()
+                      parallel=parallel, budget=budget, hard_stop=hard_stop,
+                      progress=progress).run()
 
 
 def start_worker(slot: Slot, objective: Callable) -> _Worker:
@@ -273,6 +273,9 @@ class _Scheduler:
                                 counts.finished, self.budget.spec.timeout_s)
             _log.info("study %s: %d slot(s) %s", self.study.study_name, len(self.slots),
                       [s.gpu if s.gpu is not None else "cpu" for s in self.slots])
+            if self.budget.spec.trials is not None and counts.finished >= self.budget.spec.trials:
+                self.result.stopped_by = "trials"   # nothing to do: no worker is started
+                return self.result
             self.workers = [start_worker(slot, self.objective) for slot in self.slots]
             self._loop()
         finally:

@@ -20,7 +20,7 @@ def _study(url: str, name: str) -> optuna.Study:
 
 
 def test_eight_workers_and_a_second_scheduler_finish_exactly_n_trials(storage_url, study_name):
-    n_trials = 24
+    n_trials = 16
     study = _study(storage_url, study_name)
     reader = None
     if store.is_sqlite(storage_url):  # a dashboard and `autotune status` read the same file
