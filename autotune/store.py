@@ -60,7 +60,7 @@ def sqlite_path(url: str) -> Path | None:
 
 def _sqlite_lock_path(url: str) -> Path | None:
     path = sqlite_path(url)
-    return None if path is None else path.with_name(path.name + ".autotune-lock")
+    return None if path is None else path.with_name(path.name + "-autotune-lock")   # beside -wal, -shm
 
 
 @contextlib.contextmanager
