@@ -5,7 +5,8 @@ store; 70 % complete, 20 % pruned, 10 % failed) in a SQLite store opened the way
 then times:
   - ``report.write_report`` (load the study from the store + build every figure + write the page),
   - the dashboard's study API, ``GET /api/studies/ID`` (what its study page fetches; cold = the first
-    request after start, warm = the next), and ``/api/studies/ID/param_importances``,
+    request after start, warm = the next), and ``/api/studies/ID/param_importances``; and the slowest
+    write of a worker-like writer while that cold read runs,
   - with chromium installed: the report page drawing every figure, and the dashboard study page
     rendering its first charts, in headless Chromium (load to ready).
 Prints a table and writes JSON.
@@ -22,6 +23,7 @@ import statistics
 import sys
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 import warnings
@@ -70,9 +72,31 @@ def bench_report(url: str, name: str, out_dir: Path) -> tuple[dict, Path]:
     return row, page
 
 
-def bench_api(base: str, sid: int) -> dict:
+def bench_api(base: str, sid: int, url: str, name: str) -> dict:
+    """The study API; while its cold read runs, a worker-like writer sets a user attr every 0.2 s:
+    the slowest of those writes is how long the dashboard can stall a running study."""
     row: dict = {}
-    row["api_study_cold_s"], body = timed(lambda: fetch(f"{base}/api/studies/{sid}"))
+    writes: list[float] = []
+    reading = threading.Event()
+    study = optuna.load_study(study_name=name, storage=store.open_storage(url))
+
+    def write_while_reading() -> None:
+        i = 0
+        while not reading.is_set():
+            i += 1
+            t0 = time.perf_counter()
+            study.set_user_attr("bench_probe", i)
+            writes.append(time.perf_counter() - t0)
+            time.sleep(0.2)
+
+    writer = threading.Thread(target=write_while_reading)
+    writer.start()
+    try:
+        row["api_study_cold_s"], body = timed(lambda: fetch(f"{base}/api/studies/{sid}"))
+    finally:
+        reading.set()
+        writer.join()
+    row["worker_write_max_s_during_read"] = max(writes)
     row["api_study_warm_s"], body = timed(lambda: fetch(f"{base}/api/studies/{sid}"), repeat=3)
     row["api_study_mb"] = round(len(body) / 1e6, 2)
     row["api_importances_s"], _ = timed(lambda: fetch(f"{base}/api/studies/{sid}/param_importances"))
@@ -138,7 +162,7 @@ def main() -> None:
     proc, base = start_dashboard(url)
     try:
         for k, name in names.items():
-            rows[k].update(bench_api(base, storage.get_study_id_from_name(name)))
+            rows[k].update(bench_api(base, storage.get_study_id_from_name(name), url, name))
         if not args.no_browser and find_chromium() is not None:
             with Browser(timeout=300) as browser:
                 for k, name in names.items():
