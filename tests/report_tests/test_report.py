@@ -173,3 +173,19 @@ def test_png_export_writes_one_image_per_figure(single_study, tmp_path):
     expected = {s.key for s in report.build_sections(single_study) if s.figure is not None}
     assert {p.stem for p in folder.glob("*.png")} == expected
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in folder.glob("*.png"))
+
+
+def test_maximized_objectives_rank_the_highest_first(tmp_path):
+    """The flat form's ``accuracy: maximize`` next to ``latency: minimize``."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'max.db'}", study_name="max",
+                                directions=["maximize", "minimize"])
+    for i, (acc, lat) in enumerate([(0.9, 5.0), (0.7, 2.0), (0.95, 9.0), (0.6, 8.0), (0.8, 4.0)]):
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": i / 10}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+            values=[acc, lat], user_attrs={"metrics": {"accuracy": acc, "latency": lat}}))
+    snap = figs.Snapshot(study)
+    assert [t.values[0] for t in figs.ranked(snap)] == [0.95, 0.9, 0.8, 0.7, 0.6]  # front first, then the rest
+    page = report.write_report(study, tmp_path / "max.html").read_text()
+    top = page.split('id="top-trials"')[1]
+    assert re.findall(r"<td[^>]*>(.*?)</td>", re.search(r"<tbody><tr>(.*?)</tr>", top).group(1))[1] == "2"
+    assert "accuracy (maximize), latency (minimize)" in page
