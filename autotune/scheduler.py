@@ -333,7 +333,7 @@ class _Scheduler:
         for worker in self.workers:
             if worker.running is not None or not worker.ready or not worker.process.is_alive():
                 continue
-            trial = self._claim()
+            trial = store.retrying(self._claim)
             if trial is None:
                 self.next_claim = time.monotonic() + 1.0
                 return
@@ -440,9 +440,13 @@ class _Scheduler:
                 reason: str | None = None, retry: bool = False) -> None:
         running, worker.running = worker.running, None
         assert running is not None
-        trial, seconds = running.trial, time.monotonic() - running.started
-        self.heartbeats.remove(trial._trial_id)
+        seconds = time.monotonic() - running.started
+        self.heartbeats.remove(running.trial._trial_id)
         self.result.slot_seconds += seconds
+        store.retrying(self._record, running.trial, seconds, state, values, reason, retry)
+
+    def _record(self, trial: optuna.trial.Trial, seconds: float, state: TrialState,
+                values: list[float] | None, reason: str | None, retry: bool) -> None:
         if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
             # Failed meanwhile by another process (our heartbeat lapsed); it did the retry.
             _log.warning("trial %d was finished elsewhere; dropping its result", trial.number)
@@ -494,7 +498,10 @@ class _Scheduler:
 
     def _shutdown(self) -> None:
         if self._running():  # only after an error in the loop itself
-            self._cancel_running("scheduler stopped by an error", retry=True)
+            try:
+                self._cancel_running("scheduler stopped by an error", retry=True)
+            except Exception as exc:  # noqa: BLE001 - keep the first error; heartbeats expire
+                _log.error("could not mark the running trials failed: %s", exc)
         for worker in self.workers:
             worker.stopping = True
             try:

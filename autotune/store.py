@@ -16,6 +16,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import optuna
 import sqlalchemy
+import sqlalchemy.exc
 from sqlalchemy import event
 
 DEFAULT_STORAGE = "sqlite:///autotune.db"
@@ -267,6 +269,24 @@ def sum_trial_user_attr(storage: optuna.storages.RDBStorage, study_id: int, key:
         except (TypeError, ValueError):
             pass
     return total
+
+
+TRANSIENT_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                    optuna.exceptions.StorageInternalError)
+
+
+def retrying(fn: Callable[..., Any], *args: Any, attempts: int = 5, **kwargs: Any) -> Any:
+    """Call ``fn``, retrying with backoff (0.5, 1, 2, 4 s) on connection-level database errors, so
+    that a restarting PostgreSQL or a dropped connection does not end a study."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except TRANSIENT_ERRORS as exc:
+            if attempt == attempts - 1:
+                raise
+            _log.warning("database error, retrying in %.1fs: %s", 0.5 * 2 ** attempt, _first_line(exc))
+            time.sleep(0.5 * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 def _first_line(exc: BaseException) -> str:
