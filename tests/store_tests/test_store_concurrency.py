@@ -77,3 +77,22 @@ def test_count_trials_counts_running_trials_with_a_heartbeat_only(url):
     optuna.delete_study(study_name=study.study_name, storage=storage)
     assert (counts.complete, counts.running, counts.running_without_heartbeat) == (2, 1, 1)
     assert counts.finished == 2 and counts.waiting == 0
+
+
+def test_retrying_rides_out_connection_errors_and_gives_up_after_the_last_attempt(monkeypatch):
+    import sqlalchemy.exc
+
+    monkeypatch.setattr(store.time, "sleep", lambda _s: None)
+    calls = []
+
+    def flaky(fail_times: int) -> str:
+        calls.append(1)
+        if len(calls) <= fail_times:
+            raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        return "ok"
+
+    assert store.retrying(flaky, 2) == "ok" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        store.retrying(flaky, 10, attempts=3)
+    assert len(calls) == 3
