@@ -1,6 +1,6 @@
 """The ``hybrid`` optimizer: evolution proposes, a Gaussian process screens.
 
-Owns: ``HybridSampler``. After ``n_startup_trials`` random trials, each suggestion
+Owns: ``HybridSampler``. After ``n_startup_trials`` space-filling trials, each suggestion
 1. fits Optuna's GP (Matern-5/2, ARD, Hamming distance for categorical genes) to the finished
    trials' genomes (``_encoding``) and their objective, power-transformed (Yeo-Johnson, robust to
    heavy tails); several objectives are scalarised by random Chebyshev weights (ParEGO);
@@ -9,10 +9,11 @@ Owns: ``HybridSampler``. After ``n_startup_trials`` random trials, each suggesti
 3. breeds ``n_candidates`` offspring of the elite with DEAP operators (``_operators``), scores
    them by log expected improvement, and breeds a second and third round from the best-scored
    ones (evolution on the surrogate); as many uniform random candidates are scored too, so that
-   EI can leave a local basin; the two best candidates and the best random one are then polished
-   by Optuna's local search on log EI (gradients for continuous genes, line search for discrete);
+   EI can leave a local basin; the best candidate and the best random one are then polished by
+   Optuna's local search on log EI (gradients for continuous genes, line search for discrete);
 4. proposes the best candidate that no trial has used yet.
-The startup trials form a maximin design: each is the random point farthest from all others.
+The startup trials form a maximin design: each is the one of 100 random points farthest from all
+trials so far.
 With probability ``exploration`` it proposes instead the most uncertain of a set of random points.
 The GP's kernel parameters are refit with a warm start and at most ``max_model_trials`` trials
 (the best half and a random rest) go into the model, so a suggestion stays well under a second
