@@ -98,7 +98,8 @@ class TrainConfig:
         compile: ``auto`` (compile on CUDA only), True or False.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: seeds the model's initialization and the data.
-        threads: CPU threads for torch; 0 = the cores this process may use (or ``OMP_NUM_THREADS``).
+        threads: CPU threads for torch; 0 chooses (``OMP_NUM_THREADS`` if set, else 1 on a 1-2 core
+            machine, else half the cores; see ``configure_threads``).
     """
 
     task: str = "mqar"
@@ -193,11 +194,18 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
 
 
 def configure_threads(threads: int, device: torch.device) -> None:
-    """Give torch ``threads`` CPU threads; by default the cores this process may run on."""
+    """Give torch ``threads`` CPU threads (0: choose).
+
+    The choice: ``OMP_NUM_THREADS`` where set (a scheduler running several CPU workers should set
+    it to cores / workers); otherwise one thread on a machine of 1-2 cores, where a study runs
+    trials side by side and oversubscribed threads made steps 5-10x slower (measured), else half the
+    cores this process may use. On CUDA the default is left alone.
+    """
     if threads <= 0:
         if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
             return
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = 1 if cores <= 2 else cores // 2
     torch.set_num_threads(threads)
 
 
