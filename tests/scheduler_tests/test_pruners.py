@@ -45,8 +45,9 @@ def _run_curves(url: str, name: str, pruner: PrunerSpec, qs: list[float], steps:
 
 
 def test_median_pruner_stops_exactly_the_curves_above_the_median(sqlite_url):
-    # first the startup trials, then good (< 1) and bad (>= 5) curves interleaved
-    qs = [1.0, 2.0, 3.0, 0.5, 5.0, 0.2, 6.0, 7.0, 0.1, 8.0]
+    # the two startup trials, then good (< 1) and bad (>= 5) curves interleaved: whatever order
+    # the two workers finish in, every median lies between 0.5 and 2, so exactly the bad ones stop
+    qs = [1.0, 2.0, 0.5, 5.0, 0.2, 6.0, 7.0, 0.1, 8.0]
     by_q = _run_curves(sqlite_url, "median", PrunerSpec(kind="median", startup_trials=2), qs, 9)
     pruned = {q for q, t in by_q.items() if t.state == TrialState.PRUNED}
     assert pruned == {5.0, 6.0, 7.0, 8.0}
