@@ -54,6 +54,7 @@ _REFIT_ALWAYS_BELOW = 100   # trials; above, kernel parameters are refit when da
 _N_KEEP = 64               # best candidates kept (decoded) as fallbacks for duplicates
 _N_REFINE = 2              # candidates polished by local search: the best one, the best global one
 _FIT_POINTS = 150           # trials the kernel parameters are fitted on (the GP uses more)
+_COLD_FIT_POINTS = 60       # the same for a fit without a warm start
 
 
 class HybridSampler(BaseSampler):
@@ -153,7 +154,7 @@ class HybridSampler(BaseSampler):
         X = codec.unit_matrix([complete[i].params for i in model_idx])
         y = _normal_scores(score[model_idx])
         is_categorical = np.array([False] * len(codec.numeric) + [True] * len(codec.categorical))
-        gpr = self._fit(X, y, is_categorical)
+        gpr = self._fit(X, y, is_categorical, len(complete))
         if running:
             X_run = torch.from_numpy(codec.unit_matrix(running))
             with torch.no_grad():
@@ -203,18 +204,22 @@ class HybridSampler(BaseSampler):
         xs, values = optim_mixed.local_search_mixed_batched(acqf, starts, tol=1e-4)
         return [(float(v), search_space.get_unnormalized_param(x)) for v, x in zip(values, xs)]
 
-    def _fit(self, X: np.ndarray, y: np.ndarray, is_categorical: np.ndarray) -> gp.GPRegressor:
+    def _fit(
+        self, X: np.ndarray, y: np.ndarray, is_categorical: np.ndarray, n_complete: int
+    ) -> gp.GPRegressor:
         """GP on (X, y); kernel parameters refit (warm-started) on at most _FIT_POINTS trials."""
         cache = self._gp_cache
         if cache is not None and len(cache.inverse_squared_lengthscales) != X.shape[1]:
             cache = None
-        if cache is not None and len(X) > _REFIT_ALWAYS_BELOW and len(X) < self._fitted_on * 1.05:
+        if cache is not None and n_complete > _REFIT_ALWAYS_BELOW and n_complete < self._fitted_on * 1.05:
             # Many trials: kernel parameters move little between suggestions; reuse them.
             return _regressor(X, y, is_categorical, cache)
-        self._fitted_on = len(X)
+        self._fitted_on = n_complete
+        # A cold fit (first suggestion of a process) starts from scratch: keep it small.
+        n_fit = _FIT_POINTS if cache is not None else _COLD_FIT_POINTS
         fit_idx = np.arange(len(X))
-        if len(X) > _FIT_POINTS:
-            fit_idx = np.sort(self._np_rng.choice(len(X), _FIT_POINTS, replace=False))
+        if len(X) > n_fit:
+            fit_idx = np.sort(self._np_rng.choice(len(X), n_fit, replace=False))
         fitted = gp.fit_kernel_params(
             X=X[fit_idx],
             Y=y[fit_idx],
