@@ -109,3 +109,7 @@ class Curves:
             if trial.should_prune():
                 raise optuna.TrialPruned()
         return [q + 1.0 / self.steps]
+
+
+def suggest_q(trial: optuna.trial.Trial) -> dict:
+    return {"x": trial.suggest_float("x", 0.0, 10.0)}

@@ -36,7 +36,7 @@ def _run_curves(url: str, name: str, pruner: PrunerSpec, qs: list[float], steps:
     for q in qs:
         study.enqueue_trial({"x": q})
     scheduler.run_study(
-        study, storage_url=url, suggest=objectives.suggest_x,
+        study, storage_url=url, suggest=objectives.suggest_q,
         objective=objectives.Curves(url, name, pruner, steps=steps),
         parallel=ParallelSpec(gpus=0, workers=2), budget=BudgetSpec(trials=len(qs)))
     trials = helpers.trials(url, name)
