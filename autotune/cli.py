@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -93,6 +94,8 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    if not verbose:  # heartbeats and metric names are "experimental" to Optuna; users needn't care
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 # --- run / worker -------------------------------------------------------------------------------
@@ -144,6 +147,7 @@ def _prepare(spec, *, join_only: bool):
         sampler, apply_warm_start = prepare(spec, storage, sampler)
     study = create_or_load_study(storage, spec.study, spec.directions, sampler=sampler, pruner=pruner)
     if not exists:
+        study.set_metric_names(spec.metrics)
         study.set_user_attr("autotune", {"metrics": spec.metrics, "objective": spec.objective,
                                          "optimizer": spec.optimizer.kind, "pruner": spec.pruner.kind,
                                          "source": str(spec.path) if spec.path else None})
@@ -156,18 +160,24 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None) -> No
     from autotune import space as space_mod
     from autotune.objective import TrialObjective
     from autotune.progress import make_progress, print_summary
-    from autotune.scheduler import run_study
+    from autotune.scheduler import SchedulerError, run_study
     from autotune.store import mask_url
 
     study = _prepare(spec, join_only=join_only)
     progress = make_progress(live)
-    result = run_study(
-        study, storage_url=spec.storage,
-        suggest=lambda trial: space_mod.suggest(trial, spec.space),
-        objective=TrialObjective(spec, spec.storage),
-        parallel=spec.parallel, budget=spec.budget, hard_stop=hard_stop, progress=progress)
+    try:
+        result = run_study(
+            study, storage_url=spec.storage,
+            suggest=lambda trial: space_mod.suggest(trial, spec.space),
+            objective=TrialObjective(spec, spec.storage),
+            parallel=spec.parallel, budget=spec.budget, hard_stop=hard_stop, progress=progress)
+    except SchedulerError as exc:
+        _die(f"the study could not run: {exc}", EXIT_FAILED)
     print_summary(study, mask_url(spec.storage))
-    if getattr(result, "interrupted", False):
+    if result.stopped_by == "failures":
+        _die("stopped: trial after trial failed; see each trial's fail_reason "
+             f"(autotune export {spec.study} --format json)", EXIT_FAILED)
+    if result.interrupted:
         _die("interrupted: running trials were stopped and marked; run the same command to resume",
              EXIT_INTERRUPTED)
     finished = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]

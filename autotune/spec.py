@@ -538,7 +538,9 @@ def _builtin_fields() -> dict[str, Any]:
 
 
 def _check_builtin_value(ctx: _Ctx, key: str, default: Any, value: Any) -> None:
-    if default is None or value is None or isinstance(default, str) and value == "auto":
+    if default is None or value is None or value == "auto":
+        return
+    if default == "auto":  # a knob that takes "auto" or an explicit choice, e.g. compile: false
         return
     if isinstance(default, bool):
         ok = isinstance(value, bool) or (isinstance(value, str) and value == "auto")
@@ -568,7 +570,7 @@ def _check_builtin_names(ctx: _Ctx, spec_values: dict[str, Any], space: SearchSp
             raise ctx.fail(key, f"builtin:moe_lm has no knob {name!r}{extra}")
 
     for section in ("trainer", "fixed"):
-        for name, value in spec_values[section].items():
+        for name, value in dict(spec_values[section]).items():
             check_name(_join(section, name), name)
             _check_builtin_value(ctx, _join(section, name), known[name], value)
     for p in space.params:
@@ -580,7 +582,7 @@ def _check_builtin_names(ctx: _Ctx, spec_values: dict[str, Any], space: SearchSp
         if p.type == "categorical":
             for c in p.choices:
                 _check_builtin_value(ctx, _join(_join(space_key, p.name), "choices"), default, c)
-    overlap = set(spec_values["fixed"]) & set(space.names)
+    overlap = set(dict(spec_values["fixed"])) & set(space.names)
     if overlap:
         raise ctx.fail("fixed", f"{sorted(overlap)} are both fixed and searched; keep one")
 
