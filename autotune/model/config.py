@@ -32,6 +32,9 @@ class ModelConfig:
             kernel); 0 = always as configured.
         max_seq_len: longest sequence the rotary tables cover.
         rope_base: rotary base frequency.
+        abs_positions: also add a learned absolute position embedding to the token embedding
+            (rotary alone gives the residual stream no position; small models learn
+            recall faster with it).
         dropout: dropout on attention output and FFN output.
     """
 
@@ -48,10 +51,11 @@ class ModelConfig:
     attention: str = "sparse"
     window: int = 128
     keep_ratio: float = 0.5
-    block_size: int = 64
+    block_size: int = 128           # FlexAttention on torch 2.11 compiled fwd+bwd at 128, not 16 or 64
     dense_below: int = 0
     max_seq_len: int = 4096
     rope_base: float = 10000.0
+    abs_positions: bool = False
     dropout: float = 0.0
 
     @classmethod
