@@ -101,7 +101,7 @@ def _sqlite_reader(storage_url: str) -> optuna.storages.RDBStorage:
     """The store for the dashboard's reads: same file (WAL, busy timeout) but plain deferred
     transactions. ``store.open_storage`` begins every transaction IMMEDIATE, which is right for
     workers but would let one dashboard read of 5,000 trials (seconds) hold the write lock and stall
-    every worker's tell and heartbeat for that long (bench/results_report.md)."""
+    every worker's tell and heartbeat for that long (bench/RESULTS.md, report and dashboard)."""
     return optuna.storages.RDBStorage(
         storage_url, skip_table_creation=True,
         engine_kwargs={"connect_args": {"timeout": store.SQLITE_BUSY_TIMEOUT_S}})
