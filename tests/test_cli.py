@@ -18,6 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from autotune.cli import main
+from autotune.store import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("AUTOTUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -188,7 +189,9 @@ def test_sigkill_of_the_run_then_resume_loses_no_finished_trial(tmp_path):
     while time.time() < deadline:
         time.sleep(0.5)
         try:
-            trials = optuna.load_study(study_name="quad", storage=url).get_trials()
+            # through the store, which creates a fresh file's tables under its lock (a plain
+            # Optuna open would race the run's own table creation)
+            trials = optuna.load_study(study_name="quad", storage=open_storage(url)).get_trials()
         except Exception as exc:  # noqa: BLE001 - the store is still being created
             continue
         done_before = [t for t in trials if t.state.name == "COMPLETE"]
