@@ -587,6 +587,33 @@ def _check_builtin_names(ctx: _Ctx, spec_values: dict[str, Any], space: SearchSp
         raise ctx.fail("fixed", f"{sorted(overlap)} are both fixed and searched; keep one")
 
 
+_DATA_KNOBS = ("task", "data_path", "seq_len", "batch_size", "num_pairs", "num_queries", "task_vocab",
+               "tokens_per_batch", "eot_token", "val_fraction", "eval_batches", "seed")
+
+
+def _check_builtin_data(ctx: _Ctx, values: dict[str, Any]) -> None:
+    """Build the training config and the data set from the constant settings, so that a task that
+    cannot exist (64 pairs in a 64-token vocabulary, a missing data file) fails here, not in every trial."""
+    if set(values["space"].names) & set(_DATA_KNOBS):
+        return  # searched data knobs: each trial checks its own combination
+    try:
+        from autotune.data import build_dataset
+        from autotune.train import TrainConfig
+    except ImportError:
+        return
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {k: v for k, v in {**dict(values["trainer"]), **dict(values["fixed"])}.items() if k in names}
+    try:
+        cfg = TrainConfig(**settings)
+        build_dataset(cfg.task, seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
+                      eval_batches=cfg.eval_batches, num_pairs=cfg.num_pairs, num_queries=cfg.num_queries,
+                      task_vocab=cfg.task_vocab, data_path=cfg.data_path,
+                      tokens_per_batch=cfg.tokens_per_batch, eot_token=cfg.eot_token,
+                      val_fraction=cfg.val_fraction)
+    except (ValueError, TypeError, OSError) as exc:
+        raise ctx.fail("trainer", str(exc)) from None
+
+
 def _check_metrics(ctx: _Ctx, objective: str, objectives: tuple[ObjectiveSpec, ...], key: str) -> None:
     if not objective.startswith(BUILTIN_PREFIX):
         return  # a user objective that omits a metric fails its first trial saying so
@@ -694,6 +721,8 @@ def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = No
     space_key = values.pop("space_key")
     if values["objective"].startswith(BUILTIN_PREFIX):
         _check_builtin_names(ctx, values, values["space"], space_key)
+    if values["objective"].startswith(BUILTIN_PREFIX):
+        _check_builtin_data(ctx, values)
     _check_metrics(ctx, values["objective"], values["objectives"],
                    "objectives" if "optimization" not in raw else "optimization.metrics")
     from autotune.store import DEFAULT_STORAGE, ENV_STORAGE

@@ -196,6 +196,10 @@ BAD = [
     ("negative seed", with_change("optimizer.seed", -1), "optimizer.seed", ">= 0"),
     ("unknown optimizer option", with_change("optimizer.populaton_size", 10), "optimizer.populaton_size", ""),
     ("warm start strategy", with_change("warm_start", {"from": ["a"], "strategy": "copy"}), "warm_start.strategy", "not one of"),
+    ("task that cannot exist", with_change("trainer", {"num_pairs": 64, "task_vocab": 64}), "trainer",
+     "raise task_vocab or lower num_pairs"),
+    ("missing data file", with_change("trainer", {"task": "text", "data_path": "/no/such/file.txt"}), "trainer",
+     "file.txt"),
     ("not a mapping", ["a", "list"], "", "must be a mapping"),
 ]
 
