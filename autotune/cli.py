@@ -50,6 +50,9 @@ def _guarded(fn: Callable) -> Callable:
             _die(str(exc))
         except KeyboardInterrupt:
             _die("interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:  # output piped into head & co., which stopped reading
+            sys.stderr.close()
+            os._exit(0)
         except Exception as exc:  # a failure at run time: one line, the traceback only with -v
             if _log.isEnabledFor(logging.INFO):
                 raise

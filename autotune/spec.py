@@ -587,8 +587,9 @@ def _check_builtin_names(ctx: _Ctx, spec_values: dict[str, Any], space: SearchSp
         raise ctx.fail("fixed", f"{sorted(overlap)} are both fixed and searched; keep one")
 
 
-_DATA_KNOBS = ("task", "data_path", "seq_len", "batch_size", "num_pairs", "num_queries", "task_vocab",
-               "tokens_per_batch", "eot_token", "val_fraction", "eval_batches", "seed")
+# knobs that decide whether the task can exist (batch size and seed don't)
+_DATA_KNOBS = ("task", "data_path", "seq_len", "num_pairs", "num_queries", "task_vocab",
+               "tokens_per_batch", "eot_token", "val_fraction")
 
 
 def _check_builtin_data(ctx: _Ctx, values: dict[str, Any]) -> None:
