@@ -32,6 +32,7 @@ Report = Callable[[int, dict[str, float]], bool]
 
 PEAK_FLOPS = 792e12          # H100 bf16 dense matmul ceiling we measured (issue 3); the MFU yardstick
 TIMING_SKIP_STEPS = 2        # first steps left out of step time (compilation, allocator warm-up)
+CHECK_EVERY = 32             # steps between host syncs that check the loss (and always at evaluations)
 LATENCY_RUNS = 5             # timed forward passes for latency; the median is reported
 
 BUILTIN_METRICS = (
@@ -50,6 +51,12 @@ BUILTIN_METRICS = (
     "mfu",               # CUDA: model FLOPs utilization against PEAK_FLOPS; 0 on CPU
     "steps",             # optimizer steps taken (fewer than TrainConfig.steps when stopped early)
     "train_s",           # wall seconds of the whole run, evaluations included
+    # where train_s went (seconds): what a scheduler's busy fraction is made of
+    "setup_s",           # data, model, optimizer (before the first step)
+    "warmup_s",          # the first TIMING_SKIP_STEPS steps: compilation, allocator and kernel warm-up
+    "eval_s",            # evaluations
+    "report_s",          # inside report(): the caller's bookkeeping (e.g. the study store, pruning)
+    "finish_s",          # the final latency measurement
 )
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -305,20 +312,27 @@ def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
 # --- the loop ------------------------------------------------------------------------------------
 
 class _StepClock:
-    """Wall time and tokens of the optimizer steps, warm-up steps left out of the rates."""
+    """Wall time and tokens of the optimizer steps, measured between host syncs (the loop syncs
+    every step while warming up, then every ``CHECK_EVERY`` steps and at evaluations, so that the
+    GPU may run ahead of Python in between). Warm-up steps are kept apart from the rates."""
 
     def __init__(self) -> None:
-        self.times: list[float] = []
-        self.tokens: list[int] = []
+        self.warmup = [0.0, 0, 0]     # seconds, steps, tokens
+        self.steady = [0.0, 0, 0]
 
-    def add(self, seconds: float, tokens: int) -> None:
-        self.times.append(seconds)
-        self.tokens.append(tokens)
+    def add(self, seconds: float, steps: int, tokens: int, *, warmup: bool) -> None:
+        totals = self.warmup if warmup else self.steady
+        totals[0] += seconds
+        totals[1] += steps
+        totals[2] += tokens
+
+    @property
+    def warmup_s(self) -> float:
+        return self.warmup[0]
 
     def rates(self) -> dict[str, float]:
-        skip = min(TIMING_SKIP_STEPS, len(self.times) - 1)
-        seconds, tokens = sum(self.times[skip:]), sum(self.tokens[skip:])
-        return {"step_ms": 1e3 * seconds / max(1, len(self.times) - skip),
+        seconds, steps, tokens = self.steady if self.steady[1] else self.warmup   # only warm-up steps ran
+        return {"step_ms": 1e3 * seconds / max(1, steps),
                 "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
 
 
@@ -363,8 +377,11 @@ class _Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def step(self, step: int) -> tuple[float, int]:
-        """Optimizer step ``step`` (0-based) over ``grad_accum`` micro-batches -> (train CE, tokens)."""
+    def step(self, step: int) -> tuple[torch.Tensor, int]:
+        """Optimizer step ``step`` (0-based) over ``grad_accum`` micro-batches.
+
+        Returns ``([train CE, loss, grad norm] on the device, tokens)`` without waiting for the
+        device; the caller checks the values for divergence at its next sync (``check_finite``)."""
         cfg = self.cfg
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * lr_multiplier(step, steps=cfg.steps, warmup=cfg.warmup,
@@ -381,17 +398,22 @@ class _Trainer:
             tokens += batch.num_tokens
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
-        ce_value, loss_value, norm_value = (torch.stack([ce_sum, loss_sum, grad_norm.float()])
-                                            / torch.tensor([cfg.grad_accum, cfg.grad_accum, 1],
-                                                           device=self.device)).tolist()   # one sync
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(step + 1, loss_value)
-        if not self.use_scaler and not math.isfinite(norm_value):   # fp16 skips such steps by design
-            raise TrainingDiverged(step + 1, norm_value, what="gradient norm")
+        stats = torch.stack([ce_sum / cfg.grad_accum, loss_sum / cfg.grad_accum, grad_norm.float()])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return ce_value, tokens
+        return stats, tokens
+
+    def check_finite(self, first_step: int, stats: list[list[float]]) -> list[float]:
+        """Raise ``TrainingDiverged`` at the first of these steps whose loss (or, without loss
+        scaling, whose gradient norm: fp16 skips such steps by design) is not finite; else return
+        their train CE values. ``stats`` rows are ``step``'s results, from ``first_step`` (1-based)."""
+        for step, (ce, loss, norm) in enumerate(stats, start=first_step):
+            if not math.isfinite(loss):
+                raise TrainingDiverged(step, loss)
+            if not self.use_scaler and not math.isfinite(norm):
+                raise TrainingDiverged(step, norm, what="gradient norm")
+        return [row[0] for row in stats]
 
     def evaluate(self) -> dict[str, float]:
         return evaluate(self.forward, self.val_batches, self.device, self.autocast)
@@ -412,26 +434,45 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
 
     ``report(step, metrics)`` is called after each evaluation (every ``eval_every`` steps and at the
     last) with the metrics so far; returning False stops training at once, and the metrics so far
-    are returned. NaN or infinite loss raises ``TrainingDiverged``. The model's ``vocab_size`` and
+    are returned. NaN or infinite loss raises ``TrainingDiverged`` (checked at the host syncs: every
+    warm-up step, every ``CHECK_EVERY`` steps and at each evaluation). The model's ``vocab_size`` and
     ``max_seq_len`` are set from the data.
     """
     started = time.perf_counter()
     cfg = train_cfg
     trainer = _Trainer(model_cfg, cfg)
+    phases = {"setup_s": time.perf_counter() - started, "eval_s": 0.0, "report_s": 0.0}
     clock, losses, metrics = _StepClock(), [], {}
+    pending: list[torch.Tensor] = []       # stats of the steps since the last sync
+    tick, tokens = time.perf_counter(), 0
     try:
         for step in range(1, cfg.steps + 1):
-            tick = time.perf_counter()
-            loss, tokens = trainer.step(step - 1)
-            clock.add(time.perf_counter() - tick, tokens)
-            losses.append(loss)
-            if step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0):
+            stats, n = trainer.step(step - 1)
+            pending.append(stats)
+            tokens += n
+            evaluate_now = step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
+            warming = step <= TIMING_SKIP_STEPS
+            if not (warming or evaluate_now or step % CHECK_EVERY == 0):
+                continue
+            rows = torch.stack(pending).tolist()                      # the sync
+            clock.add(time.perf_counter() - tick, len(pending), tokens, warmup=warming)
+            losses += trainer.check_finite(step - len(pending) + 1, rows)
+            pending, tokens = [], 0
+            if evaluate_now:
+                tick = time.perf_counter()
                 metrics = {**trainer.evaluate(), "train_loss": statistics.fmean(losses), **clock.rates(),
                            "peak_mem_mb": peak_memory_mb(trainer.device), **trainer.static}
                 losses = []
-                if report is not None and report(step, dict(metrics)) is False:
+                phases["eval_s"] += time.perf_counter() - tick
+                tick = time.perf_counter()
+                keep_going = report is None or report(step, dict(metrics)) is not False
+                phases["report_s"] += time.perf_counter() - tick
+                if not keep_going:
                     break
+            tick = time.perf_counter()
     finally:
         if hasattr(trainer.train_batches, "close"):
             trainer.train_batches.close()
-    return trainer.finish(metrics, step, started)
+    tick = time.perf_counter()
+    final = trainer.finish(metrics, step, started)
+    return {**final, **phases, "warmup_s": clock.warmup_s, "finish_s": time.perf_counter() - tick}

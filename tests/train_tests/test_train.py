@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 
 import pytest
@@ -116,6 +117,27 @@ def test_nan_loss_raises_training_diverged_naming_step_and_value(tiny_model, mon
         train(tiny_model, QUICK)
     assert caught.value.step == 3 and math.isnan(caught.value.value)
     assert isinstance(caught.value, RuntimeError)
+
+
+def test_divergence_between_host_syncs_is_reported_at_the_step_it_happened(tiny_model, monkeypatch):
+    _Poisoned.calls = 0                        # NaN from step 3; no evaluation until the last step
+    monkeypatch.setattr(autotune.train, "build_model", _Poisoned)
+    with pytest.raises(TrainingDiverged, match="loss is nan at step 3"):
+        train(tiny_model, replace(QUICK, steps=autotune.train.CHECK_EVERY + 8, eval_every=0))
+    assert _Poisoned.calls == autotune.train.CHECK_EVERY      # stopped at the first sync after it
+
+
+def test_phase_times_account_for_the_run_and_report_time_is_the_callers(tiny_model):
+    def slow_report(step, metrics):
+        time.sleep(0.05)
+        return True
+
+    m = train(tiny_model, replace(QUICK, steps=7), slow_report)        # reports at 3, 6, 7
+    phases = ("setup_s", "warmup_s", "eval_s", "report_s", "finish_s")
+    assert all(m[p] >= 0 for p in phases)
+    assert m["report_s"] >= 3 * 0.05
+    steady = m["step_ms"] * (m["steps"] - autotune.train.TIMING_SKIP_STEPS) / 1e3
+    assert sum(m[p] for p in phases) + steady <= m["train_s"] * 1.05   # nothing counted twice
 
 
 def test_gradient_accumulation_takes_several_batches_per_step(tiny_model, monkeypatch):
