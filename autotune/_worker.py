@@ -49,7 +49,13 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _free_gpu_memory() -> None:
+    """Collect the finished trial's garbage and hand its cached GPU memory back to the driver.
+
+    The survivors (imported modules, their caches) are then frozen out of later collections, so
+    that each trial's collection scans only that trial's objects: a full collection over torch,
+    Optuna and SQLAlchemy took ~0.17 s a trial (2-core CPU), the worker's largest cost per trial."""
     gc.collect()
+    gc.freeze()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         try:

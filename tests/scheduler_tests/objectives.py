@@ -113,3 +113,42 @@ class Curves:
 
 def suggest_q(trial: optuna.trial.Trial) -> dict:
     return {"x": trial.suggest_float("x", 0.0, 10.0)}
+
+
+class _Cyclic:
+    """A reference cycle (only the garbage collector frees it) holding a payload."""
+
+    def __init__(self, payload) -> None:
+        self.me, self.payload = self, payload
+        _Cyclic.alive.add(self)
+
+
+@dataclass
+class LeavesGarbage:
+    """Returns what the worker looked like when the trial started (``cycles_alive``: the cycles
+    earlier trials left; with ``gpu``, CUDA memory allocated and reserved, the visible devices),
+    then leaves a reference cycle holding ``gpu_mib`` MiB of CUDA memory (or a small CPU buffer).
+    Each trial writes what it saw to ``out_dir/<trial_id>.json``."""
+
+    out_dir: str
+    gpu_mib: int = 0
+
+    def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
+        import json as json_
+        import weakref
+
+        if not hasattr(_Cyclic, "alive"):
+            _Cyclic.alive = weakref.WeakSet()
+        seen = {"cycles_alive": len(_Cyclic.alive),
+                "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        payload = bytearray(1 << 20)
+        if self.gpu_mib:
+            import torch
+            seen.update(devices=torch.cuda.device_count(),
+                        allocated=torch.cuda.memory_allocated(), reserved=torch.cuda.memory_reserved())
+            payload = torch.empty(self.gpu_mib << 18, dtype=torch.float32, device="cuda").normal_()
+            if params["x"] < 0:    # the OOM case: ask for far more than any GPU has
+                torch.empty(1 << 45, dtype=torch.float32, device="cuda")
+        _Cyclic(payload)
+        Path(self.out_dir, f"{trial_id}.json").write_text(json_.dumps(seen))
+        return [float(params["x"])]
