@@ -70,11 +70,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _last_step(*candidates: Any) -> int | None:
+    """The step at which a trial's run ends (the pruner's ``max_steps``, else ``steps``), if known."""
+    for value in candidates:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 class TrialObjective:
     """Picklable: the scheduler runs ``objective(trial_id, params, notify)`` in a worker process.
 
     Returns the objective values in the spec's order; raises ``optuna.TrialPruned`` when the
-    pruner stopped the trial, ``TrialFailed`` when a metric is missing or not finite.
+    pruner stopped the trial, ``TrialFailed`` when a metric is missing or not finite. A report at
+    the run's last step (the pruner's ``max_steps``, else the ``steps`` setting) is recorded but
+    not judged: the work is done, so the trial completes rather than being pruned at its end
+    (successive halving would otherwise prune at a rung that falls on the last step).
     """
 
     def __init__(self, spec: StudySpec, storage_url: str):
@@ -106,6 +117,8 @@ class TrialObjective:
         single = len(self.spec.objectives) == 1
         pruned = False
         curve: list[list[Any]] = []
+        config = self.config(params)
+        last_step = _last_step(self.spec.pruner.max_steps, config.get("steps"))
 
         def report(step: int, metrics: Mapping[str, float]) -> bool:
             nonlocal pruned
@@ -118,13 +131,15 @@ class TrialObjective:
             if not single or not isinstance(value, (int, float)) or not math.isfinite(value):
                 return not pruned
             trial.report(float(value), step)
+            if last_step is not None and step >= last_step:
+                return not pruned   # the run is over: stopping it now saves nothing, so it completes
             if trial.should_prune():
                 pruned = True
             return not pruned
 
         fn = resolve(self.spec.objective, self.spec)
         started = time.perf_counter()
-        result = fn(self.config(params), report)
+        result = fn(config, report)
         if not isinstance(result, Mapping):
             raise TrialFailed(f"objective {self.spec.objective} returned {type(result).__name__}, "
                               "expected a dict of metrics")

@@ -1,0 +1,67 @@
+"""The objective bridge: reports become intermediate values and pruning decisions."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autotune import store
+from autotune.objective import TrialObjective
+from autotune.spec import parse_spec
+
+
+class PruneFromStep(optuna.pruners.BasePruner):
+    """Prunes every trial once it has reported ``step`` or later."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def prune(self, study, trial) -> bool:
+        return (trial.last_step or 0) >= self.step
+
+
+def curve(params, report):
+    """Reports steps 1..steps (like the built-in trainer) and stops when told."""
+    loss = 1.0
+    for step in range(1, int(params["steps"]) + 1):
+        loss = 1.0 / step
+        if not report(step, {"val_loss": loss}):
+            break
+    return {"val_loss": loss}
+
+
+def _run(tmp_path, prune_from: int, steps: int, max_steps: int | None = None):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    pruner = {"kind": "median"} if max_steps is None else {"kind": "hyperband", "max_steps": max_steps}
+    spec = parse_spec({"study": "o", "storage": url, "space": {"x": {"type": "float", "low": 0, "high": 1}},
+                       "objectives": [{"metric": "val_loss", "direction": "minimize"}],
+                       "objective": f"{__name__}:curve", "trainer": {"steps": steps}, "pruner": pruner},
+                      base_dir=tmp_path, default_name="o")
+    study = store.create_or_load_study(store.open_storage(url), "o", ["minimize"])
+    objective = TrialObjective(spec, url)
+    objective._study = optuna.load_study(study_name="o", storage=store.open_storage(url),
+                                         pruner=PruneFromStep(prune_from))
+    trial = study.ask()
+    try:
+        values = objective(trial._trial_id, {"x": 0.5})
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, values)
+    return study.trials[0]
+
+
+def test_a_pruned_trial_stops_at_the_step_the_pruner_judged(tmp_path):
+    trial = _run(tmp_path, prune_from=2, steps=5)
+    assert trial.state == TrialState.PRUNED and sorted(trial.intermediate_values) == [1, 2]
+
+
+def test_the_last_steps_report_is_recorded_but_never_prunes(tmp_path):
+    trial = _run(tmp_path, prune_from=5, steps=5)
+    assert trial.state == TrialState.COMPLETE and trial.value == pytest.approx(0.2)
+    assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5]
+
+
+def test_the_pruners_max_steps_is_the_last_step_when_given(tmp_path):
+    trial = _run(tmp_path, prune_from=3, steps=5, max_steps=3)
+    assert trial.state == TrialState.COMPLETE and trial.value == pytest.approx(0.2)
