@@ -56,6 +56,10 @@ class RunResult:
     wall_s: float = 0.0
     slot_seconds: float = 0.0    # summed over slots: the GPU-seconds when slots are GPUs
     slots: int = 0
+    # where the slots' time outside trials went (seconds, summed over slots)
+    startup_s: float = 0.0       # worker processes starting until they are ready
+    handout_s: float = 0.0       # claiming a trial and sampling its parameters (ask + suggest)
+    record_s: float = 0.0        # recording finished trials (tell)
 
 
 class SchedulerError(RuntimeError):
@@ -76,6 +80,7 @@ class _Worker:
     running: _Running | None = None
     stopping: bool = False
     ready: bool = False          # sent "ready": its start-up (imports, unpickling) succeeded
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -247,11 +252,13 @@ class _Scheduler:
         for worker in self.workers:
             if worker.running is not None or not worker.ready or not worker.process.is_alive():
                 continue
+            tick = time.monotonic()
             trial = store.retrying(self._claim)
             if trial is None:
                 self.next_claim = time.monotonic() + 1.0
                 return
             self._start_trial(worker, trial)
+            self.result.handout_s += time.monotonic() - tick
 
     def _claim(self) -> optuna.trial.Trial | None:
         """The next trial, created (or a waiting one popped) under the study's claim lock, so that
@@ -315,6 +322,7 @@ class _Scheduler:
                 return
             if message[0] == "ready":
                 worker.ready = True
+                self.result.startup_s += time.monotonic() - worker.started
                 self.start_failures[worker.slot.index] = 0
                 continue
             running = worker.running
@@ -357,7 +365,9 @@ class _Scheduler:
         seconds = time.monotonic() - running.started
         self.heartbeats.remove(running.trial._trial_id)
         self.result.slot_seconds += seconds
+        tick = time.monotonic()
         store.retrying(self._record, running.trial, seconds, state, values, reason, retry)
+        self.result.record_s += time.monotonic() - tick
 
     def _record(self, trial: optuna.trial.Trial, seconds: float, state: TrialState,
                 values: list[float] | None, reason: str | None, retry: bool) -> None:
