@@ -1,23 +1,26 @@
 """How much of the GPU-time of a study goes into training steps, and what Hyperband saves.
 
-Runs real studies of short MoE / sparse-attention trials through ``scheduler.run_study`` (the same
-path as ``autotune run``) on every GPU found, then reads the trials back from the store.
+Runs real studies of short MoE trials through ``scheduler.run_study`` (the same path as
+``autotune run``) on every GPU found, then reads the trials back from the store.
 
   throughput: for each ``--per-gpu K`` a study of ``K * gpus * --trials-per-slot`` fixed-size trials
-              (only ``lr`` varies): wall time, GPU busy fraction (summed training-step time over
-              slot wall time, and nvidia-smi's utilization), aggregate training tokens/s.
-  hyperband:  the same ``--trials``-trial TPE study (same seed) without pruning and with Hyperband:
-              best validation loss, and the GPU-seconds spent until a trial first reached the
-              unpruned study's best within 1%.
+              (only ``lr`` varies): wall time, the share of the slots' wall time spent in training
+              steps (the busy fraction) and where the rest went (setup, warm-up/compilation,
+              evaluation, reporting, the final latency measurement, the worker, between trials),
+              nvidia-smi's utilization, aggregate training tokens/s.
+  hyperband:  per seed, a ``--trials``-trial TPE study without pruning, then a Hyperband (and with
+              ``--pruners hyperband sha`` an asynchronous successive halving) study of the same
+              sampler seed given a third of its GPU-seconds: best validation loss, and the
+              GPU-seconds until it first came within 1% of the unpruned best.
 
   python bench/study_throughput.py --mode throughput --per-gpu 1 2 4 --out out/study.json
-  python bench/study_throughput.py --mode hyperband --trials 24 --out out/hyperband.json
+  python bench/study_throughput.py --mode hyperband --trials 40 --seeds 3 --out out/hyperband.json
+  python bench/study_throughput.py --tiny ...     # a CPU smoke test of this script
 Prints a table; writes JSON. Storage: a fresh SQLite file under --workdir.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
@@ -34,6 +37,7 @@ from autotune.objective import TrialObjective
 from autotune.pruners import build_pruner
 from autotune.samplers import build_sampler
 from autotune.spec import parse_spec
+from autotune.train import TIMING_SKIP_STEPS
 
 # Dense attention: the sparse flex-attention backward failed to compile on the device's torch 2.11
 # for these shapes (NoValidChoicesError, 2026-11-23); the MoE layers are what these trials exercise.
@@ -72,13 +76,7 @@ class GpuSampler(threading.Thread):
 
 
 def parse(raw: dict, workdir: Path):
-    """The spec from a study dict. ``trainer.compile: false`` is set after validation: the spec's
-    type check wants the string default 'auto' (reported to the lead)."""
-    compile_ = raw["trainer"]["compile"]
-    spec = parse_spec({**raw, "trainer": {**raw["trainer"], "compile": "auto"}},
-                      base_dir=workdir, default_name=raw["study"])
-    trainer_ = tuple((k, compile_ if k == "compile" else v) for k, v in spec.trainer)
-    return dataclasses.replace(spec, trainer=trainer_)
+    return parse_spec(raw, base_dir=workdir, default_name=raw["study"])
 
 
 def run_one(raw: dict, workdir: Path) -> tuple[optuna.Study, scheduler.RunResult, float | None]:
@@ -98,89 +96,164 @@ def run_one(raw: dict, workdir: Path) -> tuple[optuna.Study, scheduler.RunResult
     return optuna.load_study(study_name=spec.study, storage=storage), result, util
 
 
+PHASES = ("setup_s", "warmup_s", "eval_s", "report_s", "finish_s")
+
+
 def trial_rows(study: optuna.Study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         m = t.user_attrs.get("metrics", {})
-        step_s = m.get("step_ms", 0.0) * m.get("steps", 0.0) / 1e3
+        steady = max(0.0, m.get("steps", 0.0) - TIMING_SKIP_STEPS)
+        step_s = m.get("step_ms", 0.0) * steady / 1e3        # training steps after the warm-up ones
         rows.append({"number": t.number, "state": t.state.name, "gpu": t.user_attrs.get("gpu"),
+                     "slot": t.user_attrs.get("slot"),
+                     "start": t.datetime_start.timestamp() if t.datetime_start else None,
                      "slot_s": t.user_attrs.get("gpu_seconds", 0.0), "step_s": step_s,
                      "train_s": m.get("train_s", 0.0), "tokens": m.get("tokens_per_s", 0.0) * step_s,
+                     **{p: m.get(p, 0.0) for p in PHASES},
                      "val_loss": m.get("val_loss"), "steps": m.get("steps"),
                      "done": t.datetime_complete.timestamp() if t.datetime_complete else None,
                      "fail_reason": t.user_attrs.get("fail_reason")})
     return rows
 
 
+def slot_time_split(rows: list[dict], slot_wall_s: float) -> dict[str, float]:
+    """Where the slots' wall time went, as shares of ``slots x study wall``: training steps, and
+    the rest by phase. ``worker``: a trial's time in its worker outside ``train`` (opening the
+    store, imports and CUDA start in a fresh worker, the final metrics write, freeing memory);
+    ``between``: slots without a trial (worker start-up, the scheduler's tell / claim / ask)."""
+    total = {k: sum(r[k] for r in rows) for k in ("step_s", "slot_s", "train_s", *PHASES)}
+    split = {"steps": total["step_s"], **{p[:-2]: total[p] for p in PHASES},
+             "worker": total["slot_s"] - total["train_s"], "between": slot_wall_s - total["slot_s"]}
+    return {k: round(v / slot_wall_s, 4) for k, v in split.items()}
+
+
+def steady_state(rows: list[dict]) -> dict[str, float | None]:
+    """The trials after each slot's first (whose start pays the worker's imports and CUDA start):
+    their overhead per trial (slot time outside training steps, plus the gap since the slot's
+    previous trial ended) and their busy fraction, which is what a long study tends to."""
+    later, gaps = [], []
+    for slot in {r["slot"] for r in rows}:
+        mine = sorted((r for r in rows if r["slot"] == slot and r["start"]), key=lambda r: r["start"])
+        for prev, r in zip(mine, mine[1:]):
+            later.append(r)
+            gaps.append(max(0.0, r["start"] - prev["done"]) if prev["done"] else 0.0)
+    if not later:
+        return {"steady_overhead_s": None, "steady_busy": None}
+    step_s = sum(r["step_s"] for r in later)
+    held = sum(r["slot_s"] for r in later) + sum(gaps)
+    return {"steady_overhead_s": round((held - step_s) / len(later), 3),
+            "steady_busy": round(step_s / held, 3),
+            "steady_split_s": {p[:-2]: round(statistics.fmean(r[p] for r in later), 3) for p in PHASES}
+            | {"worker": round(statistics.fmean(r["slot_s"] - r["train_s"] for r in later), 3),
+               "gap": round(statistics.fmean(gaps), 3)}}
+
+
 def throughput(args: argparse.Namespace, n_gpus: int) -> list[dict]:
     out = []
     for k in args.per_gpu:
         n_trials = k * max(1, n_gpus) * args.trials_per_slot
-        raw = {"study": f"throughput-k{k}", "storage": f"sqlite:///{args.workdir}/throughput.db",
+        raw = {"study": f"throughput-k{k}-{'compiled' if args.compile else 'eager'}",
+               "storage": f"sqlite:///{args.workdir}/throughput.db",
                "space": {"lr": {"type": "float", "low": 1e-3, "high": 3e-3, "log": True}},
                "objectives": [{"metric": "val_loss", "direction": "minimize"}],
                "optimizer": {"kind": "random", "seed": 0}, "pruner": "none",
-               "budget": {"trials": n_trials, "timeout": f"{args.study_timeout}s"}, "parallel": {"gpus": "auto", "trials_per_gpu": k},
-               "trainer": trainer(args.steps, args.steps, args.compile), "fixed": MODEL}
+               "budget": {"trials": n_trials, "timeout": f"{args.study_timeout}s"},
+               "parallel": {"gpus": "auto", "trials_per_gpu": k} if n_gpus else {"workers": k},
+               "trainer": trainer(args.steps, args.eval_every, args.compile), "fixed": MODEL}
         study, result, util = run_one(raw, args.workdir)
         rows = trial_rows(study)
         step_s = sum(r["step_s"] for r in rows)
         slot_s = sum(r["slot_s"] for r in rows)
+        slot_wall = result.slots * result.wall_s
         out.append({
             "trials_per_gpu": k, "gpus": n_gpus, "slots": result.slots, "trials": len(rows),
+            "compile": args.compile, "steps": args.steps,
             "failed": sum(r["state"] == "FAIL" for r in rows), "wall_s": result.wall_s,
-            "step_s_sum": round(step_s, 2), "slot_s_sum": round(slot_s, 2),
-            # share of each slot's wall time (worker start-up included) spent in training steps
-            "busy_of_slot_wall": round(step_s / (result.slots * result.wall_s), 3),
+            # share of the slots' wall time (worker start-up included) spent in training steps
+            "busy_of_slot_wall": round(step_s / slot_wall, 3),
             # share of the time trials held their slot spent in training steps
             "busy_of_trial_time": round(step_s / slot_s, 3) if slot_s else None,
+            "overhead_s_per_trial": round((slot_wall - step_s) / max(1, len(rows)), 2),
             "nvidia_smi_util_pct": round(util, 1) if util is not None else None,
             "tokens_per_s": round(sum(r["tokens"] for r in rows) / result.wall_s),
             "tokens_per_s_per_trial": round(statistics.fmean(
                 r["tokens"] / r["step_s"] for r in rows if r["step_s"])) if step_s else None,
+            "split": slot_time_split(rows, slot_wall),
+            # parts of "between" (and of "worker": suggest runs while the trial holds its slot)
+            "scheduler": {k: round(getattr(result, k) / slot_wall, 4)
+                          for k in ("startup_s", "handout_s", "record_s")},
+            **steady_state(rows),
             "fail_reasons": sorted({r["fail_reason"] for r in rows if r["fail_reason"]}),
+            "trial_rows": rows,
         })
-        print(json.dumps(out[-1]), flush=True)
+        print(json.dumps({k: v for k, v in out[-1].items() if k != "trial_rows"}), flush=True)
     return out
 
 
+HB_SPACE = {"lr": {"type": "float", "low": 3e-4, "high": 3e-2, "log": True},
+            "top_k": {"type": "int", "low": 1, "high": 2},
+            "num_experts": {"type": "categorical", "choices": [4, 8]},
+            "aux_loss_coef": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+            "d_ff": {"type": "categorical", "choices": [128, 256]}}
+
+
+def pruning_study(args: argparse.Namespace, seed: int, pruner: str, budget: dict) -> dict:
+    """One TPE study of ``HB_SPACE`` (seed ``seed``), trials in order of completion."""
+    fixed = {k: v for k, v in MODEL.items() if k not in HB_SPACE}
+    rung = max(1, args.steps // 9)            # Hyperband rungs at steps/9, steps/3, steps
+    raw = {"study": f"hb-{pruner}-s{seed}", "storage": f"sqlite:///{args.workdir}/hyperband.db",
+           "space": HB_SPACE, "objectives": [{"metric": "val_loss", "direction": "minimize"}],
+           "optimizer": {"kind": "tpe", "seed": seed},
+           "pruner": "none" if pruner == "none" else
+           {"kind": pruner, "min_steps": rung, "reduction_factor": 3},
+           "budget": {**budget, "timeout": f"{args.study_timeout}s"},
+           "parallel": {"gpus": "auto", "trials_per_gpu": args.hb_per_gpu},
+           "trainer": trainer(args.steps, rung, args.compile), "fixed": fixed}
+    study, result, _ = run_one(raw, args.workdir)
+    rows = sorted((r for r in trial_rows(study) if r["done"]), key=lambda r: r["done"])
+    return {"rows": rows, "wall_s": result.wall_s}
+
+
+def gpu_s_until(rows: list[dict], target: float) -> float | None:
+    """Slot-seconds spent, in order of completion, until a COMPLETE trial first reached ``target``."""
+    spent = 0.0
+    for r in rows:
+        spent += r["slot_s"]
+        if r["state"] == "COMPLETE" and r["val_loss"] is not None and r["val_loss"] <= target:
+            return spent
+    return None
+
+
 def hyperband(args: argparse.Namespace, n_gpus: int) -> list[dict]:
-    space_ = {"lr": {"type": "float", "low": 3e-4, "high": 3e-2, "log": True},
-              "top_k": {"type": "int", "low": 1, "high": 2},
-              "num_experts": {"type": "categorical", "choices": [4, 8]},
-              "aux_loss_coef": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
-              "d_ff": {"type": "categorical", "choices": [128, 256]}}
-    fixed = {k: v for k, v in MODEL.items() if k not in space_}
-    out, best_unpruned = [], None
-    for pruner in ("none", "hyperband"):
-        raw = {"study": f"hb-{pruner}", "storage": f"sqlite:///{args.workdir}/hyperband.db",
-               "space": space_, "objectives": [{"metric": "val_loss", "direction": "minimize"}],
-               "optimizer": {"kind": "tpe", "seed": 0},
-               "pruner": "none" if pruner == "none" else
-               {"kind": "hyperband", "min_steps": args.steps // 9, "reduction_factor": 3},
-               "budget": {"trials": args.trials, "timeout": f"{args.study_timeout}s"},
-               "parallel": {"gpus": "auto", "trials_per_gpu": args.hb_per_gpu},
-               "trainer": trainer(args.steps, max(1, args.steps // 9), args.compile),
-               "fixed": fixed}
-        study, result, _ = run_one(raw, args.workdir)
-        rows = sorted((r for r in trial_rows(study) if r["done"]), key=lambda r: r["done"])
-        complete = [r for r in rows if r["state"] == "COMPLETE" and r["val_loss"] is not None]
+    """Per seed: a ``--trials``-trial study without pruning, then for each of ``--pruners`` a study
+    given a third of the unpruned study's GPU-seconds (``budget.gpu_hours``; at most ``--hb-trials``
+    trials). Target (issue 5): Hyperband's best within 1% of the unpruned best, in at most a third
+    of the unpruned study's GPU-seconds."""
+    out = []
+    for seed in range(args.seeds):
+        none = pruning_study(args, seed, "none", {"trials": args.trials})
+        complete = [r for r in none["rows"] if r["state"] == "COMPLETE"]
         best = min(r["val_loss"] for r in complete)
-        if best_unpruned is None:
-            best_unpruned = best
-        spent, to_target = 0.0, None
-        for r in rows:   # GPU-seconds in order of completion until the target is first reached
-            spent += r["slot_s"]
-            if to_target is None and r["state"] == "COMPLETE" and r["val_loss"] <= best_unpruned * 1.01:
-                to_target = spent
-        out.append({"pruner": pruner, "trials": len(rows), "wall_s": result.wall_s,
-                    "complete": len(complete), "pruned": sum(r["state"] == "PRUNED" for r in rows),
-                    "failed": sum(r["state"] == "FAIL" for r in rows),
-                    "best_val_loss": round(best, 4),
-                    "gpu_s_total": round(sum(r["slot_s"] for r in rows), 1),
-                    "gpu_s_to_unpruned_best_within_1pct":
-                        round(to_target, 1) if to_target is not None else None})
-        print(json.dumps(out[-1]), flush=True)
+        total = sum(r["slot_s"] for r in none["rows"])
+        for pruner in args.pruners:
+            hb = pruning_study(args, seed, pruner,
+                               {"trials": args.hb_trials, "gpu_hours": total / 3 / 3600})
+            hb_complete = [r for r in hb["rows"] if r["state"] == "COMPLETE"]
+            hb_best = min((r["val_loss"] for r in hb_complete), default=float("nan"))
+            reach = gpu_s_until(hb["rows"], best * 1.01)
+            out.append({
+                "seed": seed, "pruner": pruner, "trials_none": len(none["rows"]),
+                "best_none": round(best, 4), "gpu_s_none": round(total, 1),
+                "gpu_s_none_to_its_best": round(gpu_s_until(none["rows"], best), 1),
+                "trials": len(hb["rows"]), "pruned": sum(r["state"] == "PRUNED" for r in hb["rows"]),
+                "best": round(hb_best, 4), "vs_none": round(hb_best / best - 1, 4),
+                "gpu_s": round(sum(r["slot_s"] for r in hb["rows"]), 1),
+                "gpu_s_to_within_1pct": round(reach, 1) if reach is not None else None,
+                "target_met": reach is not None and reach <= total / 3,
+                "wall_s": round(none["wall_s"] + hb["wall_s"], 1),
+                "trial_rows": {"none": none["rows"], pruner: hb["rows"]}})
+            print(json.dumps({k: v for k, v in out[-1].items() if k != "trial_rows"}), flush=True)
     return out
 
 
@@ -188,9 +261,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=["throughput", "hyperband"], default="throughput")
     ap.add_argument("--per-gpu", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--trials-per-slot", type=int, default=2)
+    ap.add_argument("--trials-per-slot", type=int, default=6)
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--trials", type=int, default=24)
+    ap.add_argument("--eval-every", type=int, default=100, help="steps between evaluations (throughput)")
+    ap.add_argument("--trials", type=int, default=40, help="hyperband mode: trials of the unpruned study")
+    ap.add_argument("--hb-trials", type=int, default=120, help="hyperband mode: most trials of the pruned study")
+    ap.add_argument("--seeds", type=int, default=1, help="hyperband mode: studies of each kind")
+    ap.add_argument("--pruners", nargs="+", default=["hyperband"], choices=["hyperband", "sha"],
+                    help="hyperband mode: the pruners compared with no pruning")
     ap.add_argument("--hb-per-gpu", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="torch.compile each trial's model")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/study_throughput"))
@@ -210,7 +288,7 @@ def main() -> None:
     rows = throughput(args, len(gpus)) if args.mode == "throughput" else hyperband(args, len(gpus))
     report = {"mode": args.mode, "gpus": gpus, "args": {k: str(v) for k, v in vars(args).items()},
               "rows": rows, "seconds": round(time.time() - started, 1)}
-    keys = list(rows[0])
+    keys = [k for k in rows[0] if k != "trial_rows"]
     print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:
         print("| " + " | ".join(str(r[k]) for k in keys) + " |")
