@@ -12,6 +12,14 @@ them (a fixed random order decides which go first):
 Once there are own results, the shown trials' objective values are mapped by rank onto the own
 values, so that a shifted or rescaled earlier problem cannot crowd the own trials out of the
 sampler's "good" set.
+
+Pruned source trials are shown as PRUNED trials with their learning curve: samplers that use pruned
+trials (TPE ranks them below every COMPLETE trial, furthest step first, then by the last
+intermediate value) learn that such configurations were stopped; the others ignore them as they
+ignore the study's own pruned trials. Once the study has pruned trials of its own, a shown pruned
+source trial's curve is replaced by the (last step, value) of the own pruned trial at the same rank,
+the same mapping as for complete trials; the relevance and the value mapping read complete trials
+only.
 Must not know about: the model, storages, how the trials were carried.
 """
 from __future__ import annotations
@@ -24,6 +32,7 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -35,7 +44,7 @@ _PSEUDO_AGREEING = 4        # pairs of agreement counted in advance (see `releva
 class PriorSampler(BaseSampler):
     """Wraps ``inner`` so that it sees ``source_trials`` as the oldest trials of every study.
 
-    ``source_trials`` are COMPLETE FrozenTrials in the new space (numbered -1, user
+    ``source_trials`` are COMPLETE or PRUNED FrozenTrials in the new space (numbered -1, user
     attr ``warm_start_from``). Example::
 
         sampler = PriorSampler(optuna.samplers.TPESampler(seed=0), carried_trials)
@@ -47,6 +56,8 @@ class PriorSampler(BaseSampler):
                  fade_trials: int | None = None, seed: int = 0) -> None:
         self.inner = inner
         self.source_trials = list(source_trials)
+        self.complete_sources = [t for t in self.source_trials if t.state == TrialState.COMPLETE]
+        self.pruned_sources = [t for t in self.source_trials if t.state == TrialState.PRUNED]
         self.fade_trials = fade_trials if fade_trials is not None else max(len(source_trials), 20)
         # The order in which source trials leave the view; fixed, so every call agrees.
         self._drop_order = np.random.RandomState(seed).permutation(len(self.source_trials))
@@ -56,12 +67,14 @@ class PriorSampler(BaseSampler):
     def _view(self, study: optuna.Study) -> "_StudyView":
         return _StudyView(study, self)
 
-    def visible_sources(self, own: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    def visible_sources(self, own: Sequence[FrozenTrial],
+                        direction: StudyDirection = StudyDirection.MINIMIZE) -> list[FrozenTrial]:
         """The source trials shown beside ``own`` (the study's trials), values rescaled.
 
         The share shown is ``fade * relevance``: ``fade`` falls linearly from 1 to 0 over
         ``fade_trials`` own finished trials; ``relevance`` (see ``relevance``) falls to 0 when the
-        sources rank the own results wrongly, so that an unrelated source stops steering at once."""
+        sources rank the own results wrongly, so that an unrelated source stops steering at once.
+        ``direction`` (single objective) orders pruned trials' last intermediate values."""
         finished = [t for t in own if t.state in _FINISHED]
         complete = [t for t in own if t.state == TrialState.COMPLETE and t.values]
         fade = max(0.0, 1.0 - len(finished) / self.fade_trials) if self.fade_trials else 0.0
@@ -69,16 +82,26 @@ class PriorSampler(BaseSampler):
         n_keep = int(round(share * len(self.source_trials)))
         keep = sorted(self._drop_order[:n_keep])
         shown = [self.source_trials[i] for i in keep]
-        if len(complete) < _MIN_OWN_FOR_RESCALE or not shown:
+        if not shown:
             return shown
-        own_values = np.asarray([t.values for t in complete], dtype=float)
-        return _rescale(shown, self.source_trials, own_values)
+        if len(complete) >= _MIN_OWN_FOR_RESCALE:
+            own_values = np.asarray([t.values for t in complete], dtype=float)
+            shown = [_rescale(t, self.complete_sources, own_values)
+                     if t.state == TrialState.COMPLETE else t for t in shown]
+        sign = -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
+        own_pruned = sorted((t for t in own if t.state == TrialState.PRUNED and t.intermediate_values),
+                            key=lambda t: _pruned_key(t, sign))
+        if len(own_pruned) >= _MIN_OWN_FOR_RESCALE:
+            source_keys = sorted(_pruned_key(t, sign) for t in self.pruned_sources)
+            shown = [_rerank_pruned(t, source_keys, own_pruned, sign)
+                     if t.state == TrialState.PRUNED else t for t in shown]
+        return shown
 
     def _cached_relevance(self, complete: list[FrozenTrial]) -> float:
         # Samplers list the trials several times per suggestion; own results change once a trial.
         key = (len(complete), complete[-1].number if complete else None)
         if self._relevance_key != key:
-            self._relevance_key, self._relevance = key, relevance(self.source_trials, complete)
+            self._relevance_key, self._relevance = key, relevance(self.complete_sources, complete)
         return self._relevance
 
     # BaseSampler: every call goes to the inner sampler with the view in place of the study.
@@ -156,21 +179,41 @@ def _unit(dist: BaseDistribution, value: Any) -> float:
     return (v - low) / (high - low) if high > low else 0.0
 
 
-def _rescale(shown: list[FrozenTrial], all_sources: list[FrozenTrial],
-             own_values: np.ndarray) -> list[FrozenTrial]:
-    """Copies of ``shown`` whose values are the own values at the same rank quantile (per objective):
-    the source's q-best trial counts as good as the study's own q-best."""
-    src_values = np.asarray([t.values for t in all_sources], dtype=float)   # (n_src, n_obj)
-    out = []
-    for t in shown:
-        values = []
-        for j, v in enumerate(t.values):
-            q = float(np.mean(src_values[:, j] < v) + 0.5 * np.mean(src_values[:, j] == v))
-            values.append(float(np.quantile(own_values[:, j], q)))
-        c = copy.copy(t)
-        c._values = values
-        out.append(c)
-    return out
+def _rescale(t: FrozenTrial, complete_sources: list[FrozenTrial],
+             own_values: np.ndarray) -> FrozenTrial:
+    """A copy of the complete trial ``t`` whose values are the own values at the same rank quantile
+    among ``complete_sources`` (per objective): the source's q-best counts as the study's q-best."""
+    src_values = np.asarray([s.values for s in complete_sources], dtype=float)   # (n_src, n_obj)
+    values = []
+    for j, v in enumerate(t.values):
+        q = float(np.mean(src_values[:, j] < v) + 0.5 * np.mean(src_values[:, j] == v))
+        values.append(float(np.quantile(own_values[:, j], q)))
+    c = copy.copy(t)
+    c._values = values
+    return c
+
+
+def _pruned_key(t: FrozenTrial, sign: float) -> tuple[float, float]:
+    """How TPE orders PRUNED trials, best first: furthest last step, then best last value."""
+    if not t.intermediate_values:
+        return (1.0, 0.0)
+    step, value = max(t.intermediate_values.items())
+    return (-float(step), math.inf if math.isnan(value) else sign * value)
+
+
+def _rerank_pruned(t: FrozenTrial, source_keys: list[tuple[float, float]],
+                   own_pruned: list[FrozenTrial], sign: float) -> FrozenTrial:
+    """A copy of the pruned trial ``t`` whose curve is the (last step, value) of the own pruned
+    trial (``own_pruned``, best first) at the same rank quantile among the source's pruned trials."""
+    if not t.intermediate_values:
+        return t
+    key = _pruned_key(t, sign)
+    below = sum(k < key for k in source_keys)
+    q = (below + 0.5 * sum(k == key for k in source_keys)) / len(source_keys)
+    peer = own_pruned[min(int(q * len(own_pruned)), len(own_pruned) - 1)]
+    c = copy.copy(t)
+    c.intermediate_values = dict([max(peer.intermediate_values.items())])
+    return c
 
 
 class _StudyView:
@@ -188,10 +231,10 @@ class _StudyView:
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
         own = self._study._get_trials(deepcopy=False, use_cache=use_cache)
-        sources = _align_distributions(self._prior.visible_sources(own), own)
-        trials = sources + [t for t in own if states is None or t.state in states]
-        if states is not None and TrialState.COMPLETE not in states:
-            trials = trials[len(sources):]
+        directions = self._study.directions
+        direction = directions[0] if len(directions) == 1 else StudyDirection.MINIMIZE
+        sources = _align_distributions(self._prior.visible_sources(own, direction), own)
+        trials = [t for t in sources + own if states is None or t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
 
     def get_trials(self, deepcopy: bool = True,

@@ -61,7 +61,7 @@ class WarmStartError(Exception):
 @dataclass(frozen=True)
 class _Source:
     name: str
-    trials: tuple[FrozenTrial, ...]     # COMPLETE trials, as stored (the source's space)
+    trials: tuple[FrozenTrial, ...]     # COMPLETE and PRUNED trials, as stored (the source's space)
     carried: tuple[dict[str, Any], ...]  # per trial: its parameters in the new space
 
 
@@ -120,13 +120,13 @@ def _read_sources(spec: StudySpec, ws: WarmStartSpec, storage: BaseStorage, othe
             raise WarmStartError(f"warm_start: no study named {name!r}{where}; "
                                  f"available studies: {available}")
         _check_directions(name, studies[name].directions, spec.directions)
-        out.append((name, _complete_trials(storage, studies[name])))
+        out.append((name, _finished_trials(storage, studies[name])))
     return out
 
 
-def _complete_trials(storage: BaseStorage, frozen_study: Any) -> list[FrozenTrial]:
+def _finished_trials(storage: BaseStorage, frozen_study: Any) -> list[FrozenTrial]:
     return storage.get_all_trials(frozen_study._study_id, deepcopy=False,
-                                  states=(TrialState.COMPLETE,))
+                                  states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
 def _check_directions(name: str, have: Sequence[Any], want: Sequence[str]) -> None:
@@ -143,7 +143,7 @@ def _pick_auto(spec: StudySpec, storage: BaseStorage, studies: dict[str, Any],
     for name, s in studies.items():
         if [d.name.lower() for d in s.directions] != want:
             continue
-        trials = _complete_trials(storage, s)
+        trials = _finished_trials(storage, s)
         seen: dict[str, set[type]] = {}
         for t in trials:
             for pname, d in t.distributions.items():
@@ -200,9 +200,11 @@ def _prior_trials(sources: list[_Source], dists: dict[str, BaseDistribution]) ->
         for t, params in zip(s.trials, s.carried):
             if not params:
                 continue
+            pruned = t.state == TrialState.PRUNED
             ft = optuna.trial.create_trial(
-                state=TrialState.COMPLETE, values=t.values, params=params,
-                distributions={n: dists[n] for n in params}, user_attrs={SOURCE_ATTR: s.name})
+                state=t.state, values=None if pruned else t.values, params=params,
+                distributions={n: dists[n] for n in params}, user_attrs={SOURCE_ATTR: s.name},
+                intermediate_values=dict(t.intermediate_values) if pruned else None)
             out.append(ft)
     for ft in out:
         ft.number = -1
@@ -254,7 +256,7 @@ def _counts_in_study(study: optuna.Study) -> dict[str, int]:
 def _best_configs(s: _Source, top_k: int, directions: Sequence[str]) -> list[dict[str, Any]]:
     signs = [1.0 if d.lower() == "minimize" else -1.0 for d in directions]
     keyed = [([v * sg for v, sg in zip(t.values, signs)], params)
-             for t, params in zip(s.trials, s.carried) if params]
+             for t, params in zip(s.trials, s.carried) if params and t.state == TrialState.COMPLETE]
     configs: list[dict[str, Any]] = []
     for _, params in _pareto_sorted(keyed):
         if params not in configs:   # clipping can map two trials onto one configuration
