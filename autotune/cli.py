@@ -145,7 +145,10 @@ def _prepare(spec, *, join_only: bool):
     if join_only and not exists:
         _die(f"no study {spec.study!r} to join in the store; start it with `autotune run {spec.path}` first")
     apply_warm_start = None
-    if spec.warm_start is not None and not join_only:
+    if join_only:  # sample as the process that started the study did; write nothing
+        from autotune.warmstart import prepare_join
+        sampler = prepare_join(spec, storage, sampler)
+    elif spec.warm_start is not None:
         from autotune.warmstart import prepare
         sampler, apply_warm_start = prepare(spec, storage, sampler)
     study = create_or_load_study(storage, spec.study, spec.directions, sampler=sampler, pruner=pruner)

@@ -2,18 +2,23 @@
 
 Owns: finding the source studies (named, or ``auto``: the earlier studies whose search space
 overlaps most), reading their finished trials (read only: a source study is never modified),
-carrying each trial's parameters into the new space (``_warmstart_transfer``), the two strategies
-and the provenance record in the new study's user attrs::
+carrying each trial's parameters into the new space (``_warmstart_transfer``), the two strategies,
+the provenance record in the new study's user attrs, and rebuilding the same sampler in a process
+that joins the study (``prepare_join``, for ``autotune worker``)::
 
     warm_start = {"strategy": "enqueue" | "prior", "sources": {study_name: n_trials},
+                  "out_of_range": "clip" | "drop",
                   "storage": "<masked URL>"}          # "storage" only when not the study's own
 
-- ``enqueue``: the best ``top_k`` configurations of each source are enqueued once (user attr
-  ``warm_start_from: <source>``) and re-evaluated first; parameters new to this study are filled by
-  the sampler. Resuming the study enqueues nothing again.
+- ``enqueue``: the best ``top_k`` COMPLETE configurations of each source are enqueued once (user
+  attr ``warm_start_from: <source>``) and re-evaluated first; parameters new to this study are
+  filled by the sampler. Pruned source trials are never enqueued. Resuming the study enqueues
+  nothing again; ``n_trials`` counts the enqueued configurations.
 - ``prior``: the sampler is wrapped (``_warmstart_prior.PriorSampler``) so that it sees the carried
-  trials as the oldest of the study, fading out as the study's own trials accumulate; nothing is
-  added to the study.
+  trials, COMPLETE and PRUNED (with their learning curves, so that TPE ranks them below every
+  complete trial as it does the study's own pruned ones), as the oldest of the study, fading out
+  as the study's own trials accumulate; nothing is added to the study. ``n_trials`` counts the
+  carried trials, pruned ones included.
 
 Must not know about: the model, the scheduler, YAML.
 
@@ -40,7 +45,8 @@ from autotune._warmstart_prior import PriorSampler
 from autotune._warmstart_transfer import carry_params, space_overlap
 from autotune.spec_types import WARM_START_STRATEGIES, StudySpec, WarmStartSpec
 
-__all__ = ["WarmStartError", "prepare", "PriorSampler", "AUTO", "PROVENANCE_ATTR", "SOURCE_ATTR"]
+__all__ = ["WarmStartError", "prepare", "prepare_join", "PriorSampler", "AUTO", "PROVENANCE_ATTR",
+           "SOURCE_ATTR"]
 
 AUTO = "auto"
 AUTO_MIN_OVERLAP = 0.5      # `auto` takes a study only when this share of parameters is shared
@@ -72,19 +78,101 @@ def prepare(spec: StudySpec, storage: BaseStorage | str,
     ws = spec.warm_start
     if ws is None or not ws.sources:
         return sampler, lambda study: {}
+    _check_strategy(spec, ws)
+    sources, other_url = _load_sources(spec, ws, storage)
+    record = _record_settings(ws, other_url)
+    if ws.strategy == "enqueue":
+        return sampler, lambda study: _apply_enqueue(study, sources, ws.top_k, spec.directions,
+                                                     record)
+    counts = _counts(sources, lambda s: sum(1 for c in s.carried if c))
+    return _wrap(spec, ws, sampler, sources), _record_apply(counts, record)
+
+
+def prepare_join(spec: StudySpec, storage: BaseStorage | str,
+                 sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
+    """The sampler for a process that joins the existing study ``spec.study`` (``autotune
+    worker``): the one ``prepare`` gave the process that started it, built without writing
+    anything and without enqueueing.
+
+    The study's provenance record decides (the run that started it wrote what it used, ``auto``
+    already resolved); without one, the spec's ``warm_start``. A record that cannot be followed
+    (its sources' storage URL had a password, now masked; a source gone) is a warning, and the
+    process samples without the prior; a spec that cannot is a WarmStartError, as for ``prepare``."""
+    storage = store.open_storage(storage) if isinstance(storage, str) else storage
+    study_id = storage.get_study_id_from_name(spec.study)
+    record = storage.get_study_user_attrs(study_id).get(PROVENANCE_ATTR)
+    from_record = isinstance(record, dict) and bool(record.get("sources"))
+    ws = _from_record(spec, record) if from_record else spec.warm_start
+    if ws is None or not ws.sources or ws.strategy == "enqueue":   # the run enqueued already
+        return sampler
+    try:
+        _check_strategy(spec, ws)
+        sources, _ = _load_sources(spec, ws, storage)
+    except WarmStartError as exc:
+        if not from_record:
+            raise
+        _log.warning("joining study %r: cannot rebuild its warm start (%s); sampling without "
+                     "the %s strategy", spec.study, exc, ws.strategy)
+        return sampler
+    return _wrap(spec, ws, sampler, sources)
+
+
+def _check_strategy(spec: StudySpec, ws: WarmStartSpec) -> None:
     if ws.strategy not in WARM_START_STRATEGIES:
         raise WarmStartError(f"warm_start.strategy {ws.strategy!r}: expected one of "
                              f"{', '.join(WARM_START_STRATEGIES)}")
+
+
+def _load_sources(spec: StudySpec, ws: WarmStartSpec,
+                  storage: BaseStorage | str) -> tuple[list[_Source], str | None]:
+    """The sources' trials carried into this space, and the sources' storage URL when it is not
+    the study's own."""
     src_storage, other_url = _source_storage(ws, spec, storage)
     dists = space_module.distributions(spec.space)
     sources = [_carry(spec, ws, name, trials, dists)
                for name, trials in _read_sources(spec, ws, src_storage, other_url, dists)]
-    extra = {"storage": store.mask_url(other_url)} if other_url else {}
-    if ws.strategy == "prior":
-        prior_trials = _prior_trials(sources, dists)
-        counts = _counts(sources, lambda s: sum(1 for c in s.carried if c))
-        return PriorSampler(sampler, prior_trials), _record_apply("prior", counts, extra)
-    return sampler, lambda study: _apply_enqueue(study, sources, ws.top_k, spec.directions, extra)
+    return sources, other_url
+
+
+def _wrap(spec: StudySpec, ws: WarmStartSpec, sampler: optuna.samplers.BaseSampler,
+          sources: list[_Source]) -> PriorSampler:
+    return PriorSampler(sampler, _prior_trials(sources, space_module.distributions(spec.space)))
+
+
+# ---- provenance -----------------------------------------------------------------------------
+
+def _record_settings(ws: WarmStartSpec, other_url: str | None) -> dict[str, Any]:
+    """What the provenance record holds beside the counts: enough for ``prepare_join``."""
+    out: dict[str, Any] = {"strategy": ws.strategy, "out_of_range": ws.out_of_range}
+    if other_url:
+        out["storage"] = store.mask_url(other_url)
+    return out
+
+
+def _from_record(spec: StudySpec, record: dict[str, Any]) -> WarmStartSpec | None:
+    """The warm start a study's record describes; None (with a warning) when its sources'
+    storage cannot be reopened because the record masks a password."""
+    mine = spec.warm_start
+    strategy = str(record.get("strategy", "enqueue"))
+    names = tuple(record["sources"])
+    url = record.get("storage")
+    if url is not None and mine is not None and mine.storage and store.mask_url(mine.storage) == url:
+        url = mine.storage                       # the file names the same storage, unmasked
+    elif url is not None and ":***@" in url:
+        _log.warning("joining study %r: it was warm-started (%s) from %s in %s, whose password "
+                     "the study's record masks; give that URL as warm_start.storage in this file "
+                     "to sample as the other processes do. Sampling without the %s strategy.",
+                     spec.study, strategy, ", ".join(names), url, strategy)
+        return None
+    if mine is not None and (mine.strategy != strategy or
+                             (tuple(mine.sources) != (AUTO,) and set(mine.sources) != set(names))):
+        _log.warning("joining study %r: it was warm-started (%s) from %s; this file's warm_start "
+                     "(%s from %s) is ignored so that every process samples alike", spec.study,
+                     strategy, ", ".join(names), mine.strategy, ", ".join(mine.sources))
+    defaults = mine or WarmStartSpec()
+    return WarmStartSpec(sources=names, storage=url, strategy=strategy,
+                         out_of_range=record.get("out_of_range", defaults.out_of_range),
+                         top_k=defaults.top_k)
 
 
 # ---- sources ------------------------------------------------------------------------------
@@ -212,22 +300,22 @@ def _prior_trials(sources: list[_Source], dists: dict[str, BaseDistribution]) ->
     return out
 
 
-def _record_apply(strategy: str, counts: dict[str, int], extra: dict[str, Any]) -> Apply:
+def _record_apply(counts: dict[str, int], settings: dict[str, Any]) -> Apply:
     def apply(study: optuna.Study) -> dict[str, int]:
-        _record(study, strategy, counts, extra)
+        _record(study, counts, settings)
         return dict(counts)
     return apply
 
 
-def _record(study: optuna.Study, strategy: str, counts: dict[str, int],
-            extra: dict[str, Any]) -> None:
-    study.set_user_attr(PROVENANCE_ATTR, {"strategy": strategy, "sources": dict(counts), **extra})
+def _record(study: optuna.Study, counts: dict[str, int], settings: dict[str, Any]) -> None:
+    study.set_user_attr(PROVENANCE_ATTR, {"strategy": settings["strategy"], "sources": dict(counts),
+                                          **{k: v for k, v in settings.items() if k != "strategy"}})
 
 
 # ---- enqueue --------------------------------------------------------------------------------
 
 def _apply_enqueue(study: optuna.Study, sources: list[_Source], top_k: int,
-                   directions: Sequence[str], extra: dict[str, Any]) -> dict[str, int]:
+                   directions: Sequence[str], settings: dict[str, Any]) -> dict[str, int]:
     """Enqueue each source's best ``top_k`` carried configurations, once: a source that already
     has trials in the study (an earlier run of this study) is not enqueued again."""
     done = _counts_in_study(study)
@@ -240,7 +328,7 @@ def _apply_enqueue(study: optuna.Study, sources: list[_Source], top_k: int,
         for params in configs:
             study.enqueue_trial(params, user_attrs={SOURCE_ATTR: s.name})
         counts[s.name] = len(configs)
-    _record(study, "enqueue", counts, extra)
+    _record(study, counts, settings)
     return counts
 
 

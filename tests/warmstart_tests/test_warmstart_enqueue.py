@@ -42,7 +42,8 @@ def test_best_top_k_configurations_are_enqueued_first_in_order_and_marked(url, s
 def test_provenance_is_recorded_in_the_study_user_attrs(url, storage):
     add_source(storage, "old", OLD, ROWS)
     study, _ = run_new(url, storage, make_spec(url, NEW, top_k=2))
-    assert study.user_attrs["warm_start"] == {"strategy": "enqueue", "sources": {"old": 2}}
+    assert study.user_attrs["warm_start"] == {"strategy": "enqueue", "sources": {"old": 2},
+                                              "out_of_range": "clip"}
 
 
 def test_resuming_the_study_enqueues_nothing_again(url, storage):

@@ -44,7 +44,8 @@ def test_prior_adds_no_trials_and_records_provenance(url, storage):
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
     assert study.best_trial.number in range(5)
     assert all("warm_start_from" not in t.user_attrs for t in study.trials)
-    assert study.user_attrs["warm_start"] == {"strategy": "prior", "sources": {"old": 30}}
+    assert study.user_attrs["warm_start"] == {"strategy": "prior", "sources": {"old": 30},
+                                              "out_of_range": "clip"}
     assert len(optuna.load_study(study_name="old", storage=storage).trials) == 30
 
 

@@ -135,4 +135,4 @@ def test_prior_from_another_storage_reads_it_and_writes_nothing_there(tmp_path, 
     assert len(study.trials) == 2
     assert [s.study_name for s in optuna.get_all_study_summaries(store.open_storage(archive))] == ["old"]
     assert study.user_attrs["warm_start"] == {"strategy": "prior", "sources": {"old": 2},
-                                              "storage": archive}
+                                              "out_of_range": "clip", "storage": archive}
