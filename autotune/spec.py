@@ -454,13 +454,14 @@ def _parse_parallel(ctx: _Ctx, raw: Any, key: str) -> ParallelSpec:
     return spec
 
 
-def _parse_warm_start(ctx: _Ctx, raw: Any, key: str) -> WarmStartSpec | None:
+def _parse_warm_start(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> WarmStartSpec | None:
     if raw is None:
         return None
     if isinstance(raw, (str, list)):
         raw = {"from": raw}
     raw = ctx.mapping(raw, key)
-    ctx.keys(raw, key, ("from", "storage", "strategy", "top_k", "out_of_range"), required=("from",))
+    ctx.keys(raw, key, ("from", "storage", "strategy", "top_k", "out_of_range", "local_trials"),
+             required=("from",))
     sources = raw["from"]
     sources = [sources] if isinstance(sources, str) else sources
     if not isinstance(sources, list) or not sources:
@@ -478,6 +479,16 @@ def _parse_warm_start(ctx: _Ctx, raw: Any, key: str) -> WarmStartSpec | None:
     if "out_of_range" in raw:
         values["out_of_range"] = ctx.text(raw["out_of_range"], _join(key, "out_of_range"),
                                           ("clip", "drop"))
+    strategy = values.get("strategy", WarmStartSpec.strategy)
+    if "local_trials" in raw:
+        if strategy != "local":
+            raise ctx.fail(_join(key, "local_trials"),
+                           f"only strategy local uses it (this file's strategy: {strategy})")
+        values["local_trials"] = ctx.number(raw["local_trials"], _join(key, "local_trials"),
+                                            integer=True, positive=True)
+    if strategy == "local" and n_objectives > 1:
+        raise ctx.fail(_join(key, "strategy"), f"local needs a single objective (this study has "
+                                               f"{n_objectives}); use prior")
     return WarmStartSpec(**values)
 
 
@@ -653,7 +664,7 @@ def _native(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str
         "pruner": _parse_pruner(ctx, raw.get("pruner"), "pruner", len(objectives)),
         "budget": _parse_budget(ctx, raw.get("budget", {"trials": 20}), "budget"),
         "parallel": _parse_parallel(ctx, raw.get("parallel"), "parallel"),
-        "warm_start": _parse_warm_start(ctx, raw.get("warm_start"), "warm_start"),
+        "warm_start": _parse_warm_start(ctx, raw.get("warm_start"), "warm_start", len(objectives)),
         "objective": _parse_objective_ref(ctx, raw.get("objective", "builtin:moe_lm"), "objective"),
         "trainer": _plain_mapping(ctx, raw.get("trainer"), "trainer"),
         "fixed": _plain_mapping(ctx, raw.get("fixed"), "fixed"),
@@ -703,7 +714,8 @@ def _flat(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str, 
         "pruner": _parse_pruner(ctx, raw.get("pruner"), "pruner", len(objectives_t)),
         "budget": BudgetSpec(trials=trials, timeout_s=timeout),
         "parallel": parallel,
-        "warm_start": _parse_warm_start(ctx, raw.get("warm_start"), "warm_start"),
+        "warm_start": _parse_warm_start(ctx, raw.get("warm_start"), "warm_start",
+                                        len(objectives_t)),
         "objective": _parse_objective_ref(ctx, raw.get("objective", "builtin:moe_lm"), "objective"),
         "trainer": _plain_mapping(ctx, raw.get("trainer"), "trainer"),
         "fixed": _plain_mapping(ctx, raw.get("fixed"), "fixed"),

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 OPTIMIZER_KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
 PRUNER_KINDS = ("none", "median", "percentile", "sha", "hyperband")
-WARM_START_STRATEGIES = ("enqueue", "prior")
+WARM_START_STRATEGIES = ("enqueue", "prior", "local")
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ class WarmStartSpec:
     strategy: str = "enqueue"
     top_k: int = 5                      # enqueue: best k configurations
     out_of_range: Literal["clip", "drop"] = "clip"
+    local_trials: int = 15              # local: trials of the local search before the prior alone
 
 
 @dataclass(frozen=True)

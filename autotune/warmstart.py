@@ -2,12 +2,12 @@
 
 Owns: finding the source studies (named, or ``auto``: the earlier studies whose search space
 overlaps most), reading their finished trials (read only: a source study is never modified),
-carrying each trial's parameters into the new space (``_warmstart_transfer``), the two strategies,
+carrying each trial's parameters into the new space (``_warmstart_transfer``), the three strategies,
 the provenance record in the new study's user attrs, and rebuilding the same sampler in a process
 that joins the study (``prepare_join``, for ``autotune worker``)::
 
-    warm_start = {"strategy": "enqueue" | "prior", "sources": {study_name: n_trials},
-                  "out_of_range": "clip" | "drop",
+    warm_start = {"strategy": "enqueue" | "prior" | "local", "sources": {study_name: n_trials},
+                  "out_of_range": "clip" | "drop", "local_trials": 15,   # local only
                   "storage": "<masked URL>"}          # "storage" only when not the study's own
 
 - ``enqueue``: the best ``top_k`` COMPLETE configurations of each source are enqueued once (user
@@ -19,6 +19,10 @@ that joins the study (``prepare_join``, for ``autotune worker``)::
   complete trial as it does the study's own pruned ones), as the oldest of the study, fading out
   as the study's own trials accumulate; nothing is added to the study. ``n_trials`` counts the
   carried trials, pruned ones included.
+- ``local``: ``prior``, plus a local search (``_warmstart_local.LocalSearchSampler``) for the
+  first ``local_trials`` trials: the sources' best configuration first, then steps around the best
+  configuration found so far. For a source whose optimum has moved a little (another scale,
+  another sequence length): it measured fastest on the related pairs of ``bench/warm_start.py``.
 
 Must not know about: the model, the scheduler, YAML.
 
@@ -41,12 +45,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune import space as space_module
 from autotune import store
+from autotune._warmstart_local import LocalSearchSampler
 from autotune._warmstart_prior import PriorSampler
 from autotune._warmstart_transfer import carry_params, space_overlap
 from autotune.spec_types import WARM_START_STRATEGIES, StudySpec, WarmStartSpec
 
-__all__ = ["WarmStartError", "prepare", "prepare_join", "PriorSampler", "AUTO", "PROVENANCE_ATTR",
-           "SOURCE_ATTR"]
+__all__ = ["WarmStartError", "prepare", "prepare_join", "PriorSampler", "LocalSearchSampler", "AUTO",
+           "PROVENANCE_ATTR", "SOURCE_ATTR"]
 
 AUTO = "auto"
 AUTO_MIN_OVERLAP = 0.5      # `auto` takes a study only when this share of parameters is shared
@@ -121,6 +126,9 @@ def _check_strategy(spec: StudySpec, ws: WarmStartSpec) -> None:
     if ws.strategy not in WARM_START_STRATEGIES:
         raise WarmStartError(f"warm_start.strategy {ws.strategy!r}: expected one of "
                              f"{', '.join(WARM_START_STRATEGIES)}")
+    if ws.strategy == "local" and len(spec.directions) != 1:
+        raise WarmStartError(f"warm_start.strategy local needs a single objective "
+                             f"(this study has {len(spec.directions)}); use prior")
 
 
 def _load_sources(spec: StudySpec, ws: WarmStartSpec,
@@ -136,7 +144,11 @@ def _load_sources(spec: StudySpec, ws: WarmStartSpec,
 
 def _wrap(spec: StudySpec, ws: WarmStartSpec, sampler: optuna.samplers.BaseSampler,
           sources: list[_Source]) -> PriorSampler:
-    return PriorSampler(sampler, _prior_trials(sources, space_module.distributions(spec.space)))
+    trials = _prior_trials(sources, space_module.distributions(spec.space))
+    if ws.strategy == "local":
+        return LocalSearchSampler(sampler, trials, local_trials=ws.local_trials,
+                                  direction=spec.directions[0], seed=spec.optimizer.seed or 0)
+    return PriorSampler(sampler, trials)
 
 
 # ---- provenance -----------------------------------------------------------------------------
@@ -144,6 +156,8 @@ def _wrap(spec: StudySpec, ws: WarmStartSpec, sampler: optuna.samplers.BaseSampl
 def _record_settings(ws: WarmStartSpec, other_url: str | None) -> dict[str, Any]:
     """What the provenance record holds beside the counts: enough for ``prepare_join``."""
     out: dict[str, Any] = {"strategy": ws.strategy, "out_of_range": ws.out_of_range}
+    if ws.strategy == "local":
+        out["local_trials"] = ws.local_trials
     if other_url:
         out["storage"] = store.mask_url(other_url)
     return out
@@ -172,6 +186,7 @@ def _from_record(spec: StudySpec, record: dict[str, Any]) -> WarmStartSpec | Non
     defaults = mine or WarmStartSpec()
     return WarmStartSpec(sources=names, storage=url, strategy=strategy,
                          out_of_range=record.get("out_of_range", defaults.out_of_range),
+                         local_trials=int(record.get("local_trials", defaults.local_trials)),
                          top_k=defaults.top_k)
 
 

@@ -1,8 +1,9 @@
 """Benchmark: does a warm start from an earlier, related study find good configurations sooner?
 
 For each pair (source problem -> target problem) and each seed: a source study runs TPE for
-``--source-trials`` trials on the source problem; then on the target problem a cold study, a warm
-``enqueue`` study and a warm ``prior`` study each run ``--trials`` trials with the same seed.
+``--source-trials`` trials on the source problem; then on the target problem a cold study and one
+warm study per strategy (``enqueue``, ``prior``, ``local``) each run ``--trials`` trials with the
+same seed.
 Pairs: the target is the source shifted (a little, more), rescaled (with a shrunk range), a mixed
 int/categorical space that changed (new parameter, removed parameter and choice, int on a step),
 two *unrelated* sources (optimum in the opposite corner; a sphere centred at random per seed)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import multiprocessing as mp
 import platform
@@ -33,13 +35,10 @@ import numpy as np
 import optuna
 
 from autotune import space, warmstart
-from autotune.spec_types import ObjectiveSpec, Param, SearchSpace, StudySpec, WarmStartSpec
+from autotune.spec_types import (ObjectiveSpec, OptimizerSpec, Param, SearchSpace, StudySpec,
+                                 WarmStartSpec)
 
-try:
-    from autotune.samplers import build_sampler
-except ImportError:   # before the samplers package had its factory
-    def build_sampler(kind: str, seed: int | None = None) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+from autotune.samplers import build_sampler
 
 Objective = Callable[[dict[str, Any]], float]
 
@@ -119,7 +118,7 @@ PAIRS = (
     Pair("styblinski4-deceptive", SPACE4, sphere((2.75, 2.75, 2.75, 2.75)), SPACE4,
          styblinski_tang(), kind="deceptive"),
 )
-STRATEGIES = ("cold", "enqueue", "prior")
+STRATEGIES = ("cold", "enqueue", "prior", "local")
 
 
 # ---- one seed -------------------------------------------------------------------------------
@@ -133,6 +132,7 @@ def run_seed(args: tuple[str, int, int, int]) -> dict[str, Any]:
     pair_name, seed, n_source, n_trials = args
     pair = next(p for p in PAIRS if p.name == pair_name)   # problems are closures: pass names
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("autotune").setLevel(logging.ERROR)   # "parameters new here" on every seed
     storage = optuna.storages.InMemoryStorage()
     src = optuna.create_study(storage=storage, study_name="source",
                               sampler=build_sampler("tpe", seed=10_000 + seed))
@@ -141,7 +141,8 @@ def run_seed(args: tuple[str, int, int, int]) -> dict[str, Any]:
     for strategy in STRATEGIES:
         ws = None if strategy == "cold" else WarmStartSpec(sources=("source",), strategy=strategy)
         spec = StudySpec(path=None, study=strategy, storage="memory", space=pair.target_space,
-                         objectives=(ObjectiveSpec("f", "minimize"),), warm_start=ws)
+                         objectives=(ObjectiveSpec("f", "minimize"),), warm_start=ws,
+                         optimizer=OptimizerSpec("tpe", seed=seed))
         sampler, apply = warmstart.prepare(spec, storage, build_sampler("tpe", seed=seed))
         study = optuna.create_study(storage=storage, study_name=strategy, sampler=sampler)
         apply(study)

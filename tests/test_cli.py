@@ -74,6 +74,15 @@ def test_validate_bad_file_exits_2_with_one_message(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_bad_warm_start_exits_2_naming_file_key_and_problem(tmp_path):
+    path = user_study(tmp_path, extra={"warm_start": {"from": ["old"], "strategy": "prior",
+                                                      "local_trials": 9}})
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {path}: warm_start.local_trials: only strategy local "
+                                     "uses it (this file's strategy: prior)")
+
+
 def test_bad_study_writes_nothing_to_the_store(tmp_path):
     path = user_study(tmp_path, extra={"optimizer": {"kind": "bogus"}})
     result = CliRunner().invoke(main, ["run", str(path)])

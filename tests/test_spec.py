@@ -136,6 +136,14 @@ def test_overrides(tmp_path):
     assert spec.warm_start.sources == ("old",)
 
 
+def test_local_warm_start_loads_with_its_trial_count(tmp_path):
+    spec = load_spec(write(tmp_path, with_change("warm_start", {"from": ["a"], "strategy": "local",
+                                                                "local_trials": 9})))
+    assert (spec.warm_start.strategy, spec.warm_start.local_trials) == ("local", 9)
+    assert load_spec(write(tmp_path, with_change("warm_start", {"from": "a", "strategy": "local"}),
+                           "d.yaml")).warm_start.local_trials == 15
+
+
 @pytest.mark.parametrize("text,seconds", [(90, 90), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400)])
 def test_durations(text, seconds):
     assert parse_duration(text, _Ctx(None), "budget.timeout") == seconds
@@ -196,6 +204,14 @@ BAD = [
     ("negative seed", with_change("optimizer.seed", -1), "optimizer.seed", ">= 0"),
     ("unknown optimizer option", with_change("optimizer.populaton_size", 10), "optimizer.populaton_size", ""),
     ("warm start strategy", with_change("warm_start", {"from": ["a"], "strategy": "copy"}), "warm_start.strategy", "not one of"),
+    ("local_trials without local", with_change("warm_start", {"from": ["a"], "strategy": "prior", "local_trials": 9}),
+     "warm_start.local_trials", "only strategy local uses it (this file's strategy: prior)"),
+    ("local_trials zero", with_change("warm_start", {"from": ["a"], "strategy": "local", "local_trials": 0}),
+     "warm_start.local_trials", "must be > 0"),
+    ("local with two objectives", {**with_change("warm_start", {"from": ["a"], "strategy": "local"}),
+                                   "pruner": "none", "objectives": [{"metric": "val_loss", "direction": "minimize"},
+                                                                    {"metric": "latency_ms", "direction": "minimize"}]},
+     "warm_start.strategy", "local needs a single objective (this study has 2); use prior"),
     ("task that cannot exist", with_change("trainer", {"num_pairs": 64, "task_vocab": 64}), "trainer",
      "raise task_vocab or lower num_pairs"),
     ("missing data file", with_change("trainer", {"task": "text", "data_path": "/no/such/file.txt"}), "trainer",

@@ -47,16 +47,22 @@ def without_warm_start(spec):
     return dataclasses.replace(spec, warm_start=None)
 
 
-def test_a_worker_without_warm_start_in_its_file_rebuilds_the_prior_from_the_record(url, storage):
+@pytest.mark.parametrize("strategy,kind", [("prior", warmstart.PriorSampler),
+                                           ("local", warmstart.LocalSearchSampler)])
+def test_a_worker_without_warm_start_in_its_file_rebuilds_the_sampler_from_the_record(
+        url, storage, strategy, kind):
     add_old(storage)
-    spec = make_spec(url, SPACE, strategy="prior")
+    spec = make_spec(url, SPACE, strategy=strategy, local_trials=7) if strategy == "local" else \
+        make_spec(url, SPACE, strategy=strategy)
     start(url, storage, spec)
     before = snapshot(storage)
     inner = optuna.samplers.TPESampler(seed=1)
     got = warmstart.prepare_join(without_warm_start(spec), storage, inner)
-    assert type(got) is warmstart.PriorSampler and got.inner is inner
+    assert type(got) is kind and got.inner is inner
     assert len(got.source_trials) == 30
     assert {t.user_attrs["warm_start_from"] for t in got.source_trials} == {"old"}
+    if strategy == "local":
+        assert got.local_trials == 7
     assert snapshot(storage) == before                       # nothing written
 
 

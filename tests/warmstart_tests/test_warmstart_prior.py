@@ -124,7 +124,8 @@ def test_source_values_are_ranked_into_the_own_values_once_there_are_some():
     lambda: optuna.samplers.GPSampler(seed=0, n_startup_trials=2),
     lambda: optuna.samplers.NSGAIISampler(seed=0, population_size=4),
 ], ids=["tpe", "tpe-group", "random", "cmaes", "gp", "nsga2"])
-def test_prior_wraps_every_kind_of_sampler_over_a_conditional_space(url, storage, make):
+@pytest.mark.parametrize("strategy", ["prior", "local"])
+def test_prior_wraps_every_kind_of_sampler_over_a_conditional_space(url, storage, make, strategy):
     old = SearchSpace((cat("attention", "dense", "sparse"),
                        fl("keep_ratio", 0.1, 0.9, when=(("attention", ("sparse",)),)),
                        it("layers", 1, 8)))
@@ -139,7 +140,8 @@ def test_prior_wraps_every_kind_of_sampler_over_a_conditional_space(url, storage
             p["keep_ratio"] = float(rng.uniform(0.1, 0.9))
         rows.append((p, float(rng.uniform())))
     add_source(storage, "old", old, rows)
-    study, counts = new_study(url, storage, make_spec(url, new, strategy="prior"), make())
+    spec = make_spec(url, new, strategy=strategy, **({"local_trials": 3} if strategy == "local" else {}))
+    study, counts = new_study(url, storage, spec, make())
     assert counts == {"old": 12}
     study.optimize(lambda t: len(space.suggest(t, new)) + t.number * 0.01, n_trials=6)
     assert len(study.trials) == 6
