@@ -1,8 +1,7 @@
 """``autotune dashboard``: optuna-dashboard on the study store, served on 127.0.0.1 by default.
 
-Owns: opening the store for the dashboard (checked and prepared by ``store.open_storage``; on
-SQLite the dashboard then reads through plain deferred transactions, so that its long reads never
-hold the write lock the workers need), the WSGI server it runs in (threaded, so one slow page
+Owns: opening the store for the dashboard (``store.open_reader``: on SQLite plain deferred
+transactions, so that its long reads never hold the write lock the workers need), the WSGI server it runs in (threaded, so one slow page
 does not stall the others), the URL it prints, and the errors a user can act on (store missing, port
 taken). What the dashboard shows (studies, trials, learning curves, user attrs such as ``metrics``,
 ``fail_reason``, ``gpu``, ``warm_start``) is optuna-dashboard's own.
@@ -78,11 +77,9 @@ def make_server(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> 
     if path is not None and not path.exists():
         raise DashboardError(f"no study store at {path} ({label}); run a study first or pass --storage")
     try:
-        storage = store.open_storage(storage_url)
+        storage = store.open_reader(storage_url)
     except store.StoreError as exc:
         raise DashboardError(str(exc)) from None
-    if path is not None:
-        storage = _sqlite_reader(storage_url)
     app = optuna_dashboard.wsgi(storage)
     try:
         httpd = _wsgi_make_server(host, port, app, server_class=_ThreadingWSGIServer,
@@ -95,16 +92,6 @@ def make_server(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> 
     server = DashboardServer(httpd, host, label)
     server.storage = storage
     return server
-
-
-def _sqlite_reader(storage_url: str) -> optuna.storages.RDBStorage:
-    """The store for the dashboard's reads: same file (WAL, busy timeout) but plain deferred
-    transactions. ``store.open_storage`` begins every transaction IMMEDIATE, which is right for
-    workers but would let one dashboard read of 5,000 trials (seconds) hold the write lock and stall
-    every worker's tell and heartbeat for that long (bench/RESULTS.md, report and dashboard)."""
-    return optuna.storages.RDBStorage(
-        storage_url, skip_table_creation=True,
-        engine_kwargs={"connect_args": {"timeout": store.SQLITE_BUSY_TIMEOUT_S}})
 
 
 def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, *,

@@ -180,6 +180,30 @@ def open_storage(
     return storage
 
 
+def open_reader(url: str) -> optuna.storages.RDBStorage:
+    """Open the study store at ``url`` for reading only (``status``, ``best``, ``export``,
+    ``report``, the dashboard).
+
+    On SQLite the reads run in plain deferred transactions on the WAL file, so that a long read
+    never holds the write lock the workers need: ``open_storage`` begins every transaction
+    IMMEDIATE, and one read of 5,000 trials through it stalled a worker's write for 6 s
+    (bench/RESULTS.md). A missing file is an error, not a new empty store. Other databases: as
+    ``open_storage``.
+    """
+    path = sqlite_path(url) if is_sqlite(url) else None
+    if path is None:
+        return open_storage(url)
+    if not path.exists():
+        raise StoreError(f"storage {mask_url(url)}: no study store at {path}")
+    open_storage(url).engine.dispose()   # checks the schema; switches an older file to WAL once
+    try:
+        return optuna.storages.RDBStorage(
+            url, skip_table_creation=True,
+            engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}})
+    except Exception as exc:
+        raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc)}") from None
+
+
 @contextlib.contextmanager
 def study_lock(storage: optuna.storages.RDBStorage, study_id: int) -> Iterator[None]:
     """Hold the study's claim lock: one process at a time counts trials and creates the next one.

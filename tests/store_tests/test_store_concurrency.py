@@ -8,6 +8,7 @@ import uuid
 
 import optuna
 import pytest
+import sqlalchemy
 
 from autotune import store
 
@@ -96,3 +97,37 @@ def test_retrying_rides_out_connection_errors_and_gives_up_after_the_last_attemp
     with pytest.raises(sqlalchemy.exc.OperationalError):
         store.retrying(flaky, 10, attempts=3)
     assert len(calls) == 3
+
+
+def _read_transaction_blocks_a_writer(storage: optuna.storages.RDBStorage, path) -> bool:
+    """Hold a read transaction open through ``storage`` and try a write from another connection."""
+    with storage.engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM trials")).fetchall()   # opens the txn
+        writer = sqlite3.connect(path, timeout=0.5, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("UPDATE studies SET study_name = study_name")
+            writer.execute("COMMIT")
+            return False
+        except sqlite3.OperationalError:        # database is locked
+            return True
+        finally:
+            writer.close()
+            conn.rollback()
+
+
+def test_readers_never_hold_the_write_lock_that_workers_need(tmp_path):
+    path = tmp_path / "read.db"
+    url = f"sqlite:///{path}"
+    optuna.create_study(storage=store.open_storage(url), study_name="r").optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    assert _read_transaction_blocks_a_writer(store.open_storage(url), path)   # a worker's handle
+    assert not _read_transaction_blocks_a_writer(store.open_reader(url), path)
+    assert len(optuna.load_study(study_name="r", storage=store.open_reader(url)).trials) == 3
+
+
+def test_a_reader_of_a_missing_sqlite_file_fails_without_creating_it(tmp_path):
+    path = tmp_path / "missing.db"
+    with pytest.raises(store.StoreError, match="no study store at"):
+        store.open_reader(f"sqlite:///{path}")
+    assert not path.exists()
