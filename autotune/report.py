@@ -206,7 +206,8 @@ def _gpu(t: FrozenTrial) -> str:
 
 
 def _warm_source(t: FrozenTrial) -> str:
-    w = t.user_attrs.get("warm_start")
+    # `warm_start_from` is what warmstart writes on an enqueued trial; `warm_start` an older name
+    w = t.user_attrs.get("warm_start_from", t.user_attrs.get("warm_start"))
     if w is None or w is False:
         return ""
     return w if isinstance(w, str) else "yes"

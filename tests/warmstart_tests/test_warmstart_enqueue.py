@@ -1,6 +1,8 @@
 """The ``enqueue`` strategy: the best earlier configurations are evaluated first, once."""
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 
@@ -121,3 +123,13 @@ def test_no_warm_start_is_a_no_op(url, storage):
     got, apply = warmstart.prepare(spec, storage, sampler)
     study = store.create_or_load_study(storage, "new", ["minimize"])
     assert got is sampler and apply(study) == {} and study.user_attrs == {}
+
+
+def test_the_report_counts_the_enqueued_trials_under_their_source(url, storage, tmp_path):
+    from autotune import report
+    add_source(storage, "old", OLD, ROWS)
+    study, _ = run_new(url, storage, make_spec(url, NEW, top_k=2), n_trials=3)
+    page = report.write_report(study, tmp_path / "r.html").read_text()
+    warm = page.split('id="warm-start"')[1].split("</section>")[0]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", warm)
+    assert cells[:4] == ["old", "2", "2", "2"]     # taken, here, complete
