@@ -231,7 +231,7 @@ def hyperband(args: argparse.Namespace, n_gpus: int) -> list[dict]:
     trials). Target (issue 5): Hyperband's best within 1% of the unpruned best, in at most a third
     of the unpruned study's GPU-seconds."""
     out = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         none = pruning_study(args, seed, "none", {"trials": args.trials})
         complete = [r for r in none["rows"] if r["state"] == "COMPLETE"]
         best = min(r["val_loss"] for r in complete)
@@ -267,6 +267,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=40, help="hyperband mode: trials of the unpruned study")
     ap.add_argument("--hb-trials", type=int, default=120, help="hyperband mode: most trials of the pruned study")
     ap.add_argument("--seeds", type=int, default=1, help="hyperband mode: studies of each kind")
+    ap.add_argument("--first-seed", type=int, default=0, help="hyperband mode: the first sampler seed")
     ap.add_argument("--pruners", nargs="+", default=["hyperband"], choices=["hyperband", "sha"],
                     help="hyperband mode: the pruners compared with no pruning")
     ap.add_argument("--hb-per-gpu", type=int, default=2)
