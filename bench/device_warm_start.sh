@@ -13,7 +13,7 @@ fi
 nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv
 python3 -c 'import torch, optuna, sqlalchemy; print("torch", torch.__version__, "optuna", optuna.__version__, "sqlalchemy", sqlalchemy.__version__)'
 rm -rf /tmp/warm_start_moe
-time python3 bench/warm_start_moe.py --seeds "${SEEDS:-3}" --trials "${TRIALS:-10}" \
-  --source-trials "${SOURCE_TRIALS:-20}" --steps "${STEPS:-300}" --per-gpu "${PER_GPU:-4}" \
-  --budget-s "${BUDGET_S:-450}" --workdir /tmp/warm_start_moe --out "$OUT/warm_start_moe.json" \
+time python3 bench/warm_start_moe.py --seeds "${SEEDS:-3}" --trials "${TRIALS:-8}" \
+  --source-trials "${SOURCE_TRIALS:-16}" --steps "${STEPS:-300}" --per-gpu "${PER_GPU:-4}" \
+  --budget-s "${BUDGET_S:-420}" --workdir /tmp/warm_start_moe --out "$OUT/warm_start_moe.json" \
   2>&1 | tee "$OUT/warm_start_moe.log"

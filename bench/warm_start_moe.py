@@ -13,7 +13,7 @@ the source, search the same space at ``--target-seq-len`` (default 512). Every s
 ``--budget-s`` caps the whole run: each study gets a timeout, its share of the time left (a study
 cut short says so in the ``trials`` column).
 
-  python bench/warm_start_moe.py --out out/warm_start_moe.json               # GPU (about 8 min)
+  python bench/warm_start_moe.py --out out/warm_start_moe.json               # GPU (about 7 min)
   python bench/warm_start_moe.py --tiny --out /tmp/warm_start_moe_tiny.json  # CPU check (minutes)
 Prints a table; writes JSON.
 """
@@ -152,15 +152,16 @@ def print_table(rows: list[dict[str, Any]], n_trials: int, source: dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--trials", type=int, default=10, help="trials of each target study")
-    ap.add_argument("--source-trials", type=int, default=20)
+    ap.add_argument("--trials", type=int, default=8,
+                    help="trials of each target study (default: two waves of 4 per GPU)")
+    ap.add_argument("--source-trials", type=int, default=16)
     ap.add_argument("--steps", type=int, default=300, help="training steps of each trial")
     ap.add_argument("--source-seq-len", type=int, default=256)
     ap.add_argument("--target-seq-len", type=int, default=512)
     ap.add_argument("--per-gpu", type=int, default=4, help="trials sharing each GPU")
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES[1:]),
                     choices=list(STRATEGIES[1:]), help="warm strategies (cold always runs)")
-    ap.add_argument("--budget-s", type=float, default=450,
+    ap.add_argument("--budget-s", type=float, default=420,
                     help="wall-time cap of the whole run; each study gets its share as a timeout")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/warm_start_moe"))
     ap.add_argument("--out", type=Path, default=None)
