@@ -70,6 +70,13 @@ def _open(url: str, **kwargs: Any):
     return open_storage(url, **kwargs)
 
 
+def _open_reader(url: str):
+    """The store for commands that only read (status, best, export, report): on SQLite their
+    reads never hold the lock that running workers write with."""
+    from autotune.store import open_reader
+    return open_reader(url)
+
+
 def _load_existing(storage, name: str, url: str):
     import optuna
 
@@ -274,9 +281,10 @@ def status(storage: str | None) -> None:
     Example:
       autotune status --storage sqlite:///autotune.db
     """
-    from autotune.store import mask_url, summarize_studies
+    from autotune.store import mask_url, sqlite_path, summarize_studies
     url = _storage_url(storage)
-    summaries = summarize_studies(_open(url))
+    path = sqlite_path(url)
+    summaries = [] if path is not None and not path.exists() else summarize_studies(_open_reader(url))
     click.echo(f"store: {mask_url(url)}")
     if not summaries:
         click.echo("no studies yet; start one with: autotune run studies/quickstart.yaml")
@@ -318,7 +326,7 @@ def best(study_name: str, storage: str | None, as_json: bool) -> None:
       autotune best quickstart --json
     """
     url = _storage_url(storage)
-    study = _load_existing(_open(url), study_name, url)
+    study = _load_existing(_open_reader(url), study_name, url)
     metrics = ((study.user_attrs.get("autotune") or {}).get("metrics")
                or [f"value_{i}" for i in range(len(study.directions))])
     rows = [{"trial": t.number, "values": dict(zip(metrics, t.values)), "params": dict(t.params)}
@@ -374,7 +382,7 @@ def export(study_name: str, storage: str | None, fmt: str, out: str | None) -> N
       autotune export quickstart --format csv --out trials.csv
     """
     url = _storage_url(storage)
-    rows = _export_rows(_load_existing(_open(url), study_name, url))
+    rows = _export_rows(_load_existing(_open_reader(url), study_name, url))
     if fmt == "json":
         text = json.dumps(_clean(rows), indent=2) + "\n"
     else:
@@ -420,7 +428,7 @@ def report(study_name: str, storage: str | None, out: str | None, fmt: str) -> N
     """
     from autotune import report as report_mod
     url = _storage_url(storage)
-    study = _load_existing(_open(url), study_name, url)
+    study = _load_existing(_open_reader(url), study_name, url)
     target = Path(out or f"{study_name}-report.{fmt}")
     try:
         written = report_mod.write_report(study, target, fmt)
@@ -443,7 +451,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     """
     from autotune import dashboard as dashboard_mod
     url = _storage_url(storage)
-    _open(url)  # a clear error for a store that cannot be opened
+    _open_reader(url)  # a clear error for a store that is missing or cannot be opened
     try:
         dashboard_mod.serve(url, host=host, port=port)
     except dashboard_mod.DashboardError as exc:

@@ -149,6 +149,16 @@ def test_env_storage_is_used_by_status(tmp_path, monkeypatch):
     assert "quad: 1 trials" in invoke("status").output
 
 
+def test_reading_commands_never_create_a_store(tmp_path):
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    status = CliRunner().invoke(main, ["status", "--storage", url])
+    assert status.exit_code == 0 and "no studies yet" in status.output
+    for args in (["best", "quad"], ["export", "quad"], ["report", "quad"], ["dashboard"]):
+        result = CliRunner().invoke(main, [*args, "--storage", url])
+        assert result.exit_code == 2 and "no study store at" in result.output, args
+    assert not (tmp_path / "none.db").exists()
+
+
 def test_unknown_study_names_the_ones_there(tmp_path):
     path = user_study(tmp_path, trials=1)
     assert invoke("run", str(path)).exit_code == 0
