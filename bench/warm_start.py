@@ -186,22 +186,29 @@ def summarize(runs: list[dict[str, Any]], pairs: list[Pair], n_trials: int) -> l
     return rows
 
 
+COMPARISON_HEAD = f"{'median reach':>12} {'reached':>8} {'warm-cold best (95% CI)':>32}"
+
+
+def comparison_cells(r: dict[str, Any], n_trials: int) -> str:
+    """A summary row's reach, share reached and warm - cold interval, under ``COMPARISON_HEAD``."""
+    if r["strategy"] == "cold":
+        return f"{'—':>12} {'—':>8} {'—':>32}"
+    reach = r["median_reach"]
+    reach_s = f">{n_trials}" if reach > n_trials else f"{reach:g}"
+    lo, hi = r["diff_ci95"]
+    flag = "  WORSE" if r["worse_beyond_noise"] else ""
+    return (f"{reach_s:>12} {r['reached']:>8.0%} "
+            f"{r['median_diff']:>+10.3g} [{lo:+.3g}, {hi:+.3g}]{flag}")
+
+
 def print_table(rows: list[dict[str, Any]], n_trials: int) -> None:
     head = (f"{'pair':22} {'strategy':8} {'seeds':>5} {'median best@' + str(n_trials):>16} "
-            f"{'median reach':>12} {'reached':>8} {'warm-cold best (95% CI)':>32}")
+            + COMPARISON_HEAD)
     print(head)
     print("-" * len(head))
     for r in rows:
-        if r["strategy"] == "cold":
-            extra = f"{'—':>12} {'—':>8} {'—':>32}"
-        else:
-            reach = r["median_reach"]
-            reach_s = f">{n_trials}" if reach > n_trials else f"{reach:g}"
-            lo, hi = r["diff_ci95"]
-            flag = "  WORSE" if r["worse_beyond_noise"] else ""
-            extra = (f"{reach_s:>12} {r['reached']:>8.0%} "
-                     f"{r['median_diff']:>+10.3g} [{lo:+.3g}, {hi:+.3g}]{flag}")
-        print(f"{r['pair']:22} {r['strategy']:8} {r['seeds']:>5} {r['median_best']:>16.4g} {extra}")
+        print(f"{r['pair']:22} {r['strategy']:8} {r['seeds']:>5} {r['median_best']:>16.4g} "
+              f"{comparison_cells(r, n_trials)}")
     for strategy in STRATEGIES[1:]:
         mine = [r for r in rows if r["strategy"] == strategy]
         related = [r for r in mine if r["kind"] == "related"]

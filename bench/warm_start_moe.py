@@ -38,7 +38,8 @@ from autotune.objective import TrialObjective
 from autotune.pruners import build_pruner
 from autotune.samplers import build_sampler
 from autotune.spec import parse_spec
-from warm_start import bootstrap_median_ci, trials_to_reach   # bench/ is the script's folder
+from warm_start import (COMPARISON_HEAD, bootstrap_median_ci, comparison_cells,  # bench/: this folder
+                        trials_to_reach)
 
 STRATEGIES = ("cold", "enqueue", "prior", "local")
 
@@ -146,21 +147,12 @@ def print_table(rows: list[dict[str, Any]], n_trials: int, source: dict[str, Any
         print("WARNING: the source's best is at chance level: the task was not learnt at this size "
               "and step count, so the comparison below measures noise")
     head = (f"{'strategy':8} {'seeds':>5} {'trials':>6} {'median best@' + str(n_trials):>16} "
-            f"{'median reach':>12} {'reached':>8} {'warm-cold best (95% CI)':>32}")
+            + COMPARISON_HEAD)
     print(head)
     print("-" * len(head))
     for r in rows:
-        if r["strategy"] == "cold":
-            extra = f"{'—':>12} {'—':>8} {'—':>32}"
-        else:
-            reach = r["median_reach"]
-            reach_s = f">{n_trials}" if reach > n_trials else f"{reach:g}"
-            lo, hi = r["diff_ci95"]
-            flag = "  WORSE" if r["worse_beyond_noise"] else ""
-            extra = (f"{reach_s:>12} {r['reached']:>8.0%} "
-                     f"{r['median_diff']:>+10.3g} [{lo:+.3g}, {hi:+.3g}]{flag}")
         print(f"{r['strategy']:8} {r['seeds']:>5} {r['median_trials']:>6g} "
-              f"{r['median_best']:>16.4g} {extra}")
+              f"{r['median_best']:>16.4g} {comparison_cells(r, n_trials)}")
 
 
 def main(argv: list[str] | None = None) -> int:
