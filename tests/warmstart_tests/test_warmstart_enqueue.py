@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 
 import optuna
-import pytest
 
 from autotune import store, warmstart
 from autotune.spec_types import SearchSpace
