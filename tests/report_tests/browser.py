@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -110,7 +111,8 @@ class Browser:
         self._profile = tempfile.TemporaryDirectory(prefix="autotune-chromium-")
         self.proc = subprocess.Popen(
             [exe, *FLAGS, f"--user-data-dir={self._profile.name}", f"--window-size={width},{height}",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)   # its own process group: close() ends its helpers too
         self.errors: list[str] = []
         self._next_id = 0
         try:
@@ -215,7 +217,17 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._profile.cleanup()
+        try:   # helpers (renderers, crash handler) can outlive the browser and still write the profile
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for _ in range(20):
+            try:
+                self._profile.cleanup()
+                return
+            except OSError:     # "Directory not empty": a helper wrote while it was being removed
+                time.sleep(0.1)
+        shutil.rmtree(self._profile.name, ignore_errors=True)
 
     def __enter__(self) -> "Browser":
         return self
