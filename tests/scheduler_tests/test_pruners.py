@@ -45,14 +45,27 @@ def _run_curves(url: str, name: str, pruner: PrunerSpec, qs: list[float], steps:
 
 
 def test_median_pruner_stops_exactly_the_curves_above_the_median(sqlite_url):
-    # the two startup trials, then good (< 1) and bad (>= 5) curves interleaved: whatever order
-    # the two workers finish in, every median lies between 0.5 and 2, so exactly the bad ones stop
-    qs = [1.0, 2.0, 0.5, 5.0, 0.2, 6.0, 7.0, 0.1, 8.0]
-    by_q = _run_curves(sqlite_url, "median", PrunerSpec(kind="median", startup_trials=2), qs, 9)
-    pruned = {q for q, t in by_q.items() if t.state == TrialState.PRUNED}
-    assert pruned == {5.0, 6.0, 7.0, 8.0}
-    for q in pruned:   # a pruned trial keeps its curve, stopped at the first step judged
-        assert list(by_q[q].intermediate_values) == [1]
+    # Good curves (q = 0.5, all alike: never above a median of their own, which it takes to be
+    # pruned) and bad ones (q >= 5) interleaved after the two startup trials. Whichever order the
+    # two workers run and finish them in (a worker can start seconds after the other), a bad trial
+    # starts only after two trials finished, and so exactly the bad ones stop, at their first report.
+    qs = [0.5, 0.5, 0.5, 5.0, 0.5, 6.0, 7.0, 0.5, 8.0]
+    study = store.create_or_load_study(store.open_storage(sqlite_url), "median", ["minimize"],
+                                       pruner=build_pruner(PrunerSpec(kind="median", startup_trials=2), 9))
+    for q in qs:
+        study.enqueue_trial({"x": q})
+    scheduler.run_study(
+        study, storage_url=sqlite_url, suggest=objectives.suggest_q,
+        objective=objectives.Curves(sqlite_url, "median", PrunerSpec(kind="median", startup_trials=2),
+                                    steps=9),
+        parallel=ParallelSpec(gpus=0, workers=2), budget=BudgetSpec(trials=len(qs)))
+    trials = helpers.trials(sqlite_url, "median")
+    assert sorted(t.params["x"] for t in trials) == sorted(qs)
+    for t in trials:
+        if t.params["x"] >= 5:   # a pruned trial keeps its curve, stopped at the first step judged
+            assert t.state == TrialState.PRUNED and list(t.intermediate_values) == [1]
+        else:
+            assert t.state == TrialState.COMPLETE and len(t.intermediate_values) == 9
 
 
 @pytest.mark.parametrize("kind", ["sha", "hyperband"])
