@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # Device machine: `autotune run bench/gpu_smoke.yaml` end to end, then the study as exported JSON.
 # Optuna, SQLAlchemy, DEAP travel as wheels in .whl (carry it).
-set -uo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-OUT=${OUT:-/tmp/smoke_out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH="$PYTHONPATH:/tmp/site"
-nvidia-smi --query-gpu=name,memory.used --format=csv
+. bench/device_env.sh /tmp/smoke_out
 rm -f /tmp/gpu_smoke.db*
 time python3 -m autotune run bench/gpu_smoke.yaml --no-live 2>&1 | tee "$OUT/run.log"
 python3 -m autotune export gpu-smoke --storage sqlite:////tmp/gpu_smoke.db --format json --out "$OUT/trials.json"

@@ -6,15 +6,7 @@
 #      HB_SEEDS, HB_FIRST_SEED, HB_PRUNERS, HB_STEPS, HB_PER_GPU, TP_TIMEOUT, HB_TIMEOUT.
 # Hyperband's trials run 297 steps: with min_steps 33 and reduction factor 3 its rungs are 33, 99
 # and 297, the last step, where trials are no longer judged (objective.py), so none is pruned at its end.
-set -uo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-OUT=${OUT:-/tmp/study_out}; mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
-nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv
-python3 -c 'import torch, optuna, sqlalchemy; print("torch", torch.__version__, "optuna", optuna.__version__, "sqlalchemy", sqlalchemy.__version__)'
+. bench/device_env.sh /tmp/study_out
 nproc
 PART=${PART:-all}
 if [ "$PART" = tests ] || [ "$PART" = all ]; then   # the scheduler's GPU tests (memory, pinning, OOM)
