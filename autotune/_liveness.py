@@ -21,7 +21,7 @@ from autotune.spec_types import ParallelSpec
 _log = logging.getLogger("autotune")
 
 # user attrs the scheduler writes; a retried trial starts without them
-SCHEDULER_ATTRS = ("fail_reason", "slot", "gpu", "host", "gpu_seconds")
+SCHEDULER_ATTRS = ("fail_reason", "slot", "gpu", "host", "gpu_seconds", "slot_seconds")
 
 
 class RetryDiedTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):

@@ -23,6 +23,7 @@ class Slot:
 
     index: int
     gpu: str | None          # the CUDA_VISIBLE_DEVICES value; None: CPU worker (GPUs hidden)
+    share: float = 1.0       # the part of its device the slot holds: 1 / trials_per_gpu on a GPU
 
     @property
     def visible_devices(self) -> str:
@@ -69,4 +70,5 @@ def plan_slots(parallel: ParallelSpec, available: list[str] | None = None) -> li
     if not gpus:
         return [Slot(i, None) for i in range(max(1, parallel.workers or 1))]
     per_gpu = max(1, parallel.trials_per_gpu)
-    return [Slot(i * per_gpu + k, gpu) for i, gpu in enumerate(gpus) for k in range(per_gpu)]
+    return [Slot(i * per_gpu + k, gpu, 1.0 / per_gpu)
+            for i, gpu in enumerate(gpus) for k in range(per_gpu)]

@@ -54,7 +54,8 @@ class RunResult:
     stopped_by: str = ""         # trials | timeout | gpu_hours | interrupted | failures
     interrupted: bool = False
     wall_s: float = 0.0
-    slot_seconds: float = 0.0    # summed over slots: the GPU-seconds when slots are GPUs
+    slot_seconds: float = 0.0    # trials' wall time summed over slots
+    gpu_seconds: float = 0.0     # the same, each slot weighted by its share of its GPU
     slots: int = 0
     # where the slots' time outside trials went (seconds, summed over slots)
     startup_s: float = 0.0       # worker processes starting until they are ready
@@ -103,7 +104,8 @@ def run_study(
 
     ``budget.trials`` counts the study's finished (COMPLETE + PRUNED) trials, including those of
     earlier runs and of other processes on the same storage; ``timeout_s`` is this run's wall time;
-    ``gpu_hours`` sums the slot-time of all the study's trials. When any runs out no new trial is
+    ``gpu_hours`` sums the GPU-time of all the study's trials: a trial's wall time times its
+    slot's share of its GPU (1 / ``trials_per_gpu``; a CPU worker counts as one device). When any runs out no new trial is
     handed out; running trials finish, or with ``hard_stop`` are cancelled (FAIL, 'cancelled').
     """
     return _Scheduler(study, storage_url=storage_url, suggest=suggest, objective=objective,
@@ -240,7 +242,7 @@ class _Scheduler:
             if now - read_at >= 1.0:
                 total = store.sum_trial_user_attr(self.storage, self.study._study_id, "gpu_seconds")
                 self.gpu_seconds_used = (total, now)
-            in_flight = sum(now - w.running.started for w in self._running())
+            in_flight = sum((now - w.running.started) * w.slot.share for w in self._running())
             if total + in_flight >= limit * 3600.0:
                 return "gpu_hours"
         return None
@@ -365,18 +367,21 @@ class _Scheduler:
         seconds = time.monotonic() - running.started
         self.heartbeats.remove(running.trial._trial_id)
         self.result.slot_seconds += seconds
+        self.result.gpu_seconds += seconds * worker.slot.share
         tick = time.monotonic()
-        store.retrying(self._record, running.trial, seconds, state, values, reason, retry)
+        store.retrying(self._record, running.trial, seconds, worker.slot.share, state, values,
+                       reason, retry)
         self.result.record_s += time.monotonic() - tick
 
-    def _record(self, trial: optuna.trial.Trial, seconds: float, state: TrialState,
+    def _record(self, trial: optuna.trial.Trial, seconds: float, share: float, state: TrialState,
                 values: list[float] | None, reason: str | None, retry: bool) -> None:
         if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
             # Failed meanwhile by another process (our heartbeat lapsed); it did the retry.
             _log.warning("trial %d was finished elsewhere; dropping its result", trial.number)
             return
         try:
-            trial.set_user_attr("gpu_seconds", round(seconds, 3))
+            trial.set_user_attr("slot_seconds", round(seconds, 3))
+            trial.set_user_attr("gpu_seconds", round(seconds * share, 3))
             if reason is not None:
                 trial.set_user_attr("fail_reason", reason[:2000])
         except optuna.exceptions.UpdateFinishedTrialError:

@@ -73,7 +73,7 @@ class PrunerSpec:
 class BudgetSpec:
     trials: int | None = None           # finished (COMPLETE + PRUNED) trials the study ends with
     timeout_s: float | None = None      # wall time of this run
-    gpu_hours: float | None = None      # summed over slots
+    gpu_hours: float | None = None      # trials' wall time x their slot's share of its GPU
 
 
 @dataclass(frozen=True)

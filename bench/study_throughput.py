@@ -108,7 +108,8 @@ def trial_rows(study: optuna.Study) -> list[dict]:
         rows.append({"number": t.number, "state": t.state.name, "gpu": t.user_attrs.get("gpu"),
                      "slot": t.user_attrs.get("slot"),
                      "start": t.datetime_start.timestamp() if t.datetime_start else None,
-                     "slot_s": t.user_attrs.get("gpu_seconds", 0.0), "step_s": step_s,
+                     "slot_s": t.user_attrs.get("slot_seconds", t.user_attrs.get("gpu_seconds", 0.0)),
+                     "gpu_s": t.user_attrs.get("gpu_seconds", 0.0), "step_s": step_s,
                      "train_s": m.get("train_s", 0.0), "tokens": m.get("tokens_per_s", 0.0) * step_s,
                      **{p: m.get(p, 0.0) for p in PHASES},
                      "val_loss": m.get("val_loss"), "steps": m.get("steps"),
@@ -216,10 +217,10 @@ def pruning_study(args: argparse.Namespace, seed: int, pruner: str, budget: dict
 
 
 def gpu_s_until(rows: list[dict], target: float) -> float | None:
-    """Slot-seconds spent, in order of completion, until a COMPLETE trial first reached ``target``."""
+    """GPU-seconds spent, in order of completion, until a COMPLETE trial first reached ``target``."""
     spent = 0.0
     for r in rows:
-        spent += r["slot_s"]
+        spent += r["gpu_s"]
         if r["state"] == "COMPLETE" and r["val_loss"] is not None and r["val_loss"] <= target:
             return spent
     return None
@@ -235,7 +236,7 @@ def hyperband(args: argparse.Namespace, n_gpus: int) -> list[dict]:
         none = pruning_study(args, seed, "none", {"trials": args.trials})
         complete = [r for r in none["rows"] if r["state"] == "COMPLETE"]
         best = min(r["val_loss"] for r in complete)
-        total = sum(r["slot_s"] for r in none["rows"])
+        total = sum(r["gpu_s"] for r in none["rows"])
         for pruner in args.pruners:
             hb = pruning_study(args, seed, pruner,
                                {"trials": args.hb_trials, "gpu_hours": total / 3 / 3600})
@@ -248,7 +249,7 @@ def hyperband(args: argparse.Namespace, n_gpus: int) -> list[dict]:
                 "gpu_s_none_to_its_best": round(gpu_s_until(none["rows"], best), 1),
                 "trials": len(hb["rows"]), "pruned": sum(r["state"] == "PRUNED" for r in hb["rows"]),
                 "best": round(hb_best, 4), "vs_none": round(hb_best / best - 1, 4),
-                "gpu_s": round(sum(r["slot_s"] for r in hb["rows"]), 1),
+                "gpu_s": round(sum(r["gpu_s"] for r in hb["rows"]), 1),
                 "gpu_s_to_within_1pct": round(reach, 1) if reach is not None else None,
                 "target_met": reach is not None and reach <= total / 3,
                 "wall_s": round(none["wall_s"] + hb["wall_s"], 1),

@@ -1,0 +1,59 @@
+"""Slots: how GPUs become slots, and how a slot's share of its GPU counts against gpu_hours."""
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from autotune import scheduler, store
+from autotune.gpus import plan_slots
+from autotune.spec_types import BudgetSpec, ParallelSpec
+from scheduler_tests import helpers, objectives
+
+
+@pytest.mark.parametrize("parallel, expected", [
+    (ParallelSpec(gpus="auto", trials_per_gpu=1), [("0", 1.0), ("1", 1.0), ("2", 1.0)]),
+    (ParallelSpec(gpus=2, trials_per_gpu=2), [("0", 0.5), ("0", 0.5), ("1", 0.5), ("1", 0.5)]),
+    (ParallelSpec(gpus=[2], trials_per_gpu=4), [("2", 0.25)] * 4),
+    (ParallelSpec(gpus=0, workers=3), [(None, 1.0)] * 3),
+])
+def test_plan_slots_pins_gpus_and_splits_each_among_its_trials(parallel, expected):
+    slots = plan_slots(parallel, available=["0", "1", "2"])
+    assert [(s.gpu, s.share) for s in slots] == expected
+    assert [s.index for s in slots] == list(range(len(expected)))
+
+
+def test_plan_slots_without_gpus_falls_back_to_cpu_workers():
+    slots = plan_slots(ParallelSpec(gpus="auto", trials_per_gpu=4, workers=2), available=[])
+    assert [(s.gpu, s.share, s.visible_devices) for s in slots] == [(None, 1.0, "")] * 2
+
+
+def test_trials_sharing_a_gpu_each_count_their_share_of_gpu_hours(sqlite_url):
+    # GPU "0" named explicitly: the slots pin it even where there is none (the objective uses no GPU).
+    name = "shares"
+    study = store.create_or_load_study(store.open_storage(sqlite_url), name, ["minimize"],
+                                       pruner=optuna.pruners.NopPruner())
+    result = scheduler.run_study(
+        study, storage_url=sqlite_url, suggest=objectives.suggest_x,
+        objective=objectives.Quadratic(sqlite_url, name, steps=3, sleep_s=0.2),
+        parallel=ParallelSpec(gpus=[0], trials_per_gpu=2), budget=BudgetSpec(trials=4))
+    trials = helpers.trials(sqlite_url, name)
+    assert len(trials) == 4 and {t.user_attrs["gpu"] for t in trials} == {"0"}
+    for t in trials:
+        assert t.user_attrs["slot_seconds"] >= 0.6
+        assert t.user_attrs["gpu_seconds"] == pytest.approx(t.user_attrs["slot_seconds"] / 2, abs=2e-3)
+    assert result.gpu_seconds == pytest.approx(result.slot_seconds / 2)
+
+
+def test_gpu_hours_budget_counts_a_shared_gpu_once(sqlite_url):
+    # Two slots share one GPU: 2 s of GPU time is 4 s of slot time. Counted per slot (the old
+    # rule) the study would have stopped after ~2 s of slot time.
+    name = "shared-budget"
+    study = store.create_or_load_study(store.open_storage(sqlite_url), name, ["minimize"],
+                                       pruner=optuna.pruners.NopPruner())
+    result = scheduler.run_study(
+        study, storage_url=sqlite_url, suggest=objectives.suggest_x,
+        objective=objectives.Quadratic(sqlite_url, name, steps=5, sleep_s=0.1),
+        parallel=ParallelSpec(gpus=[0], trials_per_gpu=2), budget=BudgetSpec(trials=100, gpu_hours=2 / 3600))
+    assert result.stopped_by == "gpu_hours"
+    assert result.gpu_seconds >= 2.0 and result.slot_seconds >= 4.0
+    assert result.completed >= 2
