@@ -267,6 +267,20 @@ def validate(file: str) -> None:
     click.echo(f"  objectives {', '.join(f'{o.direction} {o.metric}' for o in spec.objectives)}")
     click.echo(f"  space      {len(spec.space.params)} parameters: {', '.join(spec.space.names)}")
     click.echo(f"  optimizer  {spec.optimizer.kind}; pruner {spec.pruner.kind}; budget {budget}")
+    p = spec.parallel
+    cpu = f"{p.workers or 1} CPU worker(s)"
+    if p.gpus == 0:
+        click.echo(f"  parallel   {cpu}, no GPU")
+    else:
+        gpus = ("every GPU found" if p.gpus == "auto" else f"the first {p.gpus} GPU(s)"
+                if isinstance(p.gpus, int) else "GPUs " + ",".join(map(str, p.gpus)))
+        click.echo(f"  parallel   {gpus}, {p.trials_per_gpu} trial(s) per GPU; {cpu} where there is none")
+    ws = spec.warm_start
+    if ws is not None:
+        detail = {"enqueue": f", best {ws.top_k} of each", "local": f", {ws.local_trials} local trials"}
+        where = f" in {mask_url(ws.storage)}" if ws.storage else ""
+        click.echo(f"  warm start {ws.strategy} from {', '.join(ws.sources)}{where}"
+                   f"{detail.get(ws.strategy, '')}; out of range: {ws.out_of_range}")
 
 
 # --- inspecting studies -------------------------------------------------------------------------

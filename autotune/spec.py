@@ -474,12 +474,15 @@ def _parse_warm_start(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> WarmS
         values["storage"] = _parse_storage(ctx, raw["storage"], _join(key, "storage"))
     if "strategy" in raw:
         values["strategy"] = ctx.text(raw["strategy"], _join(key, "strategy"), WARM_START_STRATEGIES)
-    if "top_k" in raw:
-        values["top_k"] = ctx.number(raw["top_k"], _join(key, "top_k"), integer=True, positive=True)
     if "out_of_range" in raw:
         values["out_of_range"] = ctx.text(raw["out_of_range"], _join(key, "out_of_range"),
                                           ("clip", "drop"))
     strategy = values.get("strategy", WarmStartSpec.strategy)
+    if "top_k" in raw:
+        if strategy != "enqueue":
+            raise ctx.fail(_join(key, "top_k"),
+                           f"only strategy enqueue uses it (this file's strategy: {strategy})")
+        values["top_k"] = ctx.number(raw["top_k"], _join(key, "top_k"), integer=True, positive=True)
     if "local_trials" in raw:
         if strategy != "local":
             raise ctx.fail(_join(key, "local_trials"),

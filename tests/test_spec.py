@@ -206,6 +206,8 @@ BAD = [
     ("warm start strategy", with_change("warm_start", {"from": ["a"], "strategy": "copy"}), "warm_start.strategy", "not one of"),
     ("local_trials without local", with_change("warm_start", {"from": ["a"], "strategy": "prior", "local_trials": 9}),
      "warm_start.local_trials", "only strategy local uses it (this file's strategy: prior)"),
+    ("top_k without enqueue", with_change("warm_start", {"from": ["a"], "strategy": "local", "top_k": 3}),
+     "warm_start.top_k", "only strategy enqueue uses it (this file's strategy: local)"),
     ("local_trials zero", with_change("warm_start", {"from": ["a"], "strategy": "local", "local_trials": 0}),
      "warm_start.local_trials", "must be > 0"),
     ("local with two objectives", {**with_change("warm_start", {"from": ["a"], "strategy": "local"}),
