@@ -20,8 +20,9 @@ that joins the study (``prepare_join``, for ``autotune worker``)::
   as the study's own trials accumulate; nothing is added to the study. ``n_trials`` counts the
   carried trials, pruned ones included.
 - ``local``: ``prior``, plus a local search (``_warmstart_local.LocalSearchSampler``) for the
-  first ``local_trials`` trials: the sources' best configuration first, then steps around the best
-  configuration found so far. For a source whose optimum has moved a little (another scale,
+  first ``local_trials`` trials, longer while it still improves: the sources' best configuration
+  first, then steps around the best configuration found so far (numeric parameters, or one
+  discrete parameter at a time). For a source whose optimum has moved a little (another scale,
   another sequence length): it measured fastest on the related pairs of ``bench/warm_start.py``.
 
 Must not know about: the model, the scheduler, YAML.

@@ -64,13 +64,23 @@ def test_the_first_trial_is_the_sources_best_and_the_next_stay_near_the_best_so_
                                               "out_of_range": "clip", "local_trials": 10}
 
 
-def test_after_local_trials_the_inner_sampler_decides(url, storage):
+def test_after_local_trials_the_inner_sampler_decides_once_the_search_stops_improving(url, storage):
     add_bowl_source(storage)
     spy = Spy()
     study, _ = new_study(url, storage, spy, local_trials=4)
-    study.optimize(lambda t: bowl(space.suggest(t, SPACE)), n_trials=7)
-    assert spy.asked == {4, 5, 6}
+    study.optimize(lambda t: 1.0 + 0 * bowl(space.suggest(t, SPACE)), n_trials=14)
+    assert spy.asked == {11, 12, 13}      # trial 0 stays the best: 10 more trials, then the sampler
     assert isinstance(study.sampler, warmstart.PriorSampler)     # and sees the sources after
+
+
+def test_a_local_search_that_keeps_improving_goes_on_up_to_three_times_local_trials(url, storage):
+    rng = np.random.default_rng(0)               # a flat source: it ranks every result alike
+    add_source(storage, "old", SPACE, [({"x": float(x), "y": float(y)}, 0.0)
+                                       for x, y in rng.uniform(size=(20, 2))])
+    spy = Spy()
+    study, _ = new_study(url, storage, spy, local_trials=4)
+    study.optimize(lambda t: -t.number + 0 * bowl(space.suggest(t, SPACE)), n_trials=16)
+    assert spy.asked == {12, 13, 14, 15}
 
 
 def test_trials_asked_together_at_the_start_are_not_all_the_same(url, storage):
@@ -157,3 +167,73 @@ def test_a_conditional_parameter_the_incumbent_lacks_comes_from_the_inner_sample
         assert ("keep_ratio" in t.params) == (t.params["attention"] == "sparse")
     assert study.trials[0].params == {"attention": "dense"}
     assert any("keep_ratio" in t.params for t in study.trials)   # the choice changed sometimes
+
+
+MIXED = SearchSpace((fl("lr", 1e-4, 1e-1, log=True), it("layers", 2, 12, step=2),
+                     cat("act", "gelu", "silu", "relu")))
+
+
+def mixed_loss(p, layers=8):
+    return (np.log10(p["lr"]) + 2.5) ** 2 + ((p["layers"] - layers) / 4) ** 2 + (p["act"] != "gelu")
+
+
+def add_mixed_source(storage, n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        p = {"lr": float(10 ** rng.uniform(-4, -1)), "layers": int(rng.choice([2, 4, 6, 8, 10, 12])),
+             "act": str(rng.choice(["gelu", "silu", "relu"]))}
+        rows.append((p, mixed_loss(p, layers=6)))
+    return add_source(storage, "old", MIXED, rows)
+
+
+def mixed_study(url, storage, local_trials=15):
+    spec = make_spec(url, MIXED, strategy="local", local_trials=local_trials)
+    sampler, apply = warmstart.prepare(spec, storage, Spy())
+    study = store.create_or_load_study(storage, spec.study, spec.directions, sampler=sampler)
+    apply(study)
+    return study
+
+
+def test_a_local_step_changes_the_continuous_values_or_one_discrete_value_never_both(url, storage):
+    add_mixed_source(storage)
+    study = mixed_study(url, storage)
+    study.optimize(lambda t: mixed_loss(space.suggest(t, MIXED)), n_trials=15)
+    discrete_moves = 0
+    local = [t for t in study.trials[1:] if study.sampler.is_local(t)]
+    assert len(local) >= 8
+    for t in local:
+        incumbent = min(study.trials[:t.number], key=lambda p: p.value).params
+        changed = {n for n in ("layers", "act") if t.params[n] != incumbent[n]}
+        assert len(changed) <= 1
+        if changed:
+            discrete_moves += 1
+            assert t.params["lr"] == incumbent["lr"]
+    assert 0 < discrete_moves < len(local)
+
+
+def test_no_discrete_neighbour_of_the_incumbent_is_tried_twice(url, storage):
+    sp = SearchSpace((it("layers", 2, 12, step=2), cat("act", "gelu", "silu", "relu")))
+    add_source(storage, "old", sp, [({"layers": 6, "act": "gelu"}, 0.0),
+                                    ({"layers": 4, "act": "silu"}, 1.0),
+                                    ({"layers": 10, "act": "relu"}, 2.0)])
+    sampler, apply = warmstart.prepare(make_spec(url, sp, strategy="local"), storage, Spy())
+    study = store.create_or_load_study(storage, "new", ["minimize"], sampler=sampler)
+    apply(study)
+    study.optimize(lambda t: len(space.suggest(t, sp)), n_trials=5)   # all equal: the first stays best
+    tried = [(t.params["layers"], t.params["act"]) for t in study.trials]
+    assert tried[0] == (6, "gelu")
+    assert sorted(tried[1:]) == [(4, "gelu"), (6, "relu"), (6, "silu"), (8, "gelu")]
+
+
+def test_trials_asked_together_try_different_discrete_neighbours(url, storage):
+    sp = SearchSpace((it("layers", 2, 12, step=2), cat("act", "gelu", "silu", "relu")))
+    add_source(storage, "old", sp, [({"layers": 6, "act": "gelu"}, 0.0),
+                                    ({"layers": 4, "act": "silu"}, 1.0)])
+    sampler, apply = warmstart.prepare(make_spec(url, sp, strategy="local"), storage, Spy())
+    study = store.create_or_load_study(storage, "new", ["minimize"], sampler=sampler)
+    apply(study)
+    study.optimize(lambda t: len(space.suggest(t, sp)), n_trials=1)
+    trials = [study.ask() for _ in range(4)]                     # four workers, one result in
+    params = [tuple(space.suggest(t, sp).values()) for t in trials]
+    assert len(set(params)) == 4 and (6, "gelu") not in params
