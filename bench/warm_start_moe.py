@@ -51,9 +51,10 @@ SPACE = {"lr": {"type": "float", "low": 3e-4, "high": 3e-2, "log": True},
          "d_model": {"type": "categorical", "choices": [64, 128]},
          "d_ff": {"type": "categorical", "choices": [128, 256, 512]}}
 FIXED = {"n_layers": 2, "n_heads": 4, "attention": "dense"}
-# Sized so that 300 steps learn part of the task (the throughput bench's task at seq 256 reached
-# val_loss 2.7-3.4 against chance ln 32 = 3.47). The first GPU run used 48 pairs in a 256-token
-# vocabulary at batch 32: every trial stayed at chance (ln 128 = 4.85), so it measured noise.
+# At 1,000 steps this task has a phase change: a trial stays on the plateau (val_loss 1.7-3.4
+# against chance ln 32 = 3.47) or solves the recall (< 0.05); at 300 steps every trial is on the
+# plateau and there is nothing to transfer (device runs of 2026-12-02, bench/RESULTS.md). The first
+# GPU run used 48 pairs in a 256-token vocabulary at batch 32: every trial stayed at chance.
 TASK = {"task": "mqar", "num_pairs": 16, "task_vocab": 64, "batch_size": 64}
 
 TINY_SPACE = {"lr": SPACE["lr"], "top_k": SPACE["top_k"],
@@ -157,17 +158,17 @@ def print_table(rows: list[dict[str, Any]], n_trials: int, source: dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--trials", type=int, default=8,
                     help="trials of each target study (default: two waves of 4 per GPU)")
     ap.add_argument("--source-trials", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=300, help="training steps of each trial")
+    ap.add_argument("--steps", type=int, default=1000, help="training steps of each trial")
     ap.add_argument("--source-seq-len", type=int, default=256)
     ap.add_argument("--target-seq-len", type=int, default=512)
-    ap.add_argument("--per-gpu", type=int, default=4, help="trials sharing each GPU")
+    ap.add_argument("--per-gpu", type=int, default=8, help="trials sharing each GPU")
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES[1:]),
                     choices=list(STRATEGIES[1:]), help="warm strategies (cold always runs)")
-    ap.add_argument("--budget-s", type=float, default=420,
+    ap.add_argument("--budget-s", type=float, default=440,
                     help="wall-time cap of the whole run; each study gets its share as a timeout")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/warm_start_moe"))
     ap.add_argument("--out", type=Path, default=None)
