@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from autotune import scheduler, store
@@ -63,3 +64,30 @@ def test_a_rerun_with_a_larger_budget_continues(sqlite_url):
     assert (first.completed, second.completed, third.completed) == (3, 2, 0)
     assert third.stopped_by == "trials" and third.finished_in_study == 5
     assert helpers.count(sqlite_url, name, TrialState.COMPLETE) == 5
+
+
+@pytest.mark.slow
+def test_sixteen_workers_on_one_sqlite_file_with_pruning_and_a_reader(sqlite_url):
+    # The most README promises for SQLite: 16 local workers, each reporting every step (the
+    # pruner's writes), while a dashboard-like reader polls the same file.
+    name, n_trials = "sixteen", 48
+    study = store.create_or_load_study(store.open_storage(sqlite_url), name, ["minimize"],
+                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "scheduler_tests.reader", sqlite_url, "30"],
+        env=dict(os.environ, PYTHONPATH=str(helpers.TESTS_DIR)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = scheduler.run_study(
+        study, storage_url=sqlite_url, suggest=objectives.suggest_x,
+        objective=objectives.Quadratic(sqlite_url, name, steps=5, sleep_s=0.01),
+        parallel=ParallelSpec(gpus=0, workers=16), budget=BudgetSpec(trials=n_trials))
+    trials = helpers.trials(sqlite_url, name)
+    assert result.stopped_by == "trials" and result.failed == 0
+    assert sum(t.state in helpers.FINISHED for t in trials) == n_trials
+    assert [t for t in trials if t.state not in helpers.FINISHED] == []
+    assert result.pruned > 0
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert len({t.user_attrs["slot"] for t in trials}) > 8     # the slots really ran at once
+    text, _ = reader.communicate(timeout=90)
+    assert "ERROR" not in text, text
+    assert int(text.split("reads=")[1].split()[0]) > 0
