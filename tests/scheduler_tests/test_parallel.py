@@ -11,7 +11,8 @@ import pytest
 from optuna.trial import TrialState
 
 from autotune import scheduler, store
-from autotune.spec_types import BudgetSpec, ParallelSpec
+from autotune.pruners import build_pruner
+from autotune.spec_types import BudgetSpec, ParallelSpec, PrunerSpec
 from scheduler_tests import helpers, objectives
 
 
@@ -71,15 +72,16 @@ def test_sixteen_workers_on_one_sqlite_file_with_pruning_and_a_reader(sqlite_url
     # The most README promises for SQLite: 16 local workers, each reporting every step (the
     # pruner's writes), while a dashboard-like reader polls the same file.
     name, n_trials = "sixteen", 48
+    pruner = PrunerSpec(kind="median", startup_trials=4)
     study = store.create_or_load_study(store.open_storage(sqlite_url), name, ["minimize"],
-                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
+                                       pruner=build_pruner(pruner, 9))
     reader = subprocess.Popen(
         [sys.executable, "-m", "scheduler_tests.reader", sqlite_url, "30"],
         env=dict(os.environ, PYTHONPATH=str(helpers.TESTS_DIR)),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     result = scheduler.run_study(
-        study, storage_url=sqlite_url, suggest=objectives.suggest_x,
-        objective=objectives.Quadratic(sqlite_url, name, steps=5, sleep_s=0.01),
+        study, storage_url=sqlite_url, suggest=objectives.suggest_q,
+        objective=objectives.Curves(sqlite_url, name, pruner, steps=9),
         parallel=ParallelSpec(gpus=0, workers=16), budget=BudgetSpec(trials=n_trials))
     trials = helpers.trials(sqlite_url, name)
     assert result.stopped_by == "trials" and result.failed == 0
