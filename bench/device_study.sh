@@ -3,7 +3,7 @@
 # pruning vs Hyperband; logs and JSON to $OUT. Optuna, SQLAlchemy & co. travel as wheels in .whl.
 #   (device) PART=all bash bench/device_study.sh     # PART: tests | throughput | hyperband | all
 # Env: STEPS, LONG_STEPS, PER_GPU, LONG_PER_GPU, TRIALS_PER_SLOT, COMPILED_TRIALS, TRIALS, HB_TRIALS,
-#      HB_SEEDS, HB_FIRST_SEED, HB_PRUNERS, HB_STEPS, HB_PER_GPU, TP_TIMEOUT, HB_TIMEOUT.
+#      HB_SEEDS, HB_FIRST_SEED, HB_PRUNERS, HB_STEPS, HB_PER_GPU, HB_TASK (mqar | text), TP_TIMEOUT, HB_TIMEOUT.
 # Hyperband's trials run 297 steps: with min_steps 33 and reduction factor 3 its rungs are 33, 99
 # and 297, the last step, where trials are no longer judged (objective.py), so none is pruned at its end.
 . bench/device_env.sh /tmp/study_out
@@ -24,6 +24,6 @@ if [ "$PART" = throughput ] || [ "$PART" = all ]; then
 fi
 if [ "$PART" = hyperband ] || [ "$PART" = all ]; then
   python3 bench/study_throughput.py --mode hyperband --trials "${TRIALS:-40}" --hb-trials "${HB_TRIALS:-120}" \
-    --seeds "${HB_SEEDS:-1}" --first-seed "${HB_FIRST_SEED:-0}" --pruners ${HB_PRUNERS:-hyperband} --steps "${HB_STEPS:-297}" --hb-per-gpu "${HB_PER_GPU:-4}" --study-timeout "${HB_TIMEOUT:-240}" \
+    --seeds "${HB_SEEDS:-1}" --first-seed "${HB_FIRST_SEED:-0}" --pruners ${HB_PRUNERS:-hyperband} --task "${HB_TASK:-mqar}" --steps "${HB_STEPS:-297}" --hb-per-gpu "${HB_PER_GPU:-4}" --study-timeout "${HB_TIMEOUT:-240}" \
     --workdir /tmp/stp_hb --out "$OUT/hyperband.json" 2>&1 | tee "$OUT/hyperband.log"
 fi

@@ -15,6 +15,7 @@ Runs real studies of short MoE trials through ``scheduler.run_study`` (the same 
 
   python bench/study_throughput.py --mode throughput --per-gpu 1 2 4 --out out/study.json
   python bench/study_throughput.py --mode hyperband --trials 40 --seeds 3 --out out/hyperband.json
+  python bench/study_throughput.py --mode hyperband --task text ...   # byte-level LM on stdlib sources
   python bench/study_throughput.py --tiny ...     # a CPU smoke test of this script
 Prints a table; writes JSON. Storage: a fresh SQLite file under --workdir.
 """
@@ -25,6 +26,7 @@ import json
 import logging
 import statistics
 import subprocess
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -49,9 +51,34 @@ SIZES = {"seq_len": 256, "num_pairs": 16, "batch_size": 64}
 TINY = {"seq_len": 32, "num_pairs": 4, "batch_size": 4}      # --tiny: a CPU smoke test of this script
 
 
+TEXT: dict = {}   # --task text: {"task": "text", "data_path": ...}, set by main()
+
+
 def trainer(steps: int, eval_every: int, compile_: bool) -> dict:
-    return {"task": "mqar", **SIZES, "steps": steps, "eval_every": eval_every, "eval_batches": 2,
-            "precision": "bf16", "compile": compile_}
+    task = ({**TEXT, "seq_len": SIZES["seq_len"], "batch_size": SIZES["batch_size"]} if TEXT
+            else {"task": "mqar", **SIZES})
+    return {**task, "steps": steps, "eval_every": eval_every,
+            "eval_batches": 8 if TEXT else 2, "precision": "bf16", "compile": compile_}
+
+
+def stdlib_corpus(path: Path, limit_bytes: int) -> Path:
+    """A byte-level text corpus any machine has: this Python's standard library sources, in sorted
+    file order, up to ``limit_bytes`` (one stream; the tail is the validation set). Language
+    modelling on it gives smoothly falling loss curves, unlike mqar's plateau and phase change."""
+    if path.exists() and path.stat().st_size > 0:
+        return path
+    root = Path(sysconfig.get_paths()["stdlib"])
+    written = 0
+    with path.open("wb") as out:
+        for src in sorted(root.rglob("*.py")):
+            if "site-packages" in src.parts or "test" in src.parts or "tests" in src.parts:
+                continue
+            data = src.read_bytes()
+            out.write(data[: limit_bytes - written])
+            written = min(limit_bytes, written + len(data))
+            if written >= limit_bytes:
+                break
+    return path
 
 
 class GpuSampler(threading.Thread):
@@ -203,7 +230,7 @@ def pruning_study(args: argparse.Namespace, seed: int, pruner: str, budget: dict
     """One TPE study of ``HB_SPACE`` (seed ``seed``), trials in order of completion."""
     fixed = {k: v for k, v in MODEL.items() if k not in HB_SPACE}
     rung = max(1, args.steps // 9)            # Hyperband rungs at steps/9, steps/3, steps
-    raw = {"study": f"hb-{pruner}-s{seed}", "storage": f"sqlite:///{args.workdir}/hyperband.db",
+    raw = {"study": f"hb-{args.task}-{pruner}-s{seed}", "storage": f"sqlite:///{args.workdir}/hyperband.db",
            "space": HB_SPACE, "objectives": [{"metric": "val_loss", "direction": "minimize"}],
            "optimizer": {"kind": "tpe", "seed": seed},
            "pruner": "none" if pruner == "none" else
@@ -277,6 +304,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--study-timeout", type=int, default=3600,
                     help="seconds: each study stops handing out trials after this")
+    ap.add_argument("--task", choices=["mqar", "text"], default="mqar",
+                    help="mqar (built-in recall task) or text: byte-level language modelling")
+    ap.add_argument("--corpus", type=Path, default=None,
+                    help="--task text: a .txt/.bin token file (default: this Python's stdlib sources)")
+    ap.add_argument("--corpus-mb", type=float, default=16, help="size of the default corpus")
     ap.add_argument("--tiny", action="store_true", help="tiny model and batches (CPU smoke test)")
     args = ap.parse_args()
     if args.tiny:
@@ -285,6 +317,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.task == "text":
+        corpus = args.corpus or stdlib_corpus(args.workdir / "stdlib_corpus.txt",
+                                              int(args.corpus_mb * 2**20))
+        TEXT.update(task="text", data_path=str(corpus.resolve()))
     gpus = detect_gpus()
     started = time.time()
     rows = throughput(args, len(gpus)) if args.mode == "throughput" else hyperband(args, len(gpus))
