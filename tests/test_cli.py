@@ -152,6 +152,26 @@ def test_status_best_and_export(tmp_path):
     assert len(table) == 3 and float(table[0]["value.val_loss"]) == rows[0]["values"]["val_loss"]
 
 
+@pytest.mark.parametrize("strategy", ["enqueue", "prior"])
+def test_run_with_warm_start_and_status_says_from_what(tmp_path, strategy):
+    assert invoke("run", str(user_study(tmp_path, trials=4, name="old"))).exit_code == 0
+    extra = {"warm_start": {"from": ["old"], "strategy": strategy},
+             "optimizer": {"kind": "tpe", "seed": 1}}
+    result = invoke("run", str(user_study(tmp_path, trials=5, name="new", extra=extra)))
+    assert result.exit_code == 0, result.output
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    status = invoke("status", "--storage", url).output
+    # enqueue: the old study's 4 configurations re-run first, then 1 sampled; prior: 5 sampled
+    # with the 4 old trials in the model, not among the study's own trials
+    assert f"warm-started ({strategy}) from old (4 trials)" in status
+    assert "new: 5 trials (5 complete)" in status
+    assert "old: 4 trials (4 complete)" in status           # the source is untouched
+    new = trials_of(tmp_path, "new")
+    old_params = [t.params for t in trials_of(tmp_path, "old")]
+    rerun = [t.params for t in new if t.params in old_params]
+    assert len(rerun) == (4 if strategy == "enqueue" else 0)
+
+
 def test_env_storage_is_used_by_status(tmp_path, monkeypatch):
     path = user_study(tmp_path, trials=1)
     assert invoke("run", str(path)).exit_code == 0
