@@ -156,10 +156,13 @@ class HybridSampler(BaseSampler):
         is_categorical = np.array([False] * len(codec.numeric) + [True] * len(codec.categorical))
         gpr = self._fit(X, y, is_categorical, len(complete))
         if running:
-            X_run = torch.from_numpy(codec.unit_matrix(running))
+            # Kriging believer: running trials join the data at the posterior mean, so the
+            # acquisition does not propose them again. Refit-free: the same kernel parameters.
+            X_run = codec.unit_matrix(running)
             with torch.no_grad():
-                y_run, _ = gpr.posterior(X_run)
-            gpr.append_running_data(X_run, y_run)
+                y_run, _ = gpr.posterior(torch.from_numpy(X_run))
+            gpr = _regressor(np.concatenate([X, X_run]), np.concatenate([y, y_run.numpy()]),
+                             is_categorical, gpr)
 
         if self._np_rng.rand() < self._exploration:
             return self._explore(codec, gpr, taken)
