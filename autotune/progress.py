@@ -15,6 +15,7 @@ from its main thread), the storage backend beyond the label it is handed.
 """
 from __future__ import annotations
 
+import abc
 import math
 import sys
 import threading
@@ -102,7 +103,7 @@ class _Running:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class Progress:
+class Progress(abc.ABC):
     """The state both views share: counts, best so far, running trials, elapsed and ETA.
 
     ``total`` is the number of finished (COMPLETE + PRUNED) trials the study aims for, counting the
@@ -216,8 +217,9 @@ class Progress:
                  f"eta {format_duration(self.eta())}"]
         return " ".join(p for p in parts if p)
 
+    @abc.abstractmethod
     def _show_finished(self, line: str) -> None:
-        raise NotImplementedError
+        """Show one finished trial's line (``finished_line``)."""
 
 
 def _one_line(text: Any, width: int = 120) -> str:
