@@ -27,16 +27,21 @@ def test_plan_slots_without_gpus_falls_back_to_cpu_workers():
     assert [(s.gpu, s.share, s.visible_devices) for s in slots] == [(None, 1.0, "")] * 2
 
 
-def test_trials_sharing_a_gpu_each_count_their_share_of_gpu_hours(sqlite_url):
-    # GPU "0" named explicitly: the slots pin it even where there is none (the objective uses no GPU).
-    name = "shares"
-    study = store.create_or_load_study(store.open_storage(sqlite_url), name, ["minimize"],
+def _two_slots_on_gpu_0(url: str, name: str, objective, budget: BudgetSpec) -> scheduler.RunResult:
+    """A study run by two slots pinned to GPU "0", named explicitly: the slots pin it even where
+    there is none (the objectives here use no GPU)."""
+    study = store.create_or_load_study(store.open_storage(url), name, ["minimize"],
                                        pruner=optuna.pruners.NopPruner())
-    result = scheduler.run_study(
-        study, storage_url=sqlite_url, suggest=objectives.suggest_x,
-        objective=objectives.Quadratic(sqlite_url, name, steps=3, sleep_s=0.2),
-        parallel=ParallelSpec(gpus=[0], trials_per_gpu=2), budget=BudgetSpec(trials=4))
-    trials = helpers.trials(sqlite_url, name)
+    return scheduler.run_study(study, storage_url=url, suggest=objectives.suggest_x,
+                               objective=objective, budget=budget,
+                               parallel=ParallelSpec(gpus=[0], trials_per_gpu=2))
+
+
+def test_trials_sharing_a_gpu_each_count_their_share_of_gpu_hours(sqlite_url):
+    result = _two_slots_on_gpu_0(sqlite_url, "shares",
+                                 objectives.Quadratic(sqlite_url, "shares", steps=3, sleep_s=0.2),
+                                 BudgetSpec(trials=4))
+    trials = helpers.trials(sqlite_url, "shares")
     assert len(trials) == 4 and {t.user_attrs["gpu"] for t in trials} == {"0"}
     for t in trials:
         assert t.user_attrs["slot_seconds"] >= 0.6
@@ -45,15 +50,11 @@ def test_trials_sharing_a_gpu_each_count_their_share_of_gpu_hours(sqlite_url):
 
 
 def test_gpu_hours_budget_counts_a_shared_gpu_once(sqlite_url):
-    # Two slots share one GPU: 2 s of GPU time is 4 s of slot time. Counted per slot (the old
-    # rule) the study would have stopped after ~2 s of slot time.
-    name = "shared-budget"
-    study = store.create_or_load_study(store.open_storage(sqlite_url), name, ["minimize"],
-                                       pruner=optuna.pruners.NopPruner())
-    result = scheduler.run_study(
-        study, storage_url=sqlite_url, suggest=objectives.suggest_x,
-        objective=objectives.Quadratic(sqlite_url, name, steps=5, sleep_s=0.1),
-        parallel=ParallelSpec(gpus=[0], trials_per_gpu=2), budget=BudgetSpec(trials=100, gpu_hours=2 / 3600))
+    # 2 s of GPU time is 4 s of slot time. Counted per slot (the old rule) the study would have
+    # stopped after ~2 s of slot time.
+    result = _two_slots_on_gpu_0(sqlite_url, "shared-budget",
+                                 objectives.Quadratic(sqlite_url, "shared-budget", steps=5, sleep_s=0.1),
+                                 BudgetSpec(trials=100, gpu_hours=2 / 3600))
     assert result.stopped_by == "gpu_hours"
     assert result.gpu_seconds >= 2.0 and result.slot_seconds >= 4.0
     assert result.completed >= 2
