@@ -105,8 +105,9 @@ def run_study(
     ``budget.trials`` counts the study's finished (COMPLETE + PRUNED) trials, including those of
     earlier runs and of other processes on the same storage; ``timeout_s`` is this run's wall time;
     ``gpu_hours`` sums the GPU-time of all the study's trials: a trial's wall time times its
-    slot's share of its GPU (1 / ``trials_per_gpu``; a CPU worker counts as one device). When any runs out no new trial is
-    handed out; running trials finish, or with ``hard_stop`` are cancelled (FAIL, 'cancelled').
+    slot's share of its GPU (1 / ``trials_per_gpu``; a CPU worker counts as one device). When any
+    runs out no new trial is handed out; running trials finish, or with ``hard_stop`` are
+    cancelled (FAIL, 'cancelled').
     """
     return _Scheduler(study, storage_url=storage_url, suggest=suggest, objective=objective,
                       parallel=parallel, budget=budget, hard_stop=hard_stop,
@@ -366,22 +367,24 @@ class _Scheduler:
         assert running is not None
         seconds = time.monotonic() - running.started
         self.heartbeats.remove(running.trial._trial_id)
+        gpu_seconds = seconds * worker.slot.share
         self.result.slot_seconds += seconds
-        self.result.gpu_seconds += seconds * worker.slot.share
+        self.result.gpu_seconds += gpu_seconds
         tick = time.monotonic()
-        store.retrying(self._record, running.trial, seconds, worker.slot.share, state, values,
-                       reason, retry)
+        store.retrying(self._record, running.trial, seconds, gpu_seconds, state, values, reason,
+                       retry)
         self.result.record_s += time.monotonic() - tick
 
-    def _record(self, trial: optuna.trial.Trial, seconds: float, share: float, state: TrialState,
-                values: list[float] | None, reason: str | None, retry: bool) -> None:
+    def _record(self, trial: optuna.trial.Trial, seconds: float, gpu_seconds: float,
+                state: TrialState, values: list[float] | None, reason: str | None,
+                retry: bool) -> None:
         if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
             # Failed meanwhile by another process (our heartbeat lapsed); it did the retry.
             _log.warning("trial %d was finished elsewhere; dropping its result", trial.number)
             return
         try:
             trial.set_user_attr("slot_seconds", round(seconds, 3))
-            trial.set_user_attr("gpu_seconds", round(seconds * share, 3))
+            trial.set_user_attr("gpu_seconds", round(gpu_seconds, 3))
             if reason is not None:
                 trial.set_user_attr("fail_reason", reason[:2000])
         except optuna.exceptions.UpdateFinishedTrialError:

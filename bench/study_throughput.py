@@ -318,7 +318,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.task == "text":
-        corpus = args.corpus or stdlib_corpus(args.workdir / "stdlib_corpus.txt",
+        corpus = args.corpus or stdlib_corpus(args.workdir / f"stdlib_corpus_{args.corpus_mb:g}MiB.txt",
                                               int(args.corpus_mb * 2**20))
         TEXT.update(task="text", data_path=str(corpus.resolve()))
     gpus = detect_gpus()
