@@ -3,7 +3,7 @@
 # installed into /tmp/site, and what the run ran on.
 #   . bench/device_env.sh /tmp/default_out
 # Fill .whl (gitignored) on the workstation first; the device image has Python 3.12 and no network:
-#   for p in optuna==5.0.0 sqlalchemy==2.1.9 alembic colorlog mako deap cmaes moocore cffi pycparser \
+#   for p in optuna==5.1.0 sqlalchemy==2.1.9 alembic colorlog mako deap cmaes moocore cffi pycparser \
 #            platformdirs greenlet; do python3 -m pip download --no-deps --only-binary=:all: \
 #     --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "$p"; done
