@@ -253,6 +253,19 @@ def gpu_s_until(rows: list[dict], target: float) -> float | None:
     return None
 
 
+def best_within(rows: list[dict], gpu_s: float) -> float | None:
+    """The best COMPLETE val_loss among the trials finished, in order of completion, within
+    ``gpu_s`` GPU-seconds: what a study would have had with that budget."""
+    spent, best = 0.0, None
+    for r in rows:
+        spent += r["gpu_s"]
+        if spent > gpu_s:
+            break
+        if r["state"] == "COMPLETE" and r["val_loss"] is not None:
+            best = r["val_loss"] if best is None else min(best, r["val_loss"])
+    return best
+
+
 def hyperband(args: argparse.Namespace, n_gpus: int) -> list[dict]:
     """Per seed: a ``--trials``-trial study without pruning, then for each of ``--pruners`` a study
     given a third of the unpruned study's GPU-seconds (``budget.gpu_hours``; at most ``--hb-trials``
@@ -270,14 +283,20 @@ def hyperband(args: argparse.Namespace, n_gpus: int) -> list[dict]:
             hb_complete = [r for r in hb["rows"] if r["state"] == "COMPLETE"]
             hb_best = min((r["val_loss"] for r in hb_complete), default=float("nan"))
             reach = gpu_s_until(hb["rows"], best * 1.01)
+            none_reach = gpu_s_until(none["rows"], best * 1.01)
+            hb_gpu_s = sum(r["gpu_s"] for r in hb["rows"])
+            none_same = best_within(none["rows"], hb_gpu_s)
             out.append({
                 "seed": seed, "pruner": pruner, "trials_none": len(none["rows"]),
                 "best_none": round(best, 4), "gpu_s_none": round(total, 1),
                 "gpu_s_none_to_its_best": round(gpu_s_until(none["rows"], best), 1),
                 "trials": len(hb["rows"]), "pruned": sum(r["state"] == "PRUNED" for r in hb["rows"]),
                 "best": round(hb_best, 4), "vs_none": round(hb_best / best - 1, 4),
-                "gpu_s": round(sum(r["gpu_s"] for r in hb["rows"]), 1),
+                "gpu_s": round(hb_gpu_s, 1),
                 "gpu_s_to_within_1pct": round(reach, 1) if reach is not None else None,
+                # the control: the unpruned study itself, in order of completion
+                "none_gpu_s_to_within_1pct": round(none_reach, 1) if none_reach is not None else None,
+                "none_best_in_same_gpu_s": round(none_same, 4) if none_same is not None else None,
                 "target_met": reach is not None and reach <= total / 3,
                 "wall_s": round(none["wall_s"] + hb["wall_s"], 1),
                 "trial_rows": {"none": none["rows"], pruner: hb["rows"]}})
