@@ -132,11 +132,13 @@ class LeavesGarbage:
 
     out_dir: str
     gpu_mib: int = 0
+    sleep_s: float = 0.0
 
     def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
         import json as json_
         import weakref
 
+        time.sleep(self.sleep_s)
         if not hasattr(_Cyclic, "alive"):
             _Cyclic.alive = weakref.WeakSet()
         seen = {"cycles_alive": len(_Cyclic.alive),
