@@ -37,10 +37,9 @@ def test_a_trials_reference_cycles_are_collected_before_the_next_trial(sqlite_ur
     assert [seen[n]["cycles_alive"] for n in range(4)] == [0, 0, 0, 0]
 
 
-
 def test_slots_on_two_gpus_pin_each_trial_to_its_own(sqlite_url, tmp_path):
     # Named GPUs are pinned even where there is none (these trials use no GPU): the CPU check of
-    # what the two-GPU run relies on. Two slots per GPU, eight trials of 1 s: every slot gets one.
+    # what the two-GPU run relies on. Two slots per GPU, eight trials of 1 s: both GPUs get trials.
     _, trials, seen = _run(sqlite_url, tmp_path, list(range(8)),
                            ParallelSpec(gpus=[0, 1], trials_per_gpu=2), sleep_s=1.0)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
@@ -49,6 +48,7 @@ def test_slots_on_two_gpus_pin_each_trial_to_its_own(sqlite_url, tmp_path):
         assert seen[t.number]["visible"] == t.user_attrs["gpu"]
         assert t.user_attrs["gpu_seconds"] == pytest.approx(t.user_attrs["slot_seconds"] / 2, abs=2e-3)
     assert {t.user_attrs["gpu"] for t in trials} == {"0", "1"}
+
 
 @pytest.mark.gpu
 @needs_gpu
