@@ -277,13 +277,13 @@ def hyperband(args: argparse.Namespace, n_gpus: int) -> list[dict]:
         complete = [r for r in none["rows"] if r["state"] == "COMPLETE"]
         best = min(r["val_loss"] for r in complete)
         total = sum(r["gpu_s"] for r in none["rows"])
+        none_reach = gpu_s_until(none["rows"], best * 1.01)   # the control: the unpruned study itself
         for pruner in args.pruners:
             hb = pruning_study(args, seed, pruner,
                                {"trials": args.hb_trials, "gpu_hours": total / 3 / 3600})
             hb_complete = [r for r in hb["rows"] if r["state"] == "COMPLETE"]
             hb_best = min((r["val_loss"] for r in hb_complete), default=float("nan"))
             reach = gpu_s_until(hb["rows"], best * 1.01)
-            none_reach = gpu_s_until(none["rows"], best * 1.01)
             hb_gpu_s = sum(r["gpu_s"] for r in hb["rows"])
             none_same = best_within(none["rows"], hb_gpu_s)
             out.append({
@@ -294,7 +294,6 @@ def hyperband(args: argparse.Namespace, n_gpus: int) -> list[dict]:
                 "best": round(hb_best, 4), "vs_none": round(hb_best / best - 1, 4),
                 "gpu_s": round(hb_gpu_s, 1),
                 "gpu_s_to_within_1pct": round(reach, 1) if reach is not None else None,
-                # the control: the unpruned study itself, in order of completion
                 "none_gpu_s_to_within_1pct": round(none_reach, 1) if none_reach is not None else None,
                 "none_best_in_same_gpu_s": round(none_same, 4) if none_same is not None else None,
                 "target_met": reach is not None and reach <= total / 3,
