@@ -9,8 +9,13 @@ Protocol (tuples over a duplex ``multiprocessing`` pipe):
   parent -> worker  ``("run", trial_id, params)`` | ``("stop",)``
   worker -> parent  ``("ready", pid)`` once started, then per trial
                     ``("notify", trial_id, step, metrics)``
-                    ``("done", trial_id, outcome, payload)`` with outcome ``complete`` (payload: values),
-                    ``pruned`` (None) or ``failed`` (payload: reason text)
+                    ``("done", trial_id, outcome, payload, time_s)`` with outcome ``complete`` (payload:
+                    values), ``pruned`` (None) or ``failed`` (payload: reason text); ``time_s``: where
+                    the trial's time in this process went (seconds by part: the objective's
+                    ``last_time_s`` where it has one, plus ``teardown``), or None
+
+After "ready" the worker calls the objective's ``warm_up()``, if it has one (imports, GPU start),
+while the parent samples the first trial.
 """
 from __future__ import annotations
 
@@ -93,11 +98,22 @@ def run_one(objective: Callable, trial_id: int, params: dict, conn: Any) -> tupl
     return "complete", values
 
 
+def _warm_up(objective: Callable) -> None:
+    warm_up = getattr(objective, "warm_up", None)
+    if warm_up is None:
+        return
+    try:
+        warm_up()
+    except Exception:  # noqa: BLE001 - the first trial meets the same problem and reports it
+        traceback.print_exc(file=sys.stderr)
+
+
 def main(conn: Any, objective: Callable, parent_pid: int) -> None:
     """Entry point of the worker process."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     conn.send(("ready", os.getpid()))
+    _warm_up(objective)
     while True:
         try:
             message = conn.recv()
@@ -106,8 +122,12 @@ def main(conn: Any, objective: Callable, parent_pid: int) -> None:
         if message[0] == "stop":
             return
         _, trial_id, params = message
+        started = time.perf_counter()
         outcome, payload = run_one(objective, trial_id, params, conn)
+        tick = time.perf_counter()
         _free_gpu_memory()
-        conn.send(("done", trial_id, outcome, payload))
+        time_s = dict(getattr(objective, "last_time_s", None) or {"objective": tick - started})
+        time_s["teardown"] = round(time.perf_counter() - tick, 4)
+        conn.send(("done", trial_id, outcome, payload, time_s))
         if outcome == "failed" and "CUDA error" in str(payload):
             return  # a CUDA error can poison the context: let the scheduler start a fresh process

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import optuna
@@ -35,11 +38,12 @@ class TrialFailed(Exception):
     """The objective ran but its result cannot be used (missing or non-finite metric)."""
 
 
-def moe_lm(params: Mapping[str, Any], report: Report) -> dict[str, float]:
+def moe_lm(params: Mapping[str, Any], report: Report, compile_costs: Any = None) -> dict[str, Any]:
     """The built-in objective: train the MoE / sparse-attention transformer on ``params``.
 
     ``params`` holds model knobs (``autotune.model.ModelConfig`` fields) and training knobs
-    (``autotune.train.TrainConfig`` fields) by name.
+    (``autotune.train.TrainConfig`` fields) by name; ``compile_costs`` (``autotune.train.CompileCosts``)
+    is what the study's earlier trials measured of compiling, for ``compile: auto``.
     """
     from autotune.model.config import ModelConfig
     from autotune.train import TrainConfig, train
@@ -50,7 +54,54 @@ def moe_lm(params: Mapping[str, Any], report: Report) -> dict[str, float]:
         raise TrialFailed(f"builtin:moe_lm has no knobs {sorted(unknown)}")
     model_cfg = ModelConfig(**{k: v for k, v in params.items() if k in model_names})
     train_cfg = TrainConfig(**{k: v for k, v in params.items() if k in train_names})
-    return train(model_cfg, train_cfg, report)
+    return train(model_cfg, train_cfg, report, compile_costs)
+
+
+COMPILE_CACHE_ENV = "AUTOTUNE_COMPILE_CACHE"
+
+
+def compile_cache_dir(storage_url: str) -> Path:
+    """Where compiled graphs and kernels are cached for a study store, shared by all its trials and
+    workers and kept across runs: ``$AUTOTUNE_COMPILE_CACHE``, else beside a SQLite store
+    (``autotune.db`` -> ``autotune.db-compile-cache/``), else ``~/.cache/autotune/compile``."""
+    if os.environ.get(COMPILE_CACHE_ENV):
+        return Path(os.environ[COMPILE_CACHE_ENV])
+    if storage_url.startswith("sqlite:///"):
+        path = storage_url[len("sqlite:///"):].split("?", 1)[0]
+        if path and path != ":memory:":
+            db = Path(path).expanduser().absolute()
+            return db.with_name(db.name + "-compile-cache")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "autotune" / "compile"
+
+
+def use_compile_cache(directory: Path) -> None:
+    """Point Inductor's (FX graph, AOTAutograd) and Triton's on-disk caches at ``directory``;
+    before torch compiles anything in this process. Settings the user made win."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(directory / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(directory / "triton"))
+
+
+def compile_costs_from(records: list[Mapping[str, Any]]):
+    """``CompileCosts`` from earlier trials' ``compile`` user attrs: the median eager/compiled step
+    ratio and compile seconds of those that compiled; the prior where none did."""
+    from autotune.train import CompileCosts
+
+    compiled = [r for r in records if r.get("compiled") and r.get("compiled_step_ms")]
+    ratios = [r["eager_step_ms"] / r["compiled_step_ms"] for r in compiled if r.get("eager_step_ms")]
+    seconds = [r["compile_s"] for r in compiled if isinstance(r.get("compile_s"), (int, float))]
+    prior = CompileCosts()
+    if not compiled:
+        return prior
+    return CompileCosts(speedup=statistics.median(ratios) if ratios else prior.speedup,
+                        compile_s=statistics.median(seconds) if seconds else prior.compile_s,
+                        trials=len(compiled))
+
+
+def split_time(phases: Mapping[str, float], wall_s: float) -> dict[str, float]:
+    """The objective's own phases (seconds) plus ``other``: the rest of ``wall_s``."""
+    parts = {k: float(v) for k, v in phases.items() if isinstance(v, (int, float))}
+    parts["other"] = max(0.0, wall_s - sum(parts.values()))
+    return {k: round(v, 4) for k, v in parts.items()}
 
 
 def resolve(ref: str, spec: StudySpec | None = None) -> Callable[[dict, Report], Mapping[str, float]]:
@@ -68,6 +119,10 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
         return _jsonable(value.tolist())
     return value
+
+
+def _jsonable_dict(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k): _jsonable(v) for k, v in mapping.items()}
 
 
 def _last_step(*candidates: Any) -> int | None:
@@ -92,9 +147,35 @@ class TrialObjective:
         self.spec = spec
         self.storage_url = storage_url
         self._study: optuna.Study | None = None  # opened once per worker process
+        self._compile_records: list[dict] | None = None   # earlier trials' ``compile`` attrs
+        self.last_time_s: dict[str, float] | None = None  # where the last call's time went
 
     def __getstate__(self) -> dict:
-        return {"spec": self.spec, "storage_url": self.storage_url, "_study": None}
+        return {"spec": self.spec, "storage_url": self.storage_url, "_study": None,
+                "_compile_records": None, "last_time_s": None}
+
+    @property
+    def builtin(self) -> bool:
+        return self.spec.objective.startswith(BUILTIN_PREFIX)
+
+    def warm_up(self) -> None:
+        """What a worker does while its first trial is being sampled: open the study and, for the
+        built-in objective, import torch and start the GPU, with the compile caches in place."""
+        self._load_study()
+        if self.builtin:
+            use_compile_cache(compile_cache_dir(self.storage_url))
+            import torch
+            import autotune.train  # noqa: F401 - the import is the work
+            if torch.cuda.is_available():
+                torch.empty(1, device="cuda")
+
+    def _compile_costs(self, study: optuna.Study):
+        if self._compile_records is None:
+            trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                              optuna.trial.TrialState.PRUNED))
+            self._compile_records = [t.user_attrs["compile"] for t in trials
+                                     if isinstance(t.user_attrs.get("compile"), dict)]
+        return compile_costs_from(self._compile_records)
 
     def _load_study(self) -> optuna.Study:
         if self._study is None:
@@ -111,6 +192,15 @@ class TrialObjective:
         return {**self.spec.trainer_dict, **self.spec.fixed_dict, **params}
 
     def __call__(self, trial_id: int, params: Mapping[str, Any], notify: Notify | None = None) -> list[float]:
+        """Run the trial; ``last_time_s`` says afterwards where its time went (also when it raised)."""
+        started, phases = time.perf_counter(), {}
+        try:
+            return self._run(trial_id, params, notify, phases)
+        finally:
+            self.last_time_s = split_time(phases, time.perf_counter() - started)
+
+    def _run(self, trial_id: int, params: Mapping[str, Any], notify: Notify | None,
+             phases: dict[str, float]) -> list[float]:
         study = self._load_study()
         trial = optuna.trial.Trial(study, trial_id)
         metric = self.spec.metrics[0]
@@ -139,10 +229,24 @@ class TrialObjective:
 
         fn = resolve(self.spec.objective, self.spec)
         started = time.perf_counter()
-        result = fn(config, report)
+        if self.builtin:
+            use_compile_cache(compile_cache_dir(self.storage_url))
+            result = fn(config, report, compile_costs=self._compile_costs(study))
+        else:
+            result = fn(config, report)
         if not isinstance(result, Mapping):
             raise TrialFailed(f"objective {self.spec.objective} returned {type(result).__name__}, "
                               "expected a dict of metrics")
+        result = dict(result)
+        if isinstance(result.get("time_s"), Mapping):        # the built-in trainer's own split
+            phases.update(result.pop("time_s"))
+        else:
+            phases["objective"] = time.perf_counter() - started
+        if isinstance(result.get("compile"), Mapping):
+            choice = _jsonable_dict(result.pop("compile"))
+            trial.set_user_attr("compile", choice)
+            if self._compile_records is not None:
+                self._compile_records.append(choice)
         metrics = {str(k): _jsonable(v) for k, v in result.items()}
         metrics.setdefault("trial_seconds", round(time.perf_counter() - started, 3))
         trial.set_user_attr("metrics", metrics)

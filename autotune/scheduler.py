@@ -138,6 +138,18 @@ def start_worker(slot: Slot, objective: Callable) -> _Worker:
     return _Worker(slot=slot, process=process, conn=parent_conn)
 
 
+def slot_time_split(parts: dict[str, float] | None, slot_seconds: float) -> dict[str, float]:
+    """Where a trial's time in its slot went: the worker's parts (seconds; None when the worker
+    died or was killed and could not say: all of it ``unaccounted``), ``handoff`` (the rest: the pipe both ways, a worker still
+    warming up when the trial was handed out) and ``total`` (the slot time), the parts summing to it."""
+    if parts is None:
+        return {"unaccounted": round(slot_seconds, 3), "total": round(slot_seconds, 3)}
+    split = {k: round(float(v), 3) for k, v in parts.items() if k not in ("total", "handoff")}
+    split["handoff"] = round(max(0.0, slot_seconds - sum(split.values())), 3)
+    split["total"] = round(slot_seconds, 3)
+    return split
+
+
 def describe_exit(exitcode: int | None) -> str:
     if exitcode is None:
         return "worker process vanished"
@@ -334,13 +346,13 @@ class _Scheduler:
             if message[0] == "notify":
                 self.progress.trial_reported(running.trial.number, message[2], message[3])
             elif message[0] == "done":
-                outcome, payload = message[2], message[3]
+                outcome, payload, parts = message[2], message[3], message[4]
                 if outcome == "complete":
-                    self._finish(worker, TrialState.COMPLETE, values=payload)
+                    self._finish(worker, TrialState.COMPLETE, values=payload, parts=parts)
                 elif outcome == "pruned":
-                    self._finish(worker, TrialState.PRUNED)
+                    self._finish(worker, TrialState.PRUNED, parts=parts)
                 else:
-                    self._finish(worker, TrialState.FAIL, reason=payload)
+                    self._finish(worker, TrialState.FAIL, reason=payload, parts=parts)
 
     def _on_exit(self, worker: _Worker) -> None:
         worker.process.join(1.0)
@@ -362,7 +374,8 @@ class _Scheduler:
             self.workers.sort(key=lambda w: w.slot.index)
 
     def _finish(self, worker: _Worker, state: TrialState, *, values: list[float] | None = None,
-                reason: str | None = None, retry: bool = False) -> None:
+                reason: str | None = None, retry: bool = False,
+                parts: dict[str, float] | None = None) -> None:
         running, worker.running = worker.running, None
         assert running is not None
         seconds = time.monotonic() - running.started
@@ -372,12 +385,12 @@ class _Scheduler:
         self.result.gpu_seconds += gpu_seconds
         tick = time.monotonic()
         store.retrying(self._record, running.trial, seconds, gpu_seconds, state, values, reason,
-                       retry)
+                       retry, slot_time_split(parts, seconds))
         self.result.record_s += time.monotonic() - tick
 
     def _record(self, trial: optuna.trial.Trial, seconds: float, gpu_seconds: float,
                 state: TrialState, values: list[float] | None, reason: str | None,
-                retry: bool) -> None:
+                retry: bool, time_s: dict[str, float]) -> None:
         if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
             # Failed meanwhile by another process (our heartbeat lapsed); it did the retry.
             _log.warning("trial %d was finished elsewhere; dropping its result", trial.number)
@@ -385,6 +398,7 @@ class _Scheduler:
         try:
             trial.set_user_attr("slot_seconds", round(seconds, 3))
             trial.set_user_attr("gpu_seconds", round(gpu_seconds, 3))
+            trial.set_user_attr("time_s", time_s)
             if reason is not None:
                 trial.set_user_attr("fail_reason", reason[:2000])
         except optuna.exceptions.UpdateFinishedTrialError:

@@ -2,7 +2,7 @@
 
 Owns: ``TrainConfig`` (every training knob, by the name a search space uses), ``train()`` (AdamW with
 warm-up and cosine decay, gradient clipping and accumulation, bf16 autocast or fp16 with loss scaling,
-``torch.compile`` on CUDA, periodic evaluation through a ``report(step, metrics) -> keep_going``
+``torch.compile`` of the repeated blocks where it pays for itself, periodic evaluation through a ``report(step, metrics) -> keep_going``
 callback) and the metrics a trial reports (``BUILTIN_METRICS``).
 Must not know about: Optuna, YAML, the scheduler. Pruning is only ever ``report`` returning False.
 
@@ -50,13 +50,8 @@ BUILTIN_METRICS = (
     "latency",           # the same value as latency_ms (the flat spec form's name)
     "mfu",               # CUDA: model FLOPs utilization against PEAK_FLOPS; 0 on CPU
     "steps",             # optimizer steps taken (fewer than TrainConfig.steps when stopped early)
-    "train_s",           # wall seconds of the whole run, evaluations included
-    # where train_s went (seconds): what a scheduler's busy fraction is made of
-    "setup_s",           # data, model, optimizer (before the first step)
-    "warmup_s",          # the first TIMING_SKIP_STEPS steps: compilation, allocator and kernel warm-up
-    "eval_s",            # evaluations
-    "report_s",          # inside report(): the caller's bookkeeping (e.g. the study store, pruning)
-    "finish_s",          # the final latency measurement
+    "train_s",           # wall seconds of the whole run, evaluations included; where they went is
+                         # the result's ``time_s`` mapping (setup, compile, train, eval, latency, report)
 )
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -101,7 +96,8 @@ class TrainConfig:
         tokens_per_batch: ``text``: padded tokens per micro-batch, batches grouping similar lengths.
         grad_accum: micro-batches per optimizer step.
         precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16``, ``fp16`` (with loss scaling), ``fp32``.
-        compile: ``auto`` (compile on CUDA only), True or False.
+        compile: ``auto`` (on CUDA: compile when the steps left after a short timed eager start
+            would save more than the compile costs; see ``compile_choice``), True or False.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: seeds the model's initialization and the data.
         threads: CPU threads for torch; 0 chooses (``OMP_NUM_THREADS`` if set, else 1 on a 1-2 core
@@ -241,38 +237,57 @@ def expert_load_cv(expert_load: torch.Tensor | None) -> float:
     return float(cv.mean())
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device, autocast) -> dict[str, float]:
-    """Validation loss and accuracy on target positions, with the expert load and keep ratio seen."""
-    model.eval()
+def _has_dropout(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+
+
+def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device, autocast,
+             *, training_graph: bool = False) -> dict[str, float]:
+    """Validation loss and accuracy on target positions, with the expert load and keep ratio seen.
+
+    ``training_graph``: run the forward passes as training runs them (autograd on, train mode when
+    the model has no dropout to switch off), outputs detached at once, so that compiled code reuses
+    the graph training compiled: Dynamo guards on grad mode and on ``module.training``, and an
+    evaluation under ``no_grad`` would compile a second graph (measured: 11.5 s a trial on an H200).
+    """
+    switch = not training_graph or _has_dropout(model)
+    if switch:
+        model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     count, keep_sum, load_sum = 0, 0.0, None
-    for batch in batches:
-        batch = batch.to(device)
-        with autocast():
-            logits, aux = model(batch.inputs)
-        mask = batch.targets != IGNORE_INDEX
-        loss_sum += target_loss(logits, batch.targets, reduction="sum")
-        correct += ((logits.argmax(-1) == batch.targets) & mask).sum()
-        count += int(mask.sum())
-        load = getattr(aux, "expert_load", None)
-        if load is not None:
-            load_sum = load.detach().float() if load_sum is None else load_sum + load.detach().float()
-        keep_sum += float(getattr(aux, "keep_ratio", 1.0))
-    model.train()
+    try:
+        for batch in batches:
+            batch = batch.to(device)
+            with torch.set_grad_enabled(training_graph), autocast():
+                logits, aux = model(batch.inputs)
+            logits, load = logits.detach(), getattr(aux, "expert_load", None)
+            with torch.no_grad():
+                mask = batch.targets != IGNORE_INDEX
+                loss_sum += target_loss(logits, batch.targets, reduction="sum")
+                correct += ((logits.argmax(-1) == batch.targets) & mask).sum()
+                count += int(mask.sum())
+                if load is not None:
+                    load_sum = load.detach().float() if load_sum is None else load_sum + load.detach().float()
+            keep_sum += float(getattr(aux, "keep_ratio", 1.0))
+            del logits, aux                                   # frees the saved activations now
+    finally:
+        if switch:
+            model.train()
     return {"val_loss": float(loss_sum) / max(count, 1), "accuracy": float(correct) / max(count, 1),
             "expert_load_cv": expert_load_cv(load_sum), "keep_ratio_used": keep_sum / len(batches)}
 
 
 @torch.no_grad()
 def measure_latency_ms(model: torch.nn.Module, seq_len: int, vocab_size: int, device: torch.device,
-                       autocast, runs: int = LATENCY_RUNS) -> float:
-    """Median milliseconds of one forward pass of one ``seq_len``-token sequence (batch 1)."""
+                       autocast, runs: int = LATENCY_RUNS) -> tuple[float, float]:
+    """``(median ms of one forward pass of one seq_len-token sequence (batch 1), seconds of the two
+    untimed warm-up passes)``. The warm-up is where a compiled model builds its batch-1 inference
+    graph: a caller accounts it as compile time, not latency."""
     model.eval()
     tokens = torch.randint(vocab_size, (1, seq_len), device=device,
                            generator=torch.Generator(device=device).manual_seed(0))
-    times = []
+    times, warmup_s = [], 0.0
     for i in range(runs + 2):                       # two untimed runs warm caches (and compile)
         _sync(device)
         start = time.perf_counter()
@@ -281,8 +296,10 @@ def measure_latency_ms(model: torch.nn.Module, seq_len: int, vocab_size: int, de
         _sync(device)
         if i >= 2:
             times.append((time.perf_counter() - start) * 1e3)
+        else:
+            warmup_s += time.perf_counter() - start
     model.train()
-    return statistics.median(times)
+    return statistics.median(times), warmup_s
 
 
 def _sync(device: torch.device) -> None:
@@ -309,29 +326,77 @@ def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
     return 6.0 * count_parameters(model, active=True)
 
 
+# --- compile: only where it pays for itself ----------------------------------------------------
+
+@dataclass(frozen=True)
+class CompileCosts:
+    """What compiling is expected to cost and save, from the study's earlier compiled trials or a
+    prior: ``speedup`` = eager step time / compiled step time, ``compile_s`` = seconds the compile
+    adds to a trial (its first compiled steps and its first evaluation, less their steady time).
+    ``trials``: how many measured trials the figures come from (0: the prior)."""
+
+    speedup: float = 1.3        # prior: compiled train steps of the moe_sparse model (bench/RESULTS.md)
+    compile_s: float = 30.0     # prior: regional compile, forward + backward, caches cold (H100/H200)
+    trials: int = 0
+
+
+PROBE_STEPS = 6             # eager steps after the warm-up that time a trial before ``compile: auto`` decides
+
+
+def compile_choice(mode: str | bool, remaining_steps: int, eager_step_s: float,
+                   costs: CompileCosts) -> tuple[bool, str]:
+    """Whether to compile the rest of a run, and why. ``auto``: when the time the remaining steps
+    would save (``remaining_steps x eager_step_s x (1 - 1 / speedup)``) exceeds the compile cost."""
+    if mode is True or mode is False:
+        return mode, f"compile: {str(mode).lower()} in the study"
+    saving = remaining_steps * eager_step_s * (1.0 - 1.0 / max(costs.speedup, 1e-9))
+    source = f"from {costs.trials} compiled trial(s)" if costs.trials else "prior"
+    verdict = ">" if saving > costs.compile_s else "<="
+    reason = (f"auto: {remaining_steps} steps x {eager_step_s * 1e3:.1f} ms x (1 - 1/{costs.speedup:.2f}) = "
+              f"{saving:.1f} s saved {verdict} {costs.compile_s:.1f} s to compile ({source})")
+    return saving > costs.compile_s, reason
+
+
 # --- the loop ------------------------------------------------------------------------------------
 
 class _StepClock:
     """Wall time and tokens of the optimizer steps, measured between host syncs (the loop syncs
     every step while warming up, then every ``CHECK_EVERY`` steps and at evaluations, so that the
-    GPU may run ahead of Python in between). Warm-up steps are kept apart from the rates."""
+    GPU may run ahead of Python in between). Steps are counted per mode (``eager`` / ``compiled``),
+    warm-up steps (the first ones of each mode: compilation, allocator and kernel warm-up) apart."""
 
     def __init__(self) -> None:
-        self.warmup = [0.0, 0, 0]     # seconds, steps, tokens
-        self.steady = [0.0, 0, 0]
+        self.mode = "eager"
+        self.totals: dict[tuple[str, bool], list[float]] = {}    # (mode, warm-up) -> [s, steps, tokens]
 
     def add(self, seconds: float, steps: int, tokens: int, *, warmup: bool) -> None:
-        totals = self.warmup if warmup else self.steady
+        totals = self.totals.setdefault((self.mode, warmup), [0.0, 0, 0])
         totals[0] += seconds
         totals[1] += steps
         totals[2] += tokens
 
+    def step_s(self, mode: str) -> float | None:
+        """Mean seconds of a steady step in ``mode`` (None: none measured)."""
+        seconds, steps, _ = self.totals.get((mode, False), (0.0, 0, 0))
+        return seconds / steps if steps else None
+
     @property
-    def warmup_s(self) -> float:
-        return self.warmup[0]
+    def step_seconds(self) -> float:
+        return sum(t[0] for t in self.totals.values())
+
+    def compile_s(self, only: str | None = None) -> float:
+        """Warm-up time beyond what those steps would have taken steady: compilation and the like
+        (of every mode, or ``only`` one)."""
+        extra = 0.0
+        for (mode, warm), (seconds, steps, _) in self.totals.items():
+            if warm and only in (None, mode):
+                steady = self.step_s(mode)
+                extra += max(0.0, seconds - steps * steady) if steady is not None else 0.0
+        return extra
 
     def rates(self) -> dict[str, float]:
-        seconds, steps, tokens = self.steady if self.steady[1] else self.warmup   # only warm-up steps ran
+        """Step time and throughput of the current mode's steady steps (its warm-up if none yet)."""
+        seconds, steps, tokens = self.totals.get((self.mode, False)) or self.totals.get((self.mode, True))
         return {"step_ms": 1e3 * seconds / max(1, steps),
                 "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
 
@@ -344,9 +409,15 @@ class _Trainer:
         self.device = device = resolve_device(cfg.device)
         configure_threads(cfg.threads, device)
         if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.set_float32_matmul_precision("high")      # TF32 for fp32 matmuls, deliberately
             torch.backends.cudnn.allow_tf32 = True
             torch.cuda.reset_peak_memory_stats(device)
+            # A worker trains many trials: each starts with no compiled graphs, so that an earlier
+            # trial's graphs (other shapes, other windows) never count against this one's recompile
+            # limit; and hitting the limit fails loudly instead of running FlexAttention unfused
+            # (3-20x slower steps that would bias every latency and pruning decision).
+            torch._dynamo.reset()
+            torch._dynamo.config.fail_on_recompile_limit_hit = True
         self.dtype, self.use_scaler = resolve_precision(cfg.precision, device)
         self.data = build_dataset(
             cfg.task, seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
@@ -359,18 +430,22 @@ class _Trainer:
         self.model.train()
         self.optimizer = make_optimizer(self.model, cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.use_scaler)
-        self.forward = self.model
-        if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
-            # Fresh caches per run: a worker process trains many trials, and shapes left from an
-            # earlier trial would turn this one's graphs dynamic. The synthetic task has fixed shapes
-            # (static graphs: train, eval, latency); text batches vary, so theirs are dynamic.
-            torch._dynamo.reset()
-            self.forward = torch.compile(self.model, dynamic=None if cfg.task == "text" else False)
+        self.compiled = False
         self.val_batches = self.data.val_batches()
         batches = self.data.train_batches()
         self.train_batches = prefetch(batches, pin_memory=True) if device.type == "cuda" else batches
         self.static = {"params_total": float(count_parameters(self.model, active=False)),
                        "params_active": float(count_parameters(self.model, active=True))}
+
+    def compile(self) -> None:
+        """Compile the model by regions: each repeated block (the graph is traced once and serves
+        every layer, so compile time does not grow with depth); embedding, head and loss stay eager.
+        The synthetic task has fixed shapes (static graphs); text batches vary (dynamic)."""
+        dynamic = None if self.cfg.task == "text" else False
+        blocks = getattr(self.model, "blocks", None)
+        for module in (blocks if blocks is not None else [self.model]):
+            module.compile(dynamic=dynamic)
+        self.compiled = True
 
     def autocast(self):
         if self.dtype is None:
@@ -390,7 +465,7 @@ class _Trainer:
         for _ in range(cfg.grad_accum):
             batch = next(self.train_batches).to(self.device)
             with self.autocast():
-                logits, aux = self.forward(batch.inputs)
+                logits, aux = self.model(batch.inputs)
                 ce = target_loss(logits, batch.targets)
                 loss = ce + aux.aux_loss
             self.scaler.scale(loss / cfg.grad_accum).backward()
@@ -416,63 +491,112 @@ class _Trainer:
         return [row[0] for row in stats]
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate(self.forward, self.val_batches, self.device, self.autocast)
+        # On CUDA attention always runs compiled code (FlexAttention), so evaluate as training runs
+        return evaluate(self.model, self.val_batches, self.device, self.autocast,
+                        training_graph=self.device.type == "cuda")
 
-    def finish(self, metrics: dict[str, float], steps: int, started: float) -> dict[str, float]:
-        """The final metrics: the last evaluation's, plus latency, MFU and run totals."""
-        latency = measure_latency_ms(self.forward, self.cfg.seq_len, self.data.vocab_size, self.device,
-                                     self.autocast)
-        mfu = 0.0
-        if self.device.type == "cuda":
-            mfu = flops_per_token(self.model, self.cfg.seq_len) * metrics["tokens_per_s"] / PEAK_FLOPS
-        return {**metrics, "latency_ms": latency, "latency": latency, "mfu": mfu, "steps": float(steps),
-                "peak_mem_mb": peak_memory_mb(self.device), "train_s": time.perf_counter() - started}
+    def latency(self) -> tuple[float, float]:
+        return measure_latency_ms(self.model, self.cfg.seq_len, self.data.vocab_size, self.device,
+                                  self.autocast)
+
+    def mfu(self, tokens_per_s: float) -> float:
+        if self.device.type != "cuda":
+            return 0.0
+        return flops_per_token(self.model, self.cfg.seq_len) * tokens_per_s / PEAK_FLOPS
 
 
-def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None = None) -> dict[str, float]:
+def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None = None,
+          compile_costs: CompileCosts | None = None) -> dict:
     """Train ``model_cfg`` on ``train_cfg``'s task and return the final metrics (``BUILTIN_METRICS``).
 
     ``report(step, metrics)`` is called after each evaluation (every ``eval_every`` steps and at the
     last) with the metrics so far; returning False stops training at once, and the metrics so far
-    are returned. NaN or infinite loss raises ``TrainingDiverged`` (checked at the host syncs: every
-    warm-up step, every ``CHECK_EVERY`` steps and at each evaluation). The model's ``vocab_size`` and
+    are returned, without the latency measurement (a stopped trial's latency is no one's objective).
+    NaN or infinite loss raises ``TrainingDiverged`` (checked at the host syncs: every warm-up step,
+    every ``CHECK_EVERY`` steps and at each evaluation). The model's ``vocab_size`` and
     ``max_seq_len`` are set from the data.
+
+    Besides the metrics (floats) the result holds two mappings: ``time_s``, where the run's wall
+    time went (seconds: ``setup``, ``compile``, ``train``, ``eval``, ``latency``, ``report``; they sum
+    to ``train_s``), and ``compile``, what was compiled and why (``compile: auto`` decides after
+    ``PROBE_STEPS`` timed eager steps, from ``compile_costs``: see ``compile_choice``).
     """
     started = time.perf_counter()
     cfg = train_cfg
     trainer = _Trainer(model_cfg, cfg)
-    phases = {"setup_s": time.perf_counter() - started, "eval_s": 0.0, "report_s": 0.0}
+    time_s = {"setup": time.perf_counter() - started, "compile": 0.0, "train": 0.0, "eval": 0.0,
+              "latency": 0.0, "report": 0.0}
+    costs = compile_costs or CompileCosts()
+    on_cuda = trainer.device.type == "cuda"
+    mode = cfg.compile if on_cuda else (cfg.compile is True)       # auto compiles on CUDA only
+    choice = {"mode": cfg.compile if isinstance(cfg.compile, bool) else "auto", "compiled": False,
+              "reason": "" if on_cuda or cfg.compile is True else "eager on CPU"}
+    decide_at = None
+    if mode is True:
+        trainer.compile()
+        choice.update(compiled=True, reason="compile: true in the study")
+    elif mode == "auto" and cfg.steps > TIMING_SKIP_STEPS + PROBE_STEPS:
+        decide_at = TIMING_SKIP_STEPS + PROBE_STEPS
+    elif mode == "auto":
+        choice["reason"] = f"auto: {cfg.steps} steps are too few to pay for a compile"
+    elif not choice["reason"]:
+        choice["reason"] = "compile: false in the study"
     clock, losses, metrics = _StepClock(), [], {}
+    clock.mode = "compiled" if trainer.compiled else "eager"
+    warm_until = TIMING_SKIP_STEPS
     pending: list[torch.Tensor] = []       # stats of the steps since the last sync
-    tick, tokens = time.perf_counter(), 0
+    tick, tokens, stopped, step = time.perf_counter(), 0, False, 0
     try:
         for step in range(1, cfg.steps + 1):
             stats, n = trainer.step(step - 1)
             pending.append(stats)
             tokens += n
             evaluate_now = step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
-            warming = step <= TIMING_SKIP_STEPS
-            if not (warming or evaluate_now or step % CHECK_EVERY == 0):
+            warming = step <= warm_until
+            if not (warming or evaluate_now or step % CHECK_EVERY == 0 or step == decide_at):
                 continue
             rows = torch.stack(pending).tolist()                      # the sync
             clock.add(time.perf_counter() - tick, len(pending), tokens, warmup=warming)
             losses += trainer.check_finite(step - len(pending) + 1, rows)
             pending, tokens = [], 0
+            if step == decide_at:
+                eager_s = clock.step_s("eager")
+                go, choice["reason"] = compile_choice("auto", cfg.steps - step, eager_s or 0.0, costs)
+                if go:
+                    trainer.compile()
+                    choice["compiled"], clock.mode, warm_until = True, "compiled", step + TIMING_SKIP_STEPS
             if evaluate_now:
                 tick = time.perf_counter()
                 metrics = {**trainer.evaluate(), "train_loss": statistics.fmean(losses), **clock.rates(),
                            "peak_mem_mb": peak_memory_mb(trainer.device), **trainer.static}
                 losses = []
-                phases["eval_s"] += time.perf_counter() - tick
+                time_s["eval"] += time.perf_counter() - tick
                 tick = time.perf_counter()
                 keep_going = report is None or report(step, dict(metrics)) is not False
-                phases["report_s"] += time.perf_counter() - tick
+                time_s["report"] += time.perf_counter() - tick
                 if not keep_going:
+                    stopped = True
                     break
             tick = time.perf_counter()
     finally:
         if hasattr(trainer.train_batches, "close"):
             trainer.train_batches.close()
-    tick = time.perf_counter()
-    final = trainer.finish(metrics, step, started)
-    return {**final, **phases, "warmup_s": clock.warmup_s, "finish_s": time.perf_counter() - tick}
+    time_s["compile"] = clock.compile_s()
+    time_s["train"] = clock.step_seconds - time_s["compile"]
+    final = {**metrics, "steps": float(step), "peak_mem_mb": peak_memory_mb(trainer.device),
+             "mfu": trainer.mfu(metrics.get("tokens_per_s", 0.0))}
+    if not stopped:
+        tick = time.perf_counter()
+        latency, warmup_s = trainer.latency()
+        time_s["compile"] += warmup_s                  # the batch-1 inference graph, if compiled
+        time_s["latency"] = time.perf_counter() - tick - warmup_s
+        final.update(latency_ms=latency, latency=latency)
+    final["peak_mem_mb"] = peak_memory_mb(trainer.device)
+    final["train_s"] = time.perf_counter() - started
+    time_s = {k: round(v, 4) for k, v in time_s.items()}
+    for side in ("eager", "compiled"):
+        step_s = clock.step_s(side)
+        choice[f"{side}_step_ms"] = round(step_s * 1e3, 3) if step_s is not None else None
+    if choice["compiled"]:
+        choice["compile_s"] = round(clock.compile_s("compiled"), 3)   # the compiled steps' warm-up
+    return {**final, "time_s": time_s, "compile": choice}

@@ -6,6 +6,10 @@ FlexAttention path (CUDA; block masks built from indices inside one compiled gra
 attention (``keep_ratio >= 1``, ``attention: dense``, or sequences shorter than ``dense_below``).
 Must not know about: MoE, training, Optuna.
 
+``keep_ratio`` may be a 0-d tensor (the model passes one): the number of blocks each query block keeps
+is then computed on the device, so one compiled FlexAttention graph serves every ratio a search tries
+(a Python float would be baked into the graph as a constant, one recompile per ratio).
+
 The pattern, for a sequence cut into blocks of ``block_size`` tokens (query block ``i``, key block ``j``):
 - the diagonal block ``j == i`` is attended causally (token level);
 - the window blocks ``i - window_blocks < j < i`` are always kept, whole: every query sees at least
@@ -23,8 +27,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -42,6 +44,16 @@ def kept_blocks(n_blocks: int, block_size: int, window: int, keep_ratio: float) 
     """Key blocks kept by each query block ``i`` (diagonal and window blocks included)."""
     forced = window_blocks(window, block_size)
     return [min(i + 1, max(forced, math.ceil(keep_ratio * (i + 1) - 1e-9))) for i in range(n_blocks)]
+
+
+def kept_counts(n_blocks: int, block_size: int, window: int, keep_ratio: float | Tensor,
+                device: torch.device | str | None = None) -> Tensor:
+    """``kept_blocks`` minus the diagonal, [n_blocks] int32, as tensor ops: ``keep_ratio`` may be a
+    0-d tensor (data to a compiled graph, not a constant). float64, as Python computes ``kept_blocks``."""
+    ratio = torch.as_tensor(keep_ratio, dtype=torch.float64, device=device)
+    rows = torch.arange(1, n_blocks + 1, dtype=torch.float64, device=ratio.device)     # i + 1
+    kept = torch.ceil(ratio * rows - 1e-9).clamp_min(window_blocks(window, block_size))
+    return (torch.minimum(kept, rows) - 1).to(torch.int32)
 
 
 def kept_share(seq_len: int, block_size: int, window: int, keep_ratio: float) -> float:
@@ -108,15 +120,21 @@ def block_scores(q: Tensor, k: Tensor, block_size: int) -> Tensor:
     return q_pool @ k_pool.transpose(-1, -2)                             # [B, H, n, n]
 
 
-def select_blocks(q: Tensor, k: Tensor, block_size: int, window: int, keep_ratio: float) -> BlockSelection:
+def select_blocks(q: Tensor, k: Tensor, block_size: int, window: int,
+                  keep_ratio: float | Tensor) -> BlockSelection:
     """Choose the kept off-diagonal key blocks of every query block (see the module docstring).
 
     q, k: [B, H, T, D]. Never selects a block at or after the query block (the diagonal is implicit).
+    A float ``keep_ratio`` gives indices as wide as the largest count; a tensor one (whose counts
+    are not known on the host) gives the widest, ``n - 1``.
     """
     B, H, T, _ = q.shape
     n = math.ceil(T / block_size)
-    counts = [c - 1 for c in kept_blocks(n, block_size, window, keep_ratio)]   # off-diagonal
-    width = max(max(counts), 1)
+    counts = kept_counts(n, block_size, window, keep_ratio, q.device)                  # off-diagonal
+    if isinstance(keep_ratio, Tensor):
+        width = max(n - 1, 1)
+    else:
+        width = max(max(c - 1 for c in kept_blocks(n, block_size, window, keep_ratio)), 1)
     scores = block_scores(q, k, block_size)                                    # [B, H, n, n]
     i = torch.arange(n, device=q.device).view(n, 1)
     j = torch.arange(n, device=q.device).view(1, n)
@@ -125,8 +143,7 @@ def select_blocks(q: Tensor, k: Tensor, block_size: int, window: int, keep_ratio
     indices = scores.topk(min(width, n), dim=-1).indices                      # [B, H, n, width]
     if indices.shape[-1] < width:
         indices = F.pad(indices, (0, width - indices.shape[-1]))
-    counts_t = torch.tensor(counts, dtype=torch.int32, device=q.device)
-    return BlockSelection(indices.to(torch.int32), counts_t, block_size, T)
+    return BlockSelection(indices.to(torch.int32), counts, block_size, T)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,9 +188,9 @@ def build_flex_block_mask(selection: BlockSelection):
     )
 
 
-def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, keep_ratio: float,
+def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, keep_ratio: float | Tensor,
                  kernel_options: dict | None = None) -> Tensor:
-    """Selection, block mask and FlexAttention in one graph (compiled by ``_compiled_flex_sparse``)."""
+    """Selection, block mask and FlexAttention in one graph (``_flex_sparse_compiled`` when eager)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     selection = select_blocks(q, k, block_size, window, keep_ratio)
@@ -184,9 +201,10 @@ def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, 
     return flex_attention(q, k, v, block_mask=build_flex_block_mask(selection), kernel_options=options)
 
 
-@lru_cache(maxsize=1)
-def _compiled_flex_sparse():
-    return torch.compile(_flex_sparse, dynamic=False)
+# Compiled lazily on first call. Its graphs are keyed on shapes, window and block size (keep_ratio
+# is data when it comes as a tensor); a worker resets Dynamo with each trial (autotune/train.py), so
+# the graphs of one trial never count against the next one's recompile limit.
+_flex_sparse_compiled = torch.compile(_flex_sparse, dynamic=False)
 
 
 def flex_available(x: Tensor) -> bool:
@@ -194,18 +212,23 @@ def flex_available(x: Tensor) -> bool:
     return x.is_cuda
 
 
-def sparse_attention(q: Tensor, k: Tensor, v: Tensor, *, block_size: int, window: int, keep_ratio: float,
-                     dense_below: int = 0, impl: str = "auto") -> Tensor:
+def sparse_attention(q: Tensor, k: Tensor, v: Tensor, *, block_size: int, window: int,
+                     keep_ratio: float | Tensor, dense_below: int = 0, impl: str = "auto") -> Tensor:
     """Causal attention under the window + selected-blocks pattern. q,k,v: [B,H,T,D] -> [B,H,T,D].
 
     impl: ``auto`` (flex on CUDA, reference elsewhere), ``flex`` or ``reference``. Dense causal
-    attention is used, on every device, when the pattern keeps every causal block or ``T < dense_below``.
+    attention is used, on every device, when ``T < dense_below`` or a float ``keep_ratio`` keeps
+    every causal block (with a tensor ratio the caller decides that, as ``CausalSelfAttention`` does).
+    Inside a graph being compiled (the model compiled as a whole or by blocks) FlexAttention is
+    traced into that graph; in an eager model it runs through its own compiled graph.
     """
     T = q.shape[2]
-    if T < dense_below or kept_share(T, block_size, window, keep_ratio) >= 1.0:
+    if T < dense_below or (not isinstance(keep_ratio, Tensor)
+                           and kept_share(T, block_size, window, keep_ratio) >= 1.0):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if impl == "flex" or (impl == "auto" and flex_available(q)):
-        return _compiled_flex_sparse()(q, k, v, block_size, window, keep_ratio)
+        flex = _flex_sparse if torch.compiler.is_compiling() else _flex_sparse_compiled
+        return flex(q, k, v, block_size, window, keep_ratio)
     return sparse_attention_reference(q, k, v, block_size, window, keep_ratio)
 
 

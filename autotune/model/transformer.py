@@ -57,6 +57,9 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
+        # keep_ratio as data (0-d, float64 as Python counts blocks): one compiled attention graph
+        # serves every ratio a search tries
+        self.register_buffer("keep_ratio", torch.tensor(cfg.keep_ratio, dtype=torch.float64), persistent=False)
 
     def keep_share(self, seq_len: int) -> float:
         cfg = self.cfg
@@ -69,11 +72,11 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)  # [B,H,T,D] each
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         cfg = self.cfg
-        if cfg.attention == "dense":
+        if self.keep_share(T) >= 1.0:                                   # dense, or a pattern that keeps all
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             y = sparse_attention(q, k, v, block_size=cfg.block_size, window=cfg.window,
-                                 keep_ratio=cfg.keep_ratio, dense_below=cfg.dense_below)
+                                 keep_ratio=self.keep_ratio)
         y = y.transpose(1, 2).reshape(B, T, C)                          # [B, T, C]
         return self.dropout(self.proj(y))
 

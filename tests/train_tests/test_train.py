@@ -10,7 +10,7 @@ import torch
 
 import autotune.train
 from autotune.model import ModelConfig, Transformer
-from autotune.train import (BUILTIN_METRICS, TrainConfig, TrainingDiverged, expert_load_cv, lr_multiplier,
+from autotune.train import (BUILTIN_METRICS, CompileCosts, compile_choice, TrainConfig, TrainingDiverged, expert_load_cv, lr_multiplier,
                             train)
 
 QUICK = TrainConfig(seq_len=32, num_pairs=4, task_vocab=32, batch_size=8, steps=6, eval_every=3,
@@ -86,7 +86,9 @@ def test_report_false_stops_training_and_returns_the_metrics_so_far(tiny_model):
 
     metrics = train(tiny_model, replace(QUICK, steps=100), report)
     assert calls == [3] and metrics["steps"] == 3
-    assert set(BUILTIN_METRICS) <= set(metrics)
+    # a stopped trial skips the latency pass: nobody uses a pruned trial's latency
+    assert set(BUILTIN_METRICS) - set(metrics) == {"latency_ms", "latency"}
+    assert metrics["time_s"]["latency"] == 0.0
 
 
 def test_the_model_vocabulary_and_length_come_from_the_data(tiny_model, monkeypatch):
@@ -133,11 +135,38 @@ def test_phase_times_account_for_the_run_and_report_time_is_the_callers(tiny_mod
         return True
 
     m = train(tiny_model, replace(QUICK, steps=7), slow_report)        # reports at 3, 6, 7
-    phases = ("setup_s", "warmup_s", "eval_s", "report_s", "finish_s")
-    assert all(m[p] >= 0 for p in phases)
-    assert m["report_s"] >= 3 * 0.05
+    parts = m["time_s"]
+    assert set(parts) == {"setup", "compile", "train", "eval", "latency", "report"}
+    assert all(v >= 0 for v in parts.values())
+    assert parts["report"] >= 3 * 0.05
+    assert parts["eval"] > 0 and parts["latency"] > 0 and parts["train"] > 0
     steady = m["step_ms"] * (m["steps"] - autotune.train.TIMING_SKIP_STEPS) / 1e3
-    assert sum(m[p] for p in phases) + steady <= m["train_s"] * 1.05   # nothing counted twice
+    assert parts["train"] >= steady * 0.95
+    # the parts are the run: nothing counted twice, little left out
+    assert m["train_s"] * 0.95 <= sum(parts.values()) <= m["train_s"] * 1.01
+    assert m["compile"] == {"mode": "auto", "compiled": False, "reason": "eager on CPU",
+                            "eager_step_ms": pytest.approx(m["step_ms"], rel=0.5), "compiled_step_ms": None}
+
+
+def test_compile_auto_compiles_only_when_the_remaining_steps_save_more_than_it_costs():
+    costs = CompileCosts(speedup=1.5, compile_s=20.0, trials=3)
+    # 1,000 steps x 0.1 s x (1 - 1/1.5) = 33 s saved > 20 s
+    go, reason = compile_choice("auto", 1000, 0.1, costs)
+    assert go and "33.3 s saved > 20.0 s to compile (from 3 compiled trial(s))" in reason
+    go, reason = compile_choice("auto", 500, 0.1, costs)                 # 16.7 s saved
+    assert not go and "<= 20.0 s" in reason
+    assert compile_choice(True, 1, 0.0, costs)[0] and not compile_choice(False, 10**6, 1.0, costs)[0]
+    assert "prior" in compile_choice("auto", 10, 0.01, CompileCosts())[1]
+
+
+def test_forced_compile_on_cpu_is_recorded_with_its_cost(tiny_model, monkeypatch):
+    compile_module = torch.nn.Module.compile             # Dynamo for real, Inductor's C++ build skipped
+    monkeypatch.setattr(torch.nn.Module, "compile",
+                        lambda self, **kw: compile_module(self, backend="eager", **kw))
+    m = train(tiny_model, replace(QUICK, steps=6, eval_every=3, compile=True))
+    assert m["compile"]["compiled"] and m["compile"]["reason"] == "compile: true in the study"
+    assert m["compile"]["compiled_step_ms"] > 0 and m["compile"]["compile_s"] >= 0
+    assert math.isfinite(m["val_loss"])
 
 
 def test_gradient_accumulation_takes_several_batches_per_step(tiny_model, monkeypatch):

@@ -1,0 +1,70 @@
+"""Compiled graphs on a GPU: one worker trains many sparse trials without recompiling in evaluation or
+latency, without reaching Dynamo's recompile limit, and without FlexAttention's unfused fallback."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import autotune.train
+from autotune.model import ModelConfig
+from autotune.train import TrainConfig, train
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+TASK = dict(task="mqar", seq_len=1024, num_pairs=16, task_vocab=64, batch_size=8, eval_every=6,
+            precision="bf16")
+MODEL = dict(d_model=128, n_layers=2, n_heads=4, d_ff=256, num_experts=4, top_k=2, attention="sparse",
+             window=128, block_size=128)
+
+
+def _graphs() -> int:
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+@pytest.fixture
+def graphs_built_in(monkeypatch):
+    """Dynamo graphs built inside ``evaluate`` and inside ``measure_latency_ms``, over all trials."""
+    built = {"evaluate": 0, "measure_latency_ms": 0}
+
+    def counting(name):
+        original = getattr(autotune.train, name)
+
+        def wrapper(*args, **kwargs):
+            before = _graphs()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                built[name] += _graphs() - before
+        monkeypatch.setattr(autotune.train, name, wrapper)
+
+    for name in built:
+        counting(name)
+    return built
+
+
+@pytest.mark.parametrize("compile_mode", [False, True])
+def test_ten_sparse_trials_in_one_worker_never_recompile_evaluating_nor_fall_back(compile_mode, graphs_built_in):
+    keep_ratios = [0.15, 0.2, 0.27, 0.33, 0.4, 0.45, 0.5, 0.6, 0.7, 0.75]
+    trials = keep_ratios if compile_mode is False else keep_ratios[:3]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for keep in trials:
+            m = train(ModelConfig(**MODEL, keep_ratio=keep), TrainConfig(**TASK, steps=12, compile=compile_mode))
+            assert m["compile"]["compiled"] is compile_mode
+            assert 0 < m["keep_ratio_used"] < 1
+    # evaluation reuses the training graphs; only latency's batch-1 inference graph is new (once a trial)
+    assert graphs_built_in["evaluate"] == 0
+    assert graphs_built_in["measure_latency_ms"] <= len(trials) * (1 if compile_mode is False else 2)
+    texts = [str(w.message) for w in caught]
+    assert not [t for t in texts if "recompile" in t.lower() or "materializ" in t.lower()], texts
+    assert not [t for t in texts if "lru_cache" in t or "TensorFloat32" in t], texts
+
+
+def test_time_split_of_a_gpu_trial_sums_to_its_wall_time():
+    m = train(ModelConfig(**MODEL, keep_ratio=0.3), TrainConfig(**TASK, steps=24, compile=False))
+    parts = m["time_s"]
+    assert parts["compile"] > 0 and parts["train"] > 0 and parts["latency"] < 1.0
+    assert m["train_s"] * 0.95 <= sum(parts.values()) <= m["train_s"] * 1.01
