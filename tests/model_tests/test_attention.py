@@ -142,10 +142,19 @@ def test_kept_share_falls_with_length_towards_keep_ratio():
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+@pytest.fixture
+def full_fp32():
+    """The reference's fp32 matmuls in full precision (a trainer in this process may have chosen TF32)."""
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(saved)
+
+
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("T,bs,window,keep", [(1024, 128, 128, 0.2), (2048, 64, 128, 0.3), (1000, 128, 128, 0.5)])
-def test_flex_path_matches_the_reference_forward_and_backward(T, bs, window, keep):
+def test_flex_path_matches_the_reference_forward_and_backward(T, bs, window, keep, full_fp32):
     B, H, D = 2, 4, 64
     q, k, v = (x.requires_grad_() for x in qkv(B, H, T, D, device="cuda"))
     out = sparse_attention(q, k, v, block_size=bs, window=window, keep_ratio=keep, impl="flex")

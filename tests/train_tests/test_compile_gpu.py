@@ -56,8 +56,9 @@ def test_ten_sparse_trials_in_one_worker_never_recompile_evaluating_nor_fall_bac
             assert m["compile"]["compiled"] is compile_mode
             assert 0 < m["keep_ratio_used"] < 1
     # evaluation reuses the training graphs; only latency's batch-1 inference graph is new (once a trial)
-    assert graphs_built_in["evaluate"] == 0
-    assert graphs_built_in["measure_latency_ms"] <= len(trials) * (1 if compile_mode is False else 2)
+    assert graphs_built_in["evaluate"] == 0, graphs_built_in
+    per_trial = 1 if compile_mode is False else MODEL["n_layers"] + 1
+    assert graphs_built_in["measure_latency_ms"] <= len(trials) * per_trial, graphs_built_in
     texts = [str(w.message) for w in caught]
     assert not [t for t in texts if "recompile" in t.lower() or "materializ" in t.lower()], texts
     assert not [t for t in texts if "lru_cache" in t or "TensorFloat32" in t], texts

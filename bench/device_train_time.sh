@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Device machine, issue 15: where a trial's GPU time goes, end to end through `autotune run`.
+#   PART=check  bash bench/device_train_time.sh   # GPU tests (no recompiles, no unfused fallback), then
+#                                                 # a short gpu_smoke run with its per-trial split
+#   PART=vs     bash bench/device_train_time.sh   # bench/vs_optuna.py on bench/gpu_smoke.yaml, VS_TIMEOUT s a side
+#   PART=moe    bash bench/device_train_time.sh   # studies/moe_sparse.yaml for MOE_TIMEOUT, SM utilisation alongside
+# Optuna, SQLAlchemy & co. travel as wheels in .whl (carry it; bench/device_env.sh says how to fill it).
+. bench/device_env.sh /tmp/train_time_out
+PART=${PART:-check}
+split() {  # split DB STUDY: per-trial time_s and the study's share of slot time in training steps
+  python3 - "$1" "$2" <<'PY'
+import sys, statistics, optuna
+study = optuna.load_study(study_name=sys.argv[2], storage=f"sqlite:///{sys.argv[1]}")
+rows, first = [], {}
+for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.datetime_start.timestamp() if t.datetime_start else 0):
+    ts = t.user_attrs.get("time_s") or {}
+    if not ts:
+        continue
+    slot = t.user_attrs.get("slot"); first.setdefault(slot, t.number)
+    c = t.user_attrs.get("compile") or {}
+    m = t.user_attrs.get("metrics") or {}
+    rows.append((t.number, first[slot] == t.number, ts))
+    print(t.number, t.state.name, t.params.get("attention"), "val_loss=%s acc=%s" % (m.get("val_loss"), m.get("accuracy")),
+          "compiled" if c.get("compiled") else "eager", {k: round(v, 2) for k, v in ts.items()}, "|", c.get("reason", "")[:160])
+later = [ts for n, f, ts in rows if not f]
+for name, group in (("all trials", [ts for _, _, ts in rows]), ("after each slot's first", later)):
+    total = sum(ts["total"] for ts in group)
+    if total:
+        parts = {k: round(sum(ts.get(k, 0) for ts in group) / total, 3) for k in group[0] if k != "total"}
+        print(f"{name}: {len(group)} trials, share in training steps {parts.get('train', 0):.3f}; shares {parts}")
+if later:
+    print("median overhead after each slot's first (s):", round(statistics.median(ts["total"] - ts.get("train", 0) for ts in later), 2))
+PY
+}
+if [ "$PART" = check ]; then
+  python3 -m pytest -q -m gpu tests/train_tests tests/model_tests -p no:cacheprovider -o addopts= -x 2>&1 | tee "$OUT/gpu_tests.log"
+  rm -rf /tmp/gpu_smoke.db* /tmp/gpu_smoke.db-compile-cache
+  ( nvidia-smi dmon -s u -d 1 > "$OUT/smoke_dmon.log" & echo $! > /tmp/dmon.pid )
+  TORCH_LOGS=recompiles timeout 400 python3 -m autotune run bench/gpu_smoke.yaml --timeout "${SMOKE_TIMEOUT:-150}s" --hard-stop --no-live 2>&1 | tail -40 | tee "$OUT/smoke.log"
+  kill "$(cat /tmp/dmon.pid)"
+  split /tmp/gpu_smoke.db gpu-smoke | tee "$OUT/smoke_split.log"
+  awk '$1 ~ /^[0-9]+$/ {s += $2; n++} END {if (n) print "mean SM util %:", s / n}' "$OUT/smoke_dmon.log"
+fi
+if [ "$PART" = vs ]; then
+  python3 bench/vs_optuna.py bench/gpu_smoke.yaml --timeout "${VS_TIMEOUT:-270}" --out "$OUT/vs_optuna.json" 2>&1 | tee "$OUT/vs.log"
+fi
+if [ "$PART" = moe ]; then
+  rm -rf /tmp/moe_sparse.db*
+  ( nvidia-smi dmon -s u -d 1 > "$OUT/moe_dmon.log" & echo $! > /tmp/dmon.pid )
+  timeout 590 python3 -m autotune run studies/moe_sparse.yaml --storage sqlite:////tmp/moe_sparse.db \
+    --timeout "${MOE_TIMEOUT:-500}s" --hard-stop --no-live 2>&1 | tail -20 | tee "$OUT/moe.log"
+  kill "$(cat /tmp/dmon.pid)"
+  split /tmp/moe_sparse.db moe-sparse | tee "$OUT/moe_split.log"
+  awk '$1 ~ /^[0-9]+$/ {s += $2; n++} END {if (n) print "mean SM util %:", s / n}' "$OUT/moe_dmon.log"
+fi
