@@ -57,3 +57,8 @@ def test_init_then_validate_then_a_one_trial_run(tmp_path):
     run = autotune("run", "study.yaml", "--trials", "1", "--no-live", "--no-estimate")
     assert run.returncode == 0, run.stdout + run.stderr
     assert autotune("best", "study").returncode == 0
+
+
+def test_init_has_help_with_an_example():
+    result = invoke("init", "--help")
+    assert result.exit_code == 0 and "Example" in result.output and "--force" in result.output
