@@ -76,18 +76,23 @@ def _flops_per_step(model_cfg, train_cfg) -> float:
     return flops_per_token(model, train_cfg.seq_len) * _tokens_per_step(train_cfg)
 
 
-def _matmul_flops_per_s(seconds: float = 0.2) -> float:
+def _matmul_flops_per_s(bursts: int = 5, seconds: float = 0.04) -> float:
+    """FLOP/s of 256 x 256 fp32 matmuls: the best of a few short bursts, so that a moment when
+    other processes hold the cores does not count as this machine's speed."""
     import torch
     a, b = torch.randn(256, 256), torch.randn(256, 256)
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        done += 1
-    return done * 2 * 256 ** 3 / (time.perf_counter() - started)
+    best = 0.0
+    for _ in range(bursts):
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            a @ b
+            done += 1
+        best = max(best, done * 2 * 256 ** 3 / (time.perf_counter() - started))
+    return best
 
 
 def _timed_step_s(model_cfg, train_cfg) -> float:
-    """Wall time of one training step (forward, backward, AdamW) on the CPU, after one untimed."""
+    """Wall time of one training step (forward, backward, AdamW) on the CPU, after a small untimed one."""
     import torch
     import torch.nn.functional as F
 
@@ -96,9 +101,9 @@ def _timed_step_s(model_cfg, train_cfg) -> float:
     model = build_model(model_cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     rows = max(1, _tokens_per_step(train_cfg) // train_cfg.seq_len)
-    tokens = torch.randint(model_cfg.vocab_size, (rows, train_cfg.seq_len))
     seconds = 0.0
-    for i in range(2):
+    for batch in (1, rows):   # a one-sequence step warms up (allocator, first calls), then the real one
+        tokens = torch.randint(model_cfg.vocab_size, (batch, train_cfg.seq_len))
         started = time.perf_counter()
         logits, aux = model(tokens)
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()) + aux.aux_loss
@@ -166,11 +171,12 @@ def warning_for(spec: StudySpec) -> str | None:
         return None
     over = ("the study's timeout of " + format_duration(spec.budget.timeout_s)
             if spec.budget.timeout_s and spec.budget.timeout_s < HOUR_S else "an hour")
-    where = ("GPU" if gpu else
-             f"CPU, no GPU found, {est.threads} torch thread{'s' if est.threads != 1 else ''} a trial")
+    where = ("warning: one trial may take ~{} on the GPU" if gpu else
+             "warning: no GPU found: one trial may take ~{} on this CPU "
+             f"({est.threads} torch thread{'s' if est.threads != 1 else ''} a trial)")
     knobs = " ".join(f"{k}={v}" for k, v in est.config.items())
-    return (f"warning: one trial may take ~{format_duration(est.trial_s)} here, more than {over} "
-            f"({where}; largest configuration {knobs}: {est.steps} steps of "
+    return (f"{where.format(format_duration(est.trial_s))}, more than {over} "
+            f"(largest configuration {knobs}: {est.steps} steps of "
             f"~{format_duration(est.step_s) if est.step_s >= 1 else f'{est.step_s * 1000:.0f} ms'}, "
             f"from {est.how}). To shrink it: fewer trainer steps, a smaller seq_len, d_model, "
             f"n_layers or batch_size{'' if gpu else ', or a machine with a GPU'}. "

@@ -18,8 +18,8 @@ def test_the_largest_configuration_takes_the_top_of_every_range():
 def test_a_gpu_sized_study_on_a_cpu_warns_with_the_estimate_and_how_to_shrink_it(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     text = estimate.warning_for(load_spec(REPO / "studies" / "moe_sparse.yaml"))
-    assert text is not None and text.startswith("warning: one trial may take ~")
-    for words in ("no GPU found", "more than an hour", "fewer trainer steps", "smaller seq_len",
+    assert text is not None and text.startswith("warning: no GPU found: one trial may take ~")
+    for words in ("on this CPU", "more than an hour", "fewer trainer steps", "smaller seq_len",
                   "a machine with a GPU", "--no-estimate"):
         assert words in text
 
