@@ -54,3 +54,41 @@ def test_parallel_evals_on_gpus_become_trials_per_gpu(two_cores):
 def test_gpu_detection_without_torch_finds_none_where_cuda_is_hidden(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert gpus.detect_gpus(ask_torch=False) == []
+
+
+OBJECTIVE = '''
+import os, time
+
+def threads(params, report):
+    time.sleep(0.5)
+    return {"val_loss": float(os.environ.get("OMP_NUM_THREADS", -1))}
+'''
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two cores and CPU affinity")
+def test_a_study_asking_eight_workers_on_two_cores_runs_two_each_with_one_thread(tmp_path):
+    import subprocess
+    import sys
+
+    import optuna
+    import yaml
+    (tmp_path / "threads_obj.py").write_text(OBJECTIVE)
+    study = tmp_path / "threads.yaml"
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    study.write_text(yaml.safe_dump({
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "objectives": [{"metric": "val_loss", "direction": "minimize"}],
+        "budget": {"trials": 4}, "parallel": {"workers": 8}, "objective": "threads_obj:threads"}))
+    two = sorted(os.sched_getaffinity(0))[:2]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    run = subprocess.run([sys.executable, "-m", "autotune", "run", str(study), "--storage", url,
+                          "--no-live"], capture_output=True, text=True, env=env, timeout=180,
+                         preexec_fn=lambda: os.sched_setaffinity(0, two))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "parallel: 8 workers asked, 2 CPU cores: running 2 at a time, 1 torch thread each" \
+        in run.stdout.splitlines()
+    trials = optuna.load_study(study_name="threads", storage=url).get_trials()
+    assert [t.values for t in trials] == [[1.0]] * 4
+    assert {t.user_attrs["slot"] for t in trials} <= {0, 1}
