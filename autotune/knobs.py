@@ -73,6 +73,10 @@ GPU_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# the settings that size the mqar task: a flat study on another task (text) gets none of them
+MQAR_KNOBS = ("num_pairs", "num_queries", "task_vocab")
+
+
 def flat_defaults(gpu: bool) -> dict[str, dict[str, Any]]:
     """``{"trainer": {...}, "fixed": {...}}`` of a flat study that names none, with or without GPU."""
     chosen = GPU_DEFAULTS if gpu else CPU_DEFAULTS

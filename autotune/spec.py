@@ -814,6 +814,9 @@ def _fill_flat_defaults(values: dict[str, Any]) -> None:
     does not set itself, searched or constant, and record which ones it got."""
     gpu = machine_has_gpu()
     named = set(dict(values["trainer"])) | set(dict(values["fixed"])) | set(values["space"].names)
+    settings = {**dict(values["trainer"]), **dict(values["fixed"])}
+    if settings.get("task", "mqar") != "mqar":   # the defaults size the built-in recall task
+        named |= set(knobs.MQAR_KNOBS)
     used: dict[str, Any] = {}
     for section, defaults in knobs.flat_defaults(gpu).items():
         missing = {k: v for k, v in defaults.items() if k not in named}

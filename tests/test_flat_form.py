@@ -74,6 +74,17 @@ def test_settings_the_flat_file_gives_win_over_the_defaults(tmp_path, cpu_only):
     assert "steps" not in dict(spec.flat_defaults) and "d_model" not in dict(spec.flat_defaults)
 
 
+def test_a_flat_study_on_text_gets_no_recall_task_sizes(tmp_path, cpu_only):
+    data = tmp_path / "data.txt"
+    data.write_text("hello world\n" * 2000)
+    path = tmp_path / "flat.yaml"
+    path.write_text(FIXTURE.read_text(encoding="utf-8")
+                    + f"trainer: {{task: text, data_path: {data}}}\n", encoding="utf-8")
+    trainer = load_spec(path).trainer_dict
+    assert trainer["task"] == "text" and trainer["seq_len"] == 64
+    assert not {"num_pairs", "num_queries", "task_vocab"} & set(trainer)
+
+
 @pytest.mark.slow
 def test_the_flat_example_runs_and_best_answers_with_canonical_names(tmp_path):
     # the file as pasted, shortened to 10 steps so that the test is quick (the README measures
