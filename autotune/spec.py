@@ -660,8 +660,12 @@ def _check_builtin_names(ctx: _Ctx, spec_values: dict[str, Any], space: SearchSp
 
     for section in ("trainer", "fixed"):
         for name, value in dict(spec_values[section]).items():
-            check_name(_join(section, name), name)
-            _check_builtin_value(ctx, _join(section, name), known[name], value)
+            key = _join(section, name)
+            spelled = ctx.spellings.get(name)   # the key as written (an alias), for the message
+            if spelled and spelled[0].startswith(section + ".") and spelled[1] != name:
+                key = f"{spelled[0]} ({name})"
+            check_name(key, name)
+            _check_builtin_value(ctx, key, known[name], value)
     for p in space.params:
         check_name(_join(space_key, p.name), p.name)
         default = known[p.name]

@@ -129,3 +129,15 @@ def test_every_alias_names_a_real_knob_and_is_not_one_itself():
     for section in ("trainer", "fixed"):
         assert set(knobs.CPU_DEFAULTS[section]) <= set(fields)
         assert set(knobs.GPU_DEFAULTS[section]) <= set(fields)
+
+
+def test_a_bad_value_under_an_alias_is_reported_under_the_key_as_written(tmp_path):
+    path = study(tmp_path, """
+        space: {lr: [0.001]}
+        objectives: [{metric: val_loss, direction: minimize}]
+        budget: {trials: 2}
+        fixed: {hidden_size: big}
+    """)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert err.value.key == "fixed.hidden_size (d_model)" and "must be int" in err.value.problem
