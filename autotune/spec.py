@@ -2,6 +2,9 @@
 
 Owns: reading the study file (and the search-space file it names), both the native form and the
 flat ``optimization:`` form, every validation, and the one-off overrides of ``autotune run``.
+For the built-in objective every knob name goes through the alias table of ``autotune/knobs.py``
+(``learning_rate`` -> ``lr``, ``sparsity`` -> ``1 - keep_ratio``), so the spec holds canonical
+names only; a flat study gets the machine-sized defaults of ``knobs.flat_defaults``.
 Every problem raises ``SpecError`` naming the file, the key path and the fix; nothing downstream
 reads raw dicts.
 Must not know about: Optuna internals, torch (the built-in objective's parameter names come from
