@@ -122,6 +122,9 @@ def _run_options(fn: Callable) -> Callable:
                      "instead of letting them finish."),
         click.option("--live/--no-live", default=None, help="Live terminal view (default: when the "
                      "output is a terminal)."),
+        click.option("--no-estimate", "no_estimate", is_flag=True, help="Skip the check (a model "
+                     "built and one step timed, a few seconds) that warns when a trial looks too long "
+                     "for this machine."),
     ]):
         fn = option(fn)
     return fn
@@ -169,13 +172,33 @@ def _prepare(spec, *, join_only: bool):
     return study
 
 
-def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None) -> None:
+def _announce(spec, *, estimate: bool) -> None:
+    """The lines printed once before the first trial: the flat form's defaults, the parallel plan,
+    and a warning when a trial looks too long for this machine."""
+    from autotune.gpus import describe_slots, plan_slots
+    if spec.flat_defaults:
+        size = ("GPU (middle of studies/moe_sparse.yaml)" if spec.flat_defaults_for == "gpu"
+                else "CPU, no GPU found (quickstart size)")
+        settings = " ".join(f"{k}={v}" for k, v in spec.flat_defaults)
+        click.echo(f"flat study: model/trainer defaults for {size}: {settings} "
+                   "(set any under trainer: or fixed: to change it)")
+    click.echo(describe_slots(spec.parallel, plan_slots(spec.parallel)))
+    if estimate:
+        from autotune.estimate import warning_for
+        text = warning_for(spec)
+        if text:
+            click.echo(text, err=True)
+
+
+def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
+             estimate: bool = True) -> None:
     from autotune import space as space_mod
     from autotune.objective import TrialObjective
     from autotune.progress import make_progress, print_summary
     from autotune.scheduler import SchedulerError, run_study
     from autotune.store import mask_url
 
+    _announce(spec, estimate=estimate)
     study = _prepare(spec, join_only=join_only)
     progress = make_progress(live)
     try:
@@ -207,7 +230,7 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None) -> No
 @_guarded
 def run(file: str, storage: str | None, study_name: str | None, trials: int | None,
         timeout: str | None, workers: int | None, hard_stop: bool, live: bool | None,
-        warm_start: tuple[str, ...]) -> None:
+        no_estimate: bool, warm_start: tuple[str, ...]) -> None:
     """Run (or resume) the study described by FILE.
 
     Trials run in parallel on the GPUs found (CPU workers where there is none) until the budget
@@ -219,7 +242,7 @@ def run(file: str, storage: str | None, study_name: str | None, trials: int | No
       autotune run studies/moe_sparse.yaml --trials 80 --timeout 2h
     """
     spec = _spec_from(file, storage, study_name, trials, timeout, workers, warm_start)
-    _execute(spec, join_only=False, hard_stop=hard_stop, live=live)
+    _execute(spec, join_only=False, hard_stop=hard_stop, live=live, estimate=not no_estimate)
 
 
 @main.command()
@@ -227,7 +250,8 @@ def run(file: str, storage: str | None, study_name: str | None, trials: int | No
 @_run_options
 @_guarded
 def worker(file: str, storage: str | None, study_name: str | None, trials: int | None,
-           timeout: str | None, workers: int | None, hard_stop: bool, live: bool | None) -> None:
+           timeout: str | None, workers: int | None, hard_stop: bool, live: bool | None,
+           no_estimate: bool) -> None:
     """Join a running study from another machine (or another process on this one).
 
     The study must exist in the shared store; the worker takes its share of the same budget.
@@ -237,7 +261,7 @@ def worker(file: str, storage: str | None, study_name: str | None, trials: int |
       autotune worker studies/moe_sparse.yaml --storage postgresql://tuner@db-host/autotune
     """
     spec = _spec_from(file, storage, study_name, trials, timeout, workers)
-    _execute(spec, join_only=True, hard_stop=hard_stop, live=live)
+    _execute(spec, join_only=True, hard_stop=hard_stop, live=live, estimate=not no_estimate)
 
 
 @main.command()
@@ -281,6 +305,28 @@ def validate(file: str) -> None:
         where = f" in {mask_url(ws.storage)}" if ws.storage else ""
         click.echo(f"  warm start {ws.strategy} from {', '.join(ws.sources)}{where}"
                    f"{detail.get(ws.strategy, '')}; out of range: {ws.out_of_range}")
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(), metavar="[FILE]")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@_guarded
+def init(file: str | None, force: bool) -> None:
+    """Write a commented starter study to FILE (default: study.yaml here) that runs on a CPU in minutes.
+
+    \b
+    Example:
+      autotune init                      # writes study.yaml
+      autotune init studies/mine.yaml && autotune run studies/mine.yaml
+    """
+    from autotune.starter import DEFAULT_FILE, StarterExists, write_starter
+    try:
+        path = write_starter(file or DEFAULT_FILE, force=force)
+    except StarterExists as exc:
+        _die(str(exc))
+    except OSError as exc:
+        _die(f"{file or DEFAULT_FILE}: cannot be written ({exc.strerror or exc})")
+    click.echo(f"wrote {path}; next: autotune validate {path} && autotune run {path}")
 
 
 # --- inspecting studies -------------------------------------------------------------------------

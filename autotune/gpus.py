@@ -2,12 +2,15 @@
 
 Owns: finding the GPUs of this machine without initialising CUDA in the calling process
 (``nvidia-smi -L``, else ``torch.cuda.device_count()`` in a child process), and turning
-``parallel: {gpus, trials_per_gpu, workers}`` into slots, each with the ``CUDA_VISIBLE_DEVICES``
-value its worker process gets.
+``parallel: {gpus, trials_per_gpu, workers}`` into slots, each with the environment its worker
+process gets (``CUDA_VISIBLE_DEVICES``; on CPU ``OMP_NUM_THREADS``: the cores split among the
+workers, never more workers than cores).
 Must not know about: Optuna, the model.
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
 import shutil
 import subprocess
@@ -24,18 +27,43 @@ class Slot:
     index: int
     gpu: str | None          # the CUDA_VISIBLE_DEVICES value; None: CPU worker (GPUs hidden)
     share: float = 1.0       # the part of its device the slot holds: 1 / trials_per_gpu on a GPU
+    threads: int | None = None   # CPU worker: torch threads (OMP_NUM_THREADS); None: torch decides
 
     @property
     def visible_devices(self) -> str:
         return "" if self.gpu is None else self.gpu
 
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables the slot's worker process starts with."""
+        env = {"CUDA_VISIBLE_DEVICES": self.visible_devices}
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        return env
 
-def detect_gpus() -> list[str]:
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, e.g. a container's or taskset's share)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def detect_gpus(ask_torch: bool = True) -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries ('0', '1', or UUIDs).
 
-    An existing ``CUDA_VISIBLE_DEVICES`` is respected: its entries are the GPUs.
+    An existing ``CUDA_VISIBLE_DEVICES`` is respected: its entries are the GPUs. Without
+    ``nvidia-smi``, ``ask_torch`` asks torch in a child process (seconds); else none are found.
     """
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return list(_detect_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), ask_torch))
+
+
+@functools.lru_cache(maxsize=None)  # the CLI and the scheduler both ask; the answer takes seconds
+def _detect_gpus(visible: str | None, ask_torch: bool) -> tuple[str, ...]:
+    return tuple(_find_gpus(visible, ask_torch))
+
+
+def _find_gpus(visible: str | None, ask_torch: bool) -> list[str]:
     if visible is not None:
         return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
     if shutil.which("nvidia-smi"):
@@ -46,6 +74,8 @@ def detect_gpus() -> list[str]:
                 return [str(i) for i in range(len(lines))]
         except (OSError, subprocess.TimeoutExpired):
             pass
+    if not ask_torch:
+        return []
     try:  # no nvidia-smi (containers, ROCm): ask torch, in a child so CUDA stays cold here
         out = subprocess.run(
             [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
@@ -56,19 +86,58 @@ def detect_gpus() -> list[str]:
 
 
 def plan_slots(parallel: ParallelSpec, available: list[str] | None = None) -> list[Slot]:
-    """Slots for ``parallel``: each GPU times ``trials_per_gpu``, or ``workers`` CPU slots.
+    """Slots for ``parallel``: each GPU times ``trials_per_gpu``, or CPU slots.
 
-    ``gpus: auto`` takes every GPU found; ``[0, 2]`` those indices; ``N`` the first N.
-    With no GPU, ``workers`` (default 1) CPU slots with GPUs hidden.
+    ``gpus: auto`` takes every GPU found; ``[0, 2]`` those indices; ``N`` the first N. On GPUs the
+    flat form's ``parallel_evals`` (``evals``) sets ``trials_per_gpu`` to ``ceil(evals / GPUs)``.
+    With no GPU, ``workers`` (default 1) CPU slots with GPUs hidden, but no more than the cores
+    this process may use (``fit_cores``, what study files ask); each gets ``cores // slots`` (at
+    least 1) torch threads (``OMP_NUM_THREADS``, unless
+    that is set already: then that).
     """
-    gpus_setting = parallel.gpus
-    if isinstance(gpus_setting, (tuple, list)):
-        gpus = [str(g) for g in gpus_setting]
-    else:
-        found = detect_gpus() if available is None else list(available)
-        gpus = found if gpus_setting == "auto" else found[: int(gpus_setting)]
+    gpus = _chosen_gpus(parallel, available)
     if not gpus:
-        return [Slot(i, None) for i in range(max(1, parallel.workers or 1))]
+        cores = usable_cores()
+        n = max(1, parallel.workers or 1)
+        if parallel.fit_cores:
+            n = min(n, cores)
+        threads = _env_threads() or max(1, cores // n)
+        return [Slot(i, None, threads=threads) for i in range(n)]
     per_gpu = max(1, parallel.trials_per_gpu)
+    if parallel.evals:
+        per_gpu = math.ceil(parallel.evals / len(gpus))
     return [Slot(i * per_gpu + k, gpu, 1.0 / per_gpu)
             for i, gpu in enumerate(gpus) for k in range(per_gpu)]
+
+
+def _chosen_gpus(parallel: ParallelSpec, available: list[str] | None) -> list[str]:
+    if isinstance(parallel.gpus, (tuple, list)):
+        return [str(g) for g in parallel.gpus]
+    found = detect_gpus() if available is None else list(available)
+    return found if parallel.gpus == "auto" else found[: int(parallel.gpus)]
+
+
+def _env_threads() -> int | None:
+    try:
+        threads = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return threads if threads > 0 else None
+
+
+def describe_slots(parallel: ParallelSpec, slots: list[Slot]) -> str:
+    """One line: what ran where, and why fewer than asked (``parallel: 8 workers asked, ...``)."""
+    if slots and slots[0].gpu is not None:
+        gpus = sorted({s.gpu for s in slots})
+        per_gpu = len(slots) // len(gpus)
+        asked = f"{parallel.evals} concurrent trials asked, " if parallel.evals else ""
+        return (f"parallel: {asked}{len(gpus)} GPU(s): {per_gpu} trial(s) per GPU, "
+                f"{len(slots)} at a time")
+    asked = max(1, parallel.workers or 1)
+    threads = slots[0].threads if slots else None
+    each = f", {threads} torch thread{'s' if threads != 1 else ''} each" if threads else ""
+    cores = usable_cores()
+    if asked > len(slots):
+        return (f"parallel: {asked} workers asked, {cores} CPU cores: running {len(slots)} at a "
+                f"time{each}")
+    return f"parallel: {len(slots)} CPU worker(s) on {cores} cores{each}, no GPU"

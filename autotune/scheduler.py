@@ -121,18 +121,19 @@ def start_worker(slot: Slot, objective: Callable) -> _Worker:
     parent_conn, child_conn = ctx.Pipe(duplex=True)
     process = ctx.Process(target=_worker.main, args=(child_conn, objective, os.getpid()),
                           name=f"autotune-slot{slot.index}", daemon=True)
-    saved_env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    saved_env = {name: os.environ.get(name) for name in slot.env}
     # The child inherits a blocked SIGINT (and ignores it once running); our own Ctrl-C arriving
     # meanwhile stays pending and is delivered to us when we unblock.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    os.environ["CUDA_VISIBLE_DEVICES"] = slot.visible_devices
+    os.environ.update(slot.env)   # CUDA_VISIBLE_DEVICES; OMP_NUM_THREADS on CPU
     try:
         process.start()
     finally:
-        if saved_env is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = saved_env
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     child_conn.close()
     return _Worker(slot=slot, process=process, conn=parent_conn)

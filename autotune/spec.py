@@ -2,6 +2,9 @@
 
 Owns: reading the study file (and the search-space file it names), both the native form and the
 flat ``optimization:`` form, every validation, and the one-off overrides of ``autotune run``.
+For the built-in objective every knob name goes through the alias table of ``autotune/knobs.py``
+(``learning_rate`` -> ``lr``, ``sparsity`` -> ``1 - keep_ratio``), so the spec holds canonical
+names only; a flat study gets the machine-sized defaults of ``knobs.flat_defaults``.
 Every problem raises ``SpecError`` naming the file, the key path and the fix; nothing downstream
 reads raw dicts.
 Must not know about: Optuna internals, torch (the built-in objective's parameter names come from
@@ -27,6 +30,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from autotune import knobs
 from autotune.spec_types import (OPTIMIZER_KINDS, PRUNER_KINDS, WARM_START_STRATEGIES, BudgetSpec,
                                  ObjectiveSpec, OptimizerSpec, ParallelSpec, Param, PrunerSpec,
                                  SearchSpace, StudySpec, WarmStartSpec)
@@ -90,10 +94,30 @@ def _read_yaml(path: Path, key: str = "") -> Any:
 # --- small checkers -----------------------------------------------------------------------------
 
 class _Ctx:
-    """The file being read, for error messages."""
+    """The file being read, for error messages; for the built-in objective (``aliases``) also the
+    spelling of each knob named so far (canonical name -> (key, spelling)), to catch one knob
+    named twice."""
 
-    def __init__(self, file: Path | None):
+    def __init__(self, file: Path | None, aliases: bool = False,
+                 spellings: dict[str, tuple[str, str]] | None = None):
         self.file = file
+        self.aliases = aliases
+        self.spellings = {} if spellings is None else spellings
+
+    def for_file(self, file: Path) -> "_Ctx":
+        return _Ctx(file, self.aliases, self.spellings)
+
+    def knob(self, name: str, key: str) -> tuple[str, bool]:
+        """The canonical name of a knob the study sets (``key``: where), and whether its values
+        are complemented (``sparsity`` = 1 - ``keep_ratio``). Without aliases: the name as is."""
+        if not self.aliases:
+            return name, False
+        canonical, complemented = knobs.canonical(name)
+        first = self.spellings.setdefault(canonical, (key, name))
+        if first[1] != name:
+            raise self.fail(key, f"{name!r} and {first[1]!r} ({first[0]}) both name the knob "
+                                 f"{canonical!r}; keep one")
+        return canonical, complemented
 
     def fail(self, key: str, problem: str) -> SpecError:
         return SpecError(self.file, key, problem)
@@ -307,7 +331,7 @@ def _parse_space(ctx: _Ctx, raw: Any, key: str, base_dir: Path, flat: bool = Fal
         path = (base_dir / raw).resolve() if not Path(raw).is_absolute() else Path(raw)
         if not path.exists():
             raise ctx.fail(key, f"search-space file {raw!r} not found (looked in {path})")
-        space_ctx = _Ctx(path)
+        space_ctx = ctx.for_file(path)
         data = _read_yaml(path)
         if isinstance(data, dict) and set(data) <= {"parameters", "space"} and len(data) == 1:
             data = next(iter(data.values()))
@@ -322,8 +346,58 @@ def _parse_space(ctx: _Ctx, raw: Any, key: str, base_dir: Path, flat: bool = Fal
         if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.-]*$", name):
             raise ctx.fail(_join(key, name), "parameter names are letters, digits, _ . - "
                                              "and start with a letter")
-        params[name] = _parse_param(ctx, name, praw, _join(key, name), flat)
+        param = _parse_param(ctx, name, praw, _join(key, name), flat)
+        if ctx.aliases:
+            param = _canonical_param(ctx, param, _join(key, name))
+        params[param.name] = param
     return SearchSpace(_order_params(ctx, params, key))
+
+
+def _canonical_param(ctx: _Ctx, param: Param, key: str) -> Param:
+    """``param`` under its knob's canonical name, its conditions too; a ``sparsity`` range
+    ``[a, b]`` becomes the ``keep_ratio`` range ``[1 - b, 1 - a]``, its choices ``1 - c``."""
+    alias = param.name
+    name, complemented = ctx.knob(alias, key)
+    when = []
+    for other, values in param.when:
+        other_name, other_complemented = knobs.canonical(other)
+        when.append((other_name, tuple(map(knobs.complement, values)) if other_complemented else values))
+    param = dataclasses.replace(param, name=name, when=tuple(when))
+    if not complemented:
+        return param
+    what = f"{name} = 1 - {alias}"
+    if param.type == "categorical":
+        for i, c in enumerate(param.choices):
+            _check_fraction(ctx, _join(_join(key, "choices"), i), c)
+        return dataclasses.replace(param, choices=tuple(knobs.complement(c) for c in param.choices))
+    if param.type == "int":
+        raise ctx.fail(_join(key, "type"), f"{alias} is a fraction between 0 and 1 ({what}); "
+                                           "use type: float")
+    if param.log:
+        raise ctx.fail(_join(key, "log"), f"log: true cannot carry over to {what} (a log-uniform "
+                                          f"{alias} is not log-uniform in {name}); drop log, or "
+                                          f"search {name} with log: true instead")
+    _check_fraction(ctx, _join(key, "low"), param.low)
+    _check_fraction(ctx, _join(key, "high"), param.high)
+    return dataclasses.replace(param, low=knobs.complement(param.high), high=knobs.complement(param.low))
+
+
+def _check_fraction(ctx: _Ctx, key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ctx.fail(key, f"must be a fraction between 0 and 1, got {_kind(value)}")
+
+
+def _knob_mapping(ctx: _Ctx, raw: Any, key: str) -> tuple[tuple[str, Any], ...]:
+    """``trainer:`` or ``fixed:`` with each knob under its canonical name (``sparsity: 0.8`` is
+    ``keep_ratio: 0.2``)."""
+    out = {}
+    for name, value in _plain_mapping(ctx, raw, key):
+        canonical, complemented = ctx.knob(name, _join(key, name))
+        if complemented:
+            _check_fraction(ctx, _join(key, name), value)
+            value = knobs.complement(value)
+        out[canonical] = value
+    return tuple(sorted(out.items()))
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -429,7 +503,7 @@ def _parse_budget(ctx: _Ctx, raw: Any, key: str) -> BudgetSpec:
 
 def _parse_parallel(ctx: _Ctx, raw: Any, key: str) -> ParallelSpec:
     raw = ctx.mapping(raw, key)
-    fields = tuple(f.name for f in dataclasses.fields(ParallelSpec))
+    fields = tuple(f.name for f in dataclasses.fields(ParallelSpec) if f.name != "evals")
     ctx.keys(raw, key, fields)
     values: dict[str, Any] = {}
     gpus = raw.get("gpus", "auto")
@@ -443,6 +517,7 @@ def _parse_parallel(ctx: _Ctx, raw: Any, key: str) -> ParallelSpec:
         values["gpus"] = ctx.text(gpus, gkey, ("auto",))
     else:
         values["gpus"] = ctx.number(gpus, gkey, integer=True, minimum=0)
+    values["fit_cores"] = ctx.boolean(raw.get("fit_cores", True), _join(key, "fit_cores"))
     for name, minimum in (("trials_per_gpu", 1), ("workers", 1), ("max_retries", 0),
                           ("heartbeat_interval", 1), ("grace_period", 1)):
         if raw.get(name) is not None:
@@ -579,14 +654,21 @@ def _check_builtin_names(ctx: _Ctx, spec_values: dict[str, Any], space: SearchSp
 
     def check_name(key: str, name: str) -> None:
         if name not in known:
-            hint = difflib.get_close_matches(name, list(known), n=1)
-            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            hint = difflib.get_close_matches(name, [*known, *knobs.ALIASES], n=1)
+            extra = ""
+            if hint:
+                of = f" (another name of {knobs.ALIASES[hint[0]]})" if hint[0] in knobs.ALIASES else ""
+                extra = f"; did you mean {hint[0]!r}{of}?"
             raise ctx.fail(key, f"builtin:moe_lm has no knob {name!r}{extra}")
 
     for section in ("trainer", "fixed"):
         for name, value in dict(spec_values[section]).items():
-            check_name(_join(section, name), name)
-            _check_builtin_value(ctx, _join(section, name), known[name], value)
+            key = _join(section, name)
+            spelled = ctx.spellings.get(name)   # the key as written (an alias), for the message
+            if spelled and spelled[0].startswith(section + ".") and spelled[1] != name:
+                key = f"{spelled[0]} ({name})"
+            check_name(key, name)
+            _check_builtin_value(ctx, key, known[name], value)
     for p in space.params:
         check_name(_join(space_key, p.name), p.name)
         default = known[p.name]
@@ -669,8 +751,8 @@ def _native(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str
         "parallel": _parse_parallel(ctx, raw.get("parallel"), "parallel"),
         "warm_start": _parse_warm_start(ctx, raw.get("warm_start"), "warm_start", len(objectives)),
         "objective": _parse_objective_ref(ctx, raw.get("objective", "builtin:moe_lm"), "objective"),
-        "trainer": _plain_mapping(ctx, raw.get("trainer"), "trainer"),
-        "fixed": _plain_mapping(ctx, raw.get("fixed"), "fixed"),
+        "trainer": _knob_mapping(ctx, raw.get("trainer"), "trainer"),
+        "fixed": _knob_mapping(ctx, raw.get("fixed"), "fixed"),
     }
 
 
@@ -699,15 +781,15 @@ def _flat(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str, 
     timeout = parse_duration(opt["timeout"], ctx, "optimization.timeout") if "timeout" in opt else None
     if trials is None and timeout is None:
         trials = 20
-    parallel = ParallelSpec()
+    parallel = ParallelSpec(fit_cores=True)
     if "parallel_evals" in opt:
         workers = ctx.number(opt["parallel_evals"], "optimization.parallel_evals", integer=True, positive=True)
-        parallel = ParallelSpec(workers=workers)
+        parallel = ParallelSpec(workers=workers, evals=workers, fit_cores=True)
     seed = opt.get("seed")
     optimizer = {"kind": _FLAT_ALGORITHMS[algorithm]}
     if seed is not None:
         optimizer["seed"] = seed
-    return {
+    values = {
         "study": ctx.text(raw.get("study", default_name), "study"),
         "storage": _parse_storage(ctx, raw["storage"], "storage") if raw.get("storage") else None,
         "space": _parse_space(ctx, opt["parameters"], "optimization.parameters", base_dir, flat=True),
@@ -720,9 +802,36 @@ def _flat(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str, 
         "warm_start": _parse_warm_start(ctx, raw.get("warm_start"), "warm_start",
                                         len(objectives_t)),
         "objective": _parse_objective_ref(ctx, raw.get("objective", "builtin:moe_lm"), "objective"),
-        "trainer": _plain_mapping(ctx, raw.get("trainer"), "trainer"),
-        "fixed": _plain_mapping(ctx, raw.get("fixed"), "fixed"),
+        "trainer": _knob_mapping(ctx, raw.get("trainer"), "trainer"),
+        "fixed": _knob_mapping(ctx, raw.get("fixed"), "fixed"),
     }
+    if ctx.aliases:
+        _fill_flat_defaults(values)
+    return values
+
+
+def machine_has_gpu() -> bool:
+    """Whether this machine has a GPU, asked without torch (``CUDA_VISIBLE_DEVICES``, ``nvidia-smi``)."""
+    from autotune.gpus import detect_gpus
+    return bool(detect_gpus(ask_torch=False))
+
+
+def _fill_flat_defaults(values: dict[str, Any]) -> None:
+    """Give a flat study the machine-sized model / trainer settings (``knobs.flat_defaults``) it
+    does not set itself, searched or constant, and record which ones it got."""
+    gpu = machine_has_gpu()
+    named = set(dict(values["trainer"])) | set(dict(values["fixed"])) | set(values["space"].names)
+    settings = {**dict(values["trainer"]), **dict(values["fixed"])}
+    if settings.get("task", "mqar") != "mqar":   # the defaults size the built-in recall task
+        named |= set(knobs.MQAR_KNOBS)
+    used: dict[str, Any] = {}
+    for section, defaults in knobs.flat_defaults(gpu).items():
+        missing = {k: v for k, v in defaults.items() if k not in named}
+        if missing:
+            values[section] = tuple(sorted({**dict(values[section]), **missing}.items()))
+            used.update(missing)
+    values["flat_defaults"] = tuple(used.items())
+    values["flat_defaults_for"] = ("gpu" if gpu else "cpu") if used else None
 
 
 def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = None,
@@ -732,6 +841,8 @@ def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = No
     if not isinstance(raw, dict) or not raw:
         raise ctx.fail("", f"must be a mapping of study settings (study, space, objectives, ...), "
                            f"got {_kind(raw)}")
+    # the built-in objective's knobs have aliases; a user's own function gets its names as written
+    ctx.aliases = str(raw.get("objective", BUILTIN_PREFIX)).startswith(BUILTIN_PREFIX)
     base_dir = base_dir or (file.parent if file else Path("."))
     values = (_flat if "optimization" in raw else _native)(ctx, raw, base_dir, default_name)
     space_key = values.pop("space_key")

@@ -81,6 +81,9 @@ class ParallelSpec:
     gpus: Literal["auto"] | tuple[int, ...] | int = "auto"
     trials_per_gpu: int = 1
     workers: int | None = None          # CPU workers when there is no GPU (default 1)
+    evals: int | None = None            # the flat form's parallel_evals: concurrent trials on GPUs
+                                        # too (trials_per_gpu = ceil(evals / GPUs)); not a YAML key
+    fit_cores: bool = False             # CPU: no more workers than cores (study files: true)
     max_retries: int = 2                # retries of a trial whose worker died
     heartbeat_interval: int = 10        # seconds
     grace_period: int = 60              # seconds without a heartbeat before a trial is failed
@@ -111,6 +114,10 @@ class StudySpec:
     objective: str = "builtin:moe_lm"
     trainer: tuple[tuple[str, Any], ...] = ()
     fixed: tuple[tuple[str, Any], ...] = ()
+    # a flat study's model / trainer settings that came from the machine-sized defaults
+    # (autotune/knobs.py), already merged into trainer and fixed; "cpu" or "gpu": which set
+    flat_defaults: tuple[tuple[str, Any], ...] = ()
+    flat_defaults_for: str | None = None
 
     @property
     def directions(self) -> list[str]:
