@@ -458,11 +458,12 @@ def best(study_name: str, storage: str | None, as_json: bool) -> None:
 def _export_rows(study) -> list[dict[str, Any]]:
     metrics = ((study.user_attrs.get("autotune") or {}).get("metrics")
                or [f"value_{i}" for i in range(len(study.directions))])
+    from autotune.outcomes import outcome
     rows = []
     for t in study.get_trials(deepcopy=False):
         values = dict(zip(metrics, t.values)) if t.values else {}
         rows.append({
-            "number": t.number, "state": t.state.name,
+            "number": t.number, "state": t.state.name, "outcome": outcome(t),
             "values": values, "params": dict(t.params), "user_attrs": dict(t.user_attrs),
             "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
             "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
@@ -501,7 +502,7 @@ def export(study_name: str, storage: str | None, fmt: str, out: str | None) -> N
     else:
         flat = []
         for r in rows:
-            row = {"number": r["number"], "state": r["state"],
+            row = {"number": r["number"], "state": r["state"], "outcome": r["outcome"],
                    "datetime_start": r["datetime_start"], "datetime_complete": r["datetime_complete"]}
             row.update({f"value.{k}": v for k, v in r["values"].items()})
             row.update({f"param.{k}": v for k, v in r["params"].items()})

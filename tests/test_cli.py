@@ -147,6 +147,7 @@ def test_status_best_and_export(tmp_path):
 
     rows = json.loads(invoke("export", "quad", "--storage", url, "--format", "json").output)
     assert [r["state"] for r in rows] == ["COMPLETE"] * 3
+    assert [r["outcome"] for r in rows] == ["complete"] * 3
     assert rows[0]["params"].keys() == {"x", "kind"}
     table = list(csv.DictReader(io.StringIO(invoke("export", "quad", "--storage", url).output)))
     assert len(table) == 3 and float(table[0]["value.val_loss"]) == rows[0]["values"]["val_loss"]
@@ -316,6 +317,20 @@ def test_ctrl_c_exits_130_and_marks_the_running_trial_interrupted(tmp_path):
     assert trial.state.name == "FAIL" and trial.user_attrs["stop_reason"] == "interrupted"
     assert trial.user_attrs["interrupted_by"] == "SIGINT" and "fail_reason" not in trial.user_attrs
     assert copy.state.name == "WAITING" and copy.params == trial.params
+
+
+@pytest.mark.parametrize("result, code", [
+    (dict(stopped_by="timeout", completed=2), 0),
+    (dict(stopped_by="timeout", interrupted_trials=2), 0),            # --hard-stop at the timeout
+    (dict(stopped_by="trials", completed=3, failed=1), 0),            # some failed, the run went on
+    (dict(stopped_by="interrupted", interrupted=True, interrupted_trials=1, failed=2), 130),
+    (dict(stopped_by="failures", failed=10), 1),
+    (dict(stopped_by="timeout", failed=2, interrupted_trials=1), 1),  # every trial it ran failed
+])
+def test_exit_code_is_1_only_for_trials_that_failed_on_their_own(result, code):
+    from autotune.cli import run_outcome
+    from autotune.scheduler import RunResult
+    assert run_outcome(RunResult("s", **result), "s")[0] == code
 
 
 def test_status_of_one_study_and_of_a_missing_one(tmp_path):
