@@ -129,30 +129,31 @@ def test_ctrl_c_interrupts_running_trials_and_returns_promptly(sqlite_url, how):
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
-def test_hard_stop_interrupts_running_trials_and_the_next_run_reruns_them_first(sqlite_url, tmp_path):
+def test_hard_stop_interrupts_running_trials_and_the_next_run_reruns_them_first(storage_url, study_name,
+                                                                                tmp_path):
     hold = tmp_path / "hold"      # x=5 runs while this file exists
     hold.write_text("")
-    study = _study(sqlite_url, "hard")
+    study = _study(storage_url, study_name)
     for x in (5, 0, 0):           # one slot: the x=0 ones are still queued when the budget runs out
         study.enqueue_trial({"x": x})
     parallel = ParallelSpec(gpus=0, workers=1)
     result = scheduler.run_study(
-        study, storage_url=sqlite_url, suggest=objectives.suggest_kind,
-        objective=objectives.Behaves(sqlite_url, "hard", hold=str(hold)), parallel=parallel,
+        study, storage_url=storage_url, suggest=objectives.suggest_kind,
+        objective=objectives.Behaves(storage_url, study_name, hold=str(hold)), parallel=parallel,
         budget=BudgetSpec(trials=5, gpu_hours=2 / 3600), hard_stop=True)
     assert result.stopped_by == "gpu_hours"
     assert (result.interrupted_trials, result.failed, result.completed) == (1, 0, 0)
-    (cut,) = [t for t in helpers.trials(sqlite_url, "hard") if t.state == TrialState.FAIL]
+    (cut,) = [t for t in helpers.trials(storage_url, study_name) if t.state == TrialState.FAIL]
     assert outcomes.outcome(cut) == "interrupted" and cut.user_attrs["interrupted_by"] == "gpu_hours"
     assert cut.params == {"x": 5} and 2 <= cut.user_attrs["gpu_seconds"] < 30
 
     hold.unlink()
     resumed = scheduler.run_study(
-        study, storage_url=sqlite_url, suggest=objectives.suggest_kind,
-        objective=objectives.Behaves(sqlite_url, "hard", hold=str(hold)), parallel=parallel,
+        study, storage_url=storage_url, suggest=objectives.suggest_kind,
+        objective=objectives.Behaves(storage_url, study_name, hold=str(hold)), parallel=parallel,
         budget=BudgetSpec(trials=3))
     assert resumed.stopped_by == "trials" and resumed.completed == 3
-    ran = sorted((t for t in helpers.trials(sqlite_url, "hard") if t.state == TrialState.COMPLETE),
+    ran = sorted((t for t in helpers.trials(storage_url, study_name) if t.state == TrialState.COMPLETE),
                  key=lambda t: t.datetime_start)
     rerun = ran[0]                # ahead of the two trials queued before it
     assert rerun.system_attrs[outcomes.RERUN_OF_ATTR] == cut.number and rerun.params == {"x": 5}
