@@ -28,8 +28,8 @@ from autotune.spec import BUILTIN_PREFIX, import_objective
 from autotune.spec_types import StudySpec
 
 Report = Callable[[int, Mapping[str, float]], bool]
-CURVE_SAVE_S = 5.0   # several objectives: the growing ``curve`` user attr is stored at most this often
 Notify = Callable[[int, Mapping[str, float]], None]
+CURVE_SAVE_S = 5.0   # several objectives: the growing ``curve`` user attr is stored at most this often
 
 
 class TrialFailed(Exception):

@@ -29,8 +29,8 @@ from optuna.trial import TrialState
 from autotune import _worker, store
 from autotune._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
                                 open_study, retry_callback)
-from autotune.outcomes import INTERRUPTED, INTERRUPTED_BY_ATTR, RERUN_OF_ATTR, STOP_ATTR
 from autotune.gpus import Slot, plan_slots
+from autotune.outcomes import INTERRUPTED, INTERRUPTED_BY_ATTR, RERUN_OF_ATTR, STOP_ATTR
 from autotune.spec_types import BudgetSpec, ParallelSpec
 
 _log = logging.getLogger("autotune")

@@ -124,16 +124,15 @@ def test_live_mode_renders_running_trials_and_progress(single_study):
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=140, color_system=None)
     clock = FakeClock()
-    view = progress.LiveProgress(console=console, clock=clock, refresh_per_second=20)
+    view = progress.LiveProgress(console=console, clock=clock, refresh_per_second=20, steps=600)
     view.start("single", ["minimize"], ["val_loss"], total=10, done=2, timeout_s=None)
     view.trial_started(7, "gpu1", {"lr": 3e-4, "top_k": 2})
-    view.trial_reported(7, 150, {"val_loss": 1.25})
     clock.now = 65.0
+    view.trial_reported(7, 150, {"val_loss": 1.25})
     view.refresh()
     text = buf.getvalue()
     assert "trial 2/10" in text and "elapsed 01:05" in text
-    assert re.search(r"gpu1\s+.*7\s+.*150\s+.*1\.25", text)
-    assert re.search(r"\beta\b", text)
+    assert re.search(r"gpu1\s+.*7\s+.*150/600\s+.*1\.25\s+.*01:05\s+.*03:14", text)   # 65 s for steps 0-150: 450 more
     view.trial_finished(single_study.trials[0])
     view.close()
     view.close()
