@@ -234,12 +234,14 @@ class Progress(abc.ABC):
         if left is not None and self.finished:
             candidates.append(elapsed / self.finished * left)
         elif left is not None and self.running:
-            etas = [r.eta(now) for r in self.running.values()]
-            if all(e is not None for e in etas):
-                slots = len(etas)
-                per_trial = sum(now - r.started + e for r, e in zip(self.running.values(), etas)) / slots
-                after = max(0, left - slots)
-                candidates.append(max(etas) + math.ceil(after / slots) * per_trial)
+            runs = list(self.running.values())
+            known = [(r, r.eta(now)) for r in runs if r.eta(now) is not None]
+            if known:   # a trial that has not reported yet is taken to last as long as the others
+                per_trial = sum(now - r.started + e for r, e in known) / len(known)
+                etas = [r.eta(now) if r.eta(now) is not None else max(0.0, per_trial - (now - r.started))
+                        for r in runs]
+                after = max(0, left - len(runs))
+                candidates.append(max(etas) + math.ceil(after / len(runs)) * per_trial)
         return min(candidates) if candidates else None
 
     def position(self) -> str:
@@ -384,14 +386,16 @@ class LiveProgress(Progress):
         return grid
 
     def _running_table(self) -> Table:
-        metric = self.metrics[0]
+        metrics = self.metrics[:3]     # each objective's latest value (the first three)
         table = Table(title=None, show_edge=False, expand=False, header_style="bold")
-        for col in ("slot", "trial", "step", metric, "running", "eta", "params"):
+        for col in ("slot", "trial", "step", *metrics, "running", "eta", "params"):
             table.add_column(col, no_wrap=col != "params", overflow="ellipsis")
         now = self._clock()
         for run in sorted(self.running.values(), key=lambda r: r.slot):
             params = " ".join(f"{k}={format_value(v)}" for k, v in run.params.items())
-            table.add_row(run.slot, str(run.number), run.step_text(), _current(run.metrics, metric),
+            latest = [_current(run.metrics, m) if i == 0 else format_value(run.metrics.get(m, "-"))
+                      for i, m in enumerate(metrics)]
+            table.add_row(run.slot, str(run.number), run.step_text(), *latest,
                           format_duration(now - run.started), format_duration(run.eta(now)),
                           _one_line(params, 80))
         return table

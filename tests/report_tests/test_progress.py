@@ -96,6 +96,8 @@ def test_study_eta_before_any_trial_finished_comes_from_the_running_trials_step_
         view.trial_reported(n, 50, {"val_loss": 0.5})
     # each: 0.2 s a step, 50 steps left = 10 s, 30 s a trial; then the other 2 trials on 2 slots
     assert view.eta() == pytest.approx(10.0 + 30.0)
+    view.trial_started(2, 2, {})   # no report yet: taken to last 30 s like the others
+    assert view.eta() == pytest.approx(30.0 + 30.0)
 
 
 def test_an_interrupted_trial_is_named_so_and_not_counted_as_failed(single_study):
