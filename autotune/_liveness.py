@@ -20,8 +20,9 @@ from autotune.spec_types import ParallelSpec
 
 _log = logging.getLogger("autotune")
 
-# user attrs the scheduler writes; a retried trial starts without them
-SCHEDULER_ATTRS = ("fail_reason", "slot", "gpu", "host", "gpu_seconds", "slot_seconds")
+# user attrs of one attempt (the scheduler's, the growing curve); a retried trial starts without them
+SCHEDULER_ATTRS = ("fail_reason", "slot", "gpu", "host", "gpu_seconds", "slot_seconds",
+                   "stop_reason", "interrupted_by", "curve", "time_s", "compile", "metrics")
 
 
 class RetryDiedTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):

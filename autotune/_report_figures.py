@@ -1,8 +1,9 @@
 """The figures of the study report, each built from a study snapshot, each None when it does not apply.
 
 Owns: which plotly figure shows what (optuna.visualization where it fits: history, importances, parallel
-coordinates, slice, contour, Pareto front; our own for learning curves and the expert-load and
-attention-sparsity views), and downsampling so that a study of 5,000 trials stays light in the browser.
+coordinates, slice, contour, Pareto front; our own for learning curves (intermediate values, or the
+``curve`` user attr of multi-objective trials), the split of each trial's time, and the expert-load
+and attention-sparsity views), and downsampling so that a study of 5,000 trials stays light in the browser.
 Must not know about: the model beyond the names of the metrics trials store in their ``metrics`` user
 attr (``expert_load`` [n_layers][num_experts], ``expert_load_cv``, ``keep_ratio_used``); any of them may
 be missing, and then its view is skipped.
@@ -21,12 +22,15 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
+from autotune.outcomes import TIME_ATTR, time_parts, time_shares
+
 _log = logging.getLogger("autotune")
 
 MAX_SCATTER_TRIALS = 1000     # slice / parallel coordinates / Pareto: best ones plus a random sample
 MAX_CONTOUR_TRIALS = 250      # optuna's contour grid has (distinct values)^2 cells
 MAX_CURVES = 300              # learning curves drawn (best complete, the rest sampled)
 MAX_CURVE_POINTS = 100        # points per curve (even stride over the steps)
+MAX_TIME_BARS = 500           # trials in the time-split view (the latest ones)
 BEST_HIGHLIGHTED = 5          # best trials drawn in their own colour / shown in the expert-load view
 SAMPLE_SEED = 0               # the same study gives the same report
 
@@ -130,12 +134,26 @@ def _titled(fig: go.Figure, title: str) -> go.Figure:
 
 
 def _safe(build: Callable[[], go.Figure], what: str) -> go.Figure | None:
-    """optuna.visualization raises or warns on studies it cannot plot; a report skips that view."""
+    """optuna.visualization raises or warns on studies it cannot plot; a report skips that view.
+    Its ExperimentalWarnings are Optuna's business, not the reader's: silenced here."""
     try:
-        return build()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return build()
     except (ValueError, RuntimeError, ZeroDivisionError) as exc:
         _log.info("report: %s skipped: %s", what, exc)
         return None
+
+
+def _trial_number_axis(fig: go.Figure, trials: Sequence[FrozenTrial]) -> None:
+    """Whole-number ticks on the x axis of trial numbers: 1, 2 or 5 x 10^k apart, at most ~12."""
+    numbers = [t.number for t in trials]
+    span = max(numbers) - min(numbers) if numbers else 0
+    step, scale = 1, 1
+    while span / step > 12:
+        step = next((m * scale for m in (1, 2, 5) if span / (m * scale) <= 12), 10 * scale)
+        scale *= 10
+    fig.update_xaxes(dtick=step, tickformat="d")
 
 
 # -- optuna.visualization views ----------------------------------------------------------------------
@@ -146,13 +164,16 @@ def history(study: Snapshot, names: Sequence[str]) -> list[go.Figure]:
     vis = optuna.visualization
     if len(names) == 1:
         fig = _safe(lambda: vis.plot_optimization_history(study, target_name=names[0]), "history")
-        return [_titled(fig, f"Optimization history: {names[0]}")] if fig else []
-    figs = []
-    for i, name in enumerate(names):
-        fig = _safe(lambda i=i, name=name: vis.plot_optimization_history(
-            study, target=lambda t: t.values[i], target_name=name), f"history of {name}")
-        if fig:
-            figs.append(_titled(fig, f"Optimization history: {name}"))
+        figs = [_titled(fig, f"Optimization history: {names[0]}")] if fig else []
+    else:
+        figs = []
+        for i, name in enumerate(names):
+            fig = _safe(lambda i=i, name=name: vis.plot_optimization_history(
+                study, target=lambda t: t.values[i], target_name=name), f"history of {name}")
+            if fig:
+                figs.append(_titled(fig, f"Optimization history: {name}"))
+    for fig in figs:
+        _trial_number_axis(fig, completed(study))
     return figs
 
 
@@ -231,7 +252,23 @@ def pareto(study: Snapshot, names: Sequence[str]) -> go.Figure | None:
     view = sample(study, keep=front)     # the whole front is kept, so the subset has the same front
     fig = _safe(lambda: optuna.visualization.plot_pareto_front(view, target_names=list(names)),
                 "Pareto front")
-    return _titled(fig, _sampled_title(f"Pareto front ({len(front)} trials)", view, study)) if fig else None
+    if fig is None:
+        return None
+    _plain_pareto_colours(fig, {tuple(t.values) for t in front}, len(view.get_trials(deepcopy=False)))
+    return _titled(fig, _sampled_title(f"Pareto front ({len(front)} trials)", view, study))
+
+
+def _plain_pareto_colours(fig: go.Figure, front: set[tuple[float, ...]], n_trials: int) -> None:
+    """optuna shades both point sets by trial number, with two colour bars ('Trial', 'Best Trial')
+    that say little: one colour per set and a legend instead (the hover names each trial)."""
+    for trace in fig.data:
+        points = set(zip(*(getattr(trace, a) for a in ("x", "y", "z") if getattr(trace, a, None) is not None)))
+        on_front = bool(points) and points <= front
+        trace.marker.showscale = False
+        trace.marker.colorscale = None
+        trace.marker.color = "rgb(214,39,40)" if on_front else "rgba(31,119,180,0.45)"
+        trace.name = f"Pareto front ({len(points)})" if on_front else f"other trials ({len(points)})"
+        trace.showlegend = True
 
 
 def _sampled_title(title: str, view: optuna.Study, study: optuna.Study) -> str:
@@ -249,26 +286,45 @@ def _thin(curve: dict[int, float]) -> tuple[list[int], list[float]]:
     return picked, [curve[s] for s in picked]
 
 
-def _joined(trials: Sequence[FrozenTrial]) -> tuple[list, list, list]:
+def _joined(trials: Sequence[FrozenTrial], curve_of: Callable[[FrozenTrial], dict[int, float]]
+            ) -> tuple[list, list, list]:
     """Many curves in one trace (None between curves): one trace draws thousands of lines quickly."""
     xs: list = []
     ys: list = []
     text: list = []
     for t in trials:
-        x, y = _thin(t.intermediate_values)
+        x, y = _thin(curve_of(t))
         xs += x + [None]
         ys += y + [None]
         text += [f"trial {t.number}"] * len(x) + [None]
     return xs, ys, text
 
 
-def learning_curves(study: Snapshot, names: Sequence[str]) -> go.Figure | None:
-    """Intermediate values per step: complete trials grey, pruned red with an x where they stopped,
-    the best trials in colour. At most MAX_CURVES curves of MAX_CURVE_POINTS points each."""
-    with_curves = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
+def stored_curve(trial: FrozenTrial, metric: str) -> dict[int, float]:
+    """One metric of the ``curve`` user attr (``[[step, {metric: value}], ...]``, what trials of
+    several objectives store in place of intermediate values), finite numbers only."""
+    curve = trial.user_attrs.get("curve")
+    points: dict[int, float] = {}
+    if not isinstance(curve, list):
+        return points
+    for point in curve:
+        if (isinstance(point, (list, tuple)) and len(point) == 2 and isinstance(point[1], dict)
+                and isinstance(point[0], int) and _number(point[1].get(metric)) is not None):
+            points[point[0]] = float(point[1][metric])
+    return points
+
+
+def learning_curves(study: Snapshot, names: Sequence[str], metric: str | None = None) -> go.Figure | None:
+    """Intermediate values per step (or, with ``metric``, that metric of the stored ``curve``):
+    complete trials grey, pruned red with an x where they stopped, the best trials in colour. At most
+    MAX_CURVES curves of MAX_CURVE_POINTS points each."""
+    def curve_of(t: FrozenTrial) -> dict[int, float]:
+        return t.intermediate_values if metric is None else stored_curve(t, metric)
+
+    with_curves = [t for t in study.get_trials(deepcopy=False) if curve_of(t)]
     if not with_curves:
         return None
-    best = [t for t in ranked(study, BEST_HIGHLIGHTED) if t.intermediate_values]
+    best = [t for t in ranked(study, BEST_HIGHLIGHTED) if curve_of(t)]
     best_ids = {t.number for t in best}
     rng = random.Random(SAMPLE_SEED)
     complete = [t for t in with_curves if t.state == TrialState.COMPLETE and t.number not in best_ids]
@@ -278,27 +334,47 @@ def learning_curves(study: Snapshot, names: Sequence[str]) -> go.Figure | None:
     shown_pruned = _take(pruned, budget - len(shown_complete), rng)
 
     fig = go.Figure()
-    x, y, text = _joined(shown_complete)
+    x, y, text = _joined(shown_complete, curve_of)
     fig.add_trace(go.Scatter(x=x, y=y, text=text, mode="lines", name=f"complete ({len(complete)})",
                              line={"color": "rgba(120,120,120,0.35)", "width": 1}, hoverinfo="text+y"))
-    x, y, text = _joined(shown_pruned)
+    x, y, text = _joined(shown_pruned, curve_of)
     fig.add_trace(go.Scatter(x=x, y=y, text=text, mode="lines", name=f"pruned ({len(pruned)})",
                              line={"color": "rgba(214,39,40,0.35)", "width": 1}, hoverinfo="text+y"))
-    ends = [(max(t.intermediate_values), t.intermediate_values[max(t.intermediate_values)], t.number)
-            for t in shown_pruned]
+    ends = [(max(curve_of(t)), curve_of(t)[max(curve_of(t))], t.number) for t in shown_pruned]
     fig.add_trace(go.Scatter(x=[e[0] for e in ends], y=[e[1] for e in ends], mode="markers",
                              text=[f"trial {e[2]} pruned" for e in ends], name="pruned here",
                              marker={"symbol": "x", "color": "rgb(214,39,40)", "size": 7}))
     for t in best:
-        x, y = _thin(t.intermediate_values)
+        x, y = _thin(curve_of(t))
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"trial {t.number}",
                                  line={"width": 2}, marker={"size": 4}))
     shown = len(shown_complete) + len(shown_pruned) + len(best)
-    title = f"Learning curves: {names[0]} per step"
+    shown_metric = metric or names[0]
+    title = f"Learning curves: {shown_metric} per step"
     if shown < len(with_curves):
         title += f" ({shown} of {len(with_curves)} curves)"
-    fig.update_layout(xaxis_title="step", yaxis_title=names[0], hovermode="closest")
+    fig.update_layout(xaxis_title="step", yaxis_title=shown_metric, hovermode="closest")
     return _titled(fig, title)
+
+
+def time_split(study: Snapshot) -> go.Figure | None:
+    """Where each finished trial's slot time went (its ``time_s``): one stacked bar per trial, one
+    segment per part, largest part over the study at the bottom. The latest MAX_TIME_BARS trials."""
+    timed = [(t, time_parts(t)) for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    timed = [(t, p) for t, p in timed if p is not None][-MAX_TIME_BARS:]
+    shares = time_shares(t for t, _ in timed)
+    if not shares:
+        return None
+    fig = go.Figure()
+    for part in shares:
+        fig.add_trace(go.Bar(
+            x=[t.number for t, _ in timed], y=[p.get(part, 0.0) for _, p in timed],
+            name=f"{part} ({100 * shares[part]:.0f} %)",
+            hovertemplate=f"trial %{{x}}: {part} %{{y:.2f}} s<extra></extra>"))
+    fig.update_layout(barmode="stack", xaxis_title="trial", yaxis_title="seconds", hovermode="closest")
+    _trial_number_axis(fig, [t for t, _ in timed])
+    train = 100 * shares.get("train", 0.0)
+    return _titled(fig, f"Where each trial's time went ({TIME_ATTR}; training steps {train:.0f} % in all)")
 
 
 def _take(trials: list[FrozenTrial], n: int, rng: random.Random) -> list[FrozenTrial]:

@@ -82,9 +82,12 @@ def _load_existing(storage, name: str, url: str):
 
     from autotune.store import mask_url, study_exists
     if not study_exists(storage, name):
+        import difflib
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         known = f"; studies there: {', '.join(names)}" if names else "; it holds no studies"
-        _die(f"no study {name!r} in {mask_url(url)}{known}")
+        _die(f"no study {name!r} in {mask_url(url)}{hint}{known}")
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -200,7 +203,7 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
 
     _announce(spec, estimate=estimate)
     study = _prepare(spec, join_only=join_only)
-    progress = make_progress(live)
+    progress = make_progress(live, steps={**spec.trainer_dict, **spec.fixed_dict}.get("steps"))
     try:
         result = run_study(
             study, storage_url=spec.storage,
@@ -210,16 +213,31 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
     except SchedulerError as exc:
         _die(f"the study could not run: {exc}", EXIT_FAILED)
     print_summary(study, mask_url(spec.storage))
-    if result.stopped_by == "failures":
-        _die("stopped: trial after trial failed; see each trial's fail_reason "
-             f"(autotune export {spec.study} --format json)", EXIT_FAILED)
+    code, message = run_outcome(result, spec.study)
+    if code:
+        _die(message, code)
+    if message:
+        click.echo(message, err=True)
+
+
+def run_outcome(result, study_name: str) -> tuple[int, str]:
+    """The exit code of a run and what to say: 130 when Ctrl-C / SIGTERM stopped it, 1 only when
+    its trials failed on their own (trial after trial, or every one it ran), else 0 (the budget or
+    timeout ended it, --hard-stop included: trials it cut are re-queued, not failed)."""
+    export = f"see each trial's fail_reason (autotune export {study_name} --format json)"
     if result.interrupted:
-        _die("interrupted: running trials were stopped and marked; run the same command to resume",
-             EXIT_INTERRUPTED)
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
-    if not finished and study.get_trials(deepcopy=False):
-        _die("every trial failed; see the fail_reason of each trial (autotune export "
-             f"{spec.study} --format json)", EXIT_FAILED)
+        return EXIT_INTERRUPTED, (f"interrupted: {result.interrupted_trials} running trial(s) were "
+                                  "stopped and re-queued; run the same command to resume")
+    if result.stopped_by == "failures":
+        return EXIT_FAILED, f"stopped: trial after trial failed; {export}"
+    if result.failed and not (result.completed or result.pruned):
+        return EXIT_FAILED, f"every trial of this run failed; {export}"
+    if result.interrupted_trials:
+        by = {"timeout": "the timeout", "trials": "the trial budget",
+              "gpu_hours": "the GPU-hours budget"}.get(result.stopped_by, result.stopped_by)
+        return 0, (f"stopped by {by}: {result.interrupted_trials} running trial(s) were cut and "
+                   "re-queued; the next run reruns them first")
+    return 0, ""
 
 
 @main.command()
@@ -332,25 +350,31 @@ def init(file: str | None, force: bool) -> None:
 # --- inspecting studies -------------------------------------------------------------------------
 
 @main.command()
+@click.argument("study_name", metavar="[STUDY]", required=False)
 @click.option("--storage", metavar="URL", help="Study store URL (default $AUTOTUNE_STORAGE or sqlite:///autotune.db).")
 @_guarded
-def status(storage: str | None) -> None:
-    """List the studies in a store with trial counts by state and best values.
+def status(study_name: str | None, storage: str | None) -> None:
+    """List the studies in a store with trials by outcome and best values; with STUDY, its detail.
 
     \b
     Example:
       autotune status --storage sqlite:///autotune.db
+      autotune status quickstart
     """
     from autotune.store import mask_url, sqlite_path, summarize_studies
     url = _storage_url(storage)
+    if study_name is not None:
+        _status_of(_load_existing(_open_reader(url), study_name, url), url)
+        return
     path = sqlite_path(url)
     summaries = [] if path is not None and not path.exists() else summarize_studies(_open_reader(url))
     click.echo(f"store: {mask_url(url)}")
     if not summaries:
         click.echo("no studies yet; start one with: autotune run studies/quickstart.yaml")
         return
+    from autotune import outcomes
     for s in summaries:
-        counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(s.counts.items())) or "no trials"
+        counts = outcomes.describe(outcomes.outcome_counts(s.trials))
         metrics = (s.user_attrs.get("autotune") or {}).get("metrics") or []
         best = ""
         if s.best_values is not None:
@@ -363,6 +387,81 @@ def status(storage: str | None) -> None:
         if isinstance(ws, dict) and ws.get("sources"):
             src = ", ".join(f"{k} ({v} trials)" for k, v in ws["sources"].items())
             click.echo(f"    warm-started ({ws.get('strategy', '?')}) from {src}")
+        time_line = outcomes.time_line(outcomes.time_shares(s.trials))
+        if time_line:
+            click.echo(f"    {time_line}")
+
+
+def _status_of(study, url: str) -> None:
+    """One study: objectives, trials by outcome, best, running trials, where time went, failures."""
+    from collections import Counter
+
+    from autotune import outcomes
+    from autotune.progress import format_value, objective_names
+    from autotune.store import mask_url
+    trials = study.get_trials(deepcopy=False)
+    names = objective_names(study)
+    directions = [d.name.lower() for d in study.directions]
+    click.echo(f"study {study.study_name} in {mask_url(url)}")
+    click.echo(f"  objectives  {', '.join(f'{n} ({d})' for n, d in zip(names, directions))}")
+    click.echo(f"  trials      {len(trials)}: {outcomes.describe(outcomes.outcome_counts(trials))}")
+    reruns = [t for t in trials if t.state.name == "WAITING" and outcomes.RERUN_OF_ATTR in t.system_attrs]
+    if reruns:
+        click.echo(f"              {len(reruns)} interrupted trial(s) re-queued: the next run starts with them")
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    if complete and len(directions) == 1:
+        b = study.best_trial
+        click.echo(f"  best        #{b.number}: {names[0]}={format_value(b.value)}; "
+                   + " ".join(f"{k}={format_value(v)}" for k, v in b.params.items()))
+    elif complete:
+        click.echo(f"  pareto      {len(study.best_trials)} trials (autotune best {study.study_name})")
+    for t in (t for t in trials if t.state.name == "RUNNING"):
+        where = t.user_attrs.get("host", "?"), t.user_attrs.get("slot", "?")
+        started = t.datetime_start.strftime("%Y-%m-%d %H:%M:%S") if t.datetime_start else "?"
+        click.echo(f"  running     #{t.number} on {where[0]} slot {where[1]} since {started}")
+    shares = outcomes.time_shares(trials)
+    if shares:
+        click.echo(f"  {outcomes.time_line(shares)}")
+        click.echo("  time split  " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items()))
+    failed = outcomes.failed_on_their_own(trials)
+    for reason, n in Counter(" ".join(str(t.user_attrs.get("fail_reason", "no reason stored")).split())[:120]
+                             for t in failed).most_common(3):
+        click.echo(f"  failed      {n} x {reason}")
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option("--storage", metavar="URL", help="Study store URL.")
+@click.option("--yes", "-y", is_flag=True, help="Delete without asking (needed when not on a terminal).")
+@_guarded
+def delete(study_name: str, storage: str | None, yes: bool) -> None:
+    """Delete a study and all its trials from the store (asks first).
+
+    \b
+    Example:
+      autotune delete quickstart
+      autotune delete old-study --storage postgresql://tuner@db-host/autotune --yes
+    """
+    import optuna
+
+    from autotune.store import mask_url
+    url = _storage_url(storage)
+    study = _load_existing(_open_reader(url), study_name, url)
+    trials = study.get_trials(deepcopy=False)
+    running = sum(t.state.name == "RUNNING" for t in trials)
+    if not yes:
+        if not _stdin_is_tty():
+            _die(f"not deleting study {study_name!r} without --yes (standard input is not a terminal)")
+        note = f", {running} of them running" if running else ""
+        if not click.confirm(f"delete study {study_name!r} and its {len(trials)} trials{note} "
+                             f"from {mask_url(url)}?", default=False):
+            _die("nothing deleted", EXIT_FAILED)
+    optuna.delete_study(study_name=study_name, storage=_open(url))
+    click.echo(f"deleted study {study_name!r} ({len(trials)} trials) from {mask_url(url)}")
+
+
+def _stdin_is_tty() -> bool:
+    return sys.stdin.isatty()
 
 
 def _best_trials(study) -> list:
@@ -405,11 +504,12 @@ def best(study_name: str, storage: str | None, as_json: bool) -> None:
 def _export_rows(study) -> list[dict[str, Any]]:
     metrics = ((study.user_attrs.get("autotune") or {}).get("metrics")
                or [f"value_{i}" for i in range(len(study.directions))])
+    from autotune.outcomes import outcome
     rows = []
     for t in study.get_trials(deepcopy=False):
         values = dict(zip(metrics, t.values)) if t.values else {}
         rows.append({
-            "number": t.number, "state": t.state.name,
+            "number": t.number, "state": t.state.name, "outcome": outcome(t),
             "values": values, "params": dict(t.params), "user_attrs": dict(t.user_attrs),
             "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
             "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
@@ -448,7 +548,7 @@ def export(study_name: str, storage: str | None, fmt: str, out: str | None) -> N
     else:
         flat = []
         for r in rows:
-            row = {"number": r["number"], "state": r["state"],
+            row = {"number": r["number"], "state": r["state"], "outcome": r["outcome"],
                    "datetime_start": r["datetime_start"], "datetime_complete": r["datetime_complete"]}
             row.update({f"value.{k}": v for k, v in r["values"].items()})
             row.update({f"param.{k}": v for k, v in r["params"].items()})

@@ -32,6 +32,7 @@ from autotune.spec_types import StudySpec
 
 Report = Callable[[int, Mapping[str, float]], bool]
 Notify = Callable[[int, Mapping[str, float]], None]
+CURVE_SAVE_S = 5.0   # several objectives: the growing ``curve`` user attr is stored at most this often
 
 
 class TrialFailed(Exception):
@@ -207,16 +208,20 @@ class TrialObjective:
         single = len(self.spec.objectives) == 1
         pruned = False
         curve: list[list[Any]] = []
+        curve_saved_at = -math.inf   # several objectives: when the growing curve was last stored
         config = self.config(params)
         last_step = _last_step(self.spec.pruner.max_steps, config.get("steps"))
 
         def report(step: int, metrics: Mapping[str, float]) -> bool:
-            nonlocal pruned
+            nonlocal pruned, curve_saved_at
             step = int(step)
             metrics = {k: _jsonable(v) for k, v in metrics.items()}
             if notify is not None:
                 notify(step, metrics)
             curve.append([step, {k: v for k, v in metrics.items() if k in self.spec.metrics}])
+            if not single and time.monotonic() - curve_saved_at >= CURVE_SAVE_S:
+                trial.set_user_attr("curve", curve)   # Optuna forbids trial.report here
+                curve_saved_at = time.monotonic()
             value = metrics.get(metric)
             if not single or not isinstance(value, (int, float)) or not math.isfinite(value):
                 return not pruned

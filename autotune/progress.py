@@ -1,12 +1,13 @@
 """What ``autotune run`` shows while a study runs, and the table it prints at the end.
 
-Owns: the live terminal view (a rich progress bar with trial n of N, elapsed, ETA and the best value so
-far, above a table of running trials: slot/GPU, step, current metric), the plain log lines that replace
-it when stdout is not a terminal (CI, files), and ``print_summary``.
+Owns: the live terminal view (a rich progress bar with trial n of N, elapsed, the study's ETA and the
+best value so far, above a table of running trials: slot/GPU, step of steps, latest metric, the trial's
+ETA), the plain log lines that replace it when stdout is not a terminal (CI, files: one line per trial
+event, reports at most every ``REPORT_EVERY_S`` per trial), and ``print_summary``.
 Must not know about: the model, how trials are scheduled (the scheduler calls the ``Progress`` methods
 from its main thread), the storage backend beyond the label it is handed.
 
-    progress = make_progress()                 # live view on a TTY, plain lines otherwise
+    progress = make_progress(steps=600)        # live view on a TTY, plain lines otherwise
     progress.start("moe-small", ["minimize"], ["val_loss"], total=40, done=0, timeout_s=1800)
     progress.trial_started(0, "gpu0", {"lr": 3e-4})
     progress.trial_reported(0, 50, {"val_loss": 1.2})
@@ -32,11 +33,14 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from autotune.outcomes import INTERRUPTED_BY_ATTR, describe, is_interrupted, outcome_counts
+
 # States that count toward the trial budget (a FAIL is retried, so it does not).
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Metrics shown beside the objectives in the summary when a trial has them (user attr ``metrics``).
 KEY_METRICS = ("val_loss", "accuracy", "latency_ms", "tokens_per_s", "step_ms", "peak_mem_mb",
                "params_active", "expert_load_cv", "keep_ratio_used")
+REPORT_EVERY_S = 30.0   # plain view: at most one report line per trial this often (its first at once)
 
 
 def objective_names(study: optuna.Study) -> list[str]:
@@ -99,8 +103,33 @@ class _Running:
     slot: str
     params: dict[str, Any]
     started: float
+    steps: int | None = None         # the trial's total steps, when known
     step: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    first_report: tuple[int, float] | None = None    # (step, clock) of its first report
+    reported_at: float = 0.0         # clock of the latest report
+    printed_at: float | None = None  # plain view: clock of the last report line
+
+    def seconds_per_step(self) -> float | None:
+        """From the steps between its first and latest reports; before a second report, from the
+        time since it started (start-up included, so the first estimate is on the long side)."""
+        if self.step is None or self.first_report is None:
+            return None
+        first_step, first_at = self.first_report
+        if self.step > first_step:
+            return (self.reported_at - first_at) / (self.step - first_step)
+        return (self.reported_at - self.started) / max(1, self.step + 1)
+
+    def eta(self, now: float) -> float | None:
+        rate = self.seconds_per_step()
+        if rate is None or self.steps is None or self.step is None:
+            return None
+        return max(0.0, (self.steps - self.step) * rate - (now - self.reported_at))
+
+    def step_text(self) -> str:
+        if self.step is None:
+            return "-"
+        return f"{self.step}/{self.steps}" if self.steps is not None else str(self.step)
 
 
 class Progress(abc.ABC):
@@ -112,8 +141,9 @@ class Progress(abc.ABC):
     the trials finished while this view was open. Subclasses decide how state is shown.
     """
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock=time.monotonic, steps: int | None = None) -> None:
         self._clock = clock
+        self.steps = steps              # a trial's total steps unless its params say otherwise
         self._lock = threading.Lock()   # the live view's refresh thread reads what the scheduler writes
         self.study_name = ""
         self.directions: list[str] = ["minimize"]
@@ -140,22 +170,35 @@ class Progress(abc.ABC):
 
     def trial_started(self, number: int, slot: Any, params: dict[str, Any]) -> None:
         with self._lock:
-            self.running[number] = _Running(number, str(slot), dict(params), self._clock())
+            steps = params.get("steps", self.steps)
+            steps = steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+            run = self.running[number] = _Running(number, str(slot), dict(params), self._clock(), steps)
+            line = self.started_line(run)
+        self._show_event(line)
 
     def trial_reported(self, number: int, step: int, metrics: dict[str, Any]) -> None:
         with self._lock:
+            now = self._clock()
             run = self.running.get(number)
             if run is None:    # a report that overtook its start message: show it anyway
-                run = self.running[number] = _Running(number, "?", {}, self._clock())
-            run.step = step
+                run = self.running[number] = _Running(number, "?", {}, now, self.steps)
+            run.step, run.reported_at = step, now
+            if run.first_report is None:
+                run.first_report = (step, now)
             run.metrics.update(metrics)
+            line = None
+            if run.printed_at is None or now - run.printed_at >= REPORT_EVERY_S:
+                run.printed_at = now
+                line = self.reported_line(run)
+        self._show_event(line)
 
     def trial_finished(self, trial: FrozenTrial) -> None:
         with self._lock:
             self.running.pop(trial.number, None)
             if trial.state in COUNTED:
                 self.finished += 1
-            self.counts[trial.state.name] = self.counts.get(trial.state.name, 0) + 1
+            state = _state_label(trial)
+            self.counts[state] = self.counts.get(state, 0) + 1
             if trial.state == TrialState.COMPLETE and trial.values is not None:
                 self._update_best(trial)
             line = self.finished_line(trial)
@@ -180,14 +223,25 @@ class Progress(abc.ABC):
         return self._clock() - self.started_at
 
     def eta(self) -> float | None:
-        """Seconds left: the rate of this run's finished trials times those left, capped by the timeout."""
-        elapsed = self.elapsed()
+        """Seconds left: the rate of this run's finished trials times those left; before the first
+        one finishes, the running trials' own ETAs (their step rates) and the trials after them at
+        the same pace on as many slots; capped by the timeout."""
+        elapsed, now = self.elapsed(), self._clock()
         candidates = []
         if self.timeout_s is not None:
             candidates.append(max(0.0, self.timeout_s - elapsed))
-        if self.total is not None and self.finished:
-            left = max(0, self.total - self.done - self.finished)
+        left = None if self.total is None else max(0, self.total - self.done - self.finished)
+        if left is not None and self.finished:
             candidates.append(elapsed / self.finished * left)
+        elif left is not None and self.running:
+            runs = list(self.running.values())
+            known = [(r, r.eta(now)) for r in runs if r.eta(now) is not None]
+            if known:   # a trial that has not reported yet is taken to last as long as the others
+                per_trial = sum(now - r.started + e for r, e in known) / len(known)
+                etas = [r.eta(now) if r.eta(now) is not None else max(0.0, per_trial - (now - r.started))
+                        for r in runs]
+                after = max(0, left - len(runs))
+                candidates.append(max(etas) + math.ceil(after / len(runs)) * per_trial)
         return min(candidates) if candidates else None
 
     def position(self) -> str:
@@ -201,18 +255,32 @@ class Progress(abc.ABC):
             return "best=-"
         return f"best={format_value(self.best.values[0])} (#{self.best.number})"
 
+    def started_line(self, run: _Running) -> str:
+        """``started #3 on slot 1: lr=0.0003 top_k=2``."""
+        params = " ".join(f"{k}={format_value(v)}" for k, v in run.params.items())
+        return _one_line(f"started #{run.number} on slot {run.slot}: {params}", 160)
+
+    def reported_line(self, run: _Running) -> str:
+        """``#3 step 50/600 val_loss=1.234 eta 02:10``."""
+        metrics = " ".join(f"{k}={format_value(v)}" for k, v in run.metrics.items()
+                           if isinstance(v, (int, float, str)))
+        return _one_line(f"#{run.number} step {run.step_text()} {metrics} "
+                         f"eta {format_duration(run.eta(self._clock()))}", 160)
+
     def values_text(self, trial: FrozenTrial) -> str:
         if trial.state == TrialState.COMPLETE and trial.values is not None:
             return " ".join(f"{m}={format_value(v)}" for m, v in zip(self.metrics, trial.values))
         if trial.state == TrialState.PRUNED and trial.intermediate_values:
             step = max(trial.intermediate_values)
             return f"at step {step} {self.metrics[0]}={format_value(trial.intermediate_values[step])}"
+        if is_interrupted(trial):
+            return f"by {trial.user_attrs.get(INTERRUPTED_BY_ATTR, '?')}, re-queued"
         reason = trial.user_attrs.get("fail_reason")
         return f"reason={_one_line(reason)}" if reason else ""
 
     def finished_line(self, trial: FrozenTrial) -> str:
         """``trial 3/10 (#2) COMPLETE val_loss=0.4123 best=0.395 (#1) elapsed 00:42 eta 01:10``."""
-        parts = [f"trial {self.position()} (#{trial.number}) {trial.state.name}", self.values_text(trial),
+        parts = [f"trial {self.position()} (#{trial.number}) {_state_label(trial)}", self.values_text(trial),
                  self.best_text(), f"elapsed {format_duration(self.elapsed())}",
                  f"eta {format_duration(self.eta())}"]
         return " ".join(p for p in parts if p)
@@ -220,6 +288,14 @@ class Progress(abc.ABC):
     @abc.abstractmethod
     def _show_finished(self, line: str) -> None:
         """Show one finished trial's line (``finished_line``)."""
+
+    def _show_event(self, line: str | None) -> None:
+        """Show a trial's start or report line (the live view shows these in its table instead)."""
+
+
+def _state_label(trial: FrozenTrial) -> str:
+    """The state name, except INTERRUPTED for a trial that a stop cut short (stored as FAIL)."""
+    return "INTERRUPTED" if is_interrupted(trial) else trial.state.name
 
 
 def _one_line(text: Any, width: int = 120) -> str:
@@ -230,8 +306,8 @@ def _one_line(text: Any, width: int = 120) -> str:
 class PlainProgress(Progress):
     """One log line per finished trial (and one at start/close): for CI logs and files."""
 
-    def __init__(self, file: TextIO | None = None, clock=time.monotonic) -> None:
-        super().__init__(clock)
+    def __init__(self, file: TextIO | None = None, clock=time.monotonic, steps: int | None = None) -> None:
+        super().__init__(clock, steps)
         self._file = file
         self._closed = False
 
@@ -249,19 +325,25 @@ class PlainProgress(Progress):
     def _show_finished(self, line: str) -> None:
         self._print(line)
 
+    def _show_event(self, line: str | None) -> None:
+        if line is not None:
+            self._print(line)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            notes = [f"{self.counts[k]} {label}" for k, label in (("FAIL", "failed"),
+                     ("INTERRUPTED", "interrupted and re-queued")) if self.counts.get(k)]
             self._print(f"finished {sum(self.counts.values())} trials in {format_duration(self.elapsed())}"
-                        + (f" ({self.counts['FAIL']} failed)" if self.counts.get("FAIL") else ""))
+                        + (f" ({', '.join(notes)})" if notes else ""))
 
 
 class LiveProgress(Progress):
     """A rich Live view that refreshes a few times a second; finished trials scroll above it."""
 
     def __init__(self, console: Console | None = None, clock=time.monotonic,
-                 refresh_per_second: float = 4) -> None:
-        super().__init__(clock)
+                 refresh_per_second: float = 4, steps: int | None = None) -> None:
+        super().__init__(clock, steps)
         self.console = console or Console()
         self._live = Live(console=self.console, get_renderable=self._render, transient=False,
                           refresh_per_second=refresh_per_second, redirect_stdout=False,
@@ -304,16 +386,18 @@ class LiveProgress(Progress):
         return grid
 
     def _running_table(self) -> Table:
-        metric = self.metrics[0]
+        metrics = self.metrics[:3]     # each objective's latest value (the first three)
         table = Table(title=None, show_edge=False, expand=False, header_style="bold")
-        for col in ("slot", "trial", "step", metric, "running", "params"):
+        for col in ("slot", "trial", "step", *metrics, "running", "eta", "params"):
             table.add_column(col, no_wrap=col != "params", overflow="ellipsis")
         now = self._clock()
         for run in sorted(self.running.values(), key=lambda r: r.slot):
             params = " ".join(f"{k}={format_value(v)}" for k, v in run.params.items())
-            table.add_row(run.slot, str(run.number), "-" if run.step is None else str(run.step),
-                          _current(run.metrics, metric),
-                          format_duration(now - run.started), _one_line(params, 80))
+            latest = [_current(run.metrics, m) if i == 0 else format_value(run.metrics.get(m, "-"))
+                      for i, m in enumerate(metrics)]
+            table.add_row(run.slot, str(run.number), run.step_text(), *latest,
+                          format_duration(now - run.started), format_duration(run.eta(now)),
+                          _one_line(params, 80))
         return table
 
 
@@ -327,20 +411,20 @@ def _current(metrics: dict[str, Any], metric: str) -> str:
     return "-"
 
 
-def make_progress(live: bool | None = None, *, console: Console | None = None) -> Progress:
-    """The live view when ``live`` (default: stdout is a terminal), plain log lines otherwise."""
+def make_progress(live: bool | None = None, *, console: Console | None = None,
+                  steps: int | None = None) -> Progress:
+    """The live view when ``live`` (default: stdout is a terminal), plain log lines otherwise.
+    ``steps``: a trial's total steps (the trainer's ``steps``), for the trials' ETAs."""
     if live is None:
         live = sys.stdout.isatty()
-    return LiveProgress(console=console) if live else PlainProgress()
+    return LiveProgress(console=console, steps=steps) if live else PlainProgress(steps=steps)
 
 
 def print_summary(study: optuna.Study, storage_label: str, *, console: Console | None = None) -> None:
     """The final table: best trial (or Pareto front), counts by state, where the store is."""
     console = console or Console()
     trials = study.get_trials(deepcopy=False)
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    counts = outcome_counts(trials)
     names = objective_names(study)
     directions = [_direction_name(d) for d in study.directions]
 
@@ -348,16 +432,16 @@ def print_summary(study: optuna.Study, storage_label: str, *, console: Console |
     table.add_column("key", style="bold")
     table.add_column("value")
     table.add_row("objectives", ", ".join(f"{n} ({d})" for n, d in zip(names, directions)))
-    table.add_row("trials", ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())) or "none")
+    table.add_row("trials", describe(counts) if counts else "none")
     table.add_row("store", storage_label)
-    if not counts.get("COMPLETE"):
+    if not counts.get("complete"):
         table.add_row("best", "no completed trial")
     elif len(directions) == 1:
         _add_trial_rows(table, study.best_trial, names)
     else:
         table.add_row("pareto front", f"{len(study.best_trials)} trials")
     console.print(table)
-    if len(directions) > 1 and counts.get("COMPLETE"):
+    if len(directions) > 1 and counts.get("complete"):
         console.print(_pareto_table(study.best_trials, names, directions))
 
 

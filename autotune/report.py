@@ -27,6 +27,7 @@ import plotly.offline
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune import _report_figures as figs
+from autotune.outcomes import describe, failed_on_their_own, outcome_counts
 from autotune.progress import KEY_METRICS, format_value, objective_names
 
 TOP_TRIALS = 20
@@ -43,6 +44,7 @@ class Section:
     title: str
     figure: go.Figure | None = None
     html: str = ""            # tables and notes, already escaped
+    nav: str = ""             # the navigation link's text (default: the title's first words)
 
 
 def build_sections(study: optuna.Study) -> list[Section]:
@@ -50,22 +52,30 @@ def build_sections(study: optuna.Study) -> list[Section]:
     snap = figs.Snapshot(study)
     names = objective_names(study)
     sections = [Section("summary", "Summary", html=_summary_html(snap, names))]
+    several = len(names) > 1
     for i, fig in enumerate(figs.history(snap, names)):
-        sections.append(Section(f"history{i}" if i else "history", fig.layout.title.text, fig))
+        sections.append(Section(f"history{i}" if i else "history", fig.layout.title.text, fig,
+                                nav=f"History: {names[i]}" if several else ""))
     importance_fig, ranked_params = figs.importances(snap, names)
     if not ranked_params:       # too few trials to rank: keep the space's order
         ranked_params = sorted({p for t in figs.completed(snap) for p in t.params})
+    curves = [figs.learning_curves(snap, names, metric=name) for name in names] if several else []
+    if not any(curves):    # one objective, or several without stored curves: intermediate values
+        curves = [figs.learning_curves(snap, names)]
     candidates = [
         ("pareto", figs.pareto(snap, names)),
         ("importances", importance_fig),
-        ("curves", figs.learning_curves(snap, names)),
+        *((f"curves{i}" if i else "curves", fig) for i, fig in enumerate(curves)),
+        ("time", figs.time_split(snap)),
         ("parallel", figs.parallel(snap, names, ranked_params)),
         ("slice", figs.slices(snap, names, ranked_params)),
         ("contour", figs.contour(snap, names, ranked_params)),
         ("expert-load", figs.expert_load(snap)),
         ("sparsity", figs.balance_and_sparsity(snap, names)),
     ]
-    sections += [Section(key, fig.layout.title.text, fig) for key, fig in candidates if fig is not None]
+    sections += [Section(key, fig.layout.title.text, fig,
+                         nav=f"Curves: {fig.layout.yaxis.title.text}" if key.startswith("curves") and several else "")
+                 for key, fig in candidates if fig is not None]
     if importance_fig is None:
         sections.append(Section("importances", "Parameter importances",
                                 html="<p class=note>Too few complete trials to rank parameters.</p>"))
@@ -142,7 +152,7 @@ def figure_json(fig: go.Figure) -> str:
 
 def render_html(study_name: str, sections: Sequence[Section]) -> str:
     esc = html.escape
-    nav = "".join(f'<a href="#{s.key}">{esc(_short(s.title))}</a>' for s in sections)
+    nav = "".join(f'<a href="#{s.key}">{esc(s.nav or _short(s.title))}</a>' for s in sections)
     body, data = [], []
     for s in sections:
         inner = s.html
@@ -176,11 +186,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequen
 
 def _summary_html(study: figs.Snapshot, names: Sequence[str]) -> str:
     trials = study.get_trials(deepcopy=False)
-    counts = Counter(t.state.name.lower() for t in trials)
+    counts = outcome_counts(trials)
     directions = [d.name.lower() for d in study.directions]
     rows = [("objectives", ", ".join(f"{n} ({d})" for n, d in zip(names, directions))),
-            ("trials", f"{len(trials)}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-             if trials else "none yet")]
+            ("trials", f"{len(trials)}: {describe(counts)}" if trials else "none yet")]
+    if counts.get("interrupted"):
+        rows.append(("interrupted", f"{counts['interrupted']} trials cut by Ctrl-C or --hard-stop; "
+                                    "not failures: each was re-queued and runs first on resume"))
     best = figs.ranked(study)
     if len(names) > 1:
         rows.append(("Pareto front", f"{len(study.best_trials)} trials" if best else "-"))
@@ -259,7 +271,7 @@ def _warm_start_html(study: figs.Snapshot) -> str:
 
 
 def _failures_html(study: figs.Snapshot) -> str:
-    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    failed = failed_on_their_own(study.get_trials(deepcopy=False))   # not the interrupted ones
     if not failed:
         return ""
     reasons = Counter(" ".join(str(t.user_attrs.get("fail_reason", "no reason stored")).split())[:200]

@@ -27,8 +27,10 @@ import optuna
 from optuna.trial import TrialState
 
 from autotune import _worker, store
-from autotune._liveness import GRACE_ATTR, Heartbeats, fail_stale_trials, open_study, retry_callback
+from autotune._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
+                                open_study, retry_callback)
 from autotune.gpus import Slot, plan_slots
+from autotune.outcomes import INTERRUPTED, INTERRUPTED_BY_ATTR, RERUN_OF_ATTR, STOP_ATTR
 from autotune.spec_types import BudgetSpec, ParallelSpec
 
 _log = logging.getLogger("autotune")
@@ -37,8 +39,6 @@ POLL_S = 0.2                 # how often the main loop wakes up with nothing to 
 STOP_GRACE_S = 5.0           # how long a worker gets to exit after "stop"
 MAX_START_FAILURES = 3       # workers of a slot dying before "ready" in a row: give up
 FAILURE_STREAK = 10          # trials in a row failing (at least 3 per slot) stop the run
-# user attrs the scheduler writes; a retried trial starts without them
-CANCEL_REASONS = ("interrupted", "cancelled")
 
 
 @dataclass
@@ -48,8 +48,9 @@ class RunResult:
     study_name: str
     completed: int = 0
     pruned: int = 0
-    failed: int = 0
-    retried: int = 0             # failed trials re-queued (worker died, interrupted)
+    failed: int = 0              # trials that failed on their own (not the interrupted ones)
+    retried: int = 0             # failed trials re-queued (worker died)
+    interrupted_trials: int = 0  # running trials cut by Ctrl-C / SIGTERM or --hard-stop, re-queued
     finished_in_study: int = 0   # COMPLETE + PRUNED in the whole study at the end
     stopped_by: str = ""         # trials | timeout | gpu_hours | interrupted | failures
     interrupted: bool = False
@@ -107,7 +108,9 @@ def run_study(
     ``gpu_hours`` sums the GPU-time of all the study's trials: a trial's wall time times its
     slot's share of its GPU (1 / ``trials_per_gpu``; a CPU worker counts as one device). When any
     runs out no new trial is handed out; running trials finish, or with ``hard_stop`` are
-    cancelled (FAIL, 'cancelled').
+    interrupted. An interrupted trial (also by Ctrl-C / SIGTERM) is stored as FAIL with the user
+    attr ``stop_reason: interrupted`` and re-queued as a WAITING copy that the next claim of any
+    run takes first; it counts neither in the budget nor as a failure.
     """
     return _Scheduler(study, storage_url=storage_url, suggest=suggest, objective=objective,
                       parallel=parallel, budget=budget, hard_stop=hard_stop,
@@ -228,13 +231,14 @@ class _Scheduler:
         while True:
             if self.interrupt is not None:
                 self.result.interrupted, self.stop_reason = True, "interrupted"
-                _log.warning("%s: cancelling running trials", signal.Signals(self.interrupt).name)
-                self._cancel_running("interrupted", retry=True)
+                by = signal.Signals(self.interrupt).name
+                _log.warning("%s: interrupting running trials", by)
+                self._cancel_running(interrupted_by=by)
                 break
             if self.stop_reason is None:
                 self.stop_reason = self._budget_spent()
             if self.stop_reason is not None and self.hard_stop:
-                self._cancel_running("cancelled", retry=False)
+                self._cancel_running(interrupted_by=self.stop_reason)
             if self.stop_reason is None:
                 self._hand_out()
             if self.stop_reason is not None and not self._running():
@@ -291,14 +295,30 @@ class _Scheduler:
                     return None
                 if counts.finished + counts.running >= n_wanted:
                     return None  # the rest is running elsewhere; wait in case some fail
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "heartbeat ... supposed to be used with optimize"
-                trial = self.study.ask()
+            trial = self._pop_rerun()
+            if trial is None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "heartbeat ... supposed to be used with optimize"
+                    trial = self.study.ask()
             self.storage.set_trial_system_attr(trial._trial_id, GRACE_ATTR,
                                                self.storage.grace_period)
             self.storage.record_heartbeat(trial._trial_id)  # counted as running from now on
         self.heartbeats.add(trial._trial_id)
         return trial
+
+    def _pop_rerun(self) -> optuna.trial.Trial | None:
+        """The oldest waiting copy of an interrupted trial, set running (as ``ask`` pops a waiting
+        trial, but ahead of the rest of the queue): stopped work resumes first."""
+        for waiting in self.storage.get_all_trials(self.study._study_id, deepcopy=False,
+                                                   states=(TrialState.WAITING,)):
+            if RERUN_OF_ATTR not in waiting.system_attrs:
+                continue
+            try:
+                if self.storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                    return optuna.trial.Trial(self.study, waiting._trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue   # another process took it first
+        return None
 
     def _start_trial(self, worker: _Worker, trial: optuna.trial.Trial) -> None:
         worker.running = _Running(trial, time.monotonic())
@@ -376,7 +396,7 @@ class _Scheduler:
 
     def _finish(self, worker: _Worker, state: TrialState, *, values: list[float] | None = None,
                 reason: str | None = None, retry: bool = False,
-                parts: dict[str, float] | None = None) -> None:
+                interrupted_by: str | None = None, parts: dict[str, float] | None = None) -> None:
         running, worker.running = worker.running, None
         assert running is not None
         seconds = time.monotonic() - running.started
@@ -386,12 +406,12 @@ class _Scheduler:
         self.result.gpu_seconds += gpu_seconds
         tick = time.monotonic()
         store.retrying(self._record, running.trial, seconds, gpu_seconds, state, values, reason,
-                       retry, slot_time_split(parts, seconds))
+                       retry, slot_time_split(parts, seconds), interrupted_by)
         self.result.record_s += time.monotonic() - tick
 
     def _record(self, trial: optuna.trial.Trial, seconds: float, gpu_seconds: float,
                 state: TrialState, values: list[float] | None, reason: str | None,
-                retry: bool, time_s: dict[str, float]) -> None:
+                retry: bool, time_s: dict[str, float], interrupted_by: str | None = None) -> None:
         if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
             # Failed meanwhile by another process (our heartbeat lapsed); it did the retry.
             _log.warning("trial %d was finished elsewhere; dropping its result", trial.number)
@@ -402,9 +422,17 @@ class _Scheduler:
             trial.set_user_attr("time_s", time_s)
             if reason is not None:
                 trial.set_user_attr("fail_reason", reason[:2000])
+            if interrupted_by is not None:
+                trial.set_user_attr(STOP_ATTR, INTERRUPTED)
+                trial.set_user_attr(INTERRUPTED_BY_ATTR, interrupted_by)
         except optuna.exceptions.UpdateFinishedTrialError:
             return
         frozen = self.study.tell(trial, values=values, state=state, skip_if_finished=True)
+        if interrupted_by is not None:   # neither a failure nor a retry: the same work, rerun first
+            self.result.interrupted_trials += 1
+            _requeue_interrupted(self.study, frozen)
+            self.progress.trial_finished(frozen)
+            return
         if frozen.state == TrialState.COMPLETE:
             self.result.completed += 1
         elif frozen.state == TrialState.PRUNED:
@@ -414,7 +442,7 @@ class _Scheduler:
             _log.warning("trial %d failed: %s", frozen.number, reason)
             if retry and self._retry(frozen):
                 self.result.retried += 1
-        self._count_failure(frozen.state == TrialState.FAIL and reason not in CANCEL_REASONS)
+        self._count_failure(frozen.state == TrialState.FAIL)
         self.progress.trial_finished(frozen)
 
     def _count_failure(self, failed: bool) -> None:
@@ -435,18 +463,25 @@ class _Scheduler:
         return True
 
     # --- stopping -------------------------------------------------------------------------
-    def _cancel_running(self, reason: str, *, retry: bool) -> None:
+    def _cancel_running(self, *, interrupted_by: str | None = None) -> None:
+        """Kill the running trials' workers. With ``interrupted_by`` (a signal's name, or the budget
+        that ran out under --hard-stop) the trials are marked interrupted and re-queued; without,
+        the scheduler itself failed and they are failed (and retried)."""
         for worker in self._running():
             worker.stopping = True
             worker.process.kill()
         for worker in self._running():
             worker.process.join(5.0)
-            self._finish(worker, TrialState.FAIL, reason=reason, retry=retry)
+            if interrupted_by is not None:
+                self._finish(worker, TrialState.FAIL, interrupted_by=interrupted_by)
+            else:
+                self._finish(worker, TrialState.FAIL, reason="scheduler stopped by an error",
+                             retry=True)
 
     def _shutdown(self) -> None:
         if self._running():  # only after an error in the loop itself
             try:
-                self._cancel_running("scheduler stopped by an error", retry=True)
+                self._cancel_running()
             except Exception as exc:  # noqa: BLE001 - keep the first error; heartbeats expire
                 _log.error("could not mark the running trials failed: %s", exc)
         for worker in self.workers:
@@ -473,3 +508,14 @@ class _Scheduler:
 
         saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         return lambda: [signal.signal(sig, handler) for sig, handler in saved.items()]
+
+
+def _requeue_interrupted(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+    """A WAITING copy of an interrupted trial (same parameters, the attempt's own attrs dropped),
+    marked for ``_pop_rerun``. Not a retry: it does not use up ``max_retries``."""
+    system_attrs = {k: v for k, v in frozen.system_attrs.items() if k != GRACE_ATTR}
+    system_attrs[RERUN_OF_ATTR] = frozen.number
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
+        user_attrs={k: v for k, v in frozen.user_attrs.items() if k not in SCHEDULER_ATTRS},
+        system_attrs=system_attrs))

@@ -364,6 +364,7 @@ class StudySummary:
     best_values: tuple[float, ...] | None   # single objective only
     n_trials: int
     user_attrs: dict[str, Any]
+    trials: tuple = ()      # the FrozenTrials, for views that count outcomes or time
 
 
 def summarize_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
@@ -378,5 +379,5 @@ def summarize_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary
         if len(study.directions) == 1 and counts.get("COMPLETE"):
             best = tuple(study.best_trial.values)
         out.append(StudySummary(s.study_name, tuple(d.name.lower() for d in study.directions),
-                                counts, best, len(trials), dict(study.user_attrs)))
+                                counts, best, len(trials), dict(study.user_attrs), tuple(trials)))
     return out

@@ -417,7 +417,8 @@ class _Trainer:
             # limit; and hitting the limit fails loudly instead of running FlexAttention unfused
             # (3-20x slower steps that would bias every latency and pruning decision).
             torch._dynamo.reset()
-            torch._dynamo.config.fail_on_recompile_limit_hit = True
+            if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit"):
+                torch._dynamo.config.fail_on_recompile_limit_hit = True
         self.dtype, self.use_scaler = resolve_precision(cfg.precision, device)
         self.data = build_dataset(
             cfg.task, seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,

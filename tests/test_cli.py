@@ -22,7 +22,7 @@ from autotune.store import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("AUTOTUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-COMMANDS = ["run", "worker", "validate", "status", "best", "export", "report", "dashboard"]
+COMMANDS = ["run", "worker", "validate", "status", "best", "export", "report", "dashboard", "delete"]
 
 
 def user_study(tmp_path: Path, *, trials: int = 4, objective: str = "tests.user_objectives:quadratic",
@@ -147,6 +147,7 @@ def test_status_best_and_export(tmp_path):
 
     rows = json.loads(invoke("export", "quad", "--storage", url, "--format", "json").output)
     assert [r["state"] for r in rows] == ["COMPLETE"] * 3
+    assert [r["outcome"] for r in rows] == ["complete"] * 3
     assert rows[0]["params"].keys() == {"x", "kind"}
     table = list(csv.DictReader(io.StringIO(invoke("export", "quad", "--storage", url).output)))
     assert len(table) == 3 and float(table[0]["value.val_loss"]) == rows[0]["values"]["val_loss"]
@@ -259,6 +260,149 @@ def test_sigkill_of_the_run_then_resume_loses_no_finished_trial(tmp_path):
     kept = {t.number: t.params for t in complete}
     assert all(kept[t.number] == t.params for t in done_before)
     assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+
+
+def held_study(tmp_path: Path, **kwargs) -> tuple[Path, Path, Path]:
+    """A study whose trials run while the file ``hold`` exists; each touches ``started``."""
+    hold, started = tmp_path / "hold", tmp_path / "started"
+    hold.touch()
+    path = user_study(tmp_path, objective="tests.user_objectives:held", hold=str(hold),
+                      started=str(started), **kwargs)
+    return path, hold, started
+
+
+@pytest.mark.slow
+def test_hard_stop_at_the_timeout_exits_0_and_the_next_run_reruns_the_cut_trials(tmp_path):
+    path, hold, _ = held_study(tmp_path, trials=2)
+    for timeout in (3, 6, 12, 24):   # a loaded machine may start no trial within 3 s: then longer
+        proc = _cli("run", str(path), "--timeout", f"{timeout}s", "--hard-stop", "--no-live")
+        out, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 0, out
+        cut = trials_of(tmp_path)
+        if cut:
+            break
+    interrupted = [t for t in cut if t.user_attrs.get("stop_reason") == "interrupted"]
+    assert interrupted and all(t.state.name == "FAIL" for t in interrupted), out
+    assert all(t.user_attrs["interrupted_by"] == "timeout" for t in interrupted)
+    assert "every trial failed" not in out and "re-queued" in out
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    status = invoke("status", "--storage", url).output
+    assert f"{len(interrupted)} interrupted" in status and "failed" not in status
+
+    hold.unlink()
+    result = invoke("run", str(path))
+    assert result.exit_code == 0, result.output
+    after = trials_of(tmp_path)
+    reruns = sorted((t for t in after if t.system_attrs.get("autotune:rerun_of") is not None),
+                    key=lambda t: t.datetime_start)
+    assert {t.system_attrs["autotune:rerun_of"] for t in reruns} == {t.number for t in interrupted}
+    assert all(t.state.name == "COMPLETE" for t in reruns)
+    ran_now = [t for t in after if t.number not in {i.number for i in interrupted}]
+    assert min(ran_now, key=lambda t: t.datetime_start).number == reruns[0].number
+    assert sum(t.state.name == "COMPLETE" for t in after) == 2
+
+
+def test_ctrl_c_exits_130_and_marks_the_running_trial_interrupted(tmp_path):
+    path, _, started = held_study(tmp_path, trials=1, extra={"parallel": {"workers": 1}})
+    proc = _cli("run", str(path), "--no-live", start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not started.exists():          # the trial runs: now Ctrl-C means something
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)   # as a terminal does: the whole process group
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "interrupted" in out
+    (trial, copy) = trials_of(tmp_path)
+    assert trial.state.name == "FAIL" and trial.user_attrs["stop_reason"] == "interrupted"
+    assert trial.user_attrs["interrupted_by"] == "SIGINT" and "fail_reason" not in trial.user_attrs
+    assert copy.state.name == "WAITING" and copy.params == trial.params
+
+
+@pytest.mark.parametrize("result, code", [
+    (dict(stopped_by="timeout", completed=2), 0),
+    (dict(stopped_by="timeout", interrupted_trials=2), 0),            # --hard-stop at the timeout
+    (dict(stopped_by="trials", completed=3, failed=1), 0),            # some failed, the run went on
+    (dict(stopped_by="interrupted", interrupted=True, interrupted_trials=1, failed=2), 130),
+    (dict(stopped_by="failures", failed=10), 1),
+    (dict(stopped_by="timeout", failed=2, interrupted_trials=1), 1),  # every trial it ran failed
+])
+def test_exit_code_is_1_only_for_trials_that_failed_on_their_own(result, code):
+    from autotune.cli import run_outcome
+    from autotune.scheduler import RunResult
+    assert run_outcome(RunResult("s", **result), "s")[0] == code
+
+
+def test_status_of_one_study_and_of_a_missing_one(tmp_path):
+    assert invoke("run", str(user_study(tmp_path, trials=2))).exit_code == 0
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    detail = invoke("status", "quad", "--storage", url)
+    assert detail.exit_code == 0, detail.output
+    assert "objectives  val_loss (minimize)" in detail.output
+    assert "trials      2: 2 complete" in detail.output and "best        #" in detail.output
+    missing = CliRunner().invoke(main, ["status", "qaud", "--storage", url])
+    assert missing.exit_code == 2 and "did you mean 'quad'?" in missing.output
+
+
+def _timed_store(tmp_path: Path) -> str:
+    """A store with one study whose finished trials carry ``time_s`` (and one older trial without)."""
+    url = f"sqlite:///{tmp_path / 'timed.db'}"
+    study = optuna.create_study(study_name="timed", storage=url)
+    for train, compile_ in ((8.0, 2.0), (9.0, 0.0)):
+        study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"time_s": {
+            "setup": 0.5, "compile": compile_, "train": train, "eval": 0.5, "total": 9.0 + compile_}}))
+    study.add_trial(optuna.trial.create_trial(value=2.0))
+    return url
+
+
+def test_status_says_how_much_time_went_to_training_steps(tmp_path):
+    url = _timed_store(tmp_path)
+    listing = invoke("status", "--storage", url).output
+    # (8 + 9) s of training in (11 + 9) s of slot time; compile 2 s of 20
+    assert "time in training steps: 85 % (largest overhead: compile 10 %)" in listing
+    detail = invoke("status", "timed", "--storage", url).output
+    assert "time in training steps: 85 %" in detail
+    assert "time split  train 85 %, compile 10 %, setup 5 %, eval 5 %" in detail
+
+
+def test_status_leaves_the_time_line_out_when_no_trial_has_time_s(tmp_path):
+    assert invoke("run", str(user_study(tmp_path, trials=1))).exit_code == 0
+    assert "time in training" not in invoke("status", "--storage", f"sqlite:///{tmp_path / 'store.db'}").output
+
+
+def test_delete_asks_on_a_terminal_and_refuses_without_one(tmp_path, monkeypatch):
+    url = _timed_store(tmp_path)
+    refused = CliRunner().invoke(main, ["delete", "timed", "--storage", url])
+    assert refused.exit_code == 2 and "--yes" in refused.output
+    monkeypatch.setattr("autotune.cli._stdin_is_tty", lambda: True)
+    declined = CliRunner().invoke(main, ["delete", "timed", "--storage", url], input="n\n")
+    assert declined.exit_code == 1 and "nothing deleted" in declined.output
+    assert optuna.study.get_all_study_names(url) == ["timed"]
+    agreed = CliRunner().invoke(main, ["delete", "timed", "--storage", url], input="y\n")
+    assert agreed.exit_code == 0 and "3 trials" in agreed.output
+    assert optuna.study.get_all_study_names(url) == []
+
+
+def test_delete_with_yes_and_a_missing_study(tmp_path):
+    url = _timed_store(tmp_path)
+    missing = CliRunner().invoke(main, ["delete", "timd", "--storage", url, "--yes"])
+    assert missing.exit_code == 2 and "did you mean 'timed'?" in missing.output
+    assert invoke("delete", "timed", "--storage", url, "--yes").exit_code == 0
+    assert optuna.study.get_all_study_names(url) == []
+
+
+@pytest.mark.postgres
+def test_delete_in_postgresql():
+    name = f"del-{uuid.uuid4().hex[:8]}"
+    try:
+        optuna.create_study(study_name=name, storage=PG_URL)
+    except Exception as exc:  # noqa: BLE001 - no server outside CI
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL at {PG_URL}: {exc}")
+    result = invoke("delete", name, "--storage", PG_URL, "--yes")
+    assert result.exit_code == 0, result.output
+    assert name not in optuna.study.get_all_study_names(PG_URL)
 
 
 @pytest.mark.postgres

@@ -65,3 +65,29 @@ def test_the_last_steps_report_is_recorded_but_never_prunes(tmp_path):
 def test_the_pruners_max_steps_is_the_last_step_when_given(tmp_path):
     trial = _run(tmp_path, prune_from=3, steps=5, max_steps=3)
     assert trial.state == TrialState.COMPLETE and trial.value == pytest.approx(0.2)
+
+
+def test_several_objectives_store_the_curve_as_it_grows(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    spec = parse_spec({"study": "m", "storage": url, "space": {"x": {"type": "float", "low": 0, "high": 1}},
+                       "objectives": [{"metric": "val_loss", "direction": "minimize"},
+                                      {"metric": "accuracy", "direction": "maximize"}],
+                       "objective": f"{__name__}:curve", "trainer": {"steps": 3}},
+                      base_dir=tmp_path, default_name="m")
+    study = store.create_or_load_study(store.open_storage(url), "m", ["minimize", "maximize"])
+    trial = study.ask()
+    seen = []
+
+    def watching(params, report):      # what the store holds after each report, while it runs
+        for step in (1, 2):
+            report(step, {"val_loss": 1.0 / step, "accuracy": 0.1 * step})
+            seen.append(study._storage.get_trial(trial._trial_id).user_attrs.get("curve"))
+        return {"val_loss": 0.5, "accuracy": 0.2}
+
+    monkeypatch.setattr("autotune.objective.resolve", lambda ref, spec=None: watching)
+    TrialObjective(spec, url)(trial._trial_id, {"x": 0.5})
+    # the first report is stored at once; the second within CURVE_SAVE_S of it waits for the end
+    assert seen[0] == [[1, {"val_loss": 1.0, "accuracy": 0.1}]]
+    assert seen[1] == seen[0]
+    assert study._storage.get_trial(trial._trial_id).user_attrs["curve"] == [
+        [1, {"val_loss": 1.0, "accuracy": 0.1}], [2, {"val_loss": 0.5, "accuracy": 0.2}]]

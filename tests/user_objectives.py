@@ -34,3 +34,14 @@ def raises(params, report):
 
 def exits(params, report):
     os._exit(3)
+
+
+def held(params, report):
+    """Reports step 0, then says it runs (touches the file ``started``, for tests to wait on) and
+    keeps running while the file ``hold`` exists."""
+    from pathlib import Path
+    report(0, {"val_loss": 1.0})
+    Path(params["started"]).touch()
+    while Path(params["hold"]).exists():
+        time.sleep(0.02)
+    return {"val_loss": 0.5}

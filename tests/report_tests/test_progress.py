@@ -65,6 +65,54 @@ def test_plain_mode_names_the_state_and_reason_of_pruned_and_failed_trials(singl
     assert lines[2].startswith(f"trial 1 (#{pruned.number}) PRUNED at step {last_step} val_loss=")
 
 
+def test_plain_mode_prints_each_start_and_reports_at_most_every_30_s_with_the_trials_eta():
+    out, clock = io.StringIO(), FakeClock()
+    view = progress.PlainProgress(file=out, clock=clock, steps=100)
+    view.start("s", ["minimize"], ["val_loss"], total=4)
+    view.trial_started(3, 1, {"lr": 3e-4})
+    for step in range(0, 100, 10):        # a report every 5 s: 10 steps per 5 s
+        clock.now += 5.0
+        view.trial_reported(3, step, {"val_loss": 1.0 / (step + 1)})
+    lines = out.getvalue().splitlines()[1:]
+    assert lines[0] == "started #3 on slot 1: lr=0.0003"
+    reports = [line for line in lines if line.startswith("#3 step")]
+    assert reports[0] == "#3 step 0/100 val_loss=1 eta 08:20"    # 5 s for step 0: 100 steps at 5 s
+    assert reports[1] == "#3 step 60/100 val_loss=0.01639 eta 00:20"   # 30 s later: 0.5 s a step
+    assert len(reports) == 2
+
+
+def test_study_eta_before_any_trial_finished_comes_from_the_running_trials_step_rates():
+    clock = FakeClock()
+    view = progress.PlainProgress(file=io.StringIO(), clock=clock, steps=100)
+    view.start("s", ["minimize"], ["val_loss"], total=4)
+    assert view.eta() is None
+    for n in (0, 1):
+        view.trial_started(n, n, {})
+    clock.now = 10.0
+    for n in (0, 1):
+        view.trial_reported(n, 0, {"val_loss": 1.0})
+    clock.now = 20.0
+    for n in (0, 1):
+        view.trial_reported(n, 50, {"val_loss": 0.5})
+    # each: 0.2 s a step, 50 steps left = 10 s, 30 s a trial; then the other 2 trials on 2 slots
+    assert view.eta() == pytest.approx(10.0 + 30.0)
+    view.trial_started(2, 2, {})   # no report yet: taken to last 30 s like the others
+    assert view.eta() == pytest.approx(30.0 + 30.0)
+
+
+def test_an_interrupted_trial_is_named_so_and_not_counted_as_failed(single_study):
+    out = io.StringIO()
+    view = progress.PlainProgress(file=out, clock=FakeClock())
+    view.start("single", ["minimize"], ["val_loss"], total=10)
+    cut = optuna.trial.create_trial(state=TrialState.FAIL,
+                                    user_attrs={"stop_reason": "interrupted", "interrupted_by": "SIGINT"})
+    view.trial_finished(cut)
+    view.close()
+    lines = out.getvalue().splitlines()
+    assert "INTERRUPTED by SIGINT, re-queued" in lines[1]
+    assert lines[-1] == "finished 1 trials in 00:00 (1 interrupted and re-queued)"
+
+
 def test_best_so_far_follows_the_direction_and_pareto_front_for_several_objectives(multi_study):
     view = progress.PlainProgress(file=io.StringIO(), clock=FakeClock())
     view.start("multi", ["minimize", "minimize"], ["val_loss", "latency_ms"], total=40)
@@ -78,15 +126,15 @@ def test_live_mode_renders_running_trials_and_progress(single_study):
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=140, color_system=None)
     clock = FakeClock()
-    view = progress.LiveProgress(console=console, clock=clock, refresh_per_second=20)
+    view = progress.LiveProgress(console=console, clock=clock, refresh_per_second=20, steps=600)
     view.start("single", ["minimize"], ["val_loss"], total=10, done=2, timeout_s=None)
     view.trial_started(7, "gpu1", {"lr": 3e-4, "top_k": 2})
-    view.trial_reported(7, 150, {"val_loss": 1.25})
     clock.now = 65.0
+    view.trial_reported(7, 150, {"val_loss": 1.25})
     view.refresh()
     text = buf.getvalue()
     assert "trial 2/10" in text and "elapsed 01:05" in text
-    assert re.search(r"gpu1\s+.*7\s+.*150\s+.*1\.25", text)
+    assert re.search(r"gpu1\s+.*7\s+.*150/600\s+.*1\.25\s+.*01:05\s+.*03:14", text)   # 65 s for steps 0-150: 450 more
     view.trial_finished(single_study.trials[0])
     view.close()
     view.close()
@@ -107,7 +155,7 @@ def test_summary_shows_best_trial_counts_and_store(single_study):
     counts = {s: sum(t.state == s for t in single_study.trials) for s in TrialState}
     assert f"#{best.number}" in text
     assert f"val_loss={progress.format_value(best.value)}" in text
-    assert f"complete {counts[TrialState.COMPLETE]}" in text and f"fail {counts[TrialState.FAIL]}" in text
+    assert f"{counts[TrialState.COMPLETE]} complete" in text and f"{counts[TrialState.FAIL]} failed" in text
     assert "sqlite:///studies.db" in text and "expert_load_cv=" in text
 
 

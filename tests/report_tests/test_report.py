@@ -189,3 +189,68 @@ def test_maximized_objectives_rank_the_highest_first(tmp_path):
     top = page.split('id="top-trials"')[1]
     assert re.findall(r"<td[^>]*>(.*?)</td>", re.search(r"<tbody><tr>(.*?)</tr>", top).group(1))[1] == "2"
     assert "accuracy (maximize), latency (minimize)" in page
+
+
+def _curve_study(tmp_path) -> optuna.Study:
+    """Two objectives, each complete trial with a stored ``curve``, one interrupted trial, and the
+    metric names set the way autotune sets them (an Optuna 'experimental' call)."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'c.db'}", study_name="curves",
+                                directions=["minimize", "maximize"])
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        study.set_metric_names(["val_loss", "accuracy"])
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for n in range(6):
+        x = n / 6
+        curve = [[s, {"val_loss": x + 1 / s, "accuracy": 1 - x - 1 / (s + 1)}] for s in (1, 2, 3)]
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": x}, distributions=dist, values=[x + 1 / 3, 1 - x - 0.25],
+            user_attrs={"curve": curve, "time_s": {"setup": 1.0, "train": 5.0 + n, "compile": 2.0,
+                                                   "total": 8.0 + n}}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=dist,
+                                              user_attrs={"stop_reason": "interrupted"}))
+    return study
+
+
+@pytest.mark.filterwarnings("error::optuna.exceptions.ExperimentalWarning")
+def test_multi_objective_report_draws_each_objectives_stored_curve_with_one_link_each(tmp_path):
+    study = _curve_study(tmp_path)
+    page = report.write_report(study, tmp_path / "c.html").read_text()
+    figures = embedded_figures(page)
+    for key, metric in (("curves", "val_loss"), ("curves1", "accuracy")):
+        assert figures[key]["layout"]["yaxis"]["title"]["text"] == metric
+        drawn = {round(y, 9) for tr in figures[key]["data"] for y in tr["y"] if y is not None}
+        assert drawn == {round(p[1][metric], 9) for t in study.trials for p in t.user_attrs.get("curve", [])}
+    links = re.findall(r'<a href="#[\w-]+">(.*?)</a>', page.split("<nav>")[1].split("</nav>")[0])
+    assert len(links) == len(set(links))
+    assert {"History: val_loss", "History: accuracy", "Curves: val_loss", "Curves: accuracy"} <= set(links)
+
+
+def test_pareto_front_has_a_legend_and_no_colour_bars_and_trial_axes_have_whole_numbers(tmp_path):
+    figures = embedded_figures(report.write_report(_curve_study(tmp_path), tmp_path / "c.html").read_text())
+    pareto = figures["pareto"]["data"]
+    assert not any(tr["marker"].get("showscale", False) for tr in pareto)
+    assert sorted(tr["name"].split(" (")[0] for tr in pareto) == ["Pareto front", "other trials"]
+    for key in ("history", "history1", "time"):
+        axis = figures[key]["layout"]["xaxis"]
+        assert axis["tickformat"] == "d" and axis["dtick"] >= 1 and int(axis["dtick"]) == axis["dtick"]
+
+
+def test_time_split_stacks_each_trials_parts(tmp_path):
+    study = _curve_study(tmp_path)
+    page = report.write_report(study, tmp_path / "c.html").read_text()
+    time_fig = embedded_figures(page)["time"]
+    assert time_fig["layout"]["barmode"] == "stack"
+    parts = {tr["name"].split(" (")[0]: tr for tr in time_fig["data"]}
+    assert set(parts) == {"train", "compile", "setup"}          # no "total" segment
+    timed = [t for t in study.trials if "time_s" in t.user_attrs]
+    assert parts["train"]["x"] == [t.number for t in timed]
+    assert parts["train"]["y"] == [t.user_attrs["time_s"]["train"] for t in timed]
+    assert "training steps 71 % in all" in time_fig["layout"]["title"]["text"]   # 45 s of 63
+
+
+def test_interrupted_trials_are_shown_apart_from_failures(tmp_path):
+    page = report.write_report(_curve_study(tmp_path), tmp_path / "c.html").read_text()
+    summary = page.split('id="summary"')[1].split("</section>")[0]
+    assert "7: 6 complete, 1 interrupted" in summary and "failed" not in summary
+    assert 'id="failures"' not in page
+

@@ -61,11 +61,13 @@ class Quadratic:
 @dataclass
 class Behaves:
     """Does what ``params['x']`` picks (the test enqueues the values): 0 fine, 1 raise,
-    2 NaN, 3 os._exit(3), 4 SIGKILL itself the first time only (``marker`` file), 5 sleep long."""
+    2 NaN, 3 os._exit(3), 4 SIGKILL itself the first time only (``marker`` file), 5 sleep long
+    (with ``hold``: while that file exists)."""
 
     storage_url: str
     study_name: str
     marker: str = ""
+    hold: str = ""
 
     def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
         kind = int(params["x"])
@@ -81,7 +83,10 @@ class Behaves:
         if kind == 4 and not Path(self.marker).exists():
             Path(self.marker).write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
-        if kind == 5:
+        if kind == 5 and self.hold:
+            while Path(self.hold).exists():
+                time.sleep(0.02)
+        elif kind == 5:
             time.sleep(600)
         return [float(kind)]
 

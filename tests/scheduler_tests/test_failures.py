@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autotune import scheduler, store
+from autotune import outcomes, scheduler, store
 from autotune.spec_types import BudgetSpec, ParallelSpec
 from scheduler_tests import helpers, objectives
 
@@ -103,7 +103,7 @@ def test_worker_processes_die_with_their_scheduler(sqlite_url):
 
 
 @pytest.mark.parametrize("how", ["SIGINT to the process group", "SIGTERM"])
-def test_ctrl_c_cancels_running_trials_and_returns_promptly(sqlite_url, how):
+def test_ctrl_c_interrupts_running_trials_and_returns_promptly(sqlite_url, how):
     _study(sqlite_url, "interrupt", fixed_x=5)
     child = helpers.spawn_run(sqlite_url, "interrupt", objective="behaves", fixed_x=5, workers=2,
                               trials=10)
@@ -118,24 +118,47 @@ def test_ctrl_c_cancels_running_trials_and_returns_promptly(sqlite_url, how):
     assert child.returncode == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     assert result["interrupted"] and result["stopped_by"] == "interrupted"
+    assert result["interrupted_trials"] == 2 and result["failed"] == 0 and result["retried"] == 0
     trials = helpers.trials(sqlite_url, "interrupt")
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert [t.user_attrs["fail_reason"] for t in failed] == ["interrupted"] * 2
-    assert sum(t.state == TrialState.WAITING for t in trials) == 2    # re-queued for the next run
+    cut = [t for t in trials if t.state == TrialState.FAIL]
+    assert [outcomes.outcome(t) for t in cut] == ["interrupted"] * 2
+    assert {t.user_attrs["interrupted_by"] for t in cut} == {"SIGTERM" if how == "SIGTERM" else "SIGINT"}
+    assert not any("fail_reason" in t.user_attrs for t in cut)
+    waiting = [t for t in trials if t.state == TrialState.WAITING]    # re-queued for the next run
+    assert sorted(t.system_attrs[outcomes.RERUN_OF_ATTR] for t in waiting) == sorted(t.number for t in cut)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
-def test_hard_stop_cancels_running_trials_when_the_budget_runs_out(sqlite_url):
-    study = _study(sqlite_url, "hard", fixed_x=5)          # x=5: sleeps for ten minutes
+def test_hard_stop_interrupts_running_trials_and_the_next_run_reruns_them_first(storage_url, study_name,
+                                                                                tmp_path):
+    hold = tmp_path / "hold"      # x=5 runs while this file exists
+    hold.write_text("")
+    study = _study(storage_url, study_name)
+    for x in (5, 0, 0):           # one slot: the x=0 ones are still queued when the budget runs out
+        study.enqueue_trial({"x": x})
+    parallel = ParallelSpec(gpus=0, workers=1)
     result = scheduler.run_study(
-        study, storage_url=sqlite_url, suggest=objectives.suggest_kind,
-        objective=objectives.Behaves(sqlite_url, "hard"),
-        parallel=ParallelSpec(gpus=0, workers=1), budget=BudgetSpec(trials=5, gpu_hours=2 / 3600),
-        hard_stop=True)
-    assert result.stopped_by == "gpu_hours" and result.failed == 1
-    (trial,) = helpers.trials(sqlite_url, "hard")
-    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "cancelled"
-    assert 2 <= trial.user_attrs["gpu_seconds"] < 30
+        study, storage_url=storage_url, suggest=objectives.suggest_kind,
+        objective=objectives.Behaves(storage_url, study_name, hold=str(hold)), parallel=parallel,
+        budget=BudgetSpec(trials=5, gpu_hours=2 / 3600), hard_stop=True)
+    assert result.stopped_by == "gpu_hours"
+    assert (result.interrupted_trials, result.failed, result.completed) == (1, 0, 0)
+    (cut,) = [t for t in helpers.trials(storage_url, study_name) if t.state == TrialState.FAIL]
+    assert outcomes.outcome(cut) == "interrupted" and cut.user_attrs["interrupted_by"] == "gpu_hours"
+    assert cut.params == {"x": 5} and 2 <= cut.user_attrs["gpu_seconds"] < 30
+
+    hold.unlink()
+    resumed = scheduler.run_study(
+        study, storage_url=storage_url, suggest=objectives.suggest_kind,
+        objective=objectives.Behaves(storage_url, study_name, hold=str(hold)), parallel=parallel,
+        budget=BudgetSpec(trials=3))
+    assert resumed.stopped_by == "trials" and resumed.completed == 3
+    ran = sorted((t for t in helpers.trials(storage_url, study_name) if t.state == TrialState.COMPLETE),
+                 key=lambda t: t.datetime_start)
+    rerun = ran[0]                # ahead of the two trials queued before it
+    assert rerun.system_attrs[outcomes.RERUN_OF_ATTR] == cut.number and rerun.params == {"x": 5}
+    assert rerun.number > max(t.number for t in ran[1:])
+    assert "stop_reason" not in rerun.user_attrs
 
 
 def test_timeout_stops_handing_out_trials_and_lets_running_ones_finish(sqlite_url):
