@@ -98,7 +98,8 @@ class Heartbeats(threading.Thread):
                 try:
                     self.storage.record_heartbeat(trial_id)
                 except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
-                    _log.warning("heartbeat of trial id %s failed: %s", trial_id, exc)
+                    _log.warning("heartbeat of trial id %s failed: %s", trial_id,
+                                 store.mask_secrets(str(exc)))
 
     def add(self, trial_id: int) -> None:
         with self.lock:

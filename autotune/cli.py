@@ -26,7 +26,8 @@ _log = logging.getLogger("autotune")
 
 
 def _die(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    from autotune.store import mask_secrets
+    click.echo(f"error: {mask_secrets(message)}", err=True)   # a driver's text may quote the DSN
     sys.exit(code)
 
 

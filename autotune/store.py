@@ -43,9 +43,59 @@ def resolve_storage_url(cli_url: str | None = None, spec_url: str | None = None)
     return cli_url or os.environ.get(ENV_STORAGE) or spec_url or DEFAULT_STORAGE
 
 
+_SECRET_KEYS = r"(?:password|passwd|pwd|sslpassword|secret|token|api_?key|access_?key)"
+# scheme://user:SECRET@ ; greedy up to the last "@" of the token: a password may hold "/", ":", "@"
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][\w+.-]*://[^\s:/@'\"]*):[^\s'\"]*@")
+# ?password=SECRET&... (URL query) and password=SECRET / password='SEC RET' (libpq DSN text)
+_QUERY_SECRET = re.compile(rf"(?P<head>[?&;]{_SECRET_KEYS}=)[^&#\s'\"]*", re.IGNORECASE)
+_DSN_SECRET = re.compile(rf"(?P<head>\b{_SECRET_KEYS}\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s'\"&;]+)",
+                         re.IGNORECASE)
+
+
+def mask_secrets(text: str, url: str | None = None) -> str:
+    """``text`` with every password hidden: in URLs (``user:***@``, ``?password=***``), in libpq
+    DSN text (``password=***``), and, when ``url`` is given, its password wherever it appears
+    (a driver's error message may quote the DSN it was given)."""
+    if url is not None:
+        for secret in _secrets_of(url):
+            text = text.replace(secret, "***")
+    text = _USERINFO.sub(r"\g<head>:***@", text)
+    text = _QUERY_SECRET.sub(r"\g<head>***", text)
+    return _DSN_SECRET.sub(r"\g<head>***", text)
+
+
+def _secrets_of(url: str) -> list[str]:
+    found = []
+    userinfo = re.match(r"[A-Za-z][\w+.-]*://[^\s:/@]*:(?P<pw>\S*)@", url)
+    if userinfo:   # up to the last "@": what the user meant, also where SQLAlchemy splits earlier
+        found += [userinfo["pw"], *userinfo["pw"].split("@")]
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:
+        return sorted((s for s in found if s), key=len, reverse=True)
+    found += [parsed.password] if parsed.password else []
+    for key, value in parsed.query.items():
+        if re.fullmatch(_SECRET_KEYS, key, re.IGNORECASE):
+            found += [value] if isinstance(value, str) else list(value)
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
 def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """``postgresql://user:secret@host/db?password=x`` -> ``postgresql://user:***@host/db?password=***``.
+
+    SQLAlchemy's own rendering with the password hidden, secret query parameters masked too;
+    for what SQLAlchemy cannot parse (or parses oddly, as ``p@ss`` in a password), the
+    patterns of ``mask_secrets``."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        if parsed.password is not None or any(
+                re.fullmatch(_SECRET_KEYS, k, re.IGNORECASE) for k in parsed.query):
+            parsed = parsed.set(query={k: ("***" if re.fullmatch(_SECRET_KEYS, k, re.IGNORECASE)
+                                           else v) for k, v in parsed.query.items()})
+            url = parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    except Exception:
+        pass
+    return mask_secrets(url)
 
 
 def is_sqlite(url: str) -> bool:
@@ -173,7 +223,7 @@ def open_storage(
         raise StoreError(f"storage {mask_url(url)}: database driver missing ({exc.name}); "
                          "install it, e.g. pip install psycopg2-binary") from None
     except Exception as exc:  # SQLAlchemy/driver errors: report, never a traceback
-        raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc)}") from None
+        raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc, url)}") from None
     if is_sqlite(url):
         _install_sqlite_hooks(storage.engine)
         storage.engine.dispose()  # later connections get the hooks
@@ -182,26 +232,68 @@ def open_storage(
 
 def open_reader(url: str) -> optuna.storages.RDBStorage:
     """Open the study store at ``url`` for reading only (``status``, ``best``, ``export``,
-    ``report``, the dashboard).
+    ``report``, the dashboard): it writes nothing, not even the schema.
 
-    On SQLite the reads run in plain deferred transactions on the WAL file, so that a long read
-    never holds the write lock the workers need: ``open_storage`` begins every transaction
-    IMMEDIATE, and one read of 5,000 trials through it stalled a worker's write for 6 s
-    (bench/RESULTS.md). A missing file is an error, not a new empty store. Other databases: as
-    ``open_storage``.
+    A missing file, a file that is no SQLite database, or a database without Optuna's tables
+    (an empty file, someone else's database) is a StoreError naming it, and stays as it was.
+    SQLite is opened ``mode=ro``: the journal mode is left alone, and the reads run in plain
+    deferred transactions, so that a long read never holds the write lock the workers need
+    (``open_storage`` begins every transaction IMMEDIATE, and one read of 5,000 trials through
+    it stalled a worker's write for 6 s, bench/RESULTS.md).
     """
     path = sqlite_path(url) if is_sqlite(url) else None
-    if path is None:
-        return open_storage(url)
-    if not path.exists():
+    if is_sqlite(url) and path is None:
+        return open_storage(url)      # in memory: nothing to protect
+    if path is not None and not path.is_file():
         raise StoreError(f"storage {mask_url(url)}: no study store at {path}")
-    open_storage(url).engine.dispose()   # checks the schema; switches an older file to WAL once
+    kwargs: dict[str, Any] = _engine_kwargs(url)
+    if path is not None:
+        ro_uri = f"file:{_uri_path(path)}?mode=ro"
+        kwargs = {"creator": lambda: sqlite3.connect(ro_uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
+                                                     check_same_thread=False)}
     try:
-        return optuna.storages.RDBStorage(
-            url, skip_table_creation=True,
-            engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}})
+        engine = sqlalchemy.create_engine(_with_installed_driver(url), **kwargs)
+        try:
+            missing = _missing_optuna_tables(engine)
+        finally:
+            engine.dispose()
+    except ModuleNotFoundError as exc:
+        raise StoreError(f"storage {mask_url(url)}: database driver missing ({exc.name})") from None
     except Exception as exc:
-        raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc)}") from None
+        raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc, url)}") from None
+    if missing:
+        where = f"{path}" if path is not None else mask_url(url)
+        raise StoreError(f"{where} is not an autotune study store (it lacks Optuna's tables "
+                         f"{', '.join(missing)}); it was left unchanged")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(_with_installed_driver(url), skip_table_creation=True,
+                                              engine_kwargs=kwargs)
+    except Exception as exc:
+        raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc, url)}") from None
+
+
+# What Optuna's RDBStorage would create (and write a version row into) when missing.
+_OPTUNA_TABLES = ("studies", "trials", "version_info", "alembic_version")
+
+
+def _missing_optuna_tables(engine: sqlalchemy.engine.Engine) -> list[str]:
+    """The tables of an Optuna study store that the database lacks (empty when it is one);
+    a version table without its row counts as missing."""
+    with engine.connect() as conn:
+        have = set(sqlalchemy.inspect(conn).get_table_names())
+        missing = [t for t in _OPTUNA_TABLES if t not in have]
+        for table in ("version_info", "alembic_version"):
+            if table in have and conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar() == 0:
+                missing.append(table)
+        conn.rollback()
+    return missing
+
+
+def _uri_path(path: Path) -> str:
+    from urllib.parse import quote
+    return quote(str(path.resolve()))
 
 
 @contextlib.contextmanager
@@ -313,8 +405,9 @@ def retrying(fn: Callable[..., Any], *args: Any, attempts: int = 5, **kwargs: An
     raise AssertionError("unreachable")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
+def _first_line(exc: BaseException, url: str | None = None) -> str:
+    """The first line of a (driver's) error, passwords masked: it may quote the DSN."""
+    text = mask_secrets(str(getattr(exc, "orig", None) or exc).strip(), url)
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -323,7 +416,7 @@ def check_storage_url(url: str) -> None:
     try:
         sqlalchemy.engine.make_url(url)
     except Exception as exc:
-        raise StoreError(f"storage {mask_url(url)!r} is not a database URL: {_first_line(exc)}") from None
+        raise StoreError(f"storage {mask_url(url)!r} is not a database URL: {_first_line(exc, url)}") from None
 
 
 def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:

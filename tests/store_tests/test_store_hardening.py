@@ -1,0 +1,139 @@
+"""The study store under hostile conditions: passwords in URLs and driver errors, read-only commands
+on files that are no study store, time zones, concurrent creation, dropped connections."""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from autotune import store
+from autotune.cli import main
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+CLOSED_PORT = "127.0.0.1:1"    # nothing listens there: the connection fails at once
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+# --- 5. no password is ever printed -------------------------------------------------------------
+
+SECRET_URLS = [
+    # (URL, the secret that must never be printed)
+    (f"postgresql://user:pa/ss@{CLOSED_PORT}/db", "pa/ss"),
+    (f"postgresql://:pw-only-secret@{CLOSED_PORT}/db", "pw-only-secret"),
+    (f"postgresql://u@{CLOSED_PORT}/db?password=query-secret", "query-secret"),
+    (f"postgresql://u@{CLOSED_PORT}/db?sslmode=bogus&password=query-secret", "query-secret"),
+    (f"postgresql://u:at@sign-secret@{CLOSED_PORT}/db", "sign-secret"),
+    (f"postgresql://u:colon:secret@{CLOSED_PORT}/db", "colon:secret"),
+    (f"postgresql://u:ipv6-secret@[::1/db", "ipv6-secret"),          # SQLAlchemy cannot parse it
+]
+
+
+@pytest.mark.parametrize("url, secret", SECRET_URLS)
+def test_mask_url_hides_every_form_of_password(url, secret):
+    masked = store.mask_url(url)
+    assert secret not in masked and "***" in masked
+
+
+@pytest.mark.parametrize("url, secret", SECRET_URLS)
+def test_status_on_an_unreachable_store_never_prints_the_password(url, secret):
+    result = invoke("status", "--storage", url)
+    assert result.exit_code == 2
+    assert "error: storage" in result.output and "***" in result.output
+    assert secret not in result.output
+
+
+@pytest.mark.parametrize("command", [["best", "s"], ["export", "s"], ["validate", "x.yaml"]])
+def test_other_commands_never_print_the_password_either(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = f"postgresql://user:pa/ss@{CLOSED_PORT}/db?password=query-secret"
+    if command[0] == "validate":
+        (tmp_path / "x.yaml").write_text(
+            f"study: s\nstorage: '{url}'\nspace: {{x: {{type: float, low: 0, high: 1}}}}\n"
+            "objectives: [{metric: val_loss, direction: minimize}]\n")
+        result = invoke(*command)
+    else:
+        result = invoke(*command, "--storage", url)
+    assert "pa/ss" not in result.output and "query-secret" not in result.output
+
+
+def test_driver_errors_quoting_the_dsn_are_masked():
+    text = "invalid dsn: host=h user=u password=s3cr3t dbname=x; password='a b' at postgresql://u:z9@h"
+    masked = store.mask_secrets(text)
+    assert "s3cr3t" not in masked and "a b" not in masked and "z9" not in masked
+    assert store.mask_secrets("wrong password pa/ss", "postgresql://u:pa/ss@h/db") == "wrong password ***"
+
+
+def test_urls_without_a_password_are_printed_as_given():
+    for url in ("sqlite:///autotune.db", "sqlite:////tmp/a b/x.db", "postgresql://u@h:5432/db?sslmode=require"):
+        assert store.mask_url(url) == url
+
+
+# --- 10. read-only commands never write ---------------------------------------------------------
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _not_a_store(kind: str, path: Path) -> Path:
+    if kind == "foreign":
+        con = sqlite3.connect(path)
+        con.executescript("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');")
+        con.close()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_text("not a database at all\n" * 50)
+    return path
+
+
+READ_ONLY = [["status"], ["best", "s"], ["export", "s"], ["report", "s"]]
+
+
+@pytest.mark.parametrize("kind", ["foreign", "empty", "text"])
+@pytest.mark.parametrize("command", READ_ONLY, ids=lambda c: c[0])
+def test_read_only_commands_leave_a_file_that_is_no_study_store_untouched(kind, command, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = _not_a_store(kind, tmp_path / f"{kind}.db")
+    before = _digest(path)
+    result = invoke(*command, "--storage", f"sqlite:///{path}")
+    assert result.exit_code == 2
+    assert str(path) in result.output and "Traceback" not in result.output
+    assert _digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]   # no -wal, -shm, lock, report
+
+
+def test_a_foreign_sqlite_file_is_named_as_no_study_store(tmp_path):
+    path = _not_a_store("foreign", tmp_path / "foreign.db")
+    result = invoke("best", "s", "--storage", f"sqlite:///{path}")
+    assert result.exit_code == 2
+    assert f"error: {path} is not an autotune study store" in result.output
+
+
+@pytest.mark.parametrize("command", READ_ONLY[1:], ids=lambda c: c[0])
+def test_read_only_commands_on_a_missing_file_do_not_create_it(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "missing.db"
+    result = invoke(*command, "--storage", f"sqlite:///{path}")
+    assert result.exit_code == 2 and f"no study store at {path}" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_commands_leave_a_rollback_journal_store_as_it_is(tmp_path):
+    """A store written by plain Optuna (no WAL) is read, not converted."""
+    path = tmp_path / "plain.db"
+    optuna.create_study(storage=f"sqlite:///{path}", study_name="s").optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    before = _digest(path)
+    for command in (["status"], ["best", "s"], ["export", "s"]):
+        assert invoke(*command, "--storage", f"sqlite:///{path}").exit_code == 0
+    assert _digest(path) == before
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
