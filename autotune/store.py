@@ -9,6 +9,7 @@ Must not know about: the model, the scheduler.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import json
 import logging
@@ -204,30 +205,85 @@ def open_storage(
         if path is not None and path.parent != Path("") and not path.parent.exists():
             raise StoreError(f"storage {mask_url(url)}: folder {path.parent} does not exist")
     try:
-        # SQLite: tables are created under a file lock, so that 16 workers opening a fresh
-        # file at once do not race on CREATE TABLE; WAL is switched on before that.
-        lock = _file_lock(_sqlite_lock_path(url)) if is_sqlite(url) else contextlib.nullcontext()
-        with lock, warnings.catch_warnings():
+        # Tables are created under a lock (SQLite: a file lock beside the file; PostgreSQL: an
+        # advisory lock), so that workers opening a fresh store at once do not race on CREATE
+        # TABLE or on the version rows; WAL is switched on before that.
+        with _creation_lock(url), warnings.catch_warnings():
             # heartbeats are "experimental" in Optuna since 2.9; the scheduler relies on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if is_sqlite(url):
                 _prepare_sqlite_file(url)
-            storage = optuna.storages.RDBStorage(
-                _with_installed_driver(url),
-                engine_kwargs=_engine_kwargs(url),
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=failed_trial_callback,
-            )
+            for attempt in range(3):
+                try:
+                    storage = RetryingRDBStorage(
+                        _with_installed_driver(url),
+                        engine_kwargs=_engine_kwargs(url),
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                        heartbeat_stale_trial_callback=failed_trial_callback,
+                    )
+                    break
+                except sqlalchemy.exc.IntegrityError:   # a database we cannot lock: another
+                    if attempt == 2:                      # process created the rows first
+                        raise
     except ModuleNotFoundError as exc:
         raise StoreError(f"storage {mask_url(url)}: database driver missing ({exc.name}); "
                          "install it, e.g. pip install psycopg2-binary") from None
     except Exception as exc:  # SQLAlchemy/driver errors: report, never a traceback
         raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc, url)}") from None
-    if is_sqlite(url):
-        _install_sqlite_hooks(storage.engine)
-        storage.engine.dispose()  # later connections get the hooks
+    _install_hooks(storage.engine)
+    storage.engine.dispose()  # later connections get the hooks
     return storage
+
+
+def _install_hooks(engine: sqlalchemy.engine.Engine) -> None:
+    if engine.dialect.name == "sqlite":
+        _install_sqlite_hooks(engine)
+    elif engine.dialect.name == "postgresql":
+        _install_postgresql_hooks(engine)
+
+
+def _install_postgresql_hooks(engine: sqlalchemy.engine.Engine) -> None:
+    """Every session in UTC. Optuna stores heartbeats as ``now()`` in a ``timestamp without time
+    zone`` column, which PostgreSQL converts with the session's time zone (the server's, the
+    database's or role's setting, or the client's ``PGTZ``): with two time zones among the
+    processes of a study, live trials looked hours old and dead ones never stale."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True          # a SET inside a transaction rolled back is undone
+        cur = dbapi_conn.cursor()
+        cur.execute("SET TIME ZONE 'UTC'")
+        cur.close()
+        dbapi_conn.autocommit = autocommit
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str) -> Iterator[None]:
+    """One process at a time creates (or checks) the tables of the store at ``url``."""
+    if is_sqlite(url):
+        with _file_lock(_sqlite_lock_path(url)):
+            yield
+        return
+    if not url.startswith("postgresql"):
+        yield
+        return
+    engine = sqlalchemy.create_engine(_with_installed_driver(url), poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_NAMESPACE}, {_CREATION_LOCK_ID})")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_NAMESPACE}, {_CREATION_LOCK_ID})")
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+_CREATION_LOCK_ID = -1   # beside the studies' claim locks, whose ids are study ids (>= 1)
 
 
 def open_reader(url: str) -> optuna.storages.RDBStorage:
@@ -268,8 +324,12 @@ def open_reader(url: str) -> optuna.storages.RDBStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(_with_installed_driver(url), skip_table_creation=True,
-                                              engine_kwargs=kwargs)
+            reader = RetryingRDBStorage(_with_installed_driver(url), skip_table_creation=True,
+                                        engine_kwargs=kwargs)
+        if path is None:
+            _install_hooks(reader.engine)
+            reader.engine.dispose()
+        return reader
     except Exception as exc:
         raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc, url)}") from None
 
@@ -315,8 +375,12 @@ def study_lock(storage: optuna.storages.RDBStorage, study_id: int) -> Iterator[N
             try:
                 yield
             finally:
-                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_NAMESPACE}, {int(study_id)})")
-                conn.commit()
+                try:
+                    conn.exec_driver_sql(
+                        f"SELECT pg_advisory_unlock({_LOCK_NAMESPACE}, {int(study_id)})")
+                    conn.commit()
+                except TRANSIENT_ERRORS:
+                    pass   # the connection died, and the server released its lock with it
     else:
         with _memory_lock:
             yield
@@ -367,6 +431,8 @@ def heartbeat_ages(storage: optuna.storages.RDBStorage, study_id: int) -> dict[i
     with storage.engine.connect() as conn:
         now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
         rows = conn.execute(sql, {"sid": study_id}).fetchall()
+    if now.tzinfo is not None:   # heartbeats are stored as UTC wall time (see the PostgreSQL hooks)
+        now = now.astimezone(datetime.timezone.utc)
     now = now.replace(tzinfo=None)
     return {int(tid): (now - beat.replace(tzinfo=None)).total_seconds() for tid, beat in rows}
 
@@ -388,21 +454,79 @@ def sum_trial_user_attr(storage: optuna.storages.RDBStorage, study_id: int, key:
 
 
 TRANSIENT_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                    optuna.exceptions.StorageInternalError)
+                    sqlalchemy.exc.DisconnectionError, optuna.exceptions.StorageInternalError)
+ATTEMPTS, BACKOFF_S = 5, 0.5    # first wait 0.5 s, doubled after each failed attempt
 
 
-def retrying(fn: Callable[..., Any], *args: Any, attempts: int = 5, **kwargs: Any) -> Any:
-    """Call ``fn``, retrying with backoff (0.5, 1, 2, 4 s) on connection-level database errors, so
-    that a restarting PostgreSQL or a dropped connection does not end a study."""
+class StorageUnavailable(optuna.exceptions.StorageInternalError):
+    """The database kept failing at the connection level through every retry."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A connection-level error worth retrying: a dropped connection, a restarting server, a
+    locked SQLite file; also when Optuna wraps one in StorageInternalError. Not an error we
+    already retried (StorageUnavailable), nor Optuna's wrapping of a constraint violation."""
+    if isinstance(exc, StorageUnavailable):
+        return False
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        return exc.__cause__ is not None and is_transient(exc.__cause__)
+    return isinstance(exc, TRANSIENT_ERRORS) or bool(
+        getattr(exc, "connection_invalidated", False))
+
+
+def retrying(fn: Callable[..., Any], *args: Any, attempts: int = ATTEMPTS, **kwargs: Any) -> Any:
+    """Call ``fn``, retrying with backoff (0.5, 1, 2, 4 s) on connection-level database errors,
+    so that a restarting PostgreSQL or a dropped connection does not end a study. The last
+    attempt's error is raised as it is."""
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
-        except TRANSIENT_ERRORS as exc:
-            if attempt == attempts - 1:
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
                 raise
-            _log.warning("database error, retrying in %.1fs: %s", 0.5 * 2 ** attempt, _first_line(exc))
-            time.sleep(0.5 * 2 ** attempt)
+            wait = BACKOFF_S * 2 ** attempt
+            _log.warning("database error, retrying in %.1fs: %s", wait, _first_line(exc))
+            time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def _retried(method: Callable[..., Any]) -> Callable[..., Any]:
+    import functools
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return retrying(method, self, *args, **kwargs)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise StorageUnavailable(f"storage: the database failed {ATTEMPTS} times in a row: "
+                                     f"{_first_line(exc)}") from exc
+    return call
+
+
+class RetryingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage whose reads and idempotent writes ride out a dropped connection or a
+    restarting server (``retrying``), raising StorageUnavailable only after the last attempt.
+
+    Not retried here: creating a trial and changing its state, which are not idempotent (a
+    commit that went through before the connection dropped would be done twice); the scheduler
+    retries those whole steps (claim, record) itself."""
+
+
+for _name in (
+    # reads
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+    "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs",
+    "get_trial_system_attrs", "get_all_studies", "get_trial_param",
+    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials",
+    "get_best_trial", "_get_best_trial_id", "_get_stale_trial_ids",
+    # writes that are the same done twice
+    "set_study_user_attr", "set_study_system_attr", "set_trial_param", "_set_trial_param",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "record_heartbeat",
+):
+    setattr(RetryingRDBStorage, _name, _retried(getattr(optuna.storages.RDBStorage, _name)))
 
 
 def _first_line(exc: BaseException, url: str | None = None) -> str:

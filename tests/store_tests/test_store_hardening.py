@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import pytest
 from click.testing import CliRunner
 
@@ -137,3 +138,70 @@ def test_read_only_commands_leave_a_rollback_journal_store_as_it_is(tmp_path):
         assert invoke(*command, "--storage", f"sqlite:///{path}").exit_code == 0
     assert _digest(path) == before
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+# --- 2. heartbeats judged the same in every time zone ------------------------------------------
+
+_REPO = Path(__file__).resolve().parents[2]
+
+# a scheduler elsewhere: starts two trials and beats for both
+_BEATING_SCHEDULER = """
+import sys, warnings, optuna
+warnings.simplefilter("ignore")
+from autotune import store
+storage = store.open_storage(sys.argv[1], heartbeat_interval=1, grace_period=60)
+study = optuna.create_study(storage=storage, study_name=sys.argv[2])
+live, dead = study.ask(), study.ask()
+for trial in (live, dead):
+    storage.record_heartbeat(trial._trial_id)
+print(live._trial_id, dead._trial_id)
+"""
+
+# this machine's scheduler: fails the trials whose heartbeat is older than its grace period (60 s)
+_SWEEPING_SCHEDULER = """
+import json, sys, warnings, optuna
+warnings.simplefilter("ignore")
+from autotune import _liveness, store
+storage = store.open_storage(sys.argv[1], heartbeat_interval=1, grace_period=60)
+study = optuna.load_study(study_name=sys.argv[2], storage=storage)
+ages = store.heartbeat_ages(storage, study._study_id)
+_liveness.fail_stale_trials(study, storage)
+print(json.dumps({"ages": ages, "states": {t._trial_id: t.state.name for t in study.get_trials()}}))
+"""
+
+
+def _python(code: str, *args: str, tz: str, pgtz: str | None = None) -> str:
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("PGTZ", "TZ")}
+    env.update(TZ=tz, PYTHONPATH=str(_REPO), **({"PGTZ": pgtz} if pgtz else {}))
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=_REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("server_tz, client_tz", [("America/Los_Angeles", "Asia/Kolkata"),
+                                                  ("Asia/Kolkata", "America/Los_Angeles")])
+def test_a_live_trial_is_kept_and_a_dead_one_failed_whatever_the_time_zones(
+        own_pg_database, server_tz, client_tz):
+    """The database's default time zone is one, the beating scheduler's (TZ and PGTZ) another;
+    the sweeping scheduler runs with the server's."""
+    import json
+    url, admin = own_pg_database
+    database = sqlalchemy.engine.make_url(url).database
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"ALTER DATABASE \"{database}\" SET timezone TO '{server_tz}'")
+    live, dead = map(int, _python(_BEATING_SCHEDULER, url, "tz", tz=client_tz, pgtz=client_tz).split())
+    engine = sqlalchemy.create_engine(store._with_installed_driver(url))
+    with engine.begin() as conn:   # the dead trial's scheduler stopped beating 10 minutes ago
+        conn.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = heartbeat - "
+                                     "interval '10 minutes' WHERE trial_id = :id"), {"id": dead})
+    engine.dispose()
+
+    seen = json.loads(_python(_SWEEPING_SCHEDULER, url, "tz", tz=server_tz))
+    assert 0 <= seen["ages"][str(live)] < 60
+    assert 600 <= seen["ages"][str(dead)] < 660
+    assert seen["states"] == {str(live): "RUNNING", str(dead): "FAIL"}
