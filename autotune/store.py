@@ -569,8 +569,11 @@ def create_or_load_study(
                 f"study {name!r} already exists with directions {have}, but the spec asks for {want}; "
                 "use another study name (--study) to start afresh")
         return study
-    return optuna.create_study(storage=storage, study_name=name, directions=list(directions),
-                               sampler=sampler, pruner=pruner)
+    try:
+        return optuna.create_study(storage=storage, study_name=name, directions=list(directions),
+                                   sampler=sampler, pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:   # another process created it just now
+        return create_or_load_study(storage, name, directions, sampler=sampler, pruner=pruner)
 
 
 @dataclass(frozen=True)

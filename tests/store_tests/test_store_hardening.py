@@ -205,3 +205,42 @@ def test_a_live_trial_is_kept_and_a_dead_one_failed_whatever_the_time_zones(
     assert 0 <= seen["ages"][str(live)] < 60
     assert 600 <= seen["ages"][str(dead)] < 660
     assert seen["states"] == {str(live): "RUNNING", str(dead): "FAIL"}
+
+
+# --- 11. first runs racing to create the same store ---------------------------------------------
+
+def _open_at_once(url: str, barrier, results) -> None:
+    barrier.wait(60)
+    try:
+        storage = store.open_storage(url)
+        study = store.create_or_load_study(storage, "first-run", ["minimize"])
+        results.put(("ok", study._study_id))
+    except BaseException as exc:  # noqa: BLE001 - the test reports it
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _open_concurrently(url: str, processes: int = 4) -> list[tuple[str, object]]:
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_open_at_once, args=(url, barrier, results)) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    return outcomes
+
+
+def test_four_first_runs_create_one_sqlite_store_together(tmp_path):
+    outcomes = _open_concurrently(f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert [kind for kind, _ in outcomes] == ["ok"] * 4, outcomes
+    assert len({study_id for _, study_id in outcomes}) == 1
+
+
+@pytest.mark.postgres
+def test_four_first_runs_create_one_postgresql_store_together(own_pg_database):
+    url, _admin = own_pg_database
+    outcomes = _open_concurrently(url)
+    assert [kind for kind, _ in outcomes] == ["ok"] * 4, outcomes
+    assert len({study_id for _, study_id in outcomes}) == 1
