@@ -464,14 +464,21 @@ class StorageUnavailable(optuna.exceptions.StorageInternalError):
 
 def is_transient(exc: BaseException) -> bool:
     """A connection-level error worth retrying: a dropped connection, a restarting server, a
-    locked SQLite file; also when Optuna wraps one in StorageInternalError. Not an error we
-    already retried (StorageUnavailable), nor Optuna's wrapping of a constraint violation."""
-    if isinstance(exc, StorageUnavailable):
-        return False
-    if isinstance(exc, optuna.exceptions.StorageInternalError):
-        return exc.__cause__ is not None and is_transient(exc.__cause__)
-    return isinstance(exc, TRANSIENT_ERRORS) or bool(
-        getattr(exc, "connection_invalidated", False))
+    locked SQLite file; also when it caused another (Optuna wraps errors in StorageInternalError,
+    and a query on a session whose connection died fails again). Not an error we already retried
+    (StorageUnavailable), nor a constraint violation."""
+    seen: BaseException | None = exc
+    for _ in range(8):   # the chain of causes, bounded
+        if seen is None or isinstance(seen, (StorageUnavailable, sqlalchemy.exc.IntegrityError)):
+            return False
+        if isinstance(seen, _CONNECTION_ERRORS) or getattr(seen, "connection_invalidated", False):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+_CONNECTION_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                      sqlalchemy.exc.DisconnectionError, sqlalchemy.exc.PendingRollbackError)
 
 
 def retrying(fn: Callable[..., Any], *args: Any, attempts: int = ATTEMPTS, **kwargs: Any) -> Any:
@@ -531,6 +538,8 @@ for _name in (
 
 def _first_line(exc: BaseException, url: str | None = None) -> str:
     """The first line of a (driver's) error, passwords masked: it may quote the DSN."""
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
+        exc = exc.__cause__   # Optuna's own text blames "invalid data in the commit"
     text = mask_secrets(str(getattr(exc, "orig", None) or exc).strip(), url)
     return text.splitlines()[0] if text else type(exc).__name__
 

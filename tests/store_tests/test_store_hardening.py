@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from pathlib import Path
 
 import optuna
@@ -244,3 +245,78 @@ def test_four_first_runs_create_one_postgresql_store_together(own_pg_database):
     outcomes = _open_concurrently(url)
     assert [kind for kind, _ in outcomes] == ["ok"] * 4, outcomes
     assert len({study_id for _, study_id in outcomes}) == 1
+
+
+# --- 12. a dropped connection does not fail a trial ---------------------------------------------
+
+def _cut_every_connection(admin: sqlalchemy.engine.Engine, database: str) -> int:
+    with admin.connect() as conn:
+        return len(conn.execute(sqlalchemy.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database}).fetchall())
+
+
+@pytest.mark.postgres
+def test_connections_cut_mid_study_fail_no_trial_and_the_study_meets_its_budget(own_pg_database):
+    """The scheduler and its two workers lose every connection to the database three times while
+    trials run; each trial's reports, heartbeats, claims and results ride it out."""
+    import json
+
+    from optuna.trial import TrialState
+    from scheduler_tests import helpers
+
+    url, admin = own_pg_database
+    database, n_trials = sqlalchemy.engine.make_url(url).database, 8
+    store.create_or_load_study(store.open_storage(url), "cut", ["minimize"])
+    child = helpers.spawn_run(url, "cut", workers=2, trials=n_trials, steps=10, sleep_s=0.05)
+    cuts, seen = 0, 0
+    try:
+        while child.poll() is None:   # a cut each time another trial has completed
+            done = helpers.count(url, "cut", TrialState.COMPLETE)
+            if seen < done < n_trials:
+                cuts += _cut_every_connection(admin, database) > 0
+                seen = done
+            time.sleep(0.02)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert cuts >= 3
+    assert child.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["failed"] == 0
+    states = [t.state for t in helpers.trials(url, "cut")]
+    assert states.count(TrialState.COMPLETE) == n_trials
+    assert TrialState.FAIL not in states
+
+
+def _dropped() -> sqlalchemy.exc.OperationalError:
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+
+def test_errors_caused_by_a_dropped_connection_are_retried_and_others_are_not():
+    wrapped = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+    wrapped.__cause__ = _dropped()
+    assert store.is_transient(_dropped()) and store.is_transient(wrapped)
+    assert not store.is_transient(optuna.exceptions.StorageInternalError("bad data"))
+    assert not store.is_transient(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE")))
+    assert not store.is_transient(store.StorageUnavailable("gave up already"))
+    assert "server closed the connection" in store._first_line(wrapped)
+
+
+def test_storage_methods_retry_then_fail_with_reason_storage(monkeypatch):
+    monkeypatch.setattr(store.time, "sleep", lambda _s: None)
+    calls = []
+
+    def set_attr(_storage, fail_times: int) -> str:   # a storage method whose connection drops
+        calls.append(1)
+        if len(calls) <= fail_times:
+            raise _dropped()
+        return "stored"
+
+    retried = store._retried(set_attr)
+    assert retried(None, 2) == "stored" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(store.StorageUnavailable, match="^storage: .*server closed the connection"):
+        retried(None, 99)
+    assert len(calls) == store.ATTEMPTS
+    assert "record_heartbeat" in vars(store.RetryingRDBStorage)
+    assert "create_new_trial" not in vars(store.RetryingRDBStorage)   # not idempotent
