@@ -314,6 +314,9 @@ def status(storage: str | None) -> None:
         elif len(s.directions) > 1:
             best = f"; {len(s.directions)} objectives ({', '.join(metrics)})"
         click.echo(f"  {s.name}: {s.n_trials} trials ({counts}){best}")
+        if s.stale:   # read-only: the next `autotune run` or `worker` fails them
+            click.echo(f"    {len(s.stale)} running stale (no heartbeat for {max(s.stale.values()):.0f} s; "
+                       "the next run fails them)")
         ws = s.user_attrs.get("warm_start")
         if isinstance(ws, dict) and ws.get("sources"):
             src = ", ".join(f"{k} ({v} trials)" for k, v in ws["sources"].items())

@@ -9,6 +9,7 @@ Must not know about: the model, the scheduler.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import json
@@ -437,6 +438,24 @@ def heartbeat_ages(storage: optuna.storages.RDBStorage, study_id: int) -> dict[i
     return {int(tid): (now - beat.replace(tzinfo=None)).total_seconds() for tid, beat in rows}
 
 
+GRACE_ATTR = "autotune:grace_period"   # trial system attr: its scheduler's grace period, s
+
+
+def stale_running_trials(storage: optuna.storages.RDBStorage, study_id: int,
+                         trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, float]:
+    """Seconds without a heartbeat of each RUNNING trial whose scheduler's grace period has run
+    out, by trial number: its scheduler died, and the next ``run`` or ``worker`` fails it.
+    Reads only."""
+    from autotune.spec_types import ParallelSpec
+    ages = heartbeat_ages(storage, study_id)
+    stale = {}
+    for t in trials:
+        age = ages.get(t._trial_id)
+        if age is not None and age > t.system_attrs.get(GRACE_ATTR, ParallelSpec.grace_period):
+            stale[t.number] = age
+    return stale
+
+
 def sum_trial_user_attr(storage: optuna.storages.RDBStorage, study_id: int, key: str) -> float:
     """Sum a numeric user attribute over all trials of a study (e.g. ``gpu_seconds``)."""
     sql = sqlalchemy.text(
@@ -593,6 +612,7 @@ class StudySummary:
     best_values: tuple[float, ...] | None   # single objective only
     n_trials: int
     user_attrs: dict[str, Any]
+    stale: dict[int, float] = dataclasses.field(default_factory=dict)   # see stale_running_trials
 
 
 def summarize_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
@@ -606,6 +626,9 @@ def summarize_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary
         best = None
         if len(study.directions) == 1 and counts.get("COMPLETE"):
             best = tuple(study.best_trial.values)
+        stale = {}
+        if counts.get("RUNNING") and isinstance(storage, optuna.storages.RDBStorage):
+            stale = stale_running_trials(storage, study._study_id, trials)
         out.append(StudySummary(s.study_name, tuple(d.name.lower() for d in study.directions),
-                                counts, best, len(trials), dict(study.user_attrs)))
+                                counts, best, len(trials), dict(study.user_attrs), stale))
     return out

@@ -3,6 +3,7 @@ on files that are no study store, time zones, concurrent creation, dropped conne
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -320,3 +321,52 @@ def test_storage_methods_retry_then_fail_with_reason_storage(monkeypatch):
     assert len(calls) == store.ATTEMPTS
     assert "record_heartbeat" in vars(store.RetryingRDBStorage)
     assert "create_new_trial" not in vars(store.RetryingRDBStorage)   # not idempotent
+
+
+# --- 9. trials of dead schedulers: shown by status (which never writes), failed by the next run --
+
+def _study_with_a_dead_schedulers_trial(url: str) -> tuple[optuna.Study, int]:
+    """Two complete trials and one RUNNING whose scheduler (grace period 3 s) stopped beating
+    10 minutes ago."""
+    storage = store.open_storage(url, heartbeat_interval=1, grace_period=3)
+    study = store.create_or_load_study(storage, "s", ["minimize"])
+    study.optimize(lambda t: (t.suggest_float("x", -2, 2) - 0.5) ** 2, n_trials=2)
+    orphan = study.ask()
+    storage.set_trial_system_attr(orphan._trial_id, store.GRACE_ATTR, 3)
+    storage.record_heartbeat(orphan._trial_id)
+    with storage.engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = "
+                                     "datetime(heartbeat, '-10 minutes') WHERE trial_id = :id"),
+                     {"id": orphan._trial_id})
+    return study, orphan.number
+
+
+def test_status_shows_a_dead_schedulers_trial_as_stale_and_changes_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'stale.db'}"
+    _study_with_a_dead_schedulers_trial(url)
+    before = _digest(tmp_path / "stale.db")
+    result = invoke("status", "--storage", url)
+    assert result.exit_code == 0
+    assert "3 trials (2 complete, 1 running)" in result.output
+    assert re.search(r"1 running stale \(no heartbeat for 6\d\d s", result.output)
+    assert _digest(tmp_path / "stale.db") == before
+
+
+def test_a_run_fails_a_dead_schedulers_trial_even_when_the_budget_is_met(tmp_path):
+    from optuna.trial import TrialState
+
+    from autotune import scheduler
+    from autotune.spec_types import BudgetSpec, ParallelSpec
+    from scheduler_tests import objectives
+
+    url = f"sqlite:///{tmp_path / 'stale.db'}"
+    study, orphan = _study_with_a_dead_schedulers_trial(url)
+    result = scheduler.run_study(
+        study, storage_url=url, suggest=objectives.suggest_x,
+        objective=objectives.Quadratic(url, "s"), parallel=ParallelSpec(gpus=0, workers=1),
+        budget=BudgetSpec(trials=2))
+    assert result.stopped_by == "trials" and result.completed == 0
+    trial = optuna.load_study(study_name="s", storage=url).trials[orphan]
+    assert trial.state == TrialState.FAIL
+    assert re.match(r"no heartbeat for 6\d\ds", trial.user_attrs["fail_reason"])
+    assert "running stale" not in invoke("status", "--storage", url).output
