@@ -306,21 +306,21 @@ def status(storage: str | None) -> None:
         return
     for s in summaries:
         counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(s.counts.items())) or "no trials"
-        metrics = (s.user_attrs.get("autotune") or {}).get("metrics") or []
+        metrics = [_printable(m) for m in (s.user_attrs.get("autotune") or {}).get("metrics") or []]
         best = ""
         if s.best_values is not None:
             label = metrics[0] if metrics else "value"
             best = f"; best {label} {s.best_values[0]:.6g}"
         elif len(s.directions) > 1:
             best = f"; {len(s.directions)} objectives ({', '.join(metrics)})"
-        click.echo(f"  {s.name}: {s.n_trials} trials ({counts}){best}")
+        click.echo(f"  {_printable(s.name)}: {s.n_trials} trials ({counts}){best}")
         if s.stale:   # read-only: the next `autotune run` or `worker` fails them
             click.echo(f"    {len(s.stale)} running stale (no heartbeat for {max(s.stale.values()):.0f} s; "
                        "the next run fails them)")
         ws = s.user_attrs.get("warm_start")
         if isinstance(ws, dict) and ws.get("sources"):
             src = ", ".join(f"{k} ({v} trials)" for k, v in ws["sources"].items())
-            click.echo(f"    warm-started ({ws.get('strategy', '?')}) from {src}")
+            click.echo(_printable(f"    warm-started ({ws.get('strategy', '?')}) from {src}"))
 
 
 def _best_trials(study) -> list:
@@ -354,7 +354,7 @@ def best(study_name: str, storage: str | None, as_json: bool) -> None:
         return
     for row in rows:
         values = ", ".join(f"{k}={v:.6g}" for k, v in row["values"].items())
-        click.echo(f"# study {study_name}, trial {row['trial']}: {values}")
+        click.echo(_printable(f"# study {study_name}, trial {row['trial']}: {values}"))
         click.echo(yaml.safe_dump(row["params"], sort_keys=False).rstrip())
         if len(rows) > 1:
             click.echo("---")
@@ -386,13 +386,72 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _printable(value: Any) -> str:
+    """Text from the store as the terminal should show it: escape sequences and other control
+    characters removed (a study name or attribute could otherwise rewrite the screen)."""
+    import re
+    text = re.sub(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])", "", str(value))
+    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "", text)
+
+
+def _csv_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR
+    first) gets a leading ``'``; numbers stay numbers."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _file_name_part(name: str) -> str:
+    """A study name as part of a file name in the working folder: no folders, no hidden file."""
+    import re
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "study"
+
+
+def _refuse_existing(target: Path, force: bool) -> None:
+    if target.is_symlink() and not force:
+        _die(f"{target} is a symbolic link; refusing to write through it (--force replaces the link)")
+    if target.exists() and not force:
+        _die(f"{target} exists; pass --force to overwrite it")
+
+
+def _write_new(target: Path, write: Callable[[Path], Any], force: bool) -> Path:
+    """``write`` a temporary file beside ``target``, then move it there: never through a symbolic
+    link (``--force`` replaces the link itself), never over an existing file without ``force``."""
+    import tempfile
+    _refuse_existing(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)             # as a plain write would have made it
+        if force:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)          # fails if it appeared meanwhile
+            except FileExistsError:
+                _die(f"{target} exists; pass --force to overwrite it")
+            except OSError:                   # no hard links on this file system
+                _refuse_existing(target, force)
+                os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 @main.command()
 @click.argument("study_name", metavar="STUDY")
 @click.option("--storage", metavar="URL", help="Study store URL.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of standard output.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @_guarded
-def export(study_name: str, storage: str | None, fmt: str, out: str | None) -> None:
+def export(study_name: str, storage: str | None, fmt: str, out: str | None, force: bool) -> None:
     """Dump every trial: number, state, values, parameters and user attributes.
 
     \b
@@ -422,10 +481,10 @@ def export(study_name: str, storage: str | None, fmt: str, out: str | None) -> N
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(flat)
+        writer.writerows([{k: _csv_safe(v) for k, v in row.items()} for row in flat])
         text = buf.getvalue()
     if out:
-        Path(out).write_text(text)
+        _write_new(Path(out), lambda tmp: tmp.write_text(text), force)
         click.echo(f"wrote {len(rows)} trials to {out}", err=True)
     else:
         click.echo(text, nl=False)
@@ -436,8 +495,9 @@ def export(study_name: str, storage: str | None, fmt: str, out: str | None) -> N
 @click.option("--storage", metavar="URL", help="Study store URL.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output file (default STUDY-report.html / .png).")
 @click.option("--format", "fmt", type=click.Choice(["html", "png"]), default="html", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
 @_guarded
-def report(study_name: str, storage: str | None, out: str | None, fmt: str) -> None:
+def report(study_name: str, storage: str | None, out: str | None, fmt: str, force: bool) -> None:
     """Write a self-contained plotly report (HTML, works offline) of a study.
 
     \b
@@ -447,9 +507,13 @@ def report(study_name: str, storage: str | None, out: str | None, fmt: str) -> N
     from autotune import report as report_mod
     url = _storage_url(storage)
     study = _load_existing(_open_reader(url), study_name, url)
-    target = Path(out or f"{study_name}-report.{fmt}")
+    target = Path(out or f"{_file_name_part(study_name)}-report.{fmt}")
     try:
-        written = report_mod.write_report(study, target, fmt)
+        if fmt == "html":
+            written = _write_new(target, lambda tmp: report_mod.write_report(study, tmp, fmt), force)
+        else:   # a folder of images
+            _refuse_existing(target.with_suffix("") if target.suffix else target, force)
+            written = report_mod.write_report(study, target, fmt)
     except report_mod.ReportError as exc:
         _die(str(exc), EXIT_FAILED)
     click.echo(f"wrote {written}")
