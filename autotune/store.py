@@ -311,7 +311,7 @@ def open_reader(url: str) -> optuna.storages.RDBStorage:
     try:
         engine = sqlalchemy.create_engine(_with_installed_driver(url), **kwargs)
         try:
-            missing = _missing_optuna_tables(engine)
+            missing, tables = _missing_optuna_tables(engine)
         finally:
             engine.dispose()
     except ModuleNotFoundError as exc:
@@ -320,6 +320,9 @@ def open_reader(url: str) -> optuna.storages.RDBStorage:
         raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc, url)}") from None
     if missing:
         where = f"{path}" if path is not None else mask_url(url)
+        if len(missing) == len(_OPTUNA_TABLES) and not tables:
+            raise StoreError(f"{where} holds no study store yet (an empty database); start a "
+                             "study with `autotune run` first; it was left unchanged")
         raise StoreError(f"{where} is not an autotune study store (it lacks Optuna's tables "
                          f"{', '.join(missing)}); it was left unchanged")
     try:
@@ -339,9 +342,9 @@ def open_reader(url: str) -> optuna.storages.RDBStorage:
 _OPTUNA_TABLES = ("studies", "trials", "version_info", "alembic_version")
 
 
-def _missing_optuna_tables(engine: sqlalchemy.engine.Engine) -> list[str]:
-    """The tables of an Optuna study store that the database lacks (empty when it is one);
-    a version table without its row counts as missing."""
+def _missing_optuna_tables(engine: sqlalchemy.engine.Engine) -> tuple[list[str], set[str]]:
+    """The tables of an Optuna study store that the database lacks (none when it is one; a
+    version table without its row counts as missing), and the tables it has."""
     with engine.connect() as conn:
         have = set(sqlalchemy.inspect(conn).get_table_names())
         missing = [t for t in _OPTUNA_TABLES if t not in have]
@@ -349,7 +352,7 @@ def _missing_optuna_tables(engine: sqlalchemy.engine.Engine) -> list[str]:
             if table in have and conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar() == 0:
                 missing.append(table)
         conn.rollback()
-    return missing
+    return missing, have
 
 
 def _uri_path(path: Path) -> str:
@@ -538,6 +541,11 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
     Not retried here: creating a trial and changing its state, which are not idempotent (a
     commit that went through before the connection dropped would be done twice); the scheduler
     retries those whole steps (claim, record) itself."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:   # unpickled: a new engine, hooked
+        super().__setstate__(state)
+        _install_hooks(self.engine)
+        self.engine.dispose()
 
 
 for _name in (

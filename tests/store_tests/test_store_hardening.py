@@ -130,6 +130,18 @@ def test_read_only_commands_on_a_missing_file_do_not_create_it(command, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.postgres
+def test_read_only_commands_create_no_tables_in_an_empty_postgresql_database(own_pg_database):
+    url, _admin = own_pg_database
+    for command in READ_ONLY:
+        result = invoke(*command, "--storage", url)
+        assert result.exit_code == 2 and "holds no study store yet" in result.output
+    engine = sqlalchemy.create_engine(store._with_installed_driver(url))
+    with engine.connect() as conn:
+        assert sqlalchemy.inspect(conn).get_table_names() == []
+    engine.dispose()
+
+
 def test_read_only_commands_leave_a_rollback_journal_store_as_it_is(tmp_path):
     """A store written by plain Optuna (no WAL) is read, not converted."""
     path = tmp_path / "plain.db"
