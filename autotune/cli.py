@@ -20,6 +20,8 @@ from typing import Any, Callable, NoReturn
 import click
 import yaml
 
+from autotune._output import csv_safe, file_name_part, printable, refuse_existing, write_new
+
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 _log = logging.getLogger("autotune")
@@ -37,9 +39,10 @@ def _guarded(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from autotune._output import OutputRefused
         from autotune.spec import SpecError
         from autotune.store import StoreError
-        bad_input: tuple[type[BaseException], ...] = (SpecError, StoreError)
+        bad_input: tuple[type[BaseException], ...] = (SpecError, StoreError, OutputRefused)
         try:
             from autotune.warmstart import WarmStartError
             bad_input += (WarmStartError,)
@@ -306,21 +309,21 @@ def status(storage: str | None) -> None:
         return
     for s in summaries:
         counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(s.counts.items())) or "no trials"
-        metrics = [_printable(m) for m in (s.user_attrs.get("autotune") or {}).get("metrics") or []]
+        metrics = [printable(m) for m in (s.user_attrs.get("autotune") or {}).get("metrics") or []]
         best = ""
         if s.best_values is not None:
             label = metrics[0] if metrics else "value"
             best = f"; best {label} {s.best_values[0]:.6g}"
         elif len(s.directions) > 1:
             best = f"; {len(s.directions)} objectives ({', '.join(metrics)})"
-        click.echo(f"  {_printable(s.name)}: {s.n_trials} trials ({counts}){best}")
+        click.echo(f"  {printable(s.name)}: {s.n_trials} trials ({counts}){best}")
         if s.stale:   # read-only: the next `autotune run` or `worker` fails them
             click.echo(f"    {len(s.stale)} running stale (no heartbeat for {max(s.stale.values()):.0f} s; "
                        "the next run fails them)")
         ws = s.user_attrs.get("warm_start")
         if isinstance(ws, dict) and ws.get("sources"):
             src = ", ".join(f"{k} ({v} trials)" for k, v in ws["sources"].items())
-            click.echo(_printable(f"    warm-started ({ws.get('strategy', '?')}) from {src}"))
+            click.echo(printable(f"    warm-started ({ws.get('strategy', '?')}) from {src}"))
 
 
 def _best_trials(study) -> list:
@@ -354,7 +357,7 @@ def best(study_name: str, storage: str | None, as_json: bool) -> None:
         return
     for row in rows:
         values = ", ".join(f"{k}={v:.6g}" for k, v in row["values"].items())
-        click.echo(_printable(f"# study {study_name}, trial {row['trial']}: {values}"))
+        click.echo(printable(f"# study {study_name}, trial {row['trial']}: {values}"))
         click.echo(yaml.safe_dump(row["params"], sort_keys=False).rstrip())
         if len(rows) > 1:
             click.echo("---")
@@ -384,64 +387,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
-
-
-def _printable(value: Any) -> str:
-    """Text from the store as the terminal should show it: escape sequences and other control
-    characters removed (a study name or attribute could otherwise rewrite the screen)."""
-    import re
-    text = re.sub(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])", "", str(value))
-    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "", text)
-
-
-def _csv_safe(value: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR
-    first) gets a leading ``'``; numbers stay numbers."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def _file_name_part(name: str) -> str:
-    """A study name as part of a file name in the working folder: no folders, no hidden file."""
-    import re
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "study"
-
-
-def _refuse_existing(target: Path, force: bool) -> None:
-    if target.is_symlink() and not force:
-        _die(f"{target} is a symbolic link; refusing to write through it (--force replaces the link)")
-    if target.exists() and not force:
-        _die(f"{target} exists; pass --force to overwrite it")
-
-
-def _write_new(target: Path, write: Callable[[Path], Any], force: bool) -> Path:
-    """``write`` a temporary file beside ``target``, then move it there: never through a symbolic
-    link (``--force`` replaces the link itself), never over an existing file without ``force``."""
-    import tempfile
-    _refuse_existing(target, force)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)             # as a plain write would have made it
-        if force:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)          # fails if it appeared meanwhile
-            except FileExistsError:
-                _die(f"{target} exists; pass --force to overwrite it")
-            except OSError:                   # no hard links on this file system
-                _refuse_existing(target, force)
-                os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
 
 
 @main.command()
@@ -481,10 +426,10 @@ def export(study_name: str, storage: str | None, fmt: str, out: str | None, forc
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
-        writer.writerows([{k: _csv_safe(v) for k, v in row.items()} for row in flat])
+        writer.writerows([{k: csv_safe(v) for k, v in row.items()} for row in flat])
         text = buf.getvalue()
     if out:
-        _write_new(Path(out), lambda tmp: tmp.write_text(text), force)
+        write_new(Path(out), lambda tmp: tmp.write_text(text), force)
         click.echo(f"wrote {len(rows)} trials to {out}", err=True)
     else:
         click.echo(text, nl=False)
@@ -507,12 +452,12 @@ def report(study_name: str, storage: str | None, out: str | None, fmt: str, forc
     from autotune import report as report_mod
     url = _storage_url(storage)
     study = _load_existing(_open_reader(url), study_name, url)
-    target = Path(out or f"{_file_name_part(study_name)}-report.{fmt}")
+    target = Path(out or f"{file_name_part(study_name)}-report.{fmt}")
     try:
         if fmt == "html":
-            written = _write_new(target, lambda tmp: report_mod.write_report(study, tmp, fmt), force)
+            written = write_new(target, lambda tmp: report_mod.write_report(study, tmp, fmt), force)
         else:   # a folder of images
-            _refuse_existing(target.with_suffix("") if target.suffix else target, force)
+            refuse_existing(target.with_suffix("") if target.suffix else target, force)
             written = report_mod.write_report(study, target, fmt)
     except report_mod.ReportError as exc:
         _die(str(exc), EXIT_FAILED)
