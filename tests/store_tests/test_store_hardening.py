@@ -270,6 +270,7 @@ def _cut_every_connection(admin: sqlalchemy.engine.Engine, database: str) -> int
 
 
 @pytest.mark.postgres
+@pytest.mark.slow   # 11-28 s on a shared 2-core machine
 def test_connections_cut_mid_study_fail_no_trial_and_the_study_meets_its_budget(own_pg_database):
     """The scheduler and its two workers lose every connection to the database three times while
     trials run; each trial's reports, heartbeats, claims and results ride it out."""
