@@ -54,7 +54,7 @@ def open_study(study: optuna.Study, storage_url: str, parallel: ParallelSpec
     return own, storage
 
 
-GRACE_ATTR = "autotune:grace_period"   # trial system attr: its scheduler's grace period, s
+GRACE_ATTR = store.GRACE_ATTR   # trial system attr: its scheduler's grace period, s
 
 
 def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> int:
@@ -65,7 +65,7 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) 
     callback = storage.get_heartbeat_stale_trial_callback()
     for trial_id, age in store.heartbeat_ages(storage, study._study_id).items():
         grace = storage.get_trial_system_attrs(trial_id).get(GRACE_ATTR, storage.grace_period)
-        if age <= grace:
+        if grace is None or age <= grace:
             continue
         try:
             storage.set_trial_user_attr(
@@ -99,7 +99,8 @@ class Heartbeats(threading.Thread):
                 try:
                     self.storage.record_heartbeat(trial_id)
                 except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
-                    _log.warning("heartbeat of trial id %s failed: %s", trial_id, exc)
+                    _log.warning("heartbeat of trial id %s failed: %s", trial_id,
+                                 store.mask_secrets(str(exc)))
 
     def add(self, trial_id: int) -> None:
         with self.lock:

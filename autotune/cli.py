@@ -20,13 +20,16 @@ from typing import Any, Callable, NoReturn
 import click
 import yaml
 
+from autotune._output import csv_safe, file_name_part, printable, refuse_existing, write_new
+
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 _log = logging.getLogger("autotune")
 
 
 def _die(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    from autotune.store import mask_secrets
+    click.echo(f"error: {mask_secrets(message)}", err=True)   # a driver's text may quote the DSN
     sys.exit(code)
 
 
@@ -36,9 +39,10 @@ def _guarded(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from autotune._output import OutputRefused
         from autotune.spec import SpecError
         from autotune.store import StoreError
-        bad_input: tuple[type[BaseException], ...] = (SpecError, StoreError)
+        bad_input: tuple[type[BaseException], ...] = (SpecError, StoreError, OutputRefused)
         try:
             from autotune.warmstart import WarmStartError
             bad_input += (WarmStartError,)
@@ -375,18 +379,21 @@ def status(study_name: str | None, storage: str | None) -> None:
     from autotune import outcomes
     for s in summaries:
         counts = outcomes.describe(outcomes.outcome_counts(s.trials))
-        metrics = (s.user_attrs.get("autotune") or {}).get("metrics") or []
+        metrics = [printable(m) for m in (s.user_attrs.get("autotune") or {}).get("metrics") or []]
         best = ""
         if s.best_values is not None:
             label = metrics[0] if metrics else "value"
             best = f"; best {label} {s.best_values[0]:.6g}"
         elif len(s.directions) > 1:
             best = f"; {len(s.directions)} objectives ({', '.join(metrics)})"
-        click.echo(f"  {s.name}: {s.n_trials} trials ({counts}){best}")
+        click.echo(f"  {printable(s.name)}: {s.n_trials} trials ({counts}){best}")
+        if s.stale:   # read-only: the next `autotune run` or `worker` fails them
+            click.echo(f"    {len(s.stale)} running stale (no heartbeat for {max(s.stale.values()):.0f} s; "
+                       "the next run fails them)")
         ws = s.user_attrs.get("warm_start")
         if isinstance(ws, dict) and ws.get("sources"):
             src = ", ".join(f"{k} ({v} trials)" for k, v in ws["sources"].items())
-            click.echo(f"    warm-started ({ws.get('strategy', '?')}) from {src}")
+            click.echo(printable(f"    warm-started ({ws.get('strategy', '?')}) from {src}"))
         time_line = outcomes.time_line(outcomes.time_shares(s.trials))
         if time_line:
             click.echo(f"    {time_line}")
@@ -402,7 +409,7 @@ def _status_of(study, url: str) -> None:
     trials = study.get_trials(deepcopy=False)
     names = objective_names(study)
     directions = [d.name.lower() for d in study.directions]
-    click.echo(f"study {study.study_name} in {mask_url(url)}")
+    click.echo(printable(f"study {study.study_name} in {mask_url(url)}"))
     click.echo(f"  objectives  {', '.join(f'{n} ({d})' for n, d in zip(names, directions))}")
     click.echo(f"  trials      {len(trials)}: {outcomes.describe(outcomes.outcome_counts(trials))}")
     reruns = [t for t in trials if t.state.name == "WAITING" and outcomes.RERUN_OF_ATTR in t.system_attrs]
@@ -411,8 +418,8 @@ def _status_of(study, url: str) -> None:
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     if complete and len(directions) == 1:
         b = study.best_trial
-        click.echo(f"  best        #{b.number}: {names[0]}={format_value(b.value)}; "
-                   + " ".join(f"{k}={format_value(v)}" for k, v in b.params.items()))
+        click.echo(printable(f"  best        #{b.number}: {names[0]}={format_value(b.value)}; "
+                             + " ".join(f"{k}={format_value(v)}" for k, v in b.params.items())))
     elif complete:
         click.echo(f"  pareto      {len(study.best_trials)} trials (autotune best {study.study_name})")
     for t in (t for t in trials if t.state.name == "RUNNING"):
@@ -426,7 +433,7 @@ def _status_of(study, url: str) -> None:
     failed = outcomes.failed_on_their_own(trials)
     for reason, n in Counter(" ".join(str(t.user_attrs.get("fail_reason", "no reason stored")).split())[:120]
                              for t in failed).most_common(3):
-        click.echo(f"  failed      {n} x {reason}")
+        click.echo(printable(f"  failed      {n} x {reason}"))
 
 
 @main.command()
@@ -495,7 +502,7 @@ def best(study_name: str, storage: str | None, as_json: bool) -> None:
         return
     for row in rows:
         values = ", ".join(f"{k}={v:.6g}" for k, v in row["values"].items())
-        click.echo(f"# study {study_name}, trial {row['trial']}: {values}")
+        click.echo(printable(f"# study {study_name}, trial {row['trial']}: {values}"))
         click.echo(yaml.safe_dump(row["params"], sort_keys=False).rstrip())
         if len(rows) > 1:
             click.echo("---")
@@ -533,8 +540,9 @@ def _clean(value: Any) -> Any:
 @click.option("--storage", metavar="URL", help="Study store URL.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of standard output.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @_guarded
-def export(study_name: str, storage: str | None, fmt: str, out: str | None) -> None:
+def export(study_name: str, storage: str | None, fmt: str, out: str | None, force: bool) -> None:
     """Dump every trial: number, state, values, parameters and user attributes.
 
     \b
@@ -564,10 +572,10 @@ def export(study_name: str, storage: str | None, fmt: str, out: str | None) -> N
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(flat)
+        writer.writerows([{k: csv_safe(v) for k, v in row.items()} for row in flat])
         text = buf.getvalue()
     if out:
-        Path(out).write_text(text)
+        write_new(Path(out), lambda tmp: tmp.write_text(text), force)
         click.echo(f"wrote {len(rows)} trials to {out}", err=True)
     else:
         click.echo(text, nl=False)
@@ -578,8 +586,9 @@ def export(study_name: str, storage: str | None, fmt: str, out: str | None) -> N
 @click.option("--storage", metavar="URL", help="Study store URL.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output file (default STUDY-report.html / .png).")
 @click.option("--format", "fmt", type=click.Choice(["html", "png"]), default="html", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
 @_guarded
-def report(study_name: str, storage: str | None, out: str | None, fmt: str) -> None:
+def report(study_name: str, storage: str | None, out: str | None, fmt: str, force: bool) -> None:
     """Write a self-contained plotly report (HTML, works offline) of a study.
 
     \b
@@ -589,9 +598,13 @@ def report(study_name: str, storage: str | None, out: str | None, fmt: str) -> N
     from autotune import report as report_mod
     url = _storage_url(storage)
     study = _load_existing(_open_reader(url), study_name, url)
-    target = Path(out or f"{study_name}-report.{fmt}")
+    target = Path(out or f"{file_name_part(study_name)}-report.{fmt}")
     try:
-        written = report_mod.write_report(study, target, fmt)
+        if fmt == "html":
+            written = write_new(target, lambda tmp: report_mod.write_report(study, tmp, fmt), force)
+        else:   # a folder of images
+            refuse_existing(target.with_suffix("") if target.suffix else target, force)
+            written = report_mod.write_report(study, target, fmt)
     except report_mod.ReportError as exc:
         _die(str(exc), EXIT_FAILED)
     click.echo(f"wrote {written}")

@@ -211,6 +211,8 @@ class _Scheduler:
                                 counts.finished, self.budget.spec.timeout_s)
             _log.info("study %s: %d slot(s) %s", self.study.study_name, len(self.slots),
                       [s.gpu if s.gpu is not None else "cpu" for s in self.slots])
+            with store.study_lock(self.storage, self.study._study_id):   # also with the budget met
+                fail_stale_trials(self.study, self.storage)
             if self.budget.spec.trials is not None and counts.finished >= self.budget.spec.trials:
                 self.result.stopped_by = "trials"   # nothing to do: no worker is started
                 return self.result

@@ -9,6 +9,8 @@ Must not know about: the model, the scheduler.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import fcntl
 import json
 import logging
@@ -43,9 +45,59 @@ def resolve_storage_url(cli_url: str | None = None, spec_url: str | None = None)
     return cli_url or os.environ.get(ENV_STORAGE) or spec_url or DEFAULT_STORAGE
 
 
+_SECRET_KEYS = r"(?:password|passwd|pwd|sslpassword|secret|token|api_?key|access_?key)"
+# scheme://user:SECRET@ ; greedy up to the last "@" of the token: a password may hold "/", ":", "@"
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][\w+.-]*://[^\s:/@'\"]*):[^\s'\"]*@")
+# ?password=SECRET&... (URL query) and password=SECRET / password='SEC RET' (libpq DSN text)
+_QUERY_SECRET = re.compile(rf"(?P<head>[?&;]{_SECRET_KEYS}=)[^&#\s'\"]*", re.IGNORECASE)
+_DSN_SECRET = re.compile(rf"(?P<head>\b{_SECRET_KEYS}\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s'\"&;]+)",
+                         re.IGNORECASE)
+
+
+def mask_secrets(text: str, url: str | None = None) -> str:
+    """``text`` with every password hidden: in URLs (``user:***@``, ``?password=***``), in libpq
+    DSN text (``password=***``), and, when ``url`` is given, its password wherever it appears
+    (a driver's error message may quote the DSN it was given)."""
+    if url is not None:
+        for secret in _secrets_of(url):
+            text = text.replace(secret, "***")
+    text = _USERINFO.sub(r"\g<head>:***@", text)
+    text = _QUERY_SECRET.sub(r"\g<head>***", text)
+    return _DSN_SECRET.sub(r"\g<head>***", text)
+
+
+def _secrets_of(url: str) -> list[str]:
+    found = []
+    userinfo = re.match(r"[A-Za-z][\w+.-]*://[^\s:/@]*:(?P<pw>\S*)@", url)
+    if userinfo:   # up to the last "@": what the user meant, also where SQLAlchemy splits earlier
+        found += [userinfo["pw"], *userinfo["pw"].split("@")]
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:
+        return sorted((s for s in found if s), key=len, reverse=True)
+    found += [parsed.password] if parsed.password else []
+    for key, value in parsed.query.items():
+        if re.fullmatch(_SECRET_KEYS, key, re.IGNORECASE):
+            found += [value] if isinstance(value, str) else list(value)
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
 def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """``postgresql://user:secret@host/db?password=x`` -> ``postgresql://user:***@host/db?password=***``.
+
+    SQLAlchemy's own rendering with the password hidden, secret query parameters masked too;
+    for what SQLAlchemy cannot parse (or parses oddly, as ``p@ss`` in a password), the
+    patterns of ``mask_secrets``."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        if parsed.password is not None or any(
+                re.fullmatch(_SECRET_KEYS, k, re.IGNORECASE) for k in parsed.query):
+            parsed = parsed.set(query={k: ("***" if re.fullmatch(_SECRET_KEYS, k, re.IGNORECASE)
+                                           else v) for k, v in parsed.query.items()})
+            url = parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    except Exception:
+        pass
+    return mask_secrets(url)
 
 
 def is_sqlite(url: str) -> bool:
@@ -154,54 +206,158 @@ def open_storage(
         if path is not None and path.parent != Path("") and not path.parent.exists():
             raise StoreError(f"storage {mask_url(url)}: folder {path.parent} does not exist")
     try:
-        # SQLite: tables are created under a file lock, so that 16 workers opening a fresh
-        # file at once do not race on CREATE TABLE; WAL is switched on before that.
-        lock = _file_lock(_sqlite_lock_path(url)) if is_sqlite(url) else contextlib.nullcontext()
-        with lock, warnings.catch_warnings():
+        # Tables are created under a lock (SQLite: a file lock beside the file; PostgreSQL: an
+        # advisory lock), so that workers opening a fresh store at once do not race on CREATE
+        # TABLE or on the version rows; WAL is switched on before that.
+        with _creation_lock(url), warnings.catch_warnings():
             # heartbeats are "experimental" in Optuna since 2.9; the scheduler relies on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if is_sqlite(url):
                 _prepare_sqlite_file(url)
-            storage = optuna.storages.RDBStorage(
-                _with_installed_driver(url),
-                engine_kwargs=_engine_kwargs(url),
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=failed_trial_callback,
-            )
+            for attempt in range(3):
+                try:
+                    storage = RetryingRDBStorage(
+                        _with_installed_driver(url),
+                        engine_kwargs=_engine_kwargs(url),
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                        heartbeat_stale_trial_callback=failed_trial_callback,
+                    )
+                    break
+                except sqlalchemy.exc.IntegrityError:   # a database we cannot lock: another
+                    if attempt == 2:                      # process created the rows first
+                        raise
     except ModuleNotFoundError as exc:
         raise StoreError(f"storage {mask_url(url)}: database driver missing ({exc.name}); "
                          "install it, e.g. pip install psycopg2-binary") from None
     except Exception as exc:  # SQLAlchemy/driver errors: report, never a traceback
-        raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc)}") from None
-    if is_sqlite(url):
-        _install_sqlite_hooks(storage.engine)
-        storage.engine.dispose()  # later connections get the hooks
+        raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc, url)}") from None
+    _install_hooks(storage.engine)
+    storage.engine.dispose()  # later connections get the hooks
     return storage
+
+
+def _install_hooks(engine: sqlalchemy.engine.Engine) -> None:
+    if engine.dialect.name == "sqlite":
+        _install_sqlite_hooks(engine)
+    elif engine.dialect.name == "postgresql":
+        _install_postgresql_hooks(engine)
+
+
+def _install_postgresql_hooks(engine: sqlalchemy.engine.Engine) -> None:
+    """Every session in UTC. Optuna stores heartbeats as ``now()`` in a ``timestamp without time
+    zone`` column, which PostgreSQL converts with the session's time zone (the server's, the
+    database's or role's setting, or the client's ``PGTZ``): with two time zones among the
+    processes of a study, live trials looked hours old and dead ones never stale."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True          # a SET inside a transaction rolled back is undone
+        cur = dbapi_conn.cursor()
+        cur.execute("SET TIME ZONE 'UTC'")
+        cur.close()
+        dbapi_conn.autocommit = autocommit
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str) -> Iterator[None]:
+    """One process at a time creates (or checks) the tables of the store at ``url``."""
+    if is_sqlite(url):
+        with _file_lock(_sqlite_lock_path(url)):
+            yield
+        return
+    if not url.startswith("postgresql"):
+        yield
+        return
+    engine = sqlalchemy.create_engine(_with_installed_driver(url), poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_NAMESPACE}, {_CREATION_LOCK_ID})")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_NAMESPACE}, {_CREATION_LOCK_ID})")
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+_CREATION_LOCK_ID = -1   # beside the studies' claim locks, whose ids are study ids (>= 1)
 
 
 def open_reader(url: str) -> optuna.storages.RDBStorage:
     """Open the study store at ``url`` for reading only (``status``, ``best``, ``export``,
-    ``report``, the dashboard).
+    ``report``, the dashboard): it writes nothing, not even the schema.
 
-    On SQLite the reads run in plain deferred transactions on the WAL file, so that a long read
-    never holds the write lock the workers need: ``open_storage`` begins every transaction
-    IMMEDIATE, and one read of 5,000 trials through it stalled a worker's write for 6 s
-    (bench/RESULTS.md). A missing file is an error, not a new empty store. Other databases: as
-    ``open_storage``.
+    A missing file, a file that is no SQLite database, or a database without Optuna's tables
+    (an empty file, someone else's database) is a StoreError naming it, and stays as it was.
+    SQLite is opened ``mode=ro``: the journal mode is left alone, and the reads run in plain
+    deferred transactions, so that a long read never holds the write lock the workers need
+    (``open_storage`` begins every transaction IMMEDIATE, and one read of 5,000 trials through
+    it stalled a worker's write for 6 s, bench/RESULTS.md).
     """
     path = sqlite_path(url) if is_sqlite(url) else None
-    if path is None:
-        return open_storage(url)
-    if not path.exists():
+    if is_sqlite(url) and path is None:
+        return open_storage(url)      # in memory: nothing to protect
+    if path is not None and not path.is_file():
         raise StoreError(f"storage {mask_url(url)}: no study store at {path}")
-    open_storage(url).engine.dispose()   # checks the schema; switches an older file to WAL once
+    kwargs: dict[str, Any] = _engine_kwargs(url)
+    if path is not None:
+        ro_uri = f"file:{_uri_path(path)}?mode=ro"
+        kwargs = {"creator": lambda: sqlite3.connect(ro_uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
+                                                     check_same_thread=False)}
     try:
-        return optuna.storages.RDBStorage(
-            url, skip_table_creation=True,
-            engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}})
+        engine = sqlalchemy.create_engine(_with_installed_driver(url), **kwargs)
+        try:
+            missing, tables = _missing_optuna_tables(engine)
+        finally:
+            engine.dispose()
+    except ModuleNotFoundError as exc:
+        raise StoreError(f"storage {mask_url(url)}: database driver missing ({exc.name})") from None
     except Exception as exc:
-        raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc)}") from None
+        raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc, url)}") from None
+    if missing:
+        where = f"{path}" if path is not None else mask_url(url)
+        if len(missing) == len(_OPTUNA_TABLES) and not tables:
+            raise StoreError(f"{where} holds no study store yet (an empty database); start a "
+                             "study with `autotune run` first; it was left unchanged")
+        raise StoreError(f"{where} is not an autotune study store (it lacks Optuna's tables "
+                         f"{', '.join(missing)}); it was left unchanged")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            reader = RetryingRDBStorage(_with_installed_driver(url), skip_table_creation=True,
+                                        engine_kwargs=kwargs)
+        if path is None:
+            _install_hooks(reader.engine)
+            reader.engine.dispose()
+        return reader
+    except Exception as exc:
+        raise StoreError(f"storage {mask_url(url)} cannot be opened: {_first_line(exc, url)}") from None
+
+
+# What Optuna's RDBStorage would create (and write a version row into) when missing.
+_OPTUNA_TABLES = ("studies", "trials", "version_info", "alembic_version")
+
+
+def _missing_optuna_tables(engine: sqlalchemy.engine.Engine) -> tuple[list[str], set[str]]:
+    """The tables of an Optuna study store that the database lacks (none when it is one; a
+    version table without its row counts as missing), and the tables it has."""
+    with engine.connect() as conn:
+        have = set(sqlalchemy.inspect(conn).get_table_names())
+        missing = [t for t in _OPTUNA_TABLES if t not in have]
+        for table in ("version_info", "alembic_version"):
+            if table in have and conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar() == 0:
+                missing.append(table)
+        conn.rollback()
+    return missing, have
+
+
+def _uri_path(path: Path) -> str:
+    from urllib.parse import quote
+    return quote(str(path.resolve()))
 
 
 @contextlib.contextmanager
@@ -223,8 +379,12 @@ def study_lock(storage: optuna.storages.RDBStorage, study_id: int) -> Iterator[N
             try:
                 yield
             finally:
-                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_NAMESPACE}, {int(study_id)})")
-                conn.commit()
+                try:
+                    conn.exec_driver_sql(
+                        f"SELECT pg_advisory_unlock({_LOCK_NAMESPACE}, {int(study_id)})")
+                    conn.commit()
+                except TRANSIENT_ERRORS:
+                    pass   # the connection died, and the server released its lock with it
     else:
         with _memory_lock:
             yield
@@ -275,8 +435,28 @@ def heartbeat_ages(storage: optuna.storages.RDBStorage, study_id: int) -> dict[i
     with storage.engine.connect() as conn:
         now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
         rows = conn.execute(sql, {"sid": study_id}).fetchall()
+    if now.tzinfo is not None:   # heartbeats are stored as UTC wall time (see the PostgreSQL hooks)
+        now = now.astimezone(datetime.timezone.utc)
     now = now.replace(tzinfo=None)
     return {int(tid): (now - beat.replace(tzinfo=None)).total_seconds() for tid, beat in rows}
+
+
+GRACE_ATTR = "autotune:grace_period"   # trial system attr: its scheduler's grace period, s
+
+
+def stale_running_trials(storage: optuna.storages.RDBStorage, study_id: int,
+                         trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, float]:
+    """Seconds without a heartbeat of each RUNNING trial whose scheduler's grace period has run
+    out, by trial number: its scheduler died, and the next ``run`` or ``worker`` fails it.
+    Reads only."""
+    from autotune.spec_types import ParallelSpec
+    ages = heartbeat_ages(storage, study_id)
+    stale = {}
+    for t in trials:
+        age = ages.get(t._trial_id)
+        if age is not None and age > t.system_attrs.get(GRACE_ATTR, ParallelSpec.grace_period):
+            stale[t.number] = age
+    return stale
 
 
 def sum_trial_user_attr(storage: optuna.storages.RDBStorage, study_id: int, key: str) -> float:
@@ -296,25 +476,98 @@ def sum_trial_user_attr(storage: optuna.storages.RDBStorage, study_id: int, key:
 
 
 TRANSIENT_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                    optuna.exceptions.StorageInternalError)
+                    sqlalchemy.exc.DisconnectionError, optuna.exceptions.StorageInternalError)
+ATTEMPTS, BACKOFF_S = 5, 0.5    # first wait 0.5 s, doubled after each failed attempt
 
 
-def retrying(fn: Callable[..., Any], *args: Any, attempts: int = 5, **kwargs: Any) -> Any:
-    """Call ``fn``, retrying with backoff (0.5, 1, 2, 4 s) on connection-level database errors, so
-    that a restarting PostgreSQL or a dropped connection does not end a study."""
+class StorageUnavailable(optuna.exceptions.StorageInternalError):
+    """The database kept failing at the connection level through every retry."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A connection-level error worth retrying: a dropped connection, a restarting server, a
+    locked SQLite file; also when it caused another (Optuna wraps errors in StorageInternalError,
+    and a query on a session whose connection died fails again). Not an error we already retried
+    (StorageUnavailable), nor a constraint violation."""
+    seen: BaseException | None = exc
+    for _ in range(8):   # the chain of causes, bounded
+        if seen is None or isinstance(seen, (StorageUnavailable, sqlalchemy.exc.IntegrityError)):
+            return False
+        if isinstance(seen, _CONNECTION_ERRORS) or getattr(seen, "connection_invalidated", False):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+_CONNECTION_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                      sqlalchemy.exc.DisconnectionError, sqlalchemy.exc.PendingRollbackError)
+
+
+def retrying(fn: Callable[..., Any], *args: Any, attempts: int = ATTEMPTS, **kwargs: Any) -> Any:
+    """Call ``fn``, retrying with backoff (0.5, 1, 2, 4 s) on connection-level database errors,
+    so that a restarting PostgreSQL or a dropped connection does not end a study. The last
+    attempt's error is raised as it is."""
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
-        except TRANSIENT_ERRORS as exc:
-            if attempt == attempts - 1:
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
                 raise
-            _log.warning("database error, retrying in %.1fs: %s", 0.5 * 2 ** attempt, _first_line(exc))
-            time.sleep(0.5 * 2 ** attempt)
+            wait = BACKOFF_S * 2 ** attempt
+            _log.warning("database error, retrying in %.1fs: %s", wait, _first_line(exc))
+            time.sleep(wait)
     raise AssertionError("unreachable")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
+def _retried(method: Callable[..., Any]) -> Callable[..., Any]:
+    import functools
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return retrying(method, self, *args, **kwargs)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise StorageUnavailable(f"storage: the database failed {ATTEMPTS} times in a row: "
+                                     f"{_first_line(exc)}") from exc
+    return call
+
+
+class RetryingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage whose reads and idempotent writes ride out a dropped connection or a
+    restarting server (``retrying``), raising StorageUnavailable only after the last attempt.
+
+    Not retried here: creating a trial and changing its state, which are not idempotent (a
+    commit that went through before the connection dropped would be done twice); the scheduler
+    retries those whole steps (claim, record) itself."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:   # unpickled: a new engine, hooked
+        super().__setstate__(state)
+        _install_hooks(self.engine)
+        self.engine.dispose()
+
+
+for _name in (
+    # reads
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+    "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs",
+    "get_trial_system_attrs", "get_all_studies", "get_trial_param",
+    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials",
+    "get_best_trial", "_get_best_trial_id", "_get_stale_trial_ids",
+    # writes that are the same done twice
+    "set_study_user_attr", "set_study_system_attr", "set_trial_param", "_set_trial_param",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "record_heartbeat",
+):
+    setattr(RetryingRDBStorage, _name, _retried(getattr(optuna.storages.RDBStorage, _name)))
+
+
+def _first_line(exc: BaseException, url: str | None = None) -> str:
+    """The first line of a (driver's) error, passwords masked: it may quote the DSN."""
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
+        exc = exc.__cause__   # Optuna's own text blames "invalid data in the commit"
+    text = mask_secrets(str(getattr(exc, "orig", None) or exc).strip(), url)
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -323,7 +576,7 @@ def check_storage_url(url: str) -> None:
     try:
         sqlalchemy.engine.make_url(url)
     except Exception as exc:
-        raise StoreError(f"storage {mask_url(url)!r} is not a database URL: {_first_line(exc)}") from None
+        raise StoreError(f"storage {mask_url(url)!r} is not a database URL: {_first_line(exc, url)}") from None
 
 
 def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
@@ -352,8 +605,11 @@ def create_or_load_study(
                 f"study {name!r} already exists with directions {have}, but the spec asks for {want}; "
                 "use another study name (--study) to start afresh")
         return study
-    return optuna.create_study(storage=storage, study_name=name, directions=list(directions),
-                               sampler=sampler, pruner=pruner)
+    try:
+        return optuna.create_study(storage=storage, study_name=name, directions=list(directions),
+                                   sampler=sampler, pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:   # another process created it just now
+        return create_or_load_study(storage, name, directions, sampler=sampler, pruner=pruner)
 
 
 @dataclass(frozen=True)
@@ -365,6 +621,7 @@ class StudySummary:
     n_trials: int
     user_attrs: dict[str, Any]
     trials: tuple = ()      # the FrozenTrials, for views that count outcomes or time
+    stale: dict[int, float] = dataclasses.field(default_factory=dict)   # see stale_running_trials
 
 
 def summarize_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
@@ -378,6 +635,9 @@ def summarize_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary
         best = None
         if len(study.directions) == 1 and counts.get("COMPLETE"):
             best = tuple(study.best_trial.values)
+        stale = {}
+        if counts.get("RUNNING") and isinstance(storage, optuna.storages.RDBStorage):
+            stale = stale_running_trials(storage, study._study_id, trials)
         out.append(StudySummary(s.study_name, tuple(d.name.lower() for d in study.directions),
-                                counts, best, len(trials), dict(study.user_attrs), tuple(trials)))
+                                counts, best, len(trials), dict(study.user_attrs), tuple(trials), stale))
     return out
