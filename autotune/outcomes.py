@@ -81,11 +81,16 @@ def time_shares(trials: Iterable[FrozenTrial]) -> dict[str, float] | None:
 
 
 def time_line(shares: Mapping[str, float] | None) -> str | None:
-    """``time in training steps: 91 % (largest overhead: compile 6 %)``; None without shares."""
+    """``time in training steps: 91 % (largest overhead: compile 6 %)``; None without shares.
+
+    A user's own objective does not say which of its time trained: its trials' main part is
+    ``objective`` (the whole call), and the line says ``time in the objective`` instead."""
     if not shares:
         return None
-    line = f"time in training steps: {100 * shares.get(TRAIN_PART, 0.0):.0f} %"
-    overheads = [(k, v) for k, v in shares.items() if k != TRAIN_PART and v > 0]
+    main = TRAIN_PART if TRAIN_PART in shares or "objective" not in shares else "objective"
+    label = "time in training steps" if main == TRAIN_PART else "time in the objective"
+    line = f"{label}: {100 * shares.get(main, 0.0):.0f} %"
+    overheads = [(k, v) for k, v in shares.items() if k != main and v > 0]
     if overheads:
         name, share = max(overheads, key=lambda kv: kv[1])
         line += f" (largest overhead: {name} {100 * share:.0f} %)"
