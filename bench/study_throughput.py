@@ -123,22 +123,23 @@ def run_one(raw: dict, workdir: Path) -> tuple[optuna.Study, scheduler.RunResult
     return optuna.load_study(study_name=spec.study, storage=storage), result, util
 
 
-PHASES = ("setup_s", "warmup_s", "eval_s", "report_s", "finish_s")
+PHASES = ("setup", "compile", "eval", "latency", "report")   # parts of a trial's time_s besides train
 
 
 def trial_rows(study: optuna.Study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         m = t.user_attrs.get("metrics", {})
+        parts = t.user_attrs.get("time_s") or {}
         steady = max(0.0, m.get("steps", 0.0) - TIMING_SKIP_STEPS)
-        step_s = m.get("step_ms", 0.0) * steady / 1e3        # training steps after the warm-up ones
+        step_s = parts.get("train", m.get("step_ms", 0.0) * steady / 1e3)   # training steps
         rows.append({"number": t.number, "state": t.state.name, "gpu": t.user_attrs.get("gpu"),
                      "slot": t.user_attrs.get("slot"),
                      "start": t.datetime_start.timestamp() if t.datetime_start else None,
                      "slot_s": t.user_attrs.get("slot_seconds", t.user_attrs.get("gpu_seconds", 0.0)),
                      "gpu_s": t.user_attrs.get("gpu_seconds", 0.0), "step_s": step_s,
                      "train_s": m.get("train_s", 0.0), "tokens": m.get("tokens_per_s", 0.0) * step_s,
-                     **{p: m.get(p, 0.0) for p in PHASES},
+                     **{p: parts.get(p, 0.0) for p in PHASES},
                      "val_loss": m.get("val_loss"), "steps": m.get("steps"),
                      "done": t.datetime_complete.timestamp() if t.datetime_complete else None,
                      "fail_reason": t.user_attrs.get("fail_reason")})
@@ -151,7 +152,7 @@ def slot_time_split(rows: list[dict], slot_wall_s: float) -> dict[str, float]:
     store, imports and CUDA start in a fresh worker, the final metrics write, freeing memory);
     ``between``: slots without a trial (worker start-up, the scheduler's tell / claim / ask)."""
     total = {k: sum(r[k] for r in rows) for k in ("step_s", "slot_s", "train_s", *PHASES)}
-    split = {"steps": total["step_s"], **{p[:-2]: total[p] for p in PHASES},
+    split = {"steps": total["step_s"], **{p: total[p] for p in PHASES},
              "worker": total["slot_s"] - total["train_s"], "between": slot_wall_s - total["slot_s"]}
     return {k: round(v / slot_wall_s, 4) for k, v in split.items()}
 
@@ -172,7 +173,7 @@ def steady_state(rows: list[dict]) -> dict[str, float | None]:
     held = sum(r["slot_s"] for r in later) + sum(gaps)
     return {"steady_overhead_s": round((held - step_s) / len(later), 3),
             "steady_busy": round(step_s / held, 3),
-            "steady_split_s": {p[:-2]: round(statistics.fmean(r[p] for r in later), 3) for p in PHASES}
+            "steady_split_s": {p: round(statistics.fmean(r[p] for r in later), 3) for p in PHASES}
             | {"worker": round(statistics.fmean(r["slot_s"] - r["train_s"] for r in later), 3),
                "gap": round(statistics.fmean(gaps), 3)}}
 
