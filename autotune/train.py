@@ -45,6 +45,7 @@ BUILTIN_METRICS = (
     "params_total",      # every parameter
     "params_active",     # parameters one token passes through (top_k of the experts)
     "expert_load_cv",    # coefficient of variation of tokens per expert, mean over layers; 0 = balanced
+                         # (besides the metrics, MoE models return ``expert_load``: [layer][expert] shares)
     "keep_ratio_used",   # share of causal key blocks the sparse attention visited
     "latency_ms",        # median ms of one forward pass, batch 1, one sequence of seq_len tokens
     "latency",           # the same value as latency_ms (the flat spec form's name)
@@ -274,8 +275,12 @@ def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device,
     finally:
         if switch:
             model.train()
-    return {"val_loss": float(loss_sum) / max(count, 1), "accuracy": float(correct) / max(count, 1),
-            "expert_load_cv": expert_load_cv(load_sum), "keep_ratio_used": keep_sum / len(batches)}
+    metrics = {"val_loss": float(loss_sum) / max(count, 1), "accuracy": float(correct) / max(count, 1),
+               "expert_load_cv": expert_load_cv(load_sum), "keep_ratio_used": keep_sum / len(batches)}
+    if load_sum is not None and load_sum.dim() == 2 and load_sum.shape[-1] >= 2:
+        # [n_layers][num_experts] share of routed assignments (the report's expert-load view)
+        metrics["expert_load"] = [[round(v, 4) for v in row] for row in (load_sum / len(batches)).tolist()]
+    return metrics
 
 
 @torch.no_grad()

@@ -199,3 +199,22 @@ def test_text_files_train_with_token_budget_batches(tiny_model, lines_txt):
 def test_fp16_with_loss_scaling_runs(tiny_model):
     metrics = train(tiny_model, replace(QUICK, steps=2, precision="fp16"))
     assert math.isfinite(metrics["val_loss"])
+
+
+def test_the_expert_load_per_layer_and_expert_comes_back_for_the_report(tiny_model):
+    metrics = train(replace(tiny_model, num_experts=4, n_layers=2), replace(QUICK, steps=3))
+    load = metrics["expert_load"]
+    assert len(load) == 2 and all(len(row) == 4 for row in load)
+    assert all(sum(row) == pytest.approx(1.0, abs=1e-3) for row in load)
+
+
+def test_the_report_draws_the_expert_load_of_a_really_trained_trial(tiny_model):
+    import optuna
+
+    from autotune._report_figures import expert_load
+    metrics = train(replace(tiny_model, num_experts=4, n_layers=2), replace(QUICK, steps=3))
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(value=metrics["val_loss"], user_attrs={"metrics": metrics}))
+    figure = expert_load(study)
+    assert figure is not None
+    assert [list(row) for row in figure.data[0].z] == metrics["expert_load"]
