@@ -166,7 +166,8 @@ class TrialObjective:
         if self.builtin:
             use_compile_cache(compile_cache_dir(self.storage_url))
             import torch
-            import autotune.train  # noqa: F401 - the import is the work
+            import autotune.model  # noqa: F401 - the imports are the work
+            import autotune.train  # noqa: F401
             if torch.cuda.is_available():
                 torch.empty(1, device="cuda")
 

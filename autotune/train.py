@@ -589,8 +589,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
             trainer.train_batches.close()
     time_s["compile"] = clock.compile_s()
     time_s["train"] = clock.step_seconds - time_s["compile"]
-    final = {**metrics, "steps": float(step), "peak_mem_mb": peak_memory_mb(trainer.device),
-             "mfu": trainer.mfu(metrics.get("tokens_per_s", 0.0))}
+    final = {**metrics, "steps": float(step), "mfu": trainer.mfu(metrics.get("tokens_per_s", 0.0))}
     if not stopped:
         tick = time.perf_counter()
         latency, warmup_s = trainer.latency()
