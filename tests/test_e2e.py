@@ -37,6 +37,14 @@ def test_quickstart_trains_the_real_model_in_sqlite(tmp_path):
     assert done[0].value == pytest.approx(metrics["val_loss"])
     assert len(done[0].intermediate_values) >= 2  # the learning curve the pruner saw
     assert "best trial" in result.output
+    for t in finished:                                 # where each trial's slot time went
+        parts = t.user_attrs["time_s"]
+        assert {"setup", "compile", "train", "eval", "report", "total"} <= set(parts)
+        assert parts["train"] > 0
+        assert sum(v for k, v in parts.items() if k != "total") == pytest.approx(parts["total"], rel=0.05)
+        assert t.user_attrs["compile"]["reason"] == "eager on CPU"
+    status = run("status", "--storage", url)
+    assert "time in training steps: " in status.output
 
 
 @pytest.mark.slow
