@@ -39,12 +39,14 @@ class TrialFailed(Exception):
     """The objective ran but its result cannot be used (missing or non-finite metric)."""
 
 
-def moe_lm(params: Mapping[str, Any], report: Report, compile_costs: Any = None) -> dict[str, Any]:
+def moe_lm(params: Mapping[str, Any], report: Report, compile_costs: Any = None,
+           progress: Notify | None = None) -> dict[str, Any]:
     """The built-in objective: train the MoE / sparse-attention transformer on ``params``.
 
     ``params`` holds model knobs (``autotune.model.ModelConfig`` fields) and training knobs
     (``autotune.train.TrainConfig`` fields) by name; ``compile_costs`` (``autotune.train.CompileCosts``)
-    is what the study's earlier trials measured of compiling, for ``compile: auto``.
+    is what the study's earlier trials measured of compiling, for ``compile: auto``; ``progress``
+    hears of the training steps between evaluations (for a live view).
     """
     from autotune.model.config import ModelConfig
     from autotune.train import TrainConfig, train
@@ -55,7 +57,7 @@ def moe_lm(params: Mapping[str, Any], report: Report, compile_costs: Any = None)
         raise TrialFailed(f"builtin:moe_lm has no knobs {sorted(unknown)}")
     model_cfg = ModelConfig(**{k: v for k, v in params.items() if k in model_names})
     train_cfg = TrainConfig(**{k: v for k, v in params.items() if k in train_names})
-    return train(model_cfg, train_cfg, report, compile_costs)
+    return train(model_cfg, train_cfg, report, compile_costs, progress)
 
 
 COMPILE_CACHE_ENV = "AUTOTUNE_COMPILE_CACHE"
@@ -237,7 +239,7 @@ class TrialObjective:
         started = time.perf_counter()
         if self.builtin:
             use_compile_cache(compile_cache_dir(self.storage_url))
-            result = fn(config, report, compile_costs=self._compile_costs(study))
+            result = fn(config, report, compile_costs=self._compile_costs(study), progress=notify)
         else:
             result = fn(config, report)
         if not isinstance(result, Mapping):

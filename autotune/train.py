@@ -512,7 +512,8 @@ class _Trainer:
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None = None,
-          compile_costs: CompileCosts | None = None) -> dict:
+          compile_costs: CompileCosts | None = None,
+          progress: Callable[[int, dict[str, float]], None] | None = None) -> dict:
     """Train ``model_cfg`` on ``train_cfg``'s task and return the final metrics (``BUILTIN_METRICS``).
 
     ``report(step, metrics)`` is called after each evaluation (every ``eval_every`` steps and at the
@@ -520,7 +521,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     are returned, without the latency measurement (a stopped trial's latency is no one's objective).
     NaN or infinite loss raises ``TrainingDiverged`` (checked at the host syncs: every warm-up step,
     every ``CHECK_EVERY`` steps and at each evaluation). The model's ``vocab_size`` and
-    ``max_seq_len`` are set from the data.
+    ``max_seq_len`` are set from the data. ``progress(step, {"train_loss": ...})``, if given, hears
+    of every host sync between evaluations (the first steps, then every ``CHECK_EVERY`` steps): for a
+    live view, never for pruning.
 
     Besides the metrics (floats) the result holds two mappings: ``time_s``, where the run's wall
     time went (seconds: ``setup``, ``compile``, ``train``, ``eval``, ``latency``, ``report``; they sum
@@ -563,8 +566,11 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
                 continue
             rows = torch.stack(pending).tolist()                      # the sync
             clock.add(time.perf_counter() - tick, len(pending), tokens, warmup=warming)
-            losses += trainer.check_finite(step - len(pending) + 1, rows)
+            new_losses = trainer.check_finite(step - len(pending) + 1, rows)
+            losses += new_losses
             pending, tokens = [], 0
+            if progress is not None and not evaluate_now:
+                progress(step, {"train_loss": statistics.fmean(new_losses)})
             if step == decide_at:
                 eager_s = clock.step_s("eager")
                 go, choice["reason"] = compile_choice("auto", cfg.steps - step, eager_s or 0.0, costs)

@@ -218,3 +218,13 @@ def test_the_report_draws_the_expert_load_of_a_really_trained_trial(tiny_model):
     figure = expert_load(study)
     assert figure is not None
     assert [list(row) for row in figure.data[0].z] == metrics["expert_load"]
+
+
+def test_progress_hears_of_steps_between_evaluations_and_never_decides(tiny_model):
+    heard, reports = [], []
+    train(tiny_model, replace(QUICK, steps=autotune.train.CHECK_EVERY + 4, eval_every=0),
+          lambda step, m: reports.append(step) or True, progress=lambda step, m: heard.append((step, m)))
+    steps = [step for step, _ in heard]
+    assert steps[:2] == [1, 2] and autotune.train.CHECK_EVERY in steps     # warm-up, then each sync
+    assert all(set(m) == {"train_loss"} and math.isfinite(m["train_loss"]) for _, m in heard)
+    assert reports == [autotune.train.CHECK_EVERY + 4]                      # evaluations only
