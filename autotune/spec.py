@@ -469,7 +469,12 @@ def _parse_space(ctx: _Ctx, raw: Any, key: str, base_dir: Path, flat: bool = Fal
         if not isinstance(data, dict):
             raise ctx.fail(key, f"search-space file {_shown(raw)} must hold a mapping of parameters, "
                                 f"got {_kind(data)}")
-        return _parse_space(ctx.for_file(path), data, "", path.parent, flat)
+        try:
+            return _parse_space(ctx.for_file(path), data, "", path.parent, flat)
+        except SpecError as exc:   # a mistake inside the space file: name the study file too
+            if exc.file != str(path) or ctx.file is None:
+                raise
+            raise SpecError(path, exc.key, f"{exc.problem} (the search space of {ctx.file})") from None
     if raw is None:
         raise ctx.fail(key, "is required: a search-space file or a mapping of parameters")
     raw = ctx.mapping(raw, key)
