@@ -453,3 +453,62 @@ def test_a_real_process_answers_at_once(case_id, tmp_path):
     elapsed = time.monotonic() - start
     output = proc.stdout + proc.stderr
     _check(proc.returncode, output, path, case, elapsed)   # imports included: ~1.5 s on 2 cores
+
+
+# --- what run checks in the store, validate checks too (read-only) ------------------------------------
+def _study_with(tmp: Path, **changes: Any) -> Path:
+    doc = base_study(tmp)
+    doc.update(changes)
+    return _write(tmp, doc)
+
+
+def _source_study(url: str, name: str, direction: str) -> None:
+    import optuna
+    optuna.create_study(study_name=name, storage=url, direction=direction)
+
+
+STORE_CASES = {
+    "unreachable": (lambda tmp: {"storage": "postgresql://postgres@127.0.0.1:1/test"}, "storage"),
+    "no-folder": (lambda tmp: {"storage": f"sqlite:///{tmp / 'no' / 'store.db'}"}, "storage"),
+    "not-a-store": (lambda tmp: (tmp / "foreign.db").write_bytes(b"not sqlite" * 100) and
+                    {"storage": f"sqlite:///{tmp / 'foreign.db'}"}, "foreign.db"),
+    "missing-source": (lambda tmp: {"warm_start": {"from": ["earlier"]}}, "warm_start"),
+    "source-in-missing-store": (lambda tmp: {"warm_start": {
+        "from": ["earlier"], "storage": f"sqlite:///{tmp / 'other.db'}"}}, "warm_start.storage"),
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("case_id", list(STORE_CASES))
+def test_store_problems_exit_2_from_validate_as_from_run(case_id, command, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    changes, expect = STORE_CASES[case_id]
+    path = _study_with(tmp_path, **changes(tmp_path))
+    args = [command, str(path)] + (["--no-live", "--no-estimate"] if command == "run" else [])
+    result = CliRunner().invoke(main, args)
+    _check(result.exit_code, result.output, path, Case(case_id, lambda t: path, expect), 0.0)
+    assert not (tmp_path / "store.db").exists() and not (tmp_path / "other.db").exists()
+    offline = CliRunner().invoke(main, ["validate", "--offline", str(path)])
+    assert offline.exit_code == 0 and "not opened (--offline)" in offline.output, offline.output
+
+
+@pytest.mark.parametrize("what", ["source", "study"])
+def test_other_directions_in_the_store_exit_2_from_validate(what, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _source_study(url, "earlier" if what == "source" else "corpus", "maximize")
+    changes = {"warm_start": {"from": ["earlier"]}} if what == "source" else {}
+    path = _study_with(tmp_path, **changes)
+    before = (tmp_path / "store.db").read_bytes()
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and str(path) in result.output, result.output
+    assert "directions ['maximize']" in result.output
+    assert (tmp_path / "store.db").read_bytes() == before
+
+
+def test_validate_of_a_new_store_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    path = _study_with(tmp_path)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0 and "new; run creates it" in result.output, result.output
+    assert not (tmp_path / "store.db").exists()
