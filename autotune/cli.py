@@ -144,6 +144,21 @@ def _spec_from(file: str, storage: str | None, study_name: str | None, trials: i
                      workers=workers, warm_start=warm_start or None)
 
 
+def _check_store(spec, file: str) -> bool:
+    """What ``run`` needs of the store, checked read-only before anything is written: it opens,
+    a study of that name has the same directions, the warm-start sources exist and fit (the
+    store's and the warm start's own checks). Errors name FILE. True when the study exists."""
+    from autotune.store import StoreError, check_existing_study, open_checker, study_exists
+    from autotune.warmstart import WarmStartError, check
+    try:
+        storage = open_checker(spec.storage)
+        check_existing_study(storage, spec.study, spec.directions)
+        check(spec, storage)
+        return study_exists(storage, spec.study)
+    except (StoreError, WarmStartError) as exc:
+        _die(f"{file}: {exc}")
+
+
 def _prepare(spec, *, join_only: bool):
     """Everything that can fail on bad input, in an order that writes nothing until all passed."""
     import optuna
@@ -264,6 +279,7 @@ def run(file: str, storage: str | None, study_name: str | None, trials: int | No
       autotune run studies/moe_sparse.yaml --trials 80 --timeout 2h
     """
     spec = _spec_from(file, storage, study_name, trials, timeout, workers, warm_start)
+    _check_store(spec, file)
     _execute(spec, join_only=False, hard_stop=hard_stop, live=live, estimate=not no_estimate)
 
 
@@ -288,13 +304,20 @@ def worker(file: str, storage: str | None, study_name: str | None, trials: int |
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--offline", is_flag=True, help="Check the files only: skip opening the store (and "
+              "the warm-start sources in it).")
 @_guarded
-def validate(file: str) -> None:
+def validate(file: str, offline: bool) -> None:
     """Check a study file (and its search space) without running or writing anything.
+
+    Checks what `autotune run` checks before its first trial: the file and its search space, the
+    optimizer's options, and (unless --offline) the store, opened read-only: that it can be
+    opened, that a study of that name has the same directions, that the warm-start sources exist.
 
     \b
     Example:
       autotune validate studies/moe_sparse.yaml
+      autotune validate studies/moe_sparse.yaml --offline
     """
     from autotune.samplers import build_sampler
     from autotune.spec import load_spec
@@ -308,8 +331,11 @@ def validate(file: str) -> None:
     budget = ", ".join(x for x in (f"{b.trials} trials" if b.trials else "",
                                     f"{b.timeout_s:g} s" if b.timeout_s else "",
                                     f"{b.gpu_hours:g} GPU-hours" if b.gpu_hours else "") if x)
+    where = "not opened (--offline)"
+    if not offline:
+        where = "exists; run resumes it" if _check_store(spec, file) else "new; run creates it"
     click.echo(f"{file}: OK")
-    click.echo(f"  study      {spec.study} in {mask_url(spec.storage)}")
+    click.echo(f"  study      {spec.study} in {mask_url(spec.storage)} ({where})")
     click.echo(f"  objectives {', '.join(f'{o.direction} {o.metric}' for o in spec.objectives)}")
     click.echo(f"  space      {len(spec.space.params)} parameters: {', '.join(spec.space.names)}")
     click.echo(f"  optimizer  {spec.optimizer.kind}; pruner {spec.pruner.kind}; budget {budget}")

@@ -24,6 +24,7 @@ import importlib
 import math
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -39,19 +40,80 @@ BUILTIN_PREFIX = "builtin:"
 BUILTIN_OBJECTIVES = ("moe_lm",)
 
 
+MAX_FILE_BYTES = 1 << 20      # a study or space file is a few KiB; 1 MiB is refused unread
+MAX_NODES = 10_000            # YAML nodes after expanding aliases (a "billion laughs" stops here)
+MAX_DEPTH = 64                # nesting of lists and mappings
+MAX_SHOWN = 80                # characters of a value quoted in a message
+MAX_INT = 2 ** 53             # whole numbers beyond this lose precision in Optuna's float sampling
+
+
 class SpecError(Exception):
-    """A mistake in a study or space file: ``file: key: problem``."""
+    """A mistake in a study or space file: ``file: key: problem``, each part kept short."""
 
     def __init__(self, file: str | Path | None, key: str, problem: str):
-        self.file, self.key, self.problem = (str(file) if file else "<study>"), key, problem
-        super().__init__(f"{self.file}: {key}: {problem}" if key else f"{self.file}: {problem}")
+        self.file = _clip(str(file), 300) if file else "<study>"
+        self.key, self.problem = _clip(key, 200), _clip(problem, 400)
+        super().__init__(f"{self.file}: {self.key}: {self.problem}" if key
+                         else f"{self.file}: {self.problem}")
+
+
+def _clip(text: str, limit: int = MAX_SHOWN) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for a message, at most MAX_SHOWN characters (never a whole expanded value)."""
+    if isinstance(value, (list, dict, tuple)):
+        return _kind(value)
+    return _clip(repr(value))
 
 
 # --- YAML -------------------------------------------------------------------------------------
 
+class _Refused(yaml.YAMLError):
+    """A document over the loader's bounds (nodes after alias expansion, nesting)."""
+
+    def __init__(self, problem: str, mark: Any):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``) and rejects
-    duplicate keys instead of silently keeping the last one."""
+    """SafeLoader that reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``), rejects duplicate
+    keys instead of silently keeping the last one, and refuses documents that expand past
+    MAX_NODES nodes (aliases count as the nodes they repeat) or nest deeper than MAX_DEPTH."""
+
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        self._expanded: dict[int, int] = {}   # id(node) -> its size with aliases expanded
+        self._total = 0
+        self._depth = 0
+
+    def _count(self, n: int, mark: Any) -> None:
+        self._total += n
+        if self._total > MAX_NODES:
+            raise _Refused(f"more than {MAX_NODES} values once aliases are expanded; "
+                           "a study needs a few hundred at most", mark)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            self._count(self._expanded.get(id(node), 1), mark)
+            return node
+        mark = self.peek_event().start_mark
+        self._count(1, mark)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Refused(f"nested more than {MAX_DEPTH} levels deep", mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        self._expanded[id(node)] = 1 + sum(self._expanded.get(id(c), 1) for c in children)
+        return node
 
 
 _FLOAT = re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$
@@ -65,30 +127,68 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:   # a list or mapping as a key: SafeLoader's own error says so
+            break
+        if duplicate:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
+                None, None, f"duplicate key {_shown(key)}", key_node.start_mark)
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
 
-def _read_yaml(path: Path, key: str = "") -> Any:
+
+def _read_text(path: Path, key: str) -> str:
+    """The text of a regular file of at most MAX_FILE_BYTES; anything else is refused before it is
+    opened (a FIFO or a device would block the read forever)."""
     try:
-        text = path.read_text()
+        st = os.stat(path)
     except FileNotFoundError:
         raise SpecError(path, key, "file not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SpecError(path, key, f"cannot be read ({type(exc).__name__})") from None
+    except OSError as exc:
+        raise SpecError(path, key, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+        raise SpecError(path, key, f"is {what}; give a YAML file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise SpecError(path, key, f"is {st.st_size} bytes; study and space files are limited to "
+                                   f"{MAX_FILE_BYTES} bytes")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(path, key, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError(path, key, f"is over {MAX_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(path, key, f"is not UTF-8 text (byte {exc.start})") from None
+
+
+def _read_yaml(path: Path, key: str = "") -> Any:
+    text = _read_text(path, key)
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except _Refused as exc:
+        mark = exc.problem_mark
+        raise SpecError(path, key, f"refused at line {mark.line + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = _clip(str(getattr(exc, "problem", None) or exc), 200)
         raise SpecError(path, key, f"YAML syntax error at {where}{problem}") from None
+    except (RecursionError, MemoryError) as exc:
+        raise SpecError(path, key, f"too large or too deeply nested ({type(exc).__name__})") from None
+    except ValueError as exc:   # e.g. an integer of more than 4300 digits
+        raise SpecError(path, key, f"a value cannot be read: {_clip(str(exc))}") from None
 
 
 # --- small checkers -----------------------------------------------------------------------------
@@ -142,10 +242,12 @@ class _Ctx:
     def number(self, value: Any, key: str, *, integer: bool = False, positive: bool = False,
                minimum: float | None = None) -> float | int:
         if isinstance(value, str):
+            text = value.strip()
             try:
-                value = float(value) if not integer else int(float(value))
+                value = int(text) if integer and re.fullmatch(r"[-+]?\d{1,30}", text) else float(text)
             except ValueError:
-                raise self.fail(key, f"must be a number, got the text {value!r}") from None
+                what = "a whole number" if integer else "a number"
+                raise self.fail(key, f"must be {what}, got the text {_shown(text)}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, f"must be a number, got {_kind(value)}")
         if not math.isfinite(value):
@@ -153,6 +255,8 @@ class _Ctx:
         if integer:
             if isinstance(value, float) and not value.is_integer():
                 raise self.fail(key, f"must be a whole number, got {value}")
+            if abs(value) > MAX_INT:
+                raise self.fail(key, f"must be at most {MAX_INT} (2**53) in size, got {_shown(value)}")
             value = int(value)
         if positive and value <= 0:
             raise self.fail(key, f"must be > 0, got {value}")
@@ -164,9 +268,9 @@ class _Ctx:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(key, f"must be a non-empty text, got {_kind(value)}")
         if choices is not None and value not in choices:
-            hint = difflib.get_close_matches(value, choices, n=1)
+            hint = difflib.get_close_matches(value[:100], choices, n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise self.fail(key, f"{value!r} is not one of {', '.join(choices)}{extra}")
+            raise self.fail(key, f"{_shown(value)} is not one of {', '.join(choices)}{extra}")
         return value
 
     def boolean(self, value: Any, key: str) -> bool:
@@ -181,9 +285,9 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return f"the boolean {value}"
     if isinstance(value, (int, float)):
-        return f"the number {value}"
+        return f"the number {_clip(str(value))}"
     if isinstance(value, str):
-        return f"the text {value!r}"
+        return f"the text {_shown(value)}"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -247,8 +351,7 @@ def _parse_param(ctx: _Ctx, name: str, raw: Any, key: str, flat: bool = False) -
             if not (c is None or isinstance(c, (bool, int, float, str))):
                 raise ctx.fail(_join(_join(key, "choices"), i),
                                f"must be a number, text, boolean or null, got {_kind(c)}")
-        if len(set(map(repr, choices))) != len(choices):
-            raise ctx.fail(_join(key, "choices"), "has duplicate choices")
+        _check_distinct(ctx, choices, _join(key, "choices"))
         return Param(name, "categorical", choices=tuple(choices), when=when)
     if "choices" in raw:
         raise ctx.fail(_join(key, "choices"), f"applies only to categorical parameters, not {ptype}")
@@ -272,7 +375,27 @@ def _parse_param(ctx: _Ctx, name: str, raw: Any, key: str, flat: bool = False) -
             raise ctx.fail(_join(key, "step"), f"step {step} is larger than high - low ({high - low})")
     if ptype == "float":
         low, high = float(low), float(high)
+        if not math.isfinite(high - low):
+            raise ctx.fail(_join(key, "high"), f"the range {low:g} to {high:g} is too wide to sample")
+    if step is not None and high > low and (high - low) / step > MAX_INT:
+        raise ctx.fail(_join(key, "step"), f"step {step:g} cuts {low:g} to {high:g} into more than "
+                                           f"{MAX_INT} (2**53) values; use a larger step or none")
     return Param(name, ptype, low=low, high=high, log=log, step=step, when=when)
+
+
+def _check_distinct(ctx: _Ctx, choices: list, key: str) -> None:
+    """Choices must differ under Python equality too: ``[1, true]`` or ``[1, 1.0]`` would collapse
+    into one choice in Optuna (``1 == True``)."""
+    seen: dict[Any, Any] = {}
+    for i, c in enumerate(choices):
+        if c not in seen:
+            seen[c] = c
+            continue
+        first = seen[c]
+        if type(first) is type(c):
+            raise ctx.fail(_join(key, i), f"{_shown(c)} is a duplicate choice")
+        raise ctx.fail(_join(key, i), f"{_shown(c)} equals the choice {_shown(first)} in Python "
+                                      "(1 == true == 1.0); make them distinct, e.g. texts")
 
 
 def _parse_when(ctx: _Ctx, raw: Any, key: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
@@ -328,14 +451,30 @@ def _order_params(ctx: _Ctx, params: dict[str, Param], key: str) -> tuple[Param,
 
 def _parse_space(ctx: _Ctx, raw: Any, key: str, base_dir: Path, flat: bool = False) -> SearchSpace:
     if isinstance(raw, str):
-        path = (base_dir / raw).resolve() if not Path(raw).is_absolute() else Path(raw)
-        if not path.exists():
-            raise ctx.fail(key, f"search-space file {raw!r} not found (looked in {path})")
-        space_ctx = ctx.for_file(path)
-        data = _read_yaml(path)
+        if "\0" in raw or len(raw) > 1024:
+            raise ctx.fail(key, f"{_shown(raw)} is not a file name")
+        try:
+            path = (base_dir / raw).resolve() if not Path(raw).is_absolute() else Path(raw)
+            found = path.exists()
+        except (OSError, RuntimeError) as exc:   # a symlink loop, a name too long
+            raise ctx.fail(key, f"search-space file {_shown(raw)} cannot be read ({exc})") from None
+        if not found:
+            raise ctx.fail(key, f"search-space file {_shown(raw)} not found (looked in {_clip(str(path))})")
+        try:
+            data = _read_yaml(path)
+        except SpecError as exc:   # name the study file and its key too
+            raise ctx.fail(key, f"search-space file {exc.file}: {exc.problem}") from None
         if isinstance(data, dict) and set(data) <= {"parameters", "space"} and len(data) == 1:
             data = next(iter(data.values()))
-        return _parse_space(space_ctx, data, "", path.parent, flat)
+        if not isinstance(data, dict):
+            raise ctx.fail(key, f"search-space file {_shown(raw)} must hold a mapping of parameters, "
+                                f"got {_kind(data)}")
+        try:
+            return _parse_space(ctx.for_file(path), data, "", path.parent, flat)
+        except SpecError as exc:   # a mistake inside the space file: name the study file too
+            if exc.file != str(path) or ctx.file is None:
+                raise
+            raise SpecError(path, exc.key, f"{exc.problem} (the search space of {ctx.file})") from None
     if raw is None:
         raise ctx.fail(key, "is required: a search-space file or a mapping of parameters")
     raw = ctx.mapping(raw, key)
@@ -590,7 +729,11 @@ def _parse_objective_ref(ctx: _Ctx, raw: Any, key: str) -> str:
         return ref
     module, _, func = ref.partition(":")
     if not module or not func:
-        raise ctx.fail(key, f"{ref!r} must be builtin:NAME or package.module:function")
+        raise ctx.fail(key, f"{_shown(ref)} must be builtin:NAME or package.module:function")
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names or top == "autotune":
+        raise ctx.fail(key, f"{_shown(ref)} is not an objective: name a function of your own "
+                            "module, e.g. my_package.objectives:train")
     try:
         fn = import_objective(ref, ctx.file.parent if ctx.file else None)
     except ModuleNotFoundError as exc:
@@ -600,7 +743,11 @@ def _parse_objective_ref(ctx: _Ctx, raw: Any, key: str) -> str:
     except Exception as exc:  # the user's module failed while importing
         raise ctx.fail(key, f"importing {module!r} failed: {type(exc).__name__}: {exc}") from None
     if not callable(fn):
-        raise ctx.fail(key, f"{ref!r} is not callable")
+        raise ctx.fail(key, f"{_shown(ref)} is not callable")
+    if getattr(fn, "__module__", None) != module:
+        raise ctx.fail(key, f"{_shown(ref)} is imported into {module!r} from "
+                            f"{_shown(getattr(fn, '__module__', None))}; name a function defined in "
+                            "the module itself")
     return ref
 
 
@@ -842,6 +989,8 @@ def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = No
         raise ctx.fail("", f"must be a mapping of study settings (study, space, objectives, ...), "
                            f"got {_kind(raw)}")
     # the built-in objective's knobs have aliases; a user's own function gets its names as written
+    if not isinstance(raw.get("description", ""), str):
+        raise ctx.fail("description", f"must be text, got {_kind(raw['description'])}")
     ctx.aliases = str(raw.get("objective", BUILTIN_PREFIX)).startswith(BUILTIN_PREFIX)
     base_dir = base_dir or (file.parent if file else Path("."))
     values = (_flat if "optimization" in raw else _native)(ctx, raw, base_dir, default_name)
@@ -861,10 +1010,11 @@ def load_spec(path: str | Path, **overrides: Any) -> StudySpec:
     """Read and validate a study file, then apply the one-off overrides of ``autotune run``
     (``storage``, ``study``, ``trials``, ``timeout``, ``workers``, ``warm_start``)."""
     path = Path(path)
-    if path.is_dir():
-        raise SpecError(path, "", "is a folder; give a study file such as studies/quickstart.yaml")
     raw = _read_yaml(path)
-    spec = parse_spec(raw, file=path, base_dir=path.parent, default_name=path.stem)
+    try:
+        spec = parse_spec(raw, file=path, base_dir=path.parent, default_name=path.stem)
+    except (OverflowError, RecursionError, MemoryError) as exc:   # a check missed a huge value
+        raise SpecError(path, "", f"a value is too large to handle ({type(exc).__name__})") from None
     return apply_overrides(spec, **overrides)
 
 

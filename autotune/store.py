@@ -40,6 +40,11 @@ class StoreError(Exception):
     """A storage URL that cannot be opened, or a study that cannot be created/loaded as asked."""
 
 
+class StoreMissing(StoreError):
+    """No study store at the URL yet (a missing SQLite file, an empty database): ``run`` creates
+    one there, a reader finds nothing."""
+
+
 def resolve_storage_url(cli_url: str | None = None, spec_url: str | None = None) -> str:
     """The URL to use: the command line wins, then ``AUTOTUNE_STORAGE``, then the study file."""
     return cli_url or os.environ.get(ENV_STORAGE) or spec_url or DEFAULT_STORAGE
@@ -201,10 +206,7 @@ def open_storage(
 
     Raises StoreError with the masked URL and the cause when it cannot be opened.
     """
-    if is_sqlite(url):
-        path = sqlite_path(url)
-        if path is not None and path.parent != Path("") and not path.parent.exists():
-            raise StoreError(f"storage {mask_url(url)}: folder {path.parent} does not exist")
+    _check_sqlite_folder(url)
     try:
         # Tables are created under a lock (SQLite: a file lock beside the file; PostgreSQL: an
         # advisory lock), so that workers opening a fresh store at once do not race on CREATE
@@ -235,6 +237,24 @@ def open_storage(
     _install_hooks(storage.engine)
     storage.engine.dispose()  # later connections get the hooks
     return storage
+
+
+def _check_sqlite_folder(url: str) -> None:
+    path = sqlite_path(url) if is_sqlite(url) else None
+    if path is not None and path.parent != Path("") and not path.parent.is_dir():
+        raise StoreError(f"storage {mask_url(url)}: folder {path.parent} does not exist")
+
+
+def open_checker(url: str) -> optuna.storages.BaseStorage:
+    """The store at ``url`` as ``validate`` sees it before a run, writing nothing: a read-only
+    reader, or an empty in-memory storage where no store exists yet (``run`` creates it there).
+    Raises StoreError where ``run`` could not open it (no such folder, a server that does not
+    answer, a file that is no study store)."""
+    _check_sqlite_folder(url)
+    try:
+        return open_reader(url)
+    except StoreMissing:
+        return optuna.storages.InMemoryStorage()
 
 
 def _install_hooks(engine: sqlalchemy.engine.Engine) -> None:
@@ -301,8 +321,10 @@ def open_reader(url: str) -> optuna.storages.RDBStorage:
     path = sqlite_path(url) if is_sqlite(url) else None
     if is_sqlite(url) and path is None:
         return open_storage(url)      # in memory: nothing to protect
+    if path is not None and not path.exists():
+        raise StoreMissing(f"storage {mask_url(url)}: no study store at {path}")
     if path is not None and not path.is_file():
-        raise StoreError(f"storage {mask_url(url)}: no study store at {path}")
+        raise StoreError(f"storage {mask_url(url)}: {path} is not a file")
     kwargs: dict[str, Any] = _engine_kwargs(url)
     if path is not None:
         ro_uri = f"file:{_uri_path(path)}?mode=ro"
@@ -321,7 +343,7 @@ def open_reader(url: str) -> optuna.storages.RDBStorage:
     if missing:
         where = f"{path}" if path is not None else mask_url(url)
         if len(missing) == len(_OPTUNA_TABLES) and not tables:
-            raise StoreError(f"{where} holds no study store yet (an empty database); start a "
+            raise StoreMissing(f"{where} holds no study store yet (an empty database); start a "
                              "study with `autotune run` first; it was left unchanged")
         raise StoreError(f"{where} is not an autotune study store (it lacks Optuna's tables "
                          f"{', '.join(missing)}); it was left unchanged")
@@ -587,6 +609,24 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
         return False
 
 
+def check_directions(name: str, have: Sequence[Any], want: Sequence[str]) -> None:
+    """A study resumed must keep its directions (``have``: Optuna's StudyDirection values)."""
+    have_names = [d.name.lower() for d in have]
+    want_names = [d.lower() for d in want]
+    if have_names != want_names:
+        raise StoreError(
+            f"study {name!r} already exists with directions {have_names}, but the spec asks for "
+            f"{want_names}; use another study name (--study) to start afresh")
+
+
+def check_existing_study(storage: optuna.storages.BaseStorage, name: str,
+                         directions: Sequence[str]) -> None:
+    """What resuming ``name`` in ``storage`` needs, checked without writing."""
+    if study_exists(storage, name):
+        check_directions(name, storage.get_study_directions(storage.get_study_id_from_name(name)),
+                         directions)
+
+
 def create_or_load_study(
     storage: optuna.storages.BaseStorage,
     name: str,
@@ -598,12 +638,7 @@ def create_or_load_study(
     """Create the study, or resume it if it exists with the same directions."""
     if study_exists(storage, name):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        have = [d.name.lower() for d in study.directions]
-        want = [d.lower() for d in directions]
-        if have != want:
-            raise StoreError(
-                f"study {name!r} already exists with directions {have}, but the spec asks for {want}; "
-                "use another study name (--study) to start afresh")
+        check_directions(name, study.directions, directions)
         return study
     try:
         return optuna.create_study(storage=storage, study_name=name, directions=list(directions),

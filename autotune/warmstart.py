@@ -51,7 +51,7 @@ from autotune._warmstart_prior import PriorSampler
 from autotune._warmstart_transfer import carry_params, space_overlap
 from autotune.spec_types import WARM_START_STRATEGIES, StudySpec, WarmStartSpec
 
-__all__ = ["WarmStartError", "prepare", "prepare_join", "PriorSampler", "LocalSearchSampler", "AUTO",
+__all__ = ["WarmStartError", "check", "prepare", "prepare_join", "PriorSampler", "LocalSearchSampler", "AUTO",
            "PROVENANCE_ATTR", "SOURCE_ATTR"]
 
 AUTO = "auto"
@@ -94,6 +94,17 @@ def prepare(spec: StudySpec, storage: BaseStorage | str,
     return _wrap(spec, ws, sampler, sources), _record_apply(counts, record)
 
 
+def check(spec: StudySpec, storage: BaseStorage) -> None:
+    """Raise the WarmStartError that ``prepare`` would raise (a missing source, other directions,
+    nothing in common with this space), reading the sources' storage read-only: for
+    ``autotune validate``."""
+    ws = spec.warm_start
+    if ws is None or not ws.sources:
+        return
+    _check_strategy(spec, ws)
+    _load_sources(spec, ws, storage, opener=store.open_reader)
+
+
 def prepare_join(spec: StudySpec, storage: BaseStorage | str,
                  sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
     """The sampler for a process that joins the existing study ``spec.study`` (``autotune
@@ -132,11 +143,12 @@ def _check_strategy(spec: StudySpec, ws: WarmStartSpec) -> None:
                              f"(this study has {len(spec.directions)}); use prior")
 
 
-def _load_sources(spec: StudySpec, ws: WarmStartSpec,
-                  storage: BaseStorage | str) -> tuple[list[_Source], str | None]:
+def _load_sources(spec: StudySpec, ws: WarmStartSpec, storage: BaseStorage | str,
+                  opener: Callable[[str], BaseStorage] | None = None
+                  ) -> tuple[list[_Source], str | None]:
     """The sources' trials carried into this space, and the sources' storage URL when it is not
-    the study's own."""
-    src_storage, other_url = _source_storage(ws, spec, storage)
+    the study's own (opened with ``opener``)."""
+    src_storage, other_url = _source_storage(ws, spec, storage, opener)
     dists = space_module.distributions(spec.space)
     sources = [_carry(spec, ws, name, trials, dists)
                for name, trials in _read_sources(spec, ws, src_storage, other_url, dists)]
@@ -193,16 +205,18 @@ def _from_record(spec: StudySpec, record: dict[str, Any]) -> WarmStartSpec | Non
 
 # ---- sources ------------------------------------------------------------------------------
 
-def _source_storage(ws: WarmStartSpec, spec: StudySpec,
-                    storage: BaseStorage | str) -> tuple[BaseStorage, str | None]:
+def _source_storage(ws: WarmStartSpec, spec: StudySpec, storage: BaseStorage | str,
+                    opener: Callable[[str], BaseStorage] | None = None
+                    ) -> tuple[BaseStorage, str | None]:
     """The storage holding the sources, and its URL when it is not the study's own."""
+    opener = opener or store.open_storage
     if ws.storage is None or ws.storage == spec.storage:
-        return (store.open_storage(storage) if isinstance(storage, str) else storage), None
+        return (opener(storage) if isinstance(storage, str) else storage), None
     path = store.sqlite_path(ws.storage) if store.is_sqlite(ws.storage) else None
     if path is not None and not path.exists():   # opening would create an empty database there
         raise WarmStartError(f"warm_start.storage: {store.mask_url(ws.storage)}: no such file {path}")
     try:
-        return store.open_storage(ws.storage), ws.storage
+        return opener(ws.storage), ws.storage
     except store.StoreError as exc:
         raise WarmStartError(f"warm_start.storage: {exc}") from None
 

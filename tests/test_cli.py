@@ -70,7 +70,7 @@ def test_validate_shows_parallel_and_warm_start(tmp_path):
     path = user_study(tmp_path, extra={
         "parallel": {"gpus": [0, 1], "trials_per_gpu": 2},
         "warm_start": {"from": ["old", "older"], "strategy": "enqueue", "top_k": 3}})
-    result = CliRunner().invoke(main, ["validate", str(path)])
+    result = CliRunner().invoke(main, ["validate", "--offline", str(path)])   # no such sources
     assert result.exit_code == 0, result.output
     assert "parallel   GPUs 0,1, 2 trial(s) per GPU" in result.output
     assert "warm start enqueue from old, older, best 3 of each; out of range: clip" in result.output
