@@ -502,7 +502,9 @@ class _Scheduler:
             self.result.pruned += 1
         else:
             self.result.failed += 1
-            _log.warning("trial %d failed: %s", frozen.number, reason)   # one line; -v: the traceback
+            # One line: the progress view's own (its finished line carries the reason), else ours.
+            level = logging.WARNING if isinstance(self.progress, _NoProgress) else logging.INFO
+            _log.log(level, "trial %d failed: %s", frozen.number, reason)
             if trace is not None:
                 _log.info("trial %d: %s", frozen.number, trace.rstrip())
             if retry and self._retry(frozen):

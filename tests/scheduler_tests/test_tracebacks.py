@@ -51,3 +51,24 @@ def test_a_long_traceback_keeps_its_end_within_twenty_kilobytes():
     assert kept.startswith(f"[{len(text) - scheduler.TRACEBACK_MAX_CHARS} characters cut]")
     assert kept.endswith("RecursionError: deep\n")
     assert scheduler.stored_traceback("short\n") == "short\n"
+
+
+def test_autotune_run_prints_one_line_per_failed_trial_and_no_traceback(tmp_path, capfd, caplog):
+    from click.testing import CliRunner
+
+    from autotune.cli import main
+    path = tmp_path / "s.yaml"
+    path.write_text(f"study: tb\nstorage: sqlite:///{tmp_path / 'store.db'}\n"
+                    "space: {x: {type: float, low: 0.0, high: 1.0}}\n"
+                    "objectives: [{metric: val_loss, direction: minimize}]\n"
+                    "budget: {trials: 1}\nparallel: {workers: 1}\n"
+                    "objective: tests.user_objectives:raises\n")
+    result = CliRunner().invoke(main, ["run", str(path), "--no-live", "--no-estimate"])
+    out = result.output + capfd.readouterr().err     # output: what click printed, both streams
+    assert result.exit_code == 1                    # trial after trial failed on its own
+    assert "Traceback" not in out
+    failed_lines = [line for line in out.splitlines() if "boom from the user's objective" in line]
+    assert len(failed_lines) == scheduler.FAILURE_STREAK    # one line each
+    assert all(" FAIL reason=RuntimeError: " in line for line in failed_lines)
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING and "boom" in r.getMessage()]
+    assert not logged            # the progress line says it; the log repeats it only with -v
