@@ -125,7 +125,7 @@ def start_worker(slot: Slot, objective: Callable) -> _Worker:
     decides what a Ctrl-C means; a terminal sends it to the whole process group)."""
     ctx = multiprocessing.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe(duplex=True)
-    verbose = _log.isEnabledFor(logging.INFO)   # autotune -v: workers print tracebacks too
+    verbose = _log.isEnabledFor(logging.INFO)   # autotune -v: a failed warm-up's traceback too
     process = ctx.Process(target=_worker.main, args=(child_conn, objective, os.getpid(), verbose),
                           name=f"autotune-slot{slot.index}", daemon=True)
     saved_env = {name: os.environ.get(name) for name in slot.env}

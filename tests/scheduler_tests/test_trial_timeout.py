@@ -87,7 +87,7 @@ def test_a_hung_trial_is_killed_with_its_subprocesses_and_the_study_meets_its_bu
     result = scheduler.run_study(
         study, storage_url=storage_url, suggest=objectives.suggest_kind,
         objective=objectives.HangsOnce(str(pid_file)),
-        parallel=ParallelSpec(gpus=0, workers=2, max_retries=2),
+        parallel=ParallelSpec(gpus=0, workers=1, max_retries=2),   # one slot: it must be freed
         budget=BudgetSpec(trials=3, timeout_s=300, trial_timeout_s=3))
 
     trials = helpers.trials(storage_url, study_name)
