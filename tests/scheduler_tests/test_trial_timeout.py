@@ -109,3 +109,29 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_without_trial_timeout_the_limit_comes_from_the_studys_complete_trials(
+        storage_url, study_name, tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "FLOOR_S", 2.0)      # 10 minutes, in the real world
+    study = store.create_or_load_study(
+        store.open_storage(storage_url), study_name, ["minimize"],
+        sampler=optuna.samplers.PartialFixedSampler({"x": 0}, optuna.samplers.RandomSampler()))
+    dist = {"x": optuna.distributions.IntDistribution(0, 5)}
+    for seconds in (0.1, 0.2, 0.3):                  # an earlier run's trials; 5 x 0.2 s < the floor
+        study.add_trial(optuna.trial.create_trial(params={"x": 0}, distributions=dist, value=0.0,
+                                                  user_attrs={"slot_seconds": seconds}))
+    study.add_trial(optuna.trial.create_trial(      # pruned trials say nothing of a trial's length
+        params={"x": 0}, distributions=dist, state=TrialState.PRUNED, user_attrs={"slot_seconds": 900}))
+    assert sorted(store.trial_user_attr_values(study._storage, study._study_id, "slot_seconds",
+                                               TrialState.COMPLETE)) == [0.1, 0.2, 0.3]
+    study.enqueue_trial({"x": 5})
+    result = scheduler.run_study(
+        study, storage_url=storage_url, suggest=objectives.suggest_kind,
+        objective=objectives.HangsOnce(str(tmp_path / "child.pid")),
+        parallel=ParallelSpec(gpus=0, workers=1), budget=BudgetSpec(trials=5, timeout_s=300))
+
+    (hung,) = [t for t in helpers.trials(storage_url, study_name) if t.state == TrialState.FAIL]
+    assert hung.user_attrs["fail_reason"].startswith("timeout: ran ")
+    assert "limit 2 s (default: 5 x the median complete trial" in hung.user_attrs["fail_reason"]
+    assert (result.stopped_by, result.completed, result.failed) == ("trials", 1, 1)
