@@ -123,8 +123,9 @@ def test_without_trial_timeout_the_limit_comes_from_the_studys_complete_trials(
                                                   user_attrs={"slot_seconds": seconds}))
     study.add_trial(optuna.trial.create_trial(      # pruned trials say nothing of a trial's length
         params={"x": 0}, distributions=dist, state=TrialState.PRUNED, user_attrs={"slot_seconds": 900}))
-    assert sorted(store.trial_user_attr_values(study._storage, study._study_id, "slot_seconds",
-                                               TrialState.COMPLETE)) == [0.1, 0.2, 0.3]
+    complete = store.trial_user_attr_values(store.open_storage(storage_url), study._study_id,
+                                            "slot_seconds", TrialState.COMPLETE)
+    assert sorted(complete) == [0.1, 0.2, 0.3]
     study.enqueue_trial({"x": 5})
     result = scheduler.run_study(
         study, storage_url=storage_url, suggest=objectives.suggest_kind,
