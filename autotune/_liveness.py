@@ -22,7 +22,8 @@ _log = logging.getLogger("autotune")
 
 # user attrs of one attempt (the scheduler's, the growing curve); a retried trial starts without them
 SCHEDULER_ATTRS = ("fail_reason", "slot", "gpu", "host", "gpu_seconds", "slot_seconds",
-                   "stop_reason", "interrupted_by", "curve", "time_s", "compile", "metrics")
+                   "stop_reason", "interrupted_by", "curve", "time_s", "compile", "metrics",
+                   "traceback")
 
 
 class RetryDiedTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):

@@ -9,10 +9,14 @@ Protocol (tuples over a duplex ``multiprocessing`` pipe):
   parent -> worker  ``("run", trial_id, params)`` | ``("stop",)``
   worker -> parent  ``("ready", pid)`` once started, then per trial
                     ``("notify", trial_id, step, metrics)``
-                    ``("done", trial_id, outcome, payload, time_s)`` with outcome ``complete`` (payload:
-                    values), ``pruned`` (None) or ``failed`` (payload: reason text); ``time_s``: where
-                    the trial's time in this process went (seconds by part: the objective's
-                    ``last_time_s`` where it has one, plus ``teardown``), or None
+                    ``("done", trial_id, outcome, payload, time_s, traceback)`` with outcome
+                    ``complete`` (payload: values), ``pruned`` (None) or ``failed`` (payload: reason
+                    text, one line); ``time_s``: where the trial's time in this process went (seconds
+                    by part: the objective's ``last_time_s`` where it has one, plus ``teardown``), or
+                    None; ``traceback``: the failed objective's traceback text, or None
+
+The worker prints no traceback: the scheduler stores it on the trial and shows it with ``-v``.
+It leads its own process group, so that the scheduler can kill it with its subprocesses.
 
 After "ready" the worker calls the objective's ``warm_up()``, if it has one (imports, GPU start),
 while the parent samples the first trial.
@@ -76,7 +80,9 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def run_one(objective: Callable, trial_id: int, params: dict, conn: Any) -> tuple[str, Any]:
+def run_one(objective: Callable, trial_id: int, params: dict, conn: Any
+            ) -> tuple[str, Any, str | None]:
+    """Run one trial: ``(outcome, payload, traceback text of a raised exception or None)``."""
     import optuna  # here, not at the top: the worker's start-up stays light until a trial runs
 
     def notify(step: int, metrics: dict) -> None:
@@ -85,35 +91,42 @@ def run_one(objective: Callable, trial_id: int, params: dict, conn: Any) -> tupl
     try:
         values = objective(trial_id, params, notify)
     except optuna.TrialPruned:
-        return "pruned", None
+        return "pruned", None, None
     except Exception as exc:  # noqa: BLE001 - any failure of a trial is that trial's, not ours
-        traceback.print_exc(file=sys.stderr)
-        return "failed", _reason(exc)
+        return "failed", _reason(exc), traceback.format_exc()
     try:
         values = [float(v) for v in values]
     except (TypeError, ValueError) as exc:
-        return "failed", f"objective returned {values!r}, not a list of numbers ({exc})"
+        return "failed", f"objective returned {values!r}, not a list of numbers ({exc})", None
     if not all(math.isfinite(v) for v in values):
-        return "failed", f"objective returned non-finite values {values}"
-    return "complete", values
+        return "failed", f"objective returned non-finite values {values}", None
+    return "complete", values, None
 
 
-def _warm_up(objective: Callable) -> None:
+def _warm_up(objective: Callable, verbose: bool) -> None:
     warm_up = getattr(objective, "warm_up", None)
     if warm_up is None:
         return
     try:
         warm_up()
-    except Exception:  # noqa: BLE001 - the first trial meets the same problem and reports it
-        traceback.print_exc(file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the first trial meets the same problem and reports it
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+        else:
+            print(f"autotune worker: warm-up failed: {_reason(exc)} (autotune -v ... for the "
+                  "traceback)", file=sys.stderr)
 
 
-def main(conn: Any, objective: Callable, parent_pid: int) -> None:
-    """Entry point of the worker process."""
+def main(conn: Any, objective: Callable, parent_pid: int, verbose: bool = False) -> None:
+    """Entry point of the worker process; ``verbose``: the user asked for tracebacks (``-v``)."""
     _die_with_parent(parent_pid)
+    try:
+        os.setpgid(0, 0)   # the scheduler kills a timed-out trial's whole group
+    except OSError:
+        pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     conn.send(("ready", os.getpid()))
-    _warm_up(objective)
+    _warm_up(objective, verbose)
     while True:
         try:
             message = conn.recv()
@@ -123,11 +136,11 @@ def main(conn: Any, objective: Callable, parent_pid: int) -> None:
             return
         _, trial_id, params = message
         started = time.perf_counter()
-        outcome, payload = run_one(objective, trial_id, params, conn)
+        outcome, payload, trace = run_one(objective, trial_id, params, conn)
         tick = time.perf_counter()
         _free_gpu_memory()
         time_s = dict(getattr(objective, "last_time_s", None) or {"objective": tick - started})
         time_s["teardown"] = round(time.perf_counter() - tick, 4)
-        conn.send(("done", trial_id, outcome, payload, time_s))
+        conn.send(("done", trial_id, outcome, payload, time_s, trace))
         if outcome == "failed" and "CUDA error" in str(payload):
             return  # a CUDA error can poison the context: let the scheduler start a fresh process

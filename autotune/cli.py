@@ -638,21 +638,28 @@ def report(study_name: str, storage: str | None, out: str | None, fmt: str, forc
 
 @main.command()
 @click.option("--storage", metavar="URL", help="Study store URL.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it "
+              "to anyone who can reach this machine (with a warning).")
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--allow-writes", is_flag=True, help="Let the dashboard change the store (delete or "
+              "rename studies, tell trials, notes); by default it only reads.")
+@click.option("--token", envvar="AUTOTUNE_DASHBOARD_TOKEN", metavar="TOKEN", help="Require this "
+              "token (Authorization: Bearer TOKEN, or ?token=TOKEN once in the browser); default "
+              "$AUTOTUNE_DASHBOARD_TOKEN.")
 @_guarded
-def dashboard(storage: str | None, host: str, port: int) -> None:
-    """Serve optuna-dashboard on the study store (local only unless --host says otherwise).
+def dashboard(storage: str | None, host: str, port: int, allow_writes: bool, token: str | None) -> None:
+    """Serve optuna-dashboard on the study store: read-only, on 127.0.0.1, unless asked otherwise.
 
     \b
     Example:
-      autotune dashboard --port 8080   # then open http://127.0.0.1:8080
+      autotune dashboard --port 8080   # then open http://127.0.0.1:8080/dashboard/
+      AUTOTUNE_DASHBOARD_TOKEN=s3cret autotune dashboard --host 0.0.0.0
     """
     from autotune import dashboard as dashboard_mod
     url = _storage_url(storage)
     _open_reader(url)  # a clear error for a store that is missing or cannot be opened
     try:
-        dashboard_mod.serve(url, host=host, port=port)
+        dashboard_mod.serve(url, host=host, port=port, allow_writes=allow_writes, token=token or None)
     except dashboard_mod.DashboardError as exc:
         _die(str(exc), EXIT_FAILED)
 

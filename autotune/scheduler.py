@@ -3,7 +3,9 @@
 Owns: slots and their worker processes (one per slot, 'spawn' start method, ``CUDA_VISIBLE_DEVICES``
 pinned), the claim of each trial (race-free across processes and machines), heartbeats of running
 trials, failing and retrying the trials of dead processes, budgets (trials, wall time, GPU-hours),
-and a graceful Ctrl-C / SIGTERM.
+per-trial time limits (killing a hung trial's process group), and a graceful Ctrl-C / SIGTERM.
+Its decisions are small pure functions (``_trial_limits``, ``slot_time_split``); the class is the
+loop that applies them.
 Must not know about: the model. It runs the ``objective(trial_id, params, notify)`` it is handed.
 
 The parent (this process) owns the sampler: ``study.ask()`` + ``suggest(trial)`` happen here, so
@@ -27,6 +29,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autotune import _worker, store
+from autotune._trial_limits import timed_out, timeout_reason, trial_limit_s
 from autotune._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
                                 open_study, retry_callback)
 from autotune.gpus import Slot, plan_slots
@@ -122,7 +125,8 @@ def start_worker(slot: Slot, objective: Callable) -> _Worker:
     decides what a Ctrl-C means; a terminal sends it to the whole process group)."""
     ctx = multiprocessing.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe(duplex=True)
-    process = ctx.Process(target=_worker.main, args=(child_conn, objective, os.getpid()),
+    verbose = _log.isEnabledFor(logging.INFO)   # autotune -v: a failed warm-up's traceback too
+    process = ctx.Process(target=_worker.main, args=(child_conn, objective, os.getpid(), verbose),
                           name=f"autotune-slot{slot.index}", daemon=True)
     saved_env = {name: os.environ.get(name) for name in slot.env}
     # The child inherits a blocked SIGINT (and ignores it once running); our own Ctrl-C arriving
@@ -139,7 +143,23 @@ def start_worker(slot: Slot, objective: Callable) -> _Worker:
                 os.environ[name] = value
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     child_conn.close()
+    try:   # its own process group, so that a timeout kills its subprocesses too (the worker
+        os.setpgid(process.pid, process.pid)   # does the same: whichever runs first wins)
+    except OSError:
+        pass
     return _Worker(slot=slot, process=process, conn=parent_conn)
+
+
+def kill_worker(worker: _Worker) -> None:
+    """SIGKILL a worker and its process group (its subprocesses: data loaders, Inductor's compile
+    workers), and reap it."""
+    worker.stopping = True
+    try:
+        os.killpg(worker.process.pid, signal.SIGKILL)
+    except OSError:
+        pass   # not a group leader yet (killed just after start), or gone already
+    worker.process.kill()
+    worker.process.join(5.0)
 
 
 def slot_time_split(parts: dict[str, float] | None, slot_seconds: float) -> dict[str, float]:
@@ -152,6 +172,18 @@ def slot_time_split(parts: dict[str, float] | None, slot_seconds: float) -> dict
     split["handoff"] = round(max(0.0, slot_seconds - sum(split.values())), 3)
     split["total"] = round(slot_seconds, 3)
     return split
+
+
+TRACEBACK_ATTR = "traceback"    # user attr: a failed trial's traceback text
+TRACEBACK_MAX_CHARS = 20_000    # its tail (the frames nearest the error) when longer
+
+
+def stored_traceback(text: str, limit: int = TRACEBACK_MAX_CHARS) -> str:
+    """What the store keeps of a traceback: all of it, or its last ``limit`` characters after a
+    line saying how much was cut (a deep recursion's text runs to megabytes)."""
+    if len(text) <= limit:
+        return text
+    return f"[{len(text) - limit} characters cut]\n" + text[-limit:]
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -198,6 +230,7 @@ class _Scheduler:
         self.gpu_seconds_used = (0.0, -1.0)   # (study total, monotonic time read)
         self.start_failures: dict[int, int] = {}   # slot index -> workers dead before "ready"
         self.failure_streak = 0                    # trials in a row of this run that failed
+        self.complete_slot_seconds: list[float] = []   # the study's, for the default trial limit
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -216,6 +249,9 @@ class _Scheduler:
             if self.budget.spec.trials is not None and counts.finished >= self.budget.spec.trials:
                 self.result.stopped_by = "trials"   # nothing to do: no worker is started
                 return self.result
+            if self.budget.spec.trial_timeout_s is None:   # read once; this run's own are added
+                self.complete_slot_seconds = store.trial_user_attr_values(
+                    self.storage, self.study._study_id, "slot_seconds", TrialState.COMPLETE)
             self.workers = [start_worker(slot, self.objective) for slot in self.slots]
             self._loop()
         finally:
@@ -241,6 +277,7 @@ class _Scheduler:
                 self.stop_reason = self._budget_spent()
             if self.stop_reason is not None and self.hard_stop:
                 self._cancel_running(interrupted_by=self.stop_reason)
+            self._stop_overdue_trials()
             if self.stop_reason is None:
                 self._hand_out()
             if self.stop_reason is not None and not self._running():
@@ -338,6 +375,24 @@ class _Scheduler:
         except OSError:
             pass  # the worker died; its exit is noticed in _wait and the trial retried
 
+    def _stop_overdue_trials(self) -> None:
+        """Fail each trial that ran past its limit (``_trial_limits``) with reason ``timeout ...``,
+        killing its worker's process group; the slot gets a fresh worker (``_on_exit``). A timeout
+        is the trial's own failure (it counts in the failure streak) and is not retried."""
+        spec_limit = self.budget.spec.trial_timeout_s
+        limit = trial_limit_s(spec_limit, self.complete_slot_seconds)
+        for worker in self._running():
+            now = time.monotonic()
+            if not timed_out(worker.running.started, now, limit):
+                continue
+            self._drain(worker)            # it may have finished just now
+            if worker.running is None:
+                continue
+            ran = now - worker.running.started
+            kill_worker(worker)
+            self._finish(worker, TrialState.FAIL,
+                         reason=timeout_reason(ran, limit, from_spec=spec_limit is not None))
+
     # --- results from workers -------------------------------------------------------------
     def _wait(self, timeout: float) -> None:
         by_handle: dict[Any, tuple[str, _Worker]] = {}
@@ -369,13 +424,14 @@ class _Scheduler:
             if message[0] == "notify":
                 self.progress.trial_reported(running.trial.number, message[2], message[3])
             elif message[0] == "done":
-                outcome, payload, parts = message[2], message[3], message[4]
+                outcome, payload, parts, trace = message[2:6]
                 if outcome == "complete":
                     self._finish(worker, TrialState.COMPLETE, values=payload, parts=parts)
                 elif outcome == "pruned":
                     self._finish(worker, TrialState.PRUNED, parts=parts)
                 else:
-                    self._finish(worker, TrialState.FAIL, reason=payload, parts=parts)
+                    self._finish(worker, TrialState.FAIL, reason=payload, parts=parts,
+                                 trace=trace)
 
     def _on_exit(self, worker: _Worker) -> None:
         worker.process.join(1.0)
@@ -398,7 +454,8 @@ class _Scheduler:
 
     def _finish(self, worker: _Worker, state: TrialState, *, values: list[float] | None = None,
                 reason: str | None = None, retry: bool = False,
-                interrupted_by: str | None = None, parts: dict[str, float] | None = None) -> None:
+                interrupted_by: str | None = None, parts: dict[str, float] | None = None,
+                trace: str | None = None) -> None:
         running, worker.running = worker.running, None
         assert running is not None
         seconds = time.monotonic() - running.started
@@ -408,12 +465,13 @@ class _Scheduler:
         self.result.gpu_seconds += gpu_seconds
         tick = time.monotonic()
         store.retrying(self._record, running.trial, seconds, gpu_seconds, state, values, reason,
-                       retry, slot_time_split(parts, seconds), interrupted_by)
+                       retry, slot_time_split(parts, seconds), interrupted_by, trace)
         self.result.record_s += time.monotonic() - tick
 
     def _record(self, trial: optuna.trial.Trial, seconds: float, gpu_seconds: float,
                 state: TrialState, values: list[float] | None, reason: str | None,
-                retry: bool, time_s: dict[str, float], interrupted_by: str | None = None) -> None:
+                retry: bool, time_s: dict[str, float], interrupted_by: str | None = None,
+                trace: str | None = None) -> None:
         if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
             # Failed meanwhile by another process (our heartbeat lapsed); it did the retry.
             _log.warning("trial %d was finished elsewhere; dropping its result", trial.number)
@@ -424,6 +482,8 @@ class _Scheduler:
             trial.set_user_attr("time_s", time_s)
             if reason is not None:
                 trial.set_user_attr("fail_reason", reason[:2000])
+            if trace is not None:
+                trial.set_user_attr(TRACEBACK_ATTR, stored_traceback(trace))
             if interrupted_by is not None:
                 trial.set_user_attr(STOP_ATTR, INTERRUPTED)
                 trial.set_user_attr(INTERRUPTED_BY_ATTR, interrupted_by)
@@ -437,11 +497,16 @@ class _Scheduler:
             return
         if frozen.state == TrialState.COMPLETE:
             self.result.completed += 1
+            self.complete_slot_seconds.append(seconds)
         elif frozen.state == TrialState.PRUNED:
             self.result.pruned += 1
         else:
             self.result.failed += 1
-            _log.warning("trial %d failed: %s", frozen.number, reason)
+            # One line: the progress view's own (its finished line carries the reason), else ours.
+            level = logging.WARNING if isinstance(self.progress, _NoProgress) else logging.INFO
+            _log.log(level, "trial %d failed: %s", frozen.number, reason)
+            if trace is not None:
+                _log.info("trial %d: %s", frozen.number, trace.rstrip())
             if retry and self._retry(frozen):
                 self.result.retried += 1
         self._count_failure(frozen.state == TrialState.FAIL)
@@ -470,10 +535,7 @@ class _Scheduler:
         that ran out under --hard-stop) the trials are marked interrupted and re-queued; without,
         the scheduler itself failed and they are failed (and retried)."""
         for worker in self._running():
-            worker.stopping = True
-            worker.process.kill()
-        for worker in self._running():
-            worker.process.join(5.0)
+            kill_worker(worker)
             if interrupted_by is not None:
                 self._finish(worker, TrialState.FAIL, interrupted_by=interrupted_by)
             else:
@@ -496,8 +558,7 @@ class _Scheduler:
         for worker in self.workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(1.0)
+                kill_worker(worker)
         self.heartbeats.done.set()
 
     def _install_signal_handlers(self) -> Callable[[], None]:

@@ -625,7 +625,7 @@ def _parse_pruner(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> PrunerSpe
 
 def _parse_budget(ctx: _Ctx, raw: Any, key: str) -> BudgetSpec:
     raw = ctx.mapping(raw, key)
-    ctx.keys(raw, key, ("trials", "timeout", "gpu_hours"))
+    ctx.keys(raw, key, ("trials", "timeout", "gpu_hours", "trial_timeout"))
     trials = raw.get("trials")
     if trials is not None:
         trials = ctx.number(trials, _join(key, "trials"), integer=True, positive=True)
@@ -637,7 +637,10 @@ def _parse_budget(ctx: _Ctx, raw: Any, key: str) -> BudgetSpec:
         gpu_hours = float(ctx.number(gpu_hours, _join(key, "gpu_hours"), positive=True))
     if trials is None and timeout is None and gpu_hours is None:
         raise ctx.fail(key, "needs at least one of trials, timeout, gpu_hours (else the study never ends)")
-    return BudgetSpec(trials, timeout, gpu_hours)
+    trial_timeout = raw.get("trial_timeout")
+    if trial_timeout is not None:
+        trial_timeout = parse_duration(trial_timeout, ctx, _join(key, "trial_timeout"))
+    return BudgetSpec(trials, timeout, gpu_hours, trial_timeout)
 
 
 def _parse_parallel(ctx: _Ctx, raw: Any, key: str) -> ParallelSpec:

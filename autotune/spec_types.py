@@ -74,6 +74,7 @@ class BudgetSpec:
     trials: int | None = None           # finished (COMPLETE + PRUNED) trials the study ends with
     timeout_s: float | None = None      # wall time of this run
     gpu_hours: float | None = None      # trials' wall time x their slot's share of its GPU
+    trial_timeout_s: float | None = None   # one trial's wall time; None: learnt from the study
 
 
 @dataclass(frozen=True)

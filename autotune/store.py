@@ -483,18 +483,28 @@ def stale_running_trials(storage: optuna.storages.RDBStorage, study_id: int,
 
 def sum_trial_user_attr(storage: optuna.storages.RDBStorage, study_id: int, key: str) -> float:
     """Sum a numeric user attribute over all trials of a study (e.g. ``gpu_seconds``)."""
-    sql = sqlalchemy.text(
-        "SELECT a.value_json FROM trial_user_attributes a JOIN trials t ON t.trial_id = a.trial_id "
-        "WHERE t.study_id = :sid AND a.key = :key")
+    return sum(trial_user_attr_values(storage, study_id, key))
+
+
+def trial_user_attr_values(storage: optuna.storages.RDBStorage, study_id: int, key: str,
+                           state: optuna.trial.TrialState | None = None) -> list[float]:
+    """A numeric user attribute of every trial of a study (of those in ``state`` only, if given)
+    that carries it, in one query (e.g. ``slot_seconds`` of the complete trials)."""
+    sql = ("SELECT a.value_json FROM trial_user_attributes a JOIN trials t ON t.trial_id = a.trial_id "
+           "WHERE t.study_id = :sid AND a.key = :key")
+    args: dict[str, Any] = {"sid": study_id, "key": key}
+    if state is not None:
+        sql += " AND t.state = :state"
+        args["state"] = state.name
     with storage.engine.connect() as conn:
-        rows = conn.execute(sql, {"sid": study_id, "key": key}).fetchall()
-    total = 0.0
+        rows = conn.execute(sqlalchemy.text(sql), args).fetchall()
+    values = []
     for (value_json,) in rows:
         try:
-            total += float(json.loads(value_json))
+            values.append(float(json.loads(value_json)))
         except (TypeError, ValueError):
             pass
-    return total
+    return values
 
 
 TRANSIENT_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,

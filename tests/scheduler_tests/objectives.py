@@ -159,3 +159,23 @@ class LeavesGarbage:
         _Cyclic(payload)
         Path(self.out_dir, f"{trial_id}.json").write_text(json_.dumps(seen))
         return [float(params["x"])]
+
+
+@dataclass
+class HangsOnce:
+    """``params['x'] == 5`` hangs for good (a deadlock: it waits on an event nobody sets), after
+    starting a subprocess that would outlive it (as a data loader or compile worker would), whose
+    pid it writes to ``pid_file``; any other x returns at once."""
+
+    pid_file: str
+
+    def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
+        import subprocess
+        import threading
+
+        if int(params["x"]) != 5:
+            return [float(params["x"])]
+        child = subprocess.Popen(["sleep", "600"])
+        Path(self.pid_file).write_text(str(child.pid))
+        threading.Event().wait()
+        return [0.0]
