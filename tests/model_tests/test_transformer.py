@@ -185,3 +185,26 @@ def test_dense_below_a_length_is_the_schedule_with_a_step_there():
 def test_bad_schedule_or_threshold_values_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         Transformer(replace(SMALL, **{field: value}))
+
+
+# ------------------------------------------------------------------------------- adaptive top-k
+def test_adaptive_model_reports_the_experts_a_token_used_and_counts_only_those():
+    torch.manual_seed(0)
+    cfg = replace(SMALL, top_k=4, router_threshold=0.6)
+    model = Transformer(cfg)
+    _, aux = model(torch.randint(0, 50, (2, 64)))
+    used = aux.experts_per_token.item()
+    assert 1 <= used <= 4 and aux.experts_per_token.shape == ()
+    per_expert = 3 * cfg.d_model * cfg.d_ff
+    full = model.num_parameters(active=True)
+    assert model.num_parameters(active=True, active_experts=4) == full
+    assert full - model.num_parameters(active=True, active_experts=used) == pytest.approx(
+        cfg.n_layers * (4 - used) * per_expert)
+    assert model.flops_per_token(256) - model.flops_per_token(256, active_experts=used) == pytest.approx(
+        6 * cfg.n_layers * (4 - used) * per_expert)
+
+
+def test_fixed_top_k_and_dense_models_report_their_experts_per_token():
+    tokens = torch.randint(0, 50, (2, 32))
+    assert Transformer(SMALL)(tokens)[1].experts_per_token.item() == SMALL.top_k
+    assert Transformer(replace(SMALL, num_experts=1))(tokens)[1].experts_per_token.item() == 1.0

@@ -218,3 +218,18 @@ def test_the_report_draws_the_expert_load_of_a_really_trained_trial(tiny_model):
     figure = expert_load(study)
     assert figure is not None
     assert [list(row) for row in figure.data[0].z] == metrics["expert_load"]
+
+
+def test_evaluation_reports_the_experts_a_token_used(tiny_model):
+    fixed = train(tiny_model, replace(QUICK, steps=2))
+    adaptive = train(replace(tiny_model, top_k=4, router_threshold=0.5), replace(QUICK, steps=2))
+    assert fixed["experts_per_token"] == 2.0
+    assert 1.0 <= adaptive["experts_per_token"] < 4.0
+
+
+def test_evaluation_reports_the_length_schedules_share(tiny_model):
+    from autotune.model.attention import kept_share, scheduled_keep_ratio
+    cfg = replace(tiny_model, keep_schedule="length", keep_short=0.9, keep_long=0.1, short_len=16, long_len=64)
+    metrics = train(cfg, replace(QUICK, steps=2))
+    T = QUICK.seq_len
+    assert metrics["keep_ratio_used"] == pytest.approx(kept_share(T, 8, 16, scheduled_keep_ratio(T, 0.9, 0.1, 16, 64)))
