@@ -208,3 +208,31 @@ def test_fixed_top_k_and_dense_models_report_their_experts_per_token():
     tokens = torch.randint(0, 50, (2, 32))
     assert Transformer(SMALL)(tokens)[1].experts_per_token.item() == SMALL.top_k
     assert Transformer(replace(SMALL, num_experts=1))(tokens)[1].experts_per_token.item() == 1.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_length_schedule_on_cuda_matches_the_reference_and_one_graph_serves_every_schedule():
+    """FlexAttention under the schedule equals the masked reference; other schedules (other ratios
+    at the same length) reuse the compiled graph: the ratio is data, not a constant."""
+    import contextlib
+    from autotune.model.transformer import CausalSelfAttention, rotary_tables
+    T = 1024
+    base = replace(SCHEDULED, d_model=128, n_heads=2, block_size=64, window=64, short_len=256, long_len=4096)
+    x = torch.randn(2, T, 128, device="cuda")
+    cos, sin = (t.cuda() for t in rotary_tables(T, 64, base.rope_base))
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    torch._dynamo.reset()
+    try:
+        for i, (short, long) in enumerate([(0.8, 0.2), (0.6, 0.3), (0.9, 0.1)]):
+            torch.manual_seed(0)
+            attn = CausalSelfAttention(replace(base, keep_short=short, keep_long=long)).cuda()
+            no_recompile = torch.compiler.set_stance("fail_on_recompile") if i else contextlib.nullcontext()
+            with torch.no_grad(), no_recompile:
+                out = attn(x, cos, sin)
+            with torch.no_grad():
+                ref = attention_reference(attn, x, cos, sin, attn.keep_ratio_at(T))
+            assert ((out - ref).norm() / ref.norm()).item() < 2e-3
+    finally:
+        torch.set_float32_matmul_precision(saved)
