@@ -61,8 +61,8 @@ def kept_counts(n_blocks: int, block_size: int, window: int, keep_ratio: float |
 
 def length_position(seq_len: int, short_len: int, long_len: int) -> float:
     """Where ``seq_len`` lies between the two lengths: 0 at or below ``short_len``, 1 at or above
-    ``long_len``, linear in log length between (each doubling of the length moves the kept share by
-    the same step; the cost it saves grows with length, so a log scale spends the range evenly)."""
+    ``long_len``, linear in log length between: each doubling of the length moves the kept share by
+    the same step (lengths, like the crossover of sparse and dense speed, compare as ratios)."""
     span = math.log(long_len) - math.log(short_len)
     return min(1.0, max(0.0, (math.log(seq_len) - math.log(short_len)) / span))
 

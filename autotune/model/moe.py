@@ -89,13 +89,15 @@ class Router(nn.Module):
             gate = logits.sigmoid()
             probs = gate / gate.sum(-1, keepdim=True)
         weights, experts = top_k(gate, self.top_k)        # [N, k], best first
-        used = torch.ones_like(experts, dtype=torch.bool)
-        if self.threshold > 0:
-            used = slots_used(probs.gather(-1, experts), self.threshold)
+        adaptive = self.threshold > 0
+        if adaptive:
+            used = slots_used(probs.gather(-1, experts), self.threshold)          # [N, k] bool
             weights = weights * used
+        else:
+            used = torch.ones_like(experts, dtype=torch.bool)
         if self.top_k > 1:
             weights = weights / weights.sum(-1, keepdim=True)
-        counts = expert_counts(experts, self.num_experts, used)
+        counts = expert_counts(experts, self.num_experts, used if adaptive else None)
         load = counts.float() / counts.sum().clamp_min(1)
         mean_prob = probs.mean(0)
         return Routing(experts, weights, used, counts, load, mean_prob, balance_loss(load, mean_prob),
@@ -107,6 +109,7 @@ def slots_used(chosen_probs: Tensor, threshold: float) -> Tensor:
     ``threshold`` (probabilities sorted best first): the fewest slots reaching it, at least 1."""
     before = chosen_probs.cumsum(-1) - chosen_probs                   # [N, k] exclusive prefix sums
     return before < threshold
+
 
 def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """``scores.topk(k, dim=-1)`` for small k (top_k <= 4) as k rounds of max: under torch.compile one

@@ -77,6 +77,8 @@ class CausalSelfAttention(nn.Module):
 
     def keep_ratio(self, seq_len: int) -> Tensor:
         """The same ratio as a 0-d float64 tensor computed from the knob buffers (data, not a constant)."""
+        if self.cfg.keep_schedule == "fixed":                  # the buffer itself: no kernels to launch
+            return self.keep_short
         return keep_ratio_tensor(seq_len, self.keep_short, self.keep_long, self.log_short_len, self.log_long_len)
 
     def keep_share(self, seq_len: int) -> float:
