@@ -5,7 +5,10 @@ Sections (``--only`` picks some):
   and mask building INCLUDED) against dense causal flash SDPA, forward + backward, H=16, D=64, bf16,
   32k tokens a batch, 1k..16k tokens; time, peak memory; plus kernel-only and selection-only times.
 - ``moe``: MoE layer (8 and 32 experts, top-2) against a dense SwiGLU FFN of the same active FLOPs,
-  T=16,384, d_model 1,024, d_ff 2,048, forward + backward, bf16; and where the MoE time goes.
+  T=16,384, d_model 1,024, d_ff 2,048, forward + backward, bf16; and where the MoE time goes; plus
+  adaptive top-k (router_threshold 0.5, top-4), its TFLOP/s over the experts tokens really used.
+- ``train`` also takes ``--train-configs length adaptive``: the adaptive modes of issue 20 (MFU over
+  the realised experts per token).
 - ``train``: full training steps (AdamW, bf16 autocast, torch.compile) of the ``moe_sparse`` study's
   middle configuration: tokens/s, peak memory, MFU against 792 TFLOP/s.
 
@@ -122,7 +125,8 @@ def bench_attention(lengths, tokens=32768, H=16, D=64, bs=128, window=128, keep=
 
 
 # ---------------------------------------------------------------------------------------------- MoE
-def bench_moe(expert_counts=(8, 32), T=16384, d_model=1024, d_ff=2048, top_k=2, profile=True) -> tuple[list[dict], str]:
+def bench_moe(expert_counts=(8, 32), T=16384, d_model=1024, d_ff=2048, top_k=2, profile=True,
+              adaptive=(0.5,)) -> tuple[list[dict], str]:
     torch.manual_seed(0)
     x = torch.randn(1, T, d_model, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     grad = torch.randn_like(x)
@@ -148,13 +152,22 @@ def bench_moe(expert_counts=(8, 32), T=16384, d_model=1024, d_ff=2048, top_k=2, 
             fn = step(torch.compile(moe) if comp else moe)
             results.append({"variant": f"MoE {impl}{' compiled' if comp else ''}", "experts": E, "ms": bench_ms(fn)})
             print(json.dumps(results[-1]), flush=True)
+        for p in adaptive:              # adaptive top-k: TFLOP/s over the experts tokens really used
+            ada = MoE(d_model, d_ff, E, 4, router_threshold=p).cuda().bfloat16()
+            ada.impl = "grouped"
+            with torch.no_grad():
+                used = ada(x)[1].experts_per_token.item()
+            results.append({"variant": f"MoE grouped compiled, threshold {p}, top-4", "experts": E,
+                            "ms": bench_ms(step(torch.compile(ada))), "experts_per_token": used,
+                            "flops": 6 * T * 3 * d_model * d_ff * used})
+            print(json.dumps(results[-1]), flush=True)
         if profile:
             moe.impl = "grouped"
             results.append({"variant": "profile", "experts": E, "top_kernels": profile_kernels(step(torch.compile(moe)))})
     rows = []
     for r in results:
         if "ms" in r:
-            r["tflops"] = flops / r["ms"] / 1e9
+            r["tflops"] = r.get("flops", flops) / r["ms"] / 1e9
             r["vs_dense"] = dense_ms / r["ms"]
             rows.append([r["variant"], r["experts"], r["ms"], r["tflops"], r["vs_dense"]])
     text = table(f"MoE layer fwd+bwd, T={T}, d_model {d_model}, d_ff {d_ff}, top-{top_k}, bf16 "
