@@ -7,10 +7,9 @@ Sections (``--only`` picks some):
 - ``moe``: MoE layer (8 and 32 experts, top-2) against a dense SwiGLU FFN of the same active FLOPs,
   T=16,384, d_model 1,024, d_ff 2,048, forward + backward, bf16; and where the MoE time goes; plus
   adaptive top-k (router_threshold 0.5, top-4), its TFLOP/s over the experts tokens really used.
-- ``train`` also takes ``--train-configs length adaptive``: the adaptive modes of issue 20 (MFU over
-  the realised experts per token).
 - ``train``: full training steps (AdamW, bf16 autocast, torch.compile) of the ``moe_sparse`` study's
-  middle configuration: tokens/s, peak memory, MFU against 792 TFLOP/s.
+  middle configuration: tokens/s, peak memory, MFU against 792 TFLOP/s (over the realised experts per
+  token); ``--train-configs ... length adaptive`` adds issue 20's adaptive modes.
 
 Prints one table per section and writes everything to ``$OUT/model_speed.json`` (or ``--json``).
 Timing: ``triton.testing.do_bench`` medians (CUDA events).
