@@ -35,6 +35,8 @@ ALIASES: dict[str, str] = {
     **dict.fromkeys(("load_balancing_coef", "router_aux_loss_coef", "balance_coef"), "aux_loss_coef"),
     **dict.fromkeys(("window_size", "sliding_window", "local_window"), "window"),
     **dict.fromkeys(("sparsity", "sparsity_ratio"), "keep_ratio"),
+    **dict.fromkeys(("sparsity_schedule", "keep_ratio_schedule"), "keep_schedule"),
+    **dict.fromkeys(("topk_threshold", "routing_threshold", "top_p_routing", "router_top_p"), "router_threshold"),
     **dict.fromkeys(("dropout_rate", "dropout_prob"), "dropout"),
 }
 

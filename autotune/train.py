@@ -46,7 +46,9 @@ BUILTIN_METRICS = (
     "params_active",     # parameters one token passes through (top_k of the experts)
     "expert_load_cv",    # coefficient of variation of tokens per expert, mean over layers; 0 = balanced
                          # (besides the metrics, MoE models return ``expert_load``: [layer][expert] shares)
-    "keep_ratio_used",   # share of causal key blocks the sparse attention visited
+    "keep_ratio_used",   # share of causal key blocks the sparse attention visited (at seq_len)
+    "experts_per_token", # routed experts a token used, mean over tokens and layers (top_k unless
+                         # router_threshold > 0)
     "latency_ms",        # median ms of one forward pass, batch 1, one sequence of seq_len tokens
     "latency",           # the same value as latency_ms (the flat spec form's name)
     "mfu",               # CUDA: model FLOPs utilization against PEAK_FLOPS; 0 on CPU
@@ -257,6 +259,7 @@ def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device,
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     count, keep_sum, load_sum = 0, 0.0, None
+    experts_sum = torch.zeros((), device=device)
     try:
         for batch in batches:
             batch = batch.to(device)
@@ -270,13 +273,15 @@ def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device,
                 count += int(mask.sum())
                 if load is not None:
                     load_sum = load.detach().float() if load_sum is None else load_sum + load.detach().float()
-            keep_sum += float(getattr(aux, "keep_ratio", 1.0))
+                experts_sum += getattr(aux, "experts_per_token", 1.0)
+            keep_sum += float(getattr(aux, "keep_share", 1.0))
             del logits, aux                                   # frees the saved activations now
     finally:
         if switch:
             model.train()
     metrics = {"val_loss": float(loss_sum) / max(count, 1), "accuracy": float(correct) / max(count, 1),
-               "expert_load_cv": expert_load_cv(load_sum), "keep_ratio_used": keep_sum / len(batches)}
+               "expert_load_cv": expert_load_cv(load_sum), "keep_ratio_used": keep_sum / len(batches),
+               "experts_per_token": float(experts_sum) / len(batches)}
     if load_sum is not None and load_sum.dim() == 2 and load_sum.shape[-1] >= 2:
         # [n_layers][num_experts] share of routed assignments (the report's expert-load view)
         metrics["expert_load"] = [[round(v, 4) for v in row] for row in (load_sum / len(batches)).tolist()]

@@ -5,9 +5,11 @@ Sections (``--only`` picks some):
   and mask building INCLUDED) against dense causal flash SDPA, forward + backward, H=16, D=64, bf16,
   32k tokens a batch, 1k..16k tokens; time, peak memory; plus kernel-only and selection-only times.
 - ``moe``: MoE layer (8 and 32 experts, top-2) against a dense SwiGLU FFN of the same active FLOPs,
-  T=16,384, d_model 1,024, d_ff 2,048, forward + backward, bf16; and where the MoE time goes.
+  T=16,384, d_model 1,024, d_ff 2,048, forward + backward, bf16; and where the MoE time goes; plus
+  adaptive top-k (router_threshold 0.5, top-4), its TFLOP/s over the experts tokens really used.
 - ``train``: full training steps (AdamW, bf16 autocast, torch.compile) of the ``moe_sparse`` study's
-  middle configuration: tokens/s, peak memory, MFU against 792 TFLOP/s.
+  middle configuration: tokens/s, peak memory, MFU against 792 TFLOP/s (over the realised experts per
+  token); ``--train-configs ... length adaptive`` adds issue 20's adaptive modes.
 
 Prints one table per section and writes everything to ``$OUT/model_speed.json`` (or ``--json``).
 Timing: ``triton.testing.do_bench`` medians (CUDA events).
@@ -90,8 +92,9 @@ def bench_attention(lengths, tokens=32768, H=16, D=64, bs=128, window=128, keep=
             row[f"sparse_{m}_ms"] = bench_ms(sparse)
             row[f"sparse_{m}_mib"] = peak_mib(sparse)
         if crossover:
-            auto = step(lambda: attn.sparse_attention(q, k, v, block_size=bs, window=window, keep_ratio=keep,
-                                                      dense_below=crossover))
+            # dense below the crossover: a float ratio of 1.0 runs dense SDPA
+            auto = step(lambda: attn.sparse_attention(q, k, v, block_size=bs, window=window,
+                                                      keep_ratio=1.0 if T < crossover else keep))
             row["auto_ms"] = bench_ms(auto)
         try:
             with torch.no_grad():
@@ -121,7 +124,8 @@ def bench_attention(lengths, tokens=32768, H=16, D=64, bs=128, window=128, keep=
 
 
 # ---------------------------------------------------------------------------------------------- MoE
-def bench_moe(expert_counts=(8, 32), T=16384, d_model=1024, d_ff=2048, top_k=2, profile=True) -> tuple[list[dict], str]:
+def bench_moe(expert_counts=(8, 32), T=16384, d_model=1024, d_ff=2048, top_k=2, profile=True,
+              adaptive=(0.5,)) -> tuple[list[dict], str]:
     torch.manual_seed(0)
     x = torch.randn(1, T, d_model, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     grad = torch.randn_like(x)
@@ -147,13 +151,22 @@ def bench_moe(expert_counts=(8, 32), T=16384, d_model=1024, d_ff=2048, top_k=2, 
             fn = step(torch.compile(moe) if comp else moe)
             results.append({"variant": f"MoE {impl}{' compiled' if comp else ''}", "experts": E, "ms": bench_ms(fn)})
             print(json.dumps(results[-1]), flush=True)
+        for p in adaptive:              # adaptive top-k: TFLOP/s over the experts tokens really used
+            ada = MoE(d_model, d_ff, E, 4, router_threshold=p).cuda().bfloat16()
+            ada.impl = "grouped"
+            with torch.no_grad():
+                used = ada(x)[1].experts_per_token.item()
+            results.append({"variant": f"MoE grouped compiled, threshold {p}, top-4", "experts": E,
+                            "ms": bench_ms(step(torch.compile(ada))), "experts_per_token": used,
+                            "flops": 6 * T * 3 * d_model * d_ff * used})
+            print(json.dumps(results[-1]), flush=True)
         if profile:
             moe.impl = "grouped"
             results.append({"variant": "profile", "experts": E, "top_kernels": profile_kernels(step(torch.compile(moe)))})
     rows = []
     for r in results:
         if "ms" in r:
-            r["tflops"] = flops / r["ms"] / 1e9
+            r["tflops"] = r.get("flops", flops) / r["ms"] / 1e9
             r["vs_dense"] = dense_ms / r["ms"]
             rows.append([r["variant"], r["experts"], r["ms"], r["tflops"], r["vs_dense"]])
     text = table(f"MoE layer fwd+bwd, T={T}, d_model {d_model}, d_ff {d_ff}, top-{top_k}, bf16 "
@@ -194,9 +207,12 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
         forward = torch.compile(model)
         tokens = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda")
 
+        experts_per_token = []
+
         def train_step():
             with torch.autocast("cuda", torch.bfloat16):
                 logits, aux = forward(tokens[:, :-1])
+                experts_per_token.append(aux.experts_per_token.detach())
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten()) + aux.aux_loss
             loss.backward()
             opt.step()
@@ -219,10 +235,12 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
             times.append(start.elapsed_time(end))
         ms = sorted(times)[len(times) // 2]
         tps = batch * seq_len / ms * 1e3
+        used = float(torch.stack(experts_per_token[-steps:]).mean())     # realised (adaptive top-k)
         row = {"config": name, "batch": batch, "seq_len": seq_len, "step_ms": ms, "tokens_per_s": tps,
                "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
-               "params_total": model.num_parameters(), "params_active": model.num_parameters(active=True),
-               "flops_per_token": model.flops_per_token(seq_len), "compile_s": compile_s,
+               "params_total": model.num_parameters(), "experts_per_token": used,
+               "params_active": model.num_parameters(active=True, active_experts=used),
+               "flops_per_token": model.flops_per_token(seq_len, active_experts=used), "compile_s": compile_s,
                "loss": float(loss.detach())}
         row["mfu"] = row["flops_per_token"] * tps / (PEAK_TFLOPS * 1e12)
         if profile:
@@ -250,10 +268,11 @@ def main(argv=None) -> int:
     parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 2048, 4096, 8192, 16384])
     parser.add_argument("--modes", nargs="+", default=["default"],
                         help="torch.compile modes for the sparse path, e.g. max-autotune-no-cudagraphs")
-    parser.add_argument("--train-configs", nargs="+", default=["sparse", "dense", "dense_below"])
+    parser.add_argument("--train-configs", nargs="+", default=["sparse", "dense", "dense_below"],
+                        help="also: length (keep_schedule: length), adaptive (router_threshold 0.6, top_k 4)")
     parser.add_argument("--profile", action="store_true", help="profile the training steps' kernels")
     parser.add_argument("--tune-lengths", nargs="+", type=int, default=[8192, 16384])
-    parser.add_argument("--crossover", type=int, default=1024, help="dense_below used for the 'auto' column")
+    parser.add_argument("--crossover", type=int, default=1024, help="dense below this length in the 'auto' column")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "model_speed.json"))
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -275,7 +294,12 @@ def main(argv=None) -> int:
         configs = {
             "sparse": ("moe_sparse middle (sparse attn)", MIDDLE),
             "dense": ("same, dense attn", middle_dense),
-            "dense_below": ("same, sparse attn, dense below 4096", replace(MIDDLE, dense_below=4096)),
+            "dense_below": ("same, sparse attn, dense below 4096",
+                            replace(MIDDLE, keep_schedule="length", keep_short=1.0, keep_long=MIDDLE.keep_ratio,
+                                    short_len=4095, long_len=4096)),
+            "length": ("same, keep_schedule length (0.8 at 256 -> 0.2 at 1024)",
+                       replace(MIDDLE, keep_schedule="length")),
+            "adaptive": ("same, router_threshold 0.6, top_k 4", replace(MIDDLE, router_threshold=0.6, top_k=4)),
         }
         report["train"], text = bench_train(
             {configs[c][0]: (configs[c][1], 32, 2048) for c in args.train_configs}, profile=args.profile)

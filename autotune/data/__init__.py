@@ -8,25 +8,28 @@ Every dataset offers ``vocab_size``, ``seq_len``, ``train_batches()`` (endless) 
 """
 from __future__ import annotations
 
-from autotune.data.batching import (IGNORE_INDEX, PAD_TOKEN, Batch, collate, prefetch,
-                                    token_budget_batches)
+from autotune.data.batching import (IGNORE_INDEX, PAD_TOKEN, Batch, BatchCost, collate, cost_budget_batches,
+                                    fit_batch_cost, prefetch, token_budget_batches)
 from autotune.data.synthetic import AssociativeRecall
 from autotune.data.text import TextFile, load_tokens, split_pieces
 
 TASKS = ("mqar", "text")
 
-__all__ = ["IGNORE_INDEX", "PAD_TOKEN", "TASKS", "AssociativeRecall", "Batch", "TextFile",
-           "build_dataset", "collate", "load_tokens", "prefetch", "split_pieces", "token_budget_batches"]
+__all__ = ["IGNORE_INDEX", "PAD_TOKEN", "TASKS", "AssociativeRecall", "Batch", "BatchCost", "TextFile",
+           "build_dataset", "collate", "cost_budget_batches", "fit_batch_cost", "load_tokens", "prefetch",
+           "split_pieces", "token_budget_batches"]
 
 
 def build_dataset(task: str, *, seq_len: int, batch_size: int, seed: int = 0, eval_batches: int = 4,
                   num_pairs: int = 8, num_queries: int | None = None, task_vocab: int | None = None, data_path: str | None = None,
                   tokens_per_batch: int | None = None, eot_token: int | None = None,
-                  val_fraction: float = 0.1) -> AssociativeRecall | TextFile:
+                  val_fraction: float = 0.1, batch_cost: BatchCost | None = None,
+                  max_batch_size: int | None = None) -> AssociativeRecall | TextFile:
     """The dataset for ``task``: ``mqar`` (fixed ``batch_size``) or ``text`` (token budget).
 
     For ``text``, ``tokens_per_batch`` defaults to ``batch_size * seq_len`` and ``task_vocab``
-    (if given) overrides the vocabulary size read from the file.
+    (if given) overrides the vocabulary size read from the file; ``batch_cost`` (text only) batches
+    by predicted cost, at most ``max_batch_size`` pieces a batch (see ``TextFile``).
     """
     if task == "mqar":
         return AssociativeRecall(seq_len=seq_len, num_pairs=num_pairs, num_queries=num_queries,
@@ -36,5 +39,6 @@ def build_dataset(task: str, *, seq_len: int, batch_size: int, seed: int = 0, ev
             raise ValueError("task 'text' needs data_path (a .txt or .bin file)")
         return TextFile(data_path, seq_len=seq_len, tokens_per_batch=tokens_per_batch or batch_size * seq_len,
                         seed=seed, eot_token=eot_token, val_fraction=val_fraction,
-                        eval_batches=eval_batches, vocab_size=task_vocab)
+                        eval_batches=eval_batches, vocab_size=task_vocab, batch_cost=batch_cost,
+                        max_batch_size=max_batch_size)
     raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")

@@ -1,15 +1,17 @@
-"""Batches: the ``Batch`` every task yields, and token-budget batching for variable-length text.
+"""Batches: the ``Batch`` every task yields, and dynamic batching for variable-length text.
 
 Owns: the batch container, the loss mask convention (``IGNORE_INDEX`` in ``targets``), grouping of
-pieces of similar length under a token budget, padding them into tensors, and drawing batches ahead
-in a background thread (``prefetch``) so that a GPU never waits for them.
+pieces of similar length under a budget (of padded tokens, ``token_budget_batches``, or of predicted
+cost, ``cost_budget_batches`` with a ``BatchCost`` model fitted by ``fit_batch_cost``), padding them
+into tensors, and drawing batches ahead in a background thread (``prefetch``) so that a GPU never
+waits for them.
 Must not know about: the model, the training loop, Optuna.
 """
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +65,12 @@ def token_budget_batches(lengths: np.ndarray, tokens_per_batch: int, rng: np.ran
     Returns:
         Index arrays into ``lengths``, one per batch, every index exactly once.
     """
+    return _greedy_batches(lengths, lambda n, longest: n * longest <= tokens_per_batch, rng, cap)
+
+
+def _greedy_batches(lengths: np.ndarray, fits, rng: np.random.Generator, cap: int | None) -> list[np.ndarray]:
+    """Items sorted by length (random ties) cut into consecutive batches, each grown while
+    ``fits(batch size, padded length of its longest item)``; batch order shuffled."""
     lengths = np.asarray(lengths)
     order = rng.permutation(len(lengths))
     order = order[np.argsort(lengths[order], kind="stable")]          # by length, random ties
@@ -71,11 +79,79 @@ def token_budget_batches(lengths: np.ndarray, tokens_per_batch: int, rng: np.ran
     for end in range(1, len(order) + 1):
         if end < len(order):
             longest = padded_length(int(lengths[order[end]]), cap)    # ascending: the newcomer
-            if (end + 1 - start) * longest <= tokens_per_batch:
+            if fits(end + 1 - start, longest):
                 continue
         batches.append(order[start:end])
         start = end
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+# --- cost-model batching ---------------------------------------------------------------------------
+
+def attention_pairs(length: int, share: float = 1.0) -> float:
+    """(query, key) pairs causal attention visits in one sequence of ``length`` tokens: the causal
+    triangle ``T (T + 1) / 2``, times the share of it that sparse attention keeps (1.0 dense)."""
+    return share * length * (length + 1) / 2
+
+
+@dataclass(frozen=True)
+class BatchCost:
+    """Predicted cost (seconds of a training step, or FLOPs: any one unit) of a batch of
+    ``batch_size`` sequences padded to ``length``:
+    ``fixed + per_token * B * T + per_pair * B * attention_pairs(T, share(T))``.
+
+    The token term is the matmuls (linear in length), the pair term attention (quadratic in length
+    for dense, times the keep share for sparse). ``share(T)``: the share of the causal key blocks the
+    model visits at length T (its keep schedule); None: dense.
+    """
+
+    fixed: float = 0.0
+    per_token: float = 1.0
+    per_pair: float = 0.0
+    share: Callable[[int], float] | None = None
+
+    def features(self, batch_size: int, length: int) -> tuple[float, float, float]:
+        share = 1.0 if self.share is None else self.share(length)
+        return 1.0, float(batch_size * length), batch_size * attention_pairs(length, share)
+
+    def __call__(self, batch_size: int, length: int) -> float:
+        one, tokens, pairs = self.features(batch_size, length)
+        return self.fixed * one + self.per_token * tokens + self.per_pair * pairs
+
+
+def fit_batch_cost(shapes: list[tuple[int, int]], seconds: list[float],
+                   share: Callable[[int], float] | None = None) -> BatchCost:
+    """The ``BatchCost`` that best predicts measured step times of batches of ``(batch_size, padded
+    length)``: least squares of the relative error (timing noise is relative), with no coefficient
+    negative (a negative one is dropped and the rest refitted). Needs steps of at least two lengths
+    to tell the token and pair terms apart (where sparse attention keeps a share that falls as 1 / T,
+    its pair term is linear in length too, and only the prediction is determined)."""
+    target = np.asarray(seconds, dtype=np.float64)
+    rows = np.array([BatchCost(share=share).features(b, t) for b, t in shapes]) / target[:, None]   # [steps, 3]
+    target = np.ones_like(target)
+    scale = np.abs(rows).max(0)
+    scale[scale == 0] = 1.0                                                          # columns of 0
+    active = [0, 1, 2]
+    while True:
+        coef = np.zeros(3)
+        coef[active] = np.linalg.lstsq(rows[:, active] / scale[active], target, rcond=None)[0] / scale[active]
+        negative = [i for i in active if coef[i] < 0]
+        if not negative:
+            return BatchCost(*coef.tolist(), share=share)
+        active.remove(min(negative, key=lambda i: coef[i] * scale[i]))
+
+
+def cost_budget_batches(lengths: np.ndarray, cost: BatchCost, budget: float, rng: np.random.Generator, *,
+                        cap: int | None = None, max_batch_size: int | None = None,
+                        max_tokens: int | None = None) -> list[np.ndarray]:
+    """Like ``token_budget_batches``, but each batch grows while its predicted ``cost`` stays within
+    ``budget``, it holds at most ``max_batch_size`` sequences and at most ``max_tokens`` padded tokens
+    (the memory budget). Short sequences cost less attention per token, so their batches hold more
+    tokens. An item over the budget forms a batch of its own."""
+    def fits(n: int, longest: int) -> bool:
+        return (cost(n, longest) <= budget and (max_batch_size is None or n <= max_batch_size)
+                and (max_tokens is None or n * longest <= max_tokens))
+    return _greedy_batches(lengths, fits, rng, cap)
 
 
 def collate(pieces: list[np.ndarray], *, cap: int | None = None) -> Batch:

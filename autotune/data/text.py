@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autotune.data.batching import Batch, collate, token_budget_batches
+from autotune.data.batching import BatchCost, Batch, collate, cost_budget_batches, token_budget_batches
 
 BYTE_VOCAB = 256
 
@@ -73,15 +73,22 @@ class TextFile:
         val_fraction: share of the pieces (the file's tail) kept for validation.
         eval_batches: most validation batches an evaluation uses.
         vocab_size: tokens in the vocabulary; default 256 for ``.txt``, largest token + 1 for ``.bin``.
+        batch_cost: batch by predicted cost instead of padded tokens (``cost_budget_batches``): each
+            batch may cost what a token-budget batch of full-length pieces costs
+            (``batch_cost(tokens_per_batch // seq_len, seq_len)``), holding at most
+            ``max_batch_size`` pieces and ``max_tokens`` padded tokens (default 2 x tokens_per_batch).
     """
 
     def __init__(self, path: str | Path, *, seq_len: int, tokens_per_batch: int, seed: int = 0,
                  eot_token: int | None = None, val_fraction: float = 0.1, eval_batches: int = 4,
-                 vocab_size: int | None = None) -> None:
+                 vocab_size: int | None = None, batch_cost: BatchCost | None = None,
+                 max_batch_size: int | None = None, max_tokens: int | None = None) -> None:
         if tokens_per_batch < seq_len:
             raise ValueError(f"tokens_per_batch={tokens_per_batch} must be at least seq_len={seq_len}")
         self.path, self.seq_len, self.tokens_per_batch = Path(path), seq_len, tokens_per_batch
         self.seed, self.eval_batches = seed, eval_batches
+        self.batch_cost, self.max_batch_size = batch_cost, max_batch_size
+        self.max_tokens = max_tokens or 2 * tokens_per_batch
         self.tokens = load_tokens(path)
         if len(self.tokens) < 4:
             raise ValueError(f"{path}: too few tokens ({len(self.tokens)})")
@@ -101,9 +108,17 @@ class TextFile:
 
     def _batches(self, pieces: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> Iterator[Batch]:
         starts, lengths = pieces
-        for index in token_budget_batches(lengths - 1, self.tokens_per_batch, rng, cap=self.seq_len):
+        for index in self._group(lengths - 1, rng):
             yield collate([np.asarray(self.tokens[s:s + n]) for s, n in zip(starts[index], lengths[index])],
                           cap=self.seq_len)
+
+    def _group(self, lengths: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """Index arrays of the pieces each batch holds (``lengths``: input tokens of each piece)."""
+        if self.batch_cost is None:
+            return token_budget_batches(lengths, self.tokens_per_batch, rng, cap=self.seq_len)
+        budget = self.batch_cost(max(1, self.tokens_per_batch // self.seq_len), self.seq_len)
+        return cost_budget_batches(lengths, self.batch_cost, budget, rng, cap=self.seq_len,
+                                   max_batch_size=self.max_batch_size, max_tokens=self.max_tokens)
 
     def train_batches(self) -> Iterator[Batch]:
         """Endless training batches: epoch after epoch, each in a fresh order."""

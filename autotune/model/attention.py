@@ -3,12 +3,15 @@
 Owns: the block selection (``select_blocks``), the sparse pattern it defines, and three ways to
 compute attention under that pattern: the plain masked reference (every device; the CPU path), the
 FlexAttention path (CUDA; block masks built from indices inside one compiled graph) and dense causal
-attention (``keep_ratio >= 1``, ``attention: dense``, or sequences shorter than ``dense_below``).
+attention (``keep_ratio >= 1`` or ``attention: dense``); and the length schedule of the kept share
+(``scheduled_keep_ratio``: ``keep_short`` for short sequences, ``keep_long`` for long ones).
 Must not know about: MoE, training, Optuna.
 
 ``keep_ratio`` may be a 0-d tensor (the model passes one): the number of blocks each query block keeps
 is then computed on the device, so one compiled FlexAttention graph serves every ratio a search tries
-(a Python float would be baked into the graph as a constant, one recompile per ratio).
+(a Python float would be baked into the graph as a constant, one recompile per ratio). The length
+schedule keeps that property: the model computes the ratio for a length from its knobs held as 0-d
+tensors (``keep_ratio_tensor``), the length itself being the only constant (a static shape).
 
 The pattern, for a sequence cut into blocks of ``block_size`` tokens (query block ``i``, key block ``j``):
 - the diagonal block ``j == i`` is attended causally (token level);
@@ -54,6 +57,29 @@ def kept_counts(n_blocks: int, block_size: int, window: int, keep_ratio: float |
     rows = torch.arange(1, n_blocks + 1, dtype=torch.float64, device=ratio.device)     # i + 1
     kept = torch.ceil(ratio * rows - 1e-9).clamp_min(window_blocks(window, block_size))
     return (torch.minimum(kept, rows) - 1).to(torch.int32)
+
+
+def length_position(seq_len: int, short_len: int, long_len: int) -> float:
+    """Where ``seq_len`` lies between the two lengths: 0 at or below ``short_len``, 1 at or above
+    ``long_len``, linear in log length between: each doubling of the length moves the kept share by
+    the same step (lengths, like the crossover of sparse and dense speed, compare as ratios)."""
+    span = math.log(long_len) - math.log(short_len)
+    return min(1.0, max(0.0, (math.log(seq_len) - math.log(short_len)) / span))
+
+
+def scheduled_keep_ratio(seq_len: int, keep_short: float, keep_long: float, short_len: int,
+                         long_len: int) -> float:
+    """``keep_ratio`` at this length under ``keep_schedule: length``: ``keep_short`` at or below
+    ``short_len``, ``keep_long`` at or above ``long_len``, linear in log length between."""
+    return keep_short + (keep_long - keep_short) * length_position(seq_len, short_len, long_len)
+
+
+def keep_ratio_tensor(seq_len: int, keep_short: Tensor, keep_long: Tensor, log_short_len: Tensor,
+                      log_long_len: Tensor) -> Tensor:
+    """``scheduled_keep_ratio`` as tensor ops on 0-d float64 knobs (data to a compiled graph): the
+    same float64 arithmetic, so the counts agree with the host's ``kept_blocks``."""
+    position = ((math.log(seq_len) - log_short_len) / (log_long_len - log_short_len)).clamp(0.0, 1.0)
+    return keep_short + (keep_long - keep_short) * position
 
 
 def kept_share(seq_len: int, block_size: int, window: int, keep_ratio: float) -> float:
@@ -213,28 +239,20 @@ def flex_available(x: Tensor) -> bool:
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, *, block_size: int, window: int,
-                     keep_ratio: float | Tensor, dense_below: int = 0, impl: str = "auto") -> Tensor:
+                     keep_ratio: float | Tensor, impl: str = "auto") -> Tensor:
     """Causal attention under the window + selected-blocks pattern. q,k,v: [B,H,T,D] -> [B,H,T,D].
 
     impl: ``auto`` (flex on CUDA, reference elsewhere), ``flex`` or ``reference``. Dense causal
-    attention is used, on every device, when ``T < dense_below`` or a float ``keep_ratio`` keeps
-    every causal block (with a tensor ratio the caller decides that, as ``CausalSelfAttention`` does).
+    attention is used, on every device, when a float ``keep_ratio`` keeps every causal block (with
+    a tensor ratio the caller decides that, as ``CausalSelfAttention`` does).
     Inside a graph being compiled (the model compiled as a whole or by blocks) FlexAttention is
     traced into that graph; in an eager model it runs through its own compiled graph.
     """
     T = q.shape[2]
-    if T < dense_below or (not isinstance(keep_ratio, Tensor)
-                           and kept_share(T, block_size, window, keep_ratio) >= 1.0):
+    if not isinstance(keep_ratio, Tensor) and kept_share(T, block_size, window, keep_ratio) >= 1.0:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if impl == "flex" or (impl == "auto" and flex_available(q)):
         flex = _flex_sparse if torch.compiler.is_compiling() else _flex_sparse_compiled
         return flex(q, k, v, block_size, window, keep_ratio)
     return sparse_attention_reference(q, k, v, block_size, window, keep_ratio)
 
-
-def effective_keep_share(seq_len: int, block_size: int, window: int, keep_ratio: float,
-                         dense_below: int = 0) -> float:
-    """What ``sparse_attention`` visits at this length: 1.0 where it runs dense."""
-    if seq_len < dense_below:
-        return 1.0
-    return kept_share(seq_len, block_size, window, keep_ratio)

@@ -19,17 +19,24 @@ class ModelConfig:
         n_heads: attention heads; ``d_model`` must be divisible by it.
         d_ff: hidden width of each expert (and of the shared expert).
         num_experts: routed experts per MoE layer; 1 gives a plain dense FFN.
-        top_k: experts each token is routed to (1..4, at most ``num_experts``).
+        top_k: experts each token is routed to (1..4, at most ``num_experts``); with
+            ``router_threshold`` the most it is routed to.
+        router_threshold: adaptive top-k, in [0, 1): 0 routes every token to ``top_k`` experts;
+            p > 0 routes each token to the fewest of its top experts whose routing probabilities
+            (softmax, or sigmoid scores normalised to sum to 1) sum to at least p, at least 1 and
+            at most ``top_k``; weights are renormalised over the experts used.
         router: ``softmax`` or ``sigmoid`` gate scores.
         aux_loss_coef: weight of the load-balancing loss.
         shared_expert: add one always-on expert beside the routed ones.
         attention: ``sparse`` (window + selected blocks) or ``dense`` (plain causal).
         window: causal local window, in tokens.
-        keep_ratio: share of the causal key blocks each query block visits (1.0 = all).
+        keep_schedule: ``fixed`` (every length keeps ``keep_ratio``) or ``length`` (short
+            sequences keep more: ``keep_short`` at or below ``short_len`` tokens, ``keep_long`` at
+            or above ``long_len``, linear in log length between). Dense below a crossover length N
+            (the former ``dense_below: N``) is ``keep_short: 1.0, short_len: N - 1, long_len: N``.
+        keep_ratio: ``fixed``: share of the causal key blocks each query block visits (1.0 = all).
+        keep_short, keep_long, short_len, long_len: ``length``: the schedule's two ends.
         block_size: tokens per attention block for selection and masks.
-        dense_below: sequences shorter than this many tokens use dense causal attention on every
-            device (below a crossover length dense flash attention is faster than the sparse
-            kernel); 0 = always as configured.
         max_seq_len: longest sequence the rotary tables cover.
         rope_base: rotary base frequency.
         abs_positions: also add a learned absolute position embedding to the token embedding
@@ -46,13 +53,18 @@ class ModelConfig:
     num_experts: int = 4
     top_k: int = 2
     router: str = "softmax"
+    router_threshold: float = 0.0
     aux_loss_coef: float = 0.01
     shared_expert: bool = False
     attention: str = "sparse"
     window: int = 128
+    keep_schedule: str = "fixed"
     keep_ratio: float = 0.5
+    keep_short: float = 0.8
+    keep_long: float = 0.2
+    short_len: int = 256
+    long_len: int = 1024
     block_size: int = 128           # FlexAttention on torch 2.11 compiled fwd+bwd at 128, not 16 or 64
-    dense_below: int = 0
     max_seq_len: int = 4096
     rope_base: float = 10000.0
     abs_positions: bool = False

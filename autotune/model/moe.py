@@ -10,6 +10,11 @@ Dispatch has no Python loop over tokens: the (token, expert) assignments are sor
 tokens gathered in that order, each expert's contiguous segment multiplied by its weights
 (``torch._grouped_mm`` where it runs; a loop over experts otherwise), and the results gathered back
 into [token, k] order and mixed by the routing weights.
+
+Adaptive top-k (``threshold`` > 0) keeps that [N, k] layout, so no shape depends on the data: a
+token's unused slots get weight 0 and are sorted past every expert's segment (sentinel key E), the
+counts and offsets cover used assignments only, and no expert computes the tail; the experts return
+zeros there.
 """
 from __future__ import annotations
 
@@ -44,12 +49,14 @@ class FeedForward(nn.Module):
 class Routing:
     """One layer's routing decision for N tokens."""
 
-    experts: Tensor        # [N, k] int64 chosen experts
-    weights: Tensor        # [N, k] float32 mixing weights
-    counts: Tensor         # [E] int64 assignments per expert
-    load: Tensor           # [E] fraction of the N*k assignments each expert got (f_i)
+    experts: Tensor        # [N, k] int64 chosen experts, best first
+    weights: Tensor        # [N, k] float32 mixing weights (0 in unused slots)
+    used: Tensor           # [N, k] bool: the slot runs (all True for fixed top-k)
+    counts: Tensor         # [E] int64 used assignments per expert
+    load: Tensor           # [E] fraction of the used assignments each expert got (f_i)
     mean_prob: Tensor      # [E] mean router probability of each expert (P_i)
     balance_loss: Tensor   # scalar E * sum_i f_i P_i (1.0 at uniform load), not yet times the coef
+    experts_per_token: Tensor   # scalar float32: mean used slots per token (top_k when fixed)
 
 
 def balance_loss(load: Tensor, mean_prob: Tensor) -> Tensor:
@@ -58,19 +65,21 @@ def balance_loss(load: Tensor, mean_prob: Tensor) -> Tensor:
 
 
 class Router(nn.Module):
-    """Scores every expert, keeps the top_k per token.
+    """Scores every expert, keeps the top_k per token (or, with ``threshold`` p > 0, the fewest of
+    them whose probabilities sum to at least p).
 
-    softmax: weights are the chosen probabilities (renormalized over the k chosen when k > 1).
+    softmax: weights are the chosen probabilities (renormalized over the used ones when k > 1).
     sigmoid: independent scores; weights the chosen scores (renormalized when k > 1); the balance
-    loss uses the scores normalized to sum to 1 per token as P.
+    loss, and the threshold, use the scores normalized to sum to 1 per token as P.
     """
 
-    def __init__(self, d_model: int, num_experts: int, top_k: int, kind: str = "softmax"):
+    def __init__(self, d_model: int, num_experts: int, top_k: int, kind: str = "softmax",
+                 threshold: float = 0.0):
         super().__init__()
         if kind not in ("softmax", "sigmoid"):
             raise ValueError(f"router must be 'softmax' or 'sigmoid', not {kind!r}")
         self.proj = nn.Linear(d_model, num_experts, bias=False)
-        self.num_experts, self.top_k, self.kind = num_experts, top_k, kind
+        self.num_experts, self.top_k, self.kind, self.threshold = num_experts, top_k, kind, threshold
 
     def forward(self, x: Tensor) -> Routing:            # x: [N, d_model]
         logits = self.proj(x).float()                    # [N, E]
@@ -79,13 +88,27 @@ class Router(nn.Module):
         else:
             gate = logits.sigmoid()
             probs = gate / gate.sum(-1, keepdim=True)
-        weights, experts = top_k(gate, self.top_k)        # [N, k]
+        weights, experts = top_k(gate, self.top_k)        # [N, k], best first
+        adaptive = self.threshold > 0
+        if adaptive:
+            used = slots_used(probs.gather(-1, experts), self.threshold)          # [N, k] bool
+            weights = weights * used
+        else:
+            used = torch.ones_like(experts, dtype=torch.bool)
         if self.top_k > 1:
             weights = weights / weights.sum(-1, keepdim=True)
-        counts = expert_counts(experts, self.num_experts)
-        load = counts.float() / experts.numel()
+        counts = expert_counts(experts, self.num_experts, used if adaptive else None)
+        load = counts.float() / counts.sum().clamp_min(1)
         mean_prob = probs.mean(0)
-        return Routing(experts, weights, counts, load, mean_prob, balance_loss(load, mean_prob))
+        return Routing(experts, weights, used, counts, load, mean_prob, balance_loss(load, mean_prob),
+                       used.sum(-1).float().mean())
+
+
+def slots_used(chosen_probs: Tensor, threshold: float) -> Tensor:
+    """[N, k] bool: slot j is used while the probabilities of the slots before it sum to less than
+    ``threshold`` (probabilities sorted best first): the fewest slots reaching it, at least 1."""
+    before = chosen_probs.cumsum(-1) - chosen_probs                   # [N, k] exclusive prefix sums
+    return before < threshold
 
 
 def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -100,12 +123,12 @@ def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.cat(values, -1), torch.cat(indices, -1)
 
 
-def expert_counts(experts: Tensor, num_experts: int) -> Tensor:
-    """Assignments per expert, [E] int64 (a scatter-add: unlike bincount its shape is static,
+def expert_counts(experts: Tensor, num_experts: int, used: Tensor | None = None) -> Tensor:
+    """Used assignments per expert, [E] int64 (a scatter-add: unlike bincount its shape is static,
     so torch.compile keeps it in the graph)."""
     flat = experts.flatten()
-    return torch.zeros(num_experts, dtype=torch.int64, device=flat.device).scatter_add_(
-        0, flat, torch.ones_like(flat))
+    ones = torch.ones_like(flat) if used is None else used.flatten().long()
+    return torch.zeros(num_experts, dtype=torch.int64, device=flat.device).scatter_add_(0, flat, ones)
 
 
 class _Gather(torch.autograd.Function):
@@ -142,21 +165,30 @@ class Experts(nn.Module):
         nn.init.normal_(self.w_in, std=d_model ** -0.5)
         nn.init.normal_(self.w_out, std=d_ff ** -0.5)
 
-    def forward(self, x_sorted: Tensor, counts: Tensor, impl: str = "auto") -> Tensor:
-        """x_sorted: [M, d_model] rows grouped by expert, ``counts[e]`` rows each -> [M, d_model]."""
+    def forward(self, x_sorted: Tensor, counts: Tensor, impl: str = "auto", has_tail: bool = False) -> Tensor:
+        """x_sorted: [M, d_model] rows grouped by expert, ``counts[e]`` rows each -> [M, d_model].
+        Rows past ``counts.sum()`` (unused slots) belong to no expert and come back zero."""
         dtype = compute_dtype(x_sorted)
         x_sorted = x_sorted.to(dtype)
         if impl == "grouped" or (impl == "auto" and grouped_mm_available(x_sorted)):
-            return self.forward_grouped(x_sorted, counts)
+            return self.forward_grouped(x_sorted, counts, has_tail)
         return self.forward_loop(x_sorted, counts)
 
-    def forward_grouped(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
-        """All experts in two grouped matmuls over contiguous segments (no host sync)."""
+    def forward_grouped(self, x_sorted: Tensor, counts: Tensor, has_tail: bool = False) -> Tensor:
+        """All experts in two grouped matmuls over contiguous segments (no host sync).
+
+        ``has_tail``: rows past the last segment (unused slots) exist; the grouped matmul leaves
+        them unwritten (garbage), so they are zeroed, on the way in too: that keeps garbage out of
+        the input gradient."""
         offsets = counts.cumsum(0).to(torch.int32)                    # [E] segment ends
+        if has_tail:
+            in_segment = (torch.arange(x_sorted.shape[0], device=x_sorted.device) < offsets[-1]).unsqueeze(-1)
+            x_sorted = torch.where(in_segment, x_sorted, 0)           # [M, d_model]
         w_in = self.w_in.to(x_sorted.dtype).transpose(-1, -2)         # [E, d_model, 2*d_ff]
         w_out = self.w_out.to(x_sorted.dtype).transpose(-1, -2)       # [E, d_ff, d_model]
         gate, up = torch._grouped_mm(x_sorted, w_in, offs=offsets).chunk(2, dim=-1)   # [M, d_ff] each
-        return torch._grouped_mm(F.silu(gate) * up, w_out, offs=offsets)              # [M, d_model]
+        out = torch._grouped_mm(F.silu(gate) * up, w_out, offs=offsets)               # [M, d_model]
+        return torch.where(in_segment, out, 0) if has_tail else out
 
     def forward_loop(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
         """Reference: one plain matmul pair per expert on its segment (syncs to read counts)."""
@@ -166,6 +198,7 @@ class Experts(nn.Module):
             gate, up = (seg @ self.w_in[e].to(seg.dtype).T).chunk(2, dim=-1)
             outputs.append((F.silu(gate) * up) @ self.w_out[e].to(seg.dtype).T)
             start += n
+        outputs.append(x_sorted.new_zeros(x_sorted.shape[0] - start, x_sorted.shape[1]))   # unused slots
         return torch.cat(outputs)
 
 
@@ -173,9 +206,9 @@ class MoE(nn.Module):
     """Routed experts (+ optional shared expert). x: [B, T, d_model] -> ([B, T, d_model], Routing)."""
 
     def __init__(self, d_model: int, d_ff: int, num_experts: int, top_k: int, router: str = "softmax",
-                 shared_expert: bool = False):
+                 shared_expert: bool = False, router_threshold: float = 0.0):
         super().__init__()
-        self.router = Router(d_model, num_experts, min(top_k, num_experts), router)
+        self.router = Router(d_model, num_experts, min(top_k, num_experts), router, router_threshold)
         self.experts = Experts(num_experts, d_model, d_ff)
         self.shared = FeedForward(d_model, d_ff) if shared_expert else None
         self.impl = "auto"      # "grouped" | "loop": tests and benchmarks pin one
@@ -186,11 +219,14 @@ class MoE(nn.Module):
         routing = self.router(flat)
         k = routing.experts.shape[1]
         assignment = routing.experts.flatten()                        # [N*k], row r = (token r//k, slot r%k)
+        adaptive = self.router.threshold > 0
+        if adaptive:                                                  # unused slots sort last (sentinel E)
+            assignment = assignment.masked_fill(~routing.used.flatten(), self.router.num_experts)
         order = assignment.argsort(stable=True)                       # assignments grouped by expert
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
         x_sorted = _Gather.apply(flat, order // k, inverse, k)        # [N*k, D], by expert
-        y_sorted = self.experts(x_sorted, routing.counts, self.impl)  # [N*k, D]
+        y_sorted = self.experts(x_sorted, routing.counts, self.impl, has_tail=adaptive)   # [N*k, D]
         y = _Gather.apply(y_sorted, inverse, order, 1).view(B * T, k, D)   # back to (token, slot)
         # mix the k results; elementwise, not a batched [1, k] @ [k, D] matmul (a slow tiny-GEMM kernel)
         out = (y * routing.weights.to(y.dtype).unsqueeze(-1)).sum(1)       # [N, D]

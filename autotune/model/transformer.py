@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from autotune.model.attention import effective_keep_share, sparse_attention
+from autotune.model.attention import keep_ratio_tensor, kept_share, scheduled_keep_ratio, sparse_attention
 from autotune.model.config import ModelConfig
 from autotune.model.moe import MoE, FeedForward
 
@@ -31,7 +31,9 @@ class ModelAux:
 
     aux_loss: Tensor       # scalar: load-balancing losses summed over layers, times aux_loss_coef
     expert_load: Tensor    # [n_layers, num_experts] fraction of routed assignments per expert
-    keep_ratio: float      # share of causal key blocks attention visited (1.0 = dense)
+    keep_share: float      # share of causal key blocks attention visited at this length (1.0 = dense)
+    experts_per_token: Tensor   # scalar: routed experts a token used, mean over tokens and MoE
+                                # layers (top_k unless router_threshold > 0; 1.0 without MoE layers)
 
 
 def rotary_tables(seq_len: int, head_dim: int, base: float, device=None) -> tuple[Tensor, Tensor]:
@@ -57,15 +59,34 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
-        # keep_ratio as data (0-d, float64 as Python counts blocks): one compiled attention graph
-        # serves every ratio a search tries
-        self.register_buffer("keep_ratio", torch.tensor(cfg.keep_ratio, dtype=torch.float64), persistent=False)
+        # the schedule's knobs as data (0-d, float64 as Python counts blocks): one compiled attention
+        # graph serves every ratio a search tries; ``fixed`` is the schedule with both ends at keep_ratio
+        fixed = cfg.keep_schedule == "fixed"
+        knobs = {"keep_short": cfg.keep_ratio if fixed else cfg.keep_short,
+                 "keep_long": cfg.keep_ratio if fixed else cfg.keep_long,
+                 "log_short_len": math.log(cfg.short_len), "log_long_len": math.log(cfg.long_len)}
+        for name, value in knobs.items():
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float64), persistent=False)
+
+    def keep_ratio_at(self, seq_len: int) -> float:
+        """The schedule's ``keep_ratio`` for this length, on the host (decides dense vs sparse)."""
+        cfg = self.cfg
+        if cfg.keep_schedule == "fixed":
+            return cfg.keep_ratio
+        return scheduled_keep_ratio(seq_len, cfg.keep_short, cfg.keep_long, cfg.short_len, cfg.long_len)
+
+    def keep_ratio(self, seq_len: int) -> Tensor:
+        """The same ratio as a 0-d float64 tensor computed from the knob buffers (data, not a constant)."""
+        if self.cfg.keep_schedule == "fixed":                  # the buffer itself: no kernels to launch
+            return self.keep_short
+        return keep_ratio_tensor(seq_len, self.keep_short, self.keep_long, self.log_short_len, self.log_long_len)
 
     def keep_share(self, seq_len: int) -> float:
+        """Share of the causal key blocks visited at this length (1.0 = dense)."""
         cfg = self.cfg
         if cfg.attention == "dense":
             return 1.0
-        return effective_keep_share(seq_len, cfg.block_size, cfg.window, cfg.keep_ratio, cfg.dense_below)
+        return kept_share(seq_len, cfg.block_size, cfg.window, self.keep_ratio_at(seq_len))
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         B, T, C = x.shape
@@ -76,7 +97,7 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             y = sparse_attention(q, k, v, block_size=cfg.block_size, window=cfg.window,
-                                 keep_ratio=self.keep_ratio)
+                                 keep_ratio=self.keep_ratio(T))
         y = y.transpose(1, 2).reshape(B, T, C)                          # [B, T, C]
         return self.dropout(self.proj(y))
 
@@ -90,22 +111,24 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ffn_norm = nn.RMSNorm(cfg.d_model)
         if cfg.num_experts > 1:
-            self.ffn = MoE(cfg.d_model, cfg.d_ff, cfg.num_experts, cfg.top_k, cfg.router, cfg.shared_expert)
+            self.ffn = MoE(cfg.d_model, cfg.d_ff, cfg.num_experts, cfg.top_k, cfg.router, cfg.shared_expert,
+                           cfg.router_threshold)
         else:
             self.ffn = FeedForward(cfg.d_model, cfg.d_ff)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """-> (x, balance loss (scalar), expert load [num_experts])."""
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """-> (x, balance loss (scalar), expert load [num_experts], experts per token (scalar))."""
         x = x + self.attn(self.attn_norm(x), cos, sin)
         h = self.ffn_norm(x)
         if isinstance(self.ffn, MoE):
             out, routing = self.ffn(h)
-            balance, load = routing.balance_loss, routing.load
+            balance, load, per_token = routing.balance_loss, routing.load, routing.experts_per_token
         else:
             out = self.ffn(h)
             balance, load = x.new_zeros((), dtype=torch.float32), x.new_ones(1, dtype=torch.float32)
-        return x + self.dropout(out), balance, load
+            per_token = x.new_ones((), dtype=torch.float32)
+        return x + self.dropout(out), balance, load, per_token
 
 
 class Transformer(nn.Module):
@@ -117,6 +140,12 @@ class Transformer(nn.Module):
             raise ValueError("d_model must split into n_heads heads of even size")
         if cfg.attention not in ("sparse", "dense"):
             raise ValueError(f"attention must be 'sparse' or 'dense', not {cfg.attention!r}")
+        if cfg.keep_schedule not in ("fixed", "length"):
+            raise ValueError(f"keep_schedule must be 'fixed' or 'length', not {cfg.keep_schedule!r}")
+        if not 0 < cfg.short_len < cfg.long_len:
+            raise ValueError(f"need 0 < short_len < long_len, not {cfg.short_len} and {cfg.long_len}")
+        if not 0 <= cfg.router_threshold < 1:
+            raise ValueError(f"router_threshold must be in [0, 1), not {cfg.router_threshold!r}")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.positions = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.abs_positions else None
@@ -158,19 +187,23 @@ class Transformer(nn.Module):
         x = self.embed(tokens)                                      # [B, T, d_model]
         if self.positions is not None:
             x = x + self.positions(torch.arange(T, device=tokens.device))
-        balances, loads = [], []
+        balances, loads, per_token = [], [], []
         for block in self.blocks:
-            x, balance, load = block(x, cos, sin)
+            x, balance, load, experts = block(x, cos, sin)
             balances.append(balance)
             loads.append(load)
+            per_token.append(experts)
         logits = self.head(self.norm(x))                            # [B, T, V]
         aux = ModelAux(aux_loss=self.cfg.aux_loss_coef * torch.stack(balances).sum(),
                        expert_load=torch.stack(loads),
-                       keep_ratio=self.blocks[0].attn.keep_share(T) if self.blocks else 1.0)
+                       keep_share=self.blocks[0].attn.keep_share(T) if self.blocks else 1.0,
+                       experts_per_token=torch.stack(per_token).mean())
         return logits, aux
 
-    def num_parameters(self, active: bool = False) -> int:
-        """All parameters; ``active``: counting only the top_k of the routed experts."""
+    def num_parameters(self, active: bool = False, active_experts: float | None = None) -> float:
+        """All parameters; ``active``: counting only the routed experts a token uses: ``top_k``, or
+        ``active_experts`` (the realised mean ``ModelAux.experts_per_token`` of an adaptive router:
+        then a float)."""
         total = sum(p.numel() for p in self.parameters())
         if not active:
             return total
@@ -178,15 +211,17 @@ class Transformer(nn.Module):
             if isinstance(block.ffn, MoE):
                 experts = block.ffn.experts
                 per_expert = (experts.w_in.numel() + experts.w_out.numel()) // self.cfg.num_experts
-                total -= per_expert * (self.cfg.num_experts - block.ffn.router.top_k)
+                used = block.ffn.router.top_k if active_experts is None else active_experts
+                total -= per_expert * (self.cfg.num_experts - used)
         return total
 
-    def flops_per_token(self, seq_len: int) -> float:
+    def flops_per_token(self, seq_len: int, active_experts: float | None = None) -> float:
         """Training FLOPs (forward + backward) per token: 6 x active matmul parameters (embedding
-        lookup and norms excluded) + attention's q.k and p.v over the keys the pattern visits
+        lookup and norms excluded; routed experts: ``top_k`` or the realised ``active_experts``, see
+        ``num_parameters``) + attention's q.k and p.v over the keys the pattern visits
         (12 x layers x d_model x mean visited keys per query)."""
         embeddings = self.embed.weight.numel() + (self.positions.weight.numel() if self.positions is not None else 0)
-        matmul_params = self.num_parameters(active=True) - embeddings - sum(
+        matmul_params = self.num_parameters(active=True, active_experts=active_experts) - embeddings - sum(
             m.weight.numel() for m in self.modules() if isinstance(m, nn.RMSNorm))
         share = self.blocks[0].attn.keep_share(seq_len) if self.blocks else 1.0
         visited_keys = share * (seq_len + 1) / 2

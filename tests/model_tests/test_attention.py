@@ -106,12 +106,6 @@ def test_keep_all_is_dense_causal_attention(T):
     assert rel_err(out, dense) < 1e-5
 
 
-def test_sequences_shorter_than_dense_below_run_dense():
-    q, k, v = qkv(1, 2, 128, 16)
-    dense = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    out = sparse_attention(q, k, v, block_size=16, window=16, keep_ratio=0.2, dense_below=256)
-    assert rel_err(out, dense) < 1e-6
-
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_selection_and_outputs_of_earlier_positions_ignore_future_tokens(shape):
@@ -195,3 +189,29 @@ def test_flex_block_mask_visits_the_selected_blocks_with_only_the_diagonal_parti
     assert mask.kv_indices[..., 0].equal(torch.arange(n, dtype=torch.int32).expand(2, 3, n))
     # the transposed (per key block) lists that the backward pass uses agree with the forward ones
     assert int(mask.full_q_num_blocks.sum()) == int(mask.full_kv_num_blocks.sum())
+
+
+# ------------------------------------------------------------------------------- length schedule
+def test_length_schedule_keeps_its_ends_and_is_linear_in_log_length_between():
+    from autotune.model.attention import scheduled_keep_ratio
+    ratio = lambda T: scheduled_keep_ratio(T, 0.8, 0.2, 256, 1024)
+    assert ratio(1) == ratio(64) == ratio(256) == 0.8
+    assert ratio(1024) == ratio(4096) == pytest.approx(0.2)
+    assert ratio(512) == pytest.approx(0.5)                      # the geometric middle: halfway
+    lengths = [257, 300, 400, 600, 800, 1000, 1023]
+    assert all(a > b for a, b in zip(map(ratio, lengths), map(ratio, lengths[1:])))
+
+
+@pytest.mark.parametrize("schedule", [dict(keep_short=0.8, keep_long=0.2, short_len=256, long_len=1024),
+                                      dict(keep_short=0.3, keep_long=0.6, short_len=100, long_len=3000)])
+def test_the_schedule_as_tensor_data_gives_the_hosts_ratio_and_block_counts(schedule):
+    from autotune.model.attention import keep_ratio_tensor, kept_counts, scheduled_keep_ratio
+    knobs = [torch.tensor(v, dtype=torch.float64) for v in
+             (schedule["keep_short"], schedule["keep_long"], math.log(schedule["short_len"]),
+              math.log(schedule["long_len"]))]
+    for T in (64, 100, 256, 257, 384, 512, 1000, 1024, 2048, 5000):
+        host = scheduled_keep_ratio(T, **schedule)
+        data = keep_ratio_tensor(T, *knobs)
+        assert data.dtype == torch.float64 and data.dim() == 0 and data.item() == host
+        n = math.ceil(T / 16)
+        assert kept_counts(n, 16, 32, data).add(1).tolist() == kept_blocks(n, 16, 32, host)

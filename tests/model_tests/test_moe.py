@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autotune.model.moe import MoE, balance_loss
+from autotune.model.moe import Experts, MoE, balance_loss
 
 
 def naive_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
@@ -124,3 +124,153 @@ def test_small_top_k_equals_torch_topk(k):
     (grad,) = torch.autograd.grad(values.sum(), scores)
     (ref_grad,) = torch.autograd.grad(ref_values.sum(), scores)
     assert grad.equal(ref_grad)
+
+
+# ------------------------------------------------------------------------------- adaptive top-k
+def reference_routing(moe: MoE, x: torch.Tensor, threshold: float):
+    """One token at a time: its experts by score, best first, taken until their probabilities sum to
+    at least ``threshold`` or ``top_k`` are taken; weights the taken scores, renormalised when top_k > 1.
+    -> [(experts, weights)] per token."""
+    logits = moe.router.proj(x).float()
+    routes = []
+    for row in logits:
+        gate = row.softmax(-1) if moe.router.kind == "softmax" else row.sigmoid()
+        probs = gate / gate.sum()
+        experts, total = [], 0.0
+        for e in gate.argsort(descending=True).tolist()[: moe.router.top_k]:
+            if experts and total >= threshold:
+                break
+            experts.append(e)
+            total += float(probs[e].detach())
+        weights = gate[experts]
+        if moe.router.top_k > 1:
+            weights = weights / weights.sum()
+        routes.append((experts, weights))
+    return routes
+
+
+def reference_moe(moe: MoE, x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The per-token loop over the reference router's experts (+ shared expert)."""
+    flat = x.reshape(-1, x.shape[-1])
+    rows = []
+    for token, (experts, weights) in zip(flat, reference_routing(moe, flat, threshold)):
+        out = torch.zeros_like(token)
+        for e, w in zip(experts, weights):
+            gate, up = (moe.experts.w_in[e] @ token).chunk(2)
+            out = out + w * (moe.experts.w_out[e] @ (F.silu(gate) * up))
+        rows.append(out + (moe.shared(token) if moe.shared is not None else 0))
+    return torch.stack(rows).view_as(x)
+
+
+ADAPTIVE = [(4, 2, "softmax", False, 0.5), (8, 4, "softmax", True, 0.7), (8, 3, "sigmoid", False, 0.6),
+            (6, 4, "softmax", False, 0.95), (4, 1, "softmax", False, 0.5)]
+
+
+@pytest.mark.parametrize("num_experts,top_k,router,shared,threshold", ADAPTIVE)
+def test_adaptive_router_chooses_the_reference_routers_experts_and_weights(num_experts, top_k, router, shared,
+                                                                           threshold):
+    torch.manual_seed(num_experts + top_k)
+    moe = MoE(d_model=16, d_ff=16, num_experts=num_experts, top_k=top_k, router=router,
+              router_threshold=threshold)
+    x = torch.randn(60, 16)
+    with torch.no_grad():
+        routing = moe.router(x)
+        reference = reference_routing(moe, x, threshold)
+    for t, (experts, weights) in enumerate(reference):
+        n = len(experts)
+        assert routing.used[t].tolist() == [True] * n + [False] * (top_k - n)
+        assert routing.experts[t, :n].tolist() == experts
+        torch.testing.assert_close(routing.weights[t, :n], weights)
+        assert (routing.weights[t, n:] == 0).all()
+    used = [len(e) for e, _ in reference]
+    assert routing.experts_per_token.item() == pytest.approx(sum(used) / len(used))
+    counts = torch.zeros(num_experts, dtype=torch.long)
+    for experts, _ in reference:
+        counts[experts] += 1
+    assert routing.counts.equal(counts)
+    torch.testing.assert_close(routing.load, counts.float() / counts.sum())
+    probs = moe.router.proj(x).float().softmax(-1) if router == "softmax" else None
+    if probs is not None:                       # the balance loss over the used assignments
+        expected = num_experts * (counts.float() / counts.sum() * probs.mean(0)).sum()
+        assert routing.balance_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_threshold_spans_one_expert_to_top_k():
+    torch.manual_seed(0)
+    x = torch.randn(200, 16)
+    per_token = []
+    for threshold in (1e-6, 0.3, 0.6, 0.9, 0.999999):
+        moe = MoE(d_model=16, d_ff=16, num_experts=8, top_k=4, router_threshold=threshold)
+        moe.router.proj.weight.data.copy_(0.1 * torch.randn(8, 16, generator=torch.Generator().manual_seed(1)))
+        per_token.append(moe.router(x).experts_per_token.item())
+    assert per_token[0] == 1.0 and per_token[-1] == 4.0
+    assert per_token == sorted(per_token)
+
+
+@pytest.mark.parametrize("num_experts,top_k,router,shared,threshold", ADAPTIVE)
+@pytest.mark.parametrize("impl", ["loop", "grouped"])
+def test_adaptive_dispatch_equals_the_reference_per_token_loop(num_experts, top_k, router, shared, threshold,
+                                                               impl, monkeypatch):
+    if impl == "grouped" and not hasattr(torch, "_grouped_mm"):
+        pytest.skip("torch._grouped_mm missing")
+    if impl == "grouped":          # never falls back to one matmul per expert
+        monkeypatch.setattr(Experts, "forward_loop", lambda *a: pytest.fail("per-expert loop"))
+    torch.manual_seed(num_experts * 10 + top_k)
+    moe = MoE(d_model=16, d_ff=24, num_experts=num_experts, top_k=top_k, router=router, shared_expert=shared,
+              router_threshold=threshold)
+    moe.impl = impl
+    x = torch.randn(3, 11, 16)
+    out, routing = moe(x)
+    with torch.no_grad():
+        ref = reference_moe(moe, x, threshold)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert routing.load.sum().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("impl", ["loop", "grouped"])
+def test_adaptive_dispatch_gradients_equal_the_reference_loop(impl):
+    if impl == "grouped" and not hasattr(torch, "_grouped_mm"):
+        pytest.skip("torch._grouped_mm missing")
+    torch.manual_seed(4)
+    moe = MoE(d_model=16, d_ff=16, num_experts=6, top_k=4, shared_expert=True, router_threshold=0.6)
+    moe.impl = impl
+    x = torch.randn(2, 9, 16, requires_grad=True)
+    params = [x, moe.router.proj.weight, moe.experts.w_in, moe.experts.w_out]
+    grad_out = torch.randn(2, 9, 16)
+    out, routing = moe(x)
+    assert 1 < routing.experts_per_token.item() < 4
+    fast = torch.autograd.grad(out, params, grad_out)
+    slow = torch.autograd.grad(reference_moe(moe, x, 0.6), params, grad_out)
+    for a, b in zip(fast, slow):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_zero_threshold_is_fixed_top_k():
+    torch.manual_seed(5)
+    moe = MoE(d_model=16, d_ff=16, num_experts=8, top_k=3)
+    routing = moe.router(torch.randn(50, 16))
+    assert routing.used.all() and routing.experts_per_token.item() == 3.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("num_experts", [8, 32])
+def test_adaptive_grouped_dispatch_on_cuda_matches_the_expert_loop_without_looping(num_experts, monkeypatch):
+    torch.manual_seed(num_experts)
+    moe = MoE(d_model=256, d_ff=512, num_experts=num_experts, top_k=4, router_threshold=0.5).cuda()
+    x = torch.randn(4, 512, 256, device="cuda", requires_grad=True)
+    results = []
+    for impl in ("grouped", "loop"):
+        moe.impl = impl
+        with monkeypatch.context() as patch:
+            if impl == "grouped":
+                patch.setattr(Experts, "forward_loop", lambda *a: pytest.fail("per-expert loop"))
+            with torch.autocast("cuda", torch.bfloat16):
+                out, routing = moe(x)
+            grads = torch.autograd.grad(out.float().square().sum(), [x, moe.experts.w_in, moe.experts.w_out])
+        assert 1 <= routing.experts_per_token.item() < 4
+        results.append((out.float(), *grads))
+    for a, b in zip(*results):
+        assert torch.isfinite(a).all()
+        assert ((a - b).norm() / b.norm()).item() < 2e-2

@@ -1,4 +1,4 @@
-"""The data a trial trains on: associative recall, token files, token-budget batching."""
+"""The data a trial trains on: associative recall, token files, token-budget and cost-model batching."""
 from __future__ import annotations
 
 import numpy as np
@@ -193,3 +193,71 @@ def test_prefetch_yields_the_same_batches_in_order_and_raises_the_producers_erro
     next(batches)
     with pytest.raises(RuntimeError, match="disk gone"):
         next(batches)
+
+
+# --- cost-model batching ---------------------------------------------------------------------
+
+def test_batch_cost_is_fixed_plus_tokens_plus_visited_attention_pairs():
+    from autotune.data import BatchCost
+    cost = BatchCost(fixed=2.0, per_token=3.0, per_pair=0.5, share=lambda T: 0.25 if T > 100 else 1.0)
+    assert cost(4, 10) == 2.0 + 3.0 * 40 + 0.5 * 4 * (10 * 11 / 2)
+    assert cost(2, 200) == 2.0 + 3.0 * 400 + 0.5 * 2 * 0.25 * (200 * 201 / 2)
+    assert BatchCost()(8, 64) == 8 * 64                                  # the default: padded tokens
+
+
+@pytest.mark.parametrize("share", [None, lambda T: min(1.0, 256 / T)])
+def test_fitted_cost_recovers_the_cost_of_measured_steps(share):
+    from autotune.data import BatchCost, fit_batch_cost
+    true = BatchCost(fixed=3e-3, per_token=2e-6, per_pair=4e-9, share=share)
+    rng = np.random.default_rng(0)
+    shapes = [(int(b), int(t)) for b, t in zip(rng.integers(1, 64, 12), rng.choice([64, 256, 1024, 2048], 12))]
+    seconds = [true(b, t) * (1 + 0.01 * rng.standard_normal()) for b, t in shapes]
+    fitted = fit_batch_cost(shapes, seconds, share=share)
+    for b, t in [(32, 128), (4, 2048), (8, 64), (16, 1000)]:
+        assert fitted(b, t) == pytest.approx(true(b, t), rel=0.05)
+    if share is None:                       # dense: quadratic and linear terms apart
+        assert fitted.per_token == pytest.approx(true.per_token, rel=0.1)
+        assert fitted.per_pair == pytest.approx(true.per_pair, rel=0.1)
+
+
+def test_fitted_cost_has_no_negative_coefficient():
+    from autotune.data import fit_batch_cost
+    rng = np.random.default_rng(1)
+    shapes = [(int(b), int(t)) for b, t in zip(rng.integers(1, 32, 10), rng.integers(16, 512, 10))]
+    seconds = [1e-5 * b * t * (1 + 0.2 * rng.standard_normal()) for b, t in shapes]   # tokens alone, noisy
+    fitted = fit_batch_cost(shapes, seconds)
+    assert min(fitted.fixed, fitted.per_token, fitted.per_pair) >= 0 and fitted.per_token > 0
+
+
+def test_cost_batches_with_a_token_cost_are_the_token_budget_batches():
+    from autotune.data import BatchCost, cost_budget_batches
+    lengths = np.random.default_rng(0).integers(1, 200, size=400)
+    a = token_budget_batches(lengths, 1024, np.random.default_rng(3), cap=200)
+    b = cost_budget_batches(lengths, BatchCost(), 1024, np.random.default_rng(3), cap=200)
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_cost_batches_keep_to_the_cost_batch_size_and_memory_budgets_and_use_every_item_once():
+    from autotune.data import BatchCost, cost_budget_batches
+    lengths = np.random.default_rng(0).integers(1, 512, size=600)
+    cost = BatchCost(fixed=0.0, per_token=1.0, per_pair=0.02)
+    budget = cost(4, 512)
+    batches = cost_budget_batches(lengths, cost, budget, np.random.default_rng(1), cap=512,
+                                  max_batch_size=40, max_tokens=6000)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(600))
+    for index in batches:
+        n, longest = len(index), min(512, -(-int(lengths[index].max()) // 8) * 8)
+        assert n == 1 or (cost(n, longest) <= budget and n <= 40 and n * longest <= 6000)
+    # attention makes long pieces dear: short-piece batches carry more tokens than long-piece ones
+    tokens = {int(lengths[i].max()) // 128: len(i) * int(lengths[i].max()) for i in batches}
+    assert tokens[0] > tokens[3]
+
+
+def test_text_file_batches_by_cost_within_the_cost_of_a_full_length_token_batch(lines_txt):
+    from autotune.data import BatchCost
+    cost = BatchCost(per_token=1.0, per_pair=0.5)
+    data = TextFile(lines_txt, seq_len=48, tokens_per_batch=160, eot_token=10, batch_cost=cost, max_batch_size=12)
+    shapes = [tuple(b.inputs.shape) for _, b in zip(range(30), data.train_batches())]
+    budget = cost(160 // 48, 48)
+    assert all(B == 1 or (cost(B, T) <= budget and B <= 12) for B, T in shapes)
+    assert any(B * T > 160 for B, T in shapes)                          # short pieces: more tokens

@@ -228,3 +228,18 @@ def test_progress_hears_of_steps_between_evaluations_and_never_decides(tiny_mode
     assert steps[:2] == [1, 2] and autotune.train.CHECK_EVERY in steps     # warm-up, then each sync
     assert all(set(m) == {"train_loss"} and math.isfinite(m["train_loss"]) for _, m in heard)
     assert reports == [autotune.train.CHECK_EVERY + 4]                      # evaluations only
+
+
+def test_evaluation_reports_the_experts_a_token_used(tiny_model):
+    fixed = train(tiny_model, replace(QUICK, steps=2))
+    adaptive = train(replace(tiny_model, top_k=4, router_threshold=0.5), replace(QUICK, steps=2))
+    assert fixed["experts_per_token"] == 2.0
+    assert 1.0 <= adaptive["experts_per_token"] < 4.0
+
+
+def test_evaluation_reports_the_length_schedules_share(tiny_model):
+    from autotune.model.attention import kept_share, scheduled_keep_ratio
+    cfg = replace(tiny_model, keep_schedule="length", keep_short=0.9, keep_long=0.1, short_len=16, long_len=64)
+    metrics = train(cfg, replace(QUICK, steps=2))
+    T = QUICK.seq_len
+    assert metrics["keep_ratio_used"] == pytest.approx(kept_share(T, 8, 16, scheduled_keep_ratio(T, 0.9, 0.1, 16, 64)))
