@@ -144,13 +144,14 @@ def _spec_from(file: str, storage: str | None, study_name: str | None, trials: i
                      workers=workers, warm_start=warm_start or None)
 
 
-def _prepare(spec, *, join_only: bool):
-    """Everything that can fail on bad input, in an order that writes nothing until all passed."""
+def _prepare(spec, *, join_only: bool, create: bool = False):
+    """Everything that can fail on bad input, in an order that writes nothing until all passed.
+    ``create``: a joining worker starts the study, as ``run`` would, when the store has none."""
     import optuna
 
     from autotune.pruners import build_pruner
     from autotune.samplers import build_sampler
-    from autotune.store import create_or_load_study, study_exists
+    from autotune.store import create_or_load, study_exists
 
     try:
         sampler = build_sampler(spec.optimizer.kind, seed=spec.optimizer.seed, **spec.optimizer.options_dict)
@@ -159,8 +160,10 @@ def _prepare(spec, *, join_only: bool):
     pruner = build_pruner(spec.pruner, spec.trainer_dict.get("steps"))
     storage = _open(spec.storage)  # the scheduler opens its own, with heartbeats
     exists = study_exists(storage, spec.study)
-    if join_only and not exists:
-        _die(f"no study {spec.study!r} to join in the store; start it with `autotune run {spec.path}` first")
+    if join_only and not exists and not create:
+        _die(f"no study {spec.study!r} to join in the store; start it with `autotune run {spec.path}` "
+             "first (or pass --create)")
+    join_only = join_only and exists
     apply_warm_start = None
     if join_only:  # sample as the process that started the study did; write nothing
         from autotune.warmstart import prepare_join
@@ -168,13 +171,13 @@ def _prepare(spec, *, join_only: bool):
     elif spec.warm_start is not None:
         from autotune.warmstart import prepare
         sampler, apply_warm_start = prepare(spec, storage, sampler)
-    study = create_or_load_study(storage, spec.study, spec.directions, sampler=sampler, pruner=pruner)
-    if not exists:
+    study, created = create_or_load(storage, spec.study, spec.directions, sampler=sampler, pruner=pruner)
+    if created:   # of processes that started a new study at once, only its creator records and enqueues
         study.set_metric_names(spec.metrics)
         study.set_user_attr("autotune", {"metrics": spec.metrics, "objective": spec.objective,
                                          "optimizer": spec.optimizer.kind, "pruner": spec.pruner.kind,
                                          "source": str(spec.path) if spec.path else None})
-    if apply_warm_start is not None:
+    if apply_warm_start is not None and (exists or created):
         apply_warm_start(study)
     return study
 
@@ -198,7 +201,7 @@ def _announce(spec, *, estimate: bool) -> None:
 
 
 def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
-             estimate: bool = True) -> None:
+             estimate: bool = True, create: bool = False) -> None:
     from autotune import space as space_mod
     from autotune.objective import TrialObjective
     from autotune.progress import make_progress, print_summary
@@ -206,7 +209,7 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
     from autotune.store import mask_url
 
     _announce(spec, estimate=estimate)
-    study = _prepare(spec, join_only=join_only)
+    study = _prepare(spec, join_only=join_only, create=create)
     progress = make_progress(live, steps={**spec.trainer_dict, **spec.fixed_dict}.get("steps"))
     try:
         result = run_study(
@@ -270,20 +273,25 @@ def run(file: str, storage: str | None, study_name: str | None, trials: int | No
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @_run_options
+@click.option("--create", is_flag=True, help="Start the study, as `autotune run` would, when the store "
+              "has none of that name (workers started at once, e.g. the pods of `autotune k8s`: "
+              "exactly one of them creates it).")
 @_guarded
 def worker(file: str, storage: str | None, study_name: str | None, trials: int | None,
            timeout: str | None, workers: int | None, hard_stop: bool, live: bool | None,
-           no_estimate: bool) -> None:
+           no_estimate: bool, create: bool) -> None:
     """Join a running study from another machine (or another process on this one).
 
-    The study must exist in the shared store; the worker takes its share of the same budget.
+    The study must exist in the shared store (unless --create); the worker takes its share of the
+    same budget.
 
     \b
     Example:
       autotune worker studies/moe_sparse.yaml --storage postgresql://tuner@db-host/autotune
     """
     spec = _spec_from(file, storage, study_name, trials, timeout, workers)
-    _execute(spec, join_only=True, hard_stop=hard_stop, live=live, estimate=not no_estimate)
+    _execute(spec, join_only=True, hard_stop=hard_stop, live=live, estimate=not no_estimate,
+             create=create)
 
 
 @main.command()
