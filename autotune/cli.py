@@ -359,6 +359,50 @@ def init(file: str | None, force: bool) -> None:
     click.echo(f"wrote {path}; next: autotune validate {path} && autotune run {path}")
 
 
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--storage", metavar="URL", help="The PostgreSQL the pods share (default: the file's "
+              "storage, then $AUTOTUNE_STORAGE); it goes into a Secret.")
+@click.option("--pods", type=int, default=1, show_default=True, metavar="N", help="Worker pods.")
+@click.option("--gpus-per-pod", type=int, default=1, show_default=True, metavar="G",
+              help="nvidia.com/gpu of each pod (0: CPU pods); CPU and memory are sized from it.")
+@click.option("--image", metavar="IMAGE", help="Container image with autotune installed "
+              "(default autotune:VERSION).")
+@click.option("--namespace", metavar="NS", help="Namespace of the objects (default: kubectl's).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest file to write.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@_guarded
+def k8s(file: str, storage: str | None, pods: int, gpus_per_pod: int, image: str | None,
+        namespace: str | None, out: str, force: bool) -> None:
+    """Write Kubernetes manifests that run the study on a cluster: a ConfigMap with the study
+    file, a Secret with the store URL and an Indexed Job of pods running `autotune worker`.
+
+    \b
+    Example:
+      autotune k8s studies/moe_sparse.yaml --storage postgresql://tuner:PW@db/autotune \\
+          --pods 4 --gpus-per-pod 2 --image registry.example.com/autotune:0.1.0 --out study.yaml
+      kubectl apply -f study.yaml
+    """
+    from autotune import k8s as k8s_mod
+    from autotune.spec import load_spec
+    from autotune.store import mask_url
+    spec = load_spec(file, storage=storage)
+    try:
+        plan = k8s_mod.plan(spec, pods=pods, gpus_per_pod=gpus_per_pod, image=image, namespace=namespace)
+        text = k8s_mod.to_yaml(k8s_mod.manifests(plan), header=(
+            f"# autotune k8s: study {spec.study} in {mask_url(plan.storage_url)}; holds a Secret "
+            f"with the store URL: keep it private\n# kubectl apply -f {Path(out).name}\n"))
+    except k8s_mod.K8sError as exc:
+        _die(str(exc))
+    write_new(Path(out), lambda tmp: tmp.write_text(text), force, mode=0o600)
+    for note in k8s_mod.notes(spec, plan):
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {out}: Job {plan.name}, {pods} pod(s) x {gpus_per_pod} GPU(s), study "
+               f"{spec.study} in {mask_url(plan.storage_url)}")
+    click.echo(f"{out} holds the store URL (a Secret): it is readable by you only (mode 0600); "
+               f"keep it out of version control. Next: kubectl apply -f {out}")
+
+
 # --- inspecting studies -------------------------------------------------------------------------
 
 @main.command()
