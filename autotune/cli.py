@@ -361,8 +361,8 @@ def init(file: str | None, force: bool) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--storage", metavar="URL", help="The PostgreSQL the pods share (default: the file's "
-              "storage, then $AUTOTUNE_STORAGE); it goes into a Secret.")
+@click.option("--storage", metavar="URL", help="The PostgreSQL the pods share (default: "
+              "$AUTOTUNE_STORAGE, then the file's storage); it goes into a Secret.")
 @click.option("--pods", type=int, default=1, show_default=True, metavar="N", help="Worker pods.")
 @click.option("--gpus-per-pod", type=int, default=1, show_default=True, metavar="G",
               help="nvidia.com/gpu of each pod (0: CPU pods); CPU and memory are sized from it.")
@@ -385,8 +385,8 @@ def k8s(file: str, storage: str | None, pods: int, gpus_per_pod: int, image: str
     """
     from autotune import k8s as k8s_mod
     from autotune.spec import load_spec
-    from autotune.store import mask_url
-    spec = load_spec(file, storage=storage)
+    from autotune.store import ENV_STORAGE, mask_url
+    spec = load_spec(file, storage=storage or os.environ.get(ENV_STORAGE))   # the cluster's store, not a laptop's
     try:
         plan = k8s_mod.plan(spec, pods=pods, gpus_per_pod=gpus_per_pod, image=image, namespace=namespace)
         text = k8s_mod.to_yaml(k8s_mod.manifests(plan), header=(

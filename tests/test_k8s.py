@@ -160,7 +160,8 @@ def test_bad_options_exit_2_with_a_message(tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
-def test_a_sqlite_store_is_refused_because_pods_cannot_share_it(tmp_path):
+def test_a_sqlite_store_is_refused_because_pods_cannot_share_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("AUTOTUNE_STORAGE", raising=False)
     study = study_files(tmp_path)
     result = CliRunner().invoke(main, ["k8s", str(study), "--out", str(tmp_path / "o.yaml")])
     assert result.exit_code == 2 and "SQLite" in result.output
@@ -192,3 +193,12 @@ def test_without_the_kubernetes_client_it_says_how_to_install_it(tmp_path, monke
 def test_help_has_an_example():
     result = CliRunner().invoke(main, ["k8s", "--help"])
     assert result.exit_code == 0 and "Example" in result.output and "kubectl apply" in result.output
+
+
+@needs_client
+def test_the_store_url_may_come_from_the_environment_rather_than_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOTUNE_STORAGE", URL)
+    out = tmp_path / "o.yaml"
+    result = CliRunner().invoke(main, ["k8s", str(study_files(tmp_path)), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert objects(out)["Secret"].string_data == {"url": URL}
