@@ -226,7 +226,8 @@ def failure_policy():
         c.V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[
             c.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")]),
         c.V1PodFailurePolicyRule(action="Ignore", on_exit_codes=c.V1PodFailurePolicyOnExitCodesRequirement(
-            container_name=CONTAINER, operator="In", values=[EXIT_INTERRUPTED]))])
+            container_name=CONTAINER, operator="In", values=[EXIT_INTERRUPTED]),
+            on_pod_conditions=[])])   # empty, not absent: required by the schema of Kubernetes < 1.31
 
 
 def job(p: Plan):

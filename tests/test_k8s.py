@@ -202,3 +202,17 @@ def test_the_store_url_may_come_from_the_environment_rather_than_the_command_lin
     result = CliRunner().invoke(main, ["k8s", str(study_files(tmp_path)), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert objects(out)["Secret"].string_data == {"url": URL}
+
+
+def test_object_names_are_kubernetes_names_made_from_the_study_name():
+    from autotune.k8s import resource_name
+    assert resource_name("MoE_Small v2") == "autotune-moe-small-v2"
+    assert len(resource_name("x" * 200)) <= 49 and resource_name("__") == "autotune-study"
+
+
+@needs_client
+def test_a_cpu_study_on_gpu_pods_gets_a_note_that_the_gpus_would_sit_idle(tmp_path):
+    study = study_files(tmp_path)
+    study.write_text(study.read_text().replace("gpus: auto", "gpus: 0"))
+    result, _ = k8s(tmp_path, "--gpus-per-pod", "2", study=study)
+    assert result.exit_code == 0 and "would sit idle" in result.output
