@@ -216,3 +216,54 @@ def test_a_cpu_study_on_gpu_pods_gets_a_note_that_the_gpus_would_sit_idle(tmp_pa
     study.write_text(study.read_text().replace("gpus: auto", "gpus: 0"))
     result, _ = k8s(tmp_path, "--gpus-per-pod", "2", study=study)
     assert result.exit_code == 0 and "would sit idle" in result.output
+
+
+@needs_client
+@pytest.mark.postgres
+@pytest.mark.slow      # two workers start torch on a 2-core CPU: ~30 s
+def test_pods_started_at_once_create_one_study_and_together_finish_its_budget(tmp_path):
+    """Each pod's command run as the kubelet would: the files where the ConfigMap puts them,
+    $(AUTOTUNE_STORAGE) expanded from the Secret."""
+    import os
+    import subprocess
+    import uuid
+
+    import optuna
+    pg_url = os.environ.get("AUTOTUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"k8s-{uuid.uuid4().hex[:8]}"
+    study = tmp_path / f"{name}.yaml"
+    study.write_text(yaml.safe_dump({
+        "study": name, "space": {"x": {"type": "float", "low": 0.0, "high": 1.0},
+                                 "kind": {"type": "categorical", "choices": ["a", "b"]}},
+        "objectives": [{"metric": "val_loss", "direction": "minimize"}],
+        "optimizer": {"kind": "random", "seed": 0}, "budget": {"trials": 4},
+        "parallel": {"gpus": 0, "workers": 1}, "objective": "tests.user_objectives:quadratic",
+        "trainer": {"steps": 4}}))
+    out = tmp_path / "k8s.yaml"
+    result = CliRunner().invoke(main, ["k8s", str(study), "--storage", pg_url, "--pods", "2",
+                                       "--gpus-per-pod", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    found = objects(out)
+    mount = tmp_path / "pod"
+    for item in found["Job"].spec.template.spec.volumes[0].config_map.items:
+        (mount / item.path).parent.mkdir(parents=True, exist_ok=True)
+        (mount / item.path).write_text(found["ConfigMap"].data[item.key])
+    worker = found["Job"].spec.template.spec.containers[0]
+    env = {e.name: e.value for e in worker.env if e.value is not None}
+    env["AUTOTUNE_STORAGE"] = found["Secret"].string_data["url"]
+    argv = [a.replace("$(AUTOTUNE_STORAGE)", env["AUTOTUNE_STORAGE"]).replace("/autotune/", f"{mount}/")
+            for a in worker.args]
+    env["AUTOTUNE_COMPILE_CACHE"] = str(tmp_path / "cache")
+    repo = Path(__file__).resolve().parents[1]
+    pods = [subprocess.Popen([sys.executable, "-m", "autotune", *argv], cwd=repo, text=True,
+                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for _ in range(2)]
+    outputs = [p.communicate(timeout=240)[0] for p in pods]
+    if any("cannot be opened" in o for o in outputs) and not os.environ.get("CI"):
+        pytest.skip(f"no PostgreSQL at {pg_url}")
+    assert [p.returncode for p in pods] == [0, 0], outputs
+    try:
+        states = [t.state.name for t in optuna.load_study(study_name=name, storage=pg_url).get_trials()]
+        assert states.count("COMPLETE") == 4
+    finally:
+        optuna.delete_study(study_name=name, storage=pg_url)
