@@ -104,7 +104,7 @@ def plan(spec: StudySpec, *, pods: int, gpus_per_pod: int, image: str | None,
 def _files(spec: StudySpec) -> tuple[tuple[str, str, str], ...]:
     """The study file and the search-space file it names, at paths relative to their closest
     common folder: mounted that way, ``space: ../search_spaces/x.yaml`` resolves in the pod too."""
-    study_file = Path(spec.path).resolve()
+    study_file = Path(os.path.abspath(spec.path))   # paths as the pod will see them: no links
     text = study_file.read_text()
     raw = yaml.safe_load(text)
     ref = raw.get("space") if isinstance(raw, dict) else None
@@ -113,8 +113,8 @@ def _files(spec: StudySpec) -> tuple[tuple[str, str, str], ...]:
         if Path(ref).is_absolute():
             raise K8sError(f"{spec.path}: space: {ref} is an absolute path, which the pods do not "
                            "have; give it relative to the study file")
-        space_file = (study_file.parent / ref).resolve()
-        found.append((SPACE_KEY, space_file, space_file.read_text()))
+        space_file = Path(os.path.normpath(study_file.parent / ref))
+        found.append((SPACE_KEY, space_file, (study_file.parent / ref).resolve().read_text()))
     root = Path(os.path.commonpath([f.parent for _, f, _ in found]))
     return tuple((key, f.relative_to(root).as_posix(), t) for key, f, t in found)
 

@@ -267,3 +267,11 @@ def test_pods_started_at_once_create_one_study_and_together_finish_its_budget(tm
         assert states.count("COMPLETE") == 4
     finally:
         optuna.delete_study(study_name=name, storage=pg_url)
+
+
+def test_an_absolute_space_path_is_refused_because_the_pods_do_not_have_it(tmp_path):
+    study = study_files(tmp_path)
+    space = tmp_path / "search_spaces" / "small.yaml"
+    study.write_text(study.read_text().replace("../search_spaces/small.yaml", str(space)))
+    result, out = k8s(tmp_path, study=study)
+    assert result.exit_code == 2 and "relative to the study file" in result.output and not out.exists()
