@@ -379,8 +379,9 @@ def k8s(file: str, storage: str | None, pods: int, gpus_per_pod: int, image: str
 
     \b
     Example:
-      autotune k8s studies/moe_sparse.yaml --storage postgresql://tuner:PW@db/autotune \\
-          --pods 4 --gpus-per-pod 2 --image registry.example.com/autotune:0.1.0 --out study.yaml
+      export AUTOTUNE_STORAGE=postgresql://tuner:PASSWORD@db-host/autotune
+      autotune k8s studies/moe_sparse.yaml --pods 4 --gpus-per-pod 2 \\
+          --image registry.example.com/autotune:0.1.0 --out study.yaml
       kubectl apply -f study.yaml
     """
     from autotune import k8s as k8s_mod
@@ -389,16 +390,14 @@ def k8s(file: str, storage: str | None, pods: int, gpus_per_pod: int, image: str
     spec = load_spec(file, storage=storage or os.environ.get(ENV_STORAGE))   # the cluster's store, not a laptop's
     try:
         plan = k8s_mod.plan(spec, pods=pods, gpus_per_pod=gpus_per_pod, image=image, namespace=namespace)
-        text = k8s_mod.to_yaml(k8s_mod.manifests(plan), header=(
-            f"# autotune k8s: study {spec.study} in {mask_url(plan.storage_url)}; holds a Secret "
-            f"with the store URL: keep it private\n# kubectl apply -f {Path(out).name}\n"))
+        text = k8s_mod.to_yaml(k8s_mod.manifests(plan), header=k8s_mod.header(plan))
     except k8s_mod.K8sError as exc:
         _die(str(exc))
     write_new(Path(out), lambda tmp: tmp.write_text(text), force, mode=0o600)
     for note in k8s_mod.notes(spec, plan):
         click.echo(f"note: {note}", err=True)
-    click.echo(f"wrote {out}: Job {plan.name}, {pods} pod(s) x {gpus_per_pod} GPU(s), study "
-               f"{spec.study} in {mask_url(plan.storage_url)}")
+    click.echo(printable(f"wrote {out}: Job {plan.name}, {pods} pod(s) x {gpus_per_pod} GPU(s), "
+                         f"study {spec.study} in {mask_url(plan.storage_url)}"))
     click.echo(f"{out} holds the store URL (a Secret): it is readable by you only (mode 0600); "
                f"keep it out of version control. Next: kubectl apply -f {out}")
 

@@ -258,6 +258,14 @@ def _text(dumper: yaml.SafeDumper, value: str):   # files as readable | blocks
 _Dumper.add_representer(str, _text)
 
 
+def header(p: Plan) -> str:
+    """Comment lines that open the manifest file (names quoted: a study name is any text)."""
+    from autotune.store import mask_url
+    return (f"# autotune k8s: study {p.study!r} in {mask_url(p.storage_url)!r}, {p.pods} pod(s) x "
+            f"{p.gpus_per_pod} GPU(s)\n# holds a Secret with the store URL: keep this file private\n"
+            "# kubectl apply -f THIS_FILE\n")
+
+
 def to_yaml(objects: list[Any], header: str = "") -> str:
     """The objects as one multi-document YAML text, as ``kubectl apply -f`` reads it."""
     from kubernetes.client import ApiClient

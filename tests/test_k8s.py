@@ -275,3 +275,13 @@ def test_an_absolute_space_path_is_refused_because_the_pods_do_not_have_it(tmp_p
     study.write_text(study.read_text().replace("../search_spaces/small.yaml", str(space)))
     result, out = k8s(tmp_path, study=study)
     assert result.exit_code == 2 and "relative to the study file" in result.output and not out.exists()
+
+
+@needs_client
+def test_a_study_name_cannot_add_lines_to_the_manifest(tmp_path):
+    study = study_files(tmp_path)
+    study.write_text(study.read_text().replace("study: small", 'study: "x\\nkind: Namespace"'))
+    result, out = k8s(tmp_path, study=study)
+    assert result.exit_code == 0, result.output
+    assert sorted(objects(out)) == ["ConfigMap", "Job", "Secret"]
+    assert "\nkind: Namespace" not in out.read_text().split("apiVersion")[0]
