@@ -138,7 +138,7 @@ def notes(spec: StudySpec, p: Plan) -> list[str]:
     elif isinstance(gpus, (list, tuple)):
         out.append(f"parallel.gpus lists GPU numbers; a pod sees its {p.gpus_per_pod} GPU(s) as "
                    "0, 1, ...; `gpus: auto` uses all of them")
-    if "data_path" in spec.trainer_dict or ":" in spec.objective and not spec.objective.startswith("builtin:"):
+    if "data_path" in spec.trainer_dict or not spec.objective.startswith("builtin:"):
         out.append("the pods need your objective's code and data in the image "
                    "(or a volume you add to the Job)")
     return out
