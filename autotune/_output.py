@@ -48,9 +48,10 @@ def refuse_existing(target: Path, force: bool) -> None:
         raise OutputRefused(f"{target} exists; pass --force to overwrite it")
 
 
-def write_new(target: Path, write: Callable[[Path], Any], force: bool) -> Path:
+def write_new(target: Path, write: Callable[[Path], Any], force: bool, mode: int | None = None) -> Path:
     """``write`` a temporary file beside ``target``, then move it there: never through a symbolic
-    link (``force`` replaces the link itself), never over an existing file without ``force``."""
+    link (``force`` replaces the link itself), never over an existing file without ``force``.
+    ``mode`` (e.g. 0o600 for a file that holds a secret) instead of what the umask allows."""
     refuse_existing(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -60,7 +61,7 @@ def write_new(target: Path, write: Callable[[Path], Any], force: bool) -> Path:
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
-        tmp.chmod(0o666 & ~umask)             # as a plain write would have made it
+        tmp.chmod(0o666 & ~umask if mode is None else mode)   # default: as a plain write would
         if force:
             os.replace(tmp, target)
         else:

@@ -159,13 +159,14 @@ def _check_store(spec, file: str) -> bool:
         _die(f"{file}: {exc}")
 
 
-def _prepare(spec, *, join_only: bool):
-    """Everything that can fail on bad input, in an order that writes nothing until all passed."""
+def _prepare(spec, *, join_only: bool, create: bool = False):
+    """Everything that can fail on bad input, in an order that writes nothing until all passed.
+    ``create``: a joining worker starts the study, as ``run`` would, when the store has none."""
     import optuna
 
     from autotune.pruners import build_pruner
     from autotune.samplers import build_sampler
-    from autotune.store import create_or_load_study, study_exists
+    from autotune.store import create_or_load, study_exists
 
     try:
         sampler = build_sampler(spec.optimizer.kind, seed=spec.optimizer.seed, **spec.optimizer.options_dict)
@@ -174,8 +175,10 @@ def _prepare(spec, *, join_only: bool):
     pruner = build_pruner(spec.pruner, spec.trainer_dict.get("steps"))
     storage = _open(spec.storage)  # the scheduler opens its own, with heartbeats
     exists = study_exists(storage, spec.study)
-    if join_only and not exists:
-        _die(f"no study {spec.study!r} to join in the store; start it with `autotune run {spec.path}` first")
+    if join_only and not exists and not create:
+        _die(f"no study {spec.study!r} to join in the store; start it with `autotune run {spec.path}` "
+             "first (or pass --create)")
+    join_only = join_only and exists
     apply_warm_start = None
     if join_only:  # sample as the process that started the study did; write nothing
         from autotune.warmstart import prepare_join
@@ -183,13 +186,13 @@ def _prepare(spec, *, join_only: bool):
     elif spec.warm_start is not None:
         from autotune.warmstart import prepare
         sampler, apply_warm_start = prepare(spec, storage, sampler)
-    study = create_or_load_study(storage, spec.study, spec.directions, sampler=sampler, pruner=pruner)
-    if not exists:
+    study, created = create_or_load(storage, spec.study, spec.directions, sampler=sampler, pruner=pruner)
+    if created:   # of processes that started a new study at once, only its creator records and enqueues
         study.set_metric_names(spec.metrics)
         study.set_user_attr("autotune", {"metrics": spec.metrics, "objective": spec.objective,
                                          "optimizer": spec.optimizer.kind, "pruner": spec.pruner.kind,
                                          "source": str(spec.path) if spec.path else None})
-    if apply_warm_start is not None:
+    if apply_warm_start is not None and (exists or created):
         apply_warm_start(study)
     return study
 
@@ -213,7 +216,7 @@ def _announce(spec, *, estimate: bool) -> None:
 
 
 def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
-             estimate: bool = True) -> None:
+             estimate: bool = True, create: bool = False) -> None:
     from autotune import space as space_mod
     from autotune.objective import TrialObjective
     from autotune.progress import make_progress, print_summary
@@ -221,7 +224,7 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
     from autotune.store import mask_url
 
     _announce(spec, estimate=estimate)
-    study = _prepare(spec, join_only=join_only)
+    study = _prepare(spec, join_only=join_only, create=create)
     progress = make_progress(live, steps={**spec.trainer_dict, **spec.fixed_dict}.get("steps"))
     try:
         result = run_study(
@@ -286,20 +289,25 @@ def run(file: str, storage: str | None, study_name: str | None, trials: int | No
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @_run_options
+@click.option("--create", is_flag=True, help="Start the study, as `autotune run` would, when the store "
+              "has none of that name (workers started at once, e.g. the pods of `autotune k8s`: "
+              "exactly one of them creates it).")
 @_guarded
 def worker(file: str, storage: str | None, study_name: str | None, trials: int | None,
            timeout: str | None, workers: int | None, hard_stop: bool, live: bool | None,
-           no_estimate: bool) -> None:
+           no_estimate: bool, create: bool) -> None:
     """Join a running study from another machine (or another process on this one).
 
-    The study must exist in the shared store; the worker takes its share of the same budget.
+    The study must exist in the shared store (unless --create); the worker takes its share of the
+    same budget.
 
     \b
     Example:
       autotune worker studies/moe_sparse.yaml --storage postgresql://tuner@db-host/autotune
     """
     spec = _spec_from(file, storage, study_name, trials, timeout, workers)
-    _execute(spec, join_only=True, hard_stop=hard_stop, live=live, estimate=not no_estimate)
+    _execute(spec, join_only=True, hard_stop=hard_stop, live=live, estimate=not no_estimate,
+             create=create)
 
 
 @main.command()
@@ -375,6 +383,49 @@ def init(file: str | None, force: bool) -> None:
     except OSError as exc:
         _die(f"{file or DEFAULT_FILE}: cannot be written ({exc.strerror or exc})")
     click.echo(f"wrote {path}; next: autotune validate {path} && autotune run {path}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--storage", metavar="URL", help="The PostgreSQL the pods share (default: "
+              "$AUTOTUNE_STORAGE, then the file's storage); it goes into a Secret.")
+@click.option("--pods", type=int, default=1, show_default=True, metavar="N", help="Worker pods.")
+@click.option("--gpus-per-pod", type=int, default=1, show_default=True, metavar="G",
+              help="nvidia.com/gpu of each pod (0: CPU pods); CPU and memory are sized from it.")
+@click.option("--image", metavar="IMAGE", help="Container image with autotune installed "
+              "(default autotune:VERSION).")
+@click.option("--namespace", metavar="NS", help="Namespace of the objects (default: kubectl's).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest file to write.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@_guarded
+def k8s(file: str, storage: str | None, pods: int, gpus_per_pod: int, image: str | None,
+        namespace: str | None, out: str, force: bool) -> None:
+    """Write Kubernetes manifests that run the study on a cluster: a ConfigMap with the study
+    file, a Secret with the store URL and an Indexed Job of pods running `autotune worker`.
+
+    \b
+    Example:
+      export AUTOTUNE_STORAGE=postgresql://tuner:PASSWORD@db-host/autotune
+      autotune k8s studies/moe_sparse.yaml --pods 4 --gpus-per-pod 2 \\
+          --image registry.example.com/autotune:0.1.0 --out study.yaml
+      kubectl apply -f study.yaml
+    """
+    from autotune import k8s as k8s_mod
+    from autotune.spec import load_spec
+    from autotune.store import ENV_STORAGE, mask_url
+    spec = load_spec(file, storage=storage or os.environ.get(ENV_STORAGE))   # the cluster's store, not a laptop's
+    try:
+        plan = k8s_mod.plan(spec, pods=pods, gpus_per_pod=gpus_per_pod, image=image, namespace=namespace)
+        text = k8s_mod.to_yaml(k8s_mod.manifests(plan), header=k8s_mod.header(plan))
+    except k8s_mod.K8sError as exc:
+        _die(str(exc))
+    write_new(Path(out), lambda tmp: tmp.write_text(text), force, mode=0o600)
+    for note in k8s_mod.notes(spec, plan):
+        click.echo(f"note: {note}", err=True)
+    click.echo(printable(f"wrote {out}: Job {plan.name}, {pods} pod(s) x {gpus_per_pod} GPU(s), "
+                         f"study {spec.study} in {mask_url(plan.storage_url)}"))
+    click.echo(f"{out} holds the store URL (a Secret): it is readable by you only (mode 0600); "
+               f"keep it out of version control. Next: kubectl apply -f {out}")
 
 
 # --- inspecting studies -------------------------------------------------------------------------

@@ -646,15 +646,28 @@ def create_or_load_study(
     pruner: optuna.pruners.BasePruner | None = None,
 ) -> optuna.Study:
     """Create the study, or resume it if it exists with the same directions."""
+    return create_or_load(storage, name, directions, sampler=sampler, pruner=pruner)[0]
+
+
+def create_or_load(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    directions: Sequence[str],
+    *,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> tuple[optuna.Study, bool]:
+    """``create_or_load_study``, and whether this call created the study: of processes that
+    start a new study at the same moment (the pods of a Kubernetes Job), exactly one did."""
     if study_exists(storage, name):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         check_directions(name, study.directions, directions)
-        return study
+        return study, False
     try:
         return optuna.create_study(storage=storage, study_name=name, directions=list(directions),
-                                   sampler=sampler, pruner=pruner)
+                                   sampler=sampler, pruner=pruner), True
     except optuna.exceptions.DuplicatedStudyError:   # another process created it just now
-        return create_or_load_study(storage, name, directions, sampler=sampler, pruner=pruner)
+        return create_or_load(storage, name, directions, sampler=sampler, pruner=pruner)
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,34 @@ def test_worker_needs_an_existing_study(tmp_path):
     assert result.exit_code == 2 and "autotune run" in result.output
 
 
+def test_worker_with_create_starts_a_missing_study_and_runs_its_budget(tmp_path):
+    path = user_study(tmp_path, trials=2)
+    result = CliRunner().invoke(main, ["worker", str(path), "--create", "--no-live"])
+    assert result.exit_code == 0, result.output
+    assert [t.state.name for t in trials_of(tmp_path)] == ["COMPLETE", "COMPLETE"]
+    assert optuna.load_study(study_name="quad", storage=f"sqlite:///{tmp_path / 'store.db'}"
+                             ).user_attrs["autotune"]["metrics"] == ["val_loss"]
+
+
+def test_a_worker_that_loses_the_race_to_create_the_study_leaves_its_warm_start_to_the_winner(
+        tmp_path, monkeypatch):
+    from autotune import cli, store
+    from autotune.spec import load_spec
+    old = user_study(tmp_path, trials=3, name="old")
+    assert invoke("run", str(old), "--no-live").exit_code == 0
+    spec = load_spec(user_study(tmp_path, extra={"warm_start": {"from": ["old"], "top_k": 2}}))
+    real, calls = store.study_exists, []
+
+    def looks_before_the_winner_created_it(storage, name):
+        calls.append(name)
+        return False if len(calls) == 1 else real(storage, name)
+    monkeypatch.setattr(store, "study_exists", looks_before_the_winner_created_it)
+    store.create_or_load(store.open_storage(spec.storage), "quad", ["minimize"])   # the winner, not yet enqueued
+    calls.clear()
+    cli._prepare(spec, join_only=True, create=True)
+    assert trials_of(tmp_path) == []   # the winner enqueues the 2; the loser, nothing on top
+
+
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "autotune", *args], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
