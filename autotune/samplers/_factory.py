@@ -18,6 +18,9 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.samplers._constraints import ConstraintsFunc
+from autotune.samplers._distinct import DistinctSampler
+
 SAMPLER_KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
 _logger = logging.getLogger("autotune.samplers")
 
@@ -107,6 +110,7 @@ _OPTIONS: dict[str, dict[str, tuple[Any, Callable[[Any], str | None]]]] = {
     },
 }
 _SINGLE_OBJECTIVE_KINDS = ("cmaes",)
+_TAKES_CONSTRAINTS_FUNC = ("tpe", "gp", "nsga2")   # Optuna 5.1's samplers with constraints_func
 
 
 def sampler_defaults(kind: str) -> dict[str, Any]:
@@ -138,8 +142,17 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"kind: unknown optimizer {kind!r}; choose one of {', '.join(SAMPLER_KINDS)}")
 
 
-def build_sampler(kind: str, seed: int | None = None, **options: Any) -> BaseSampler:
-    """A ready Optuna sampler for ``kind`` (one of ``SAMPLER_KINDS``).
+def build_sampler(
+    kind: str, seed: int | None = None, *, constraints_func: ConstraintsFunc | None = None,
+    **options: Any,
+) -> BaseSampler:
+    """A ready Optuna sampler for ``kind`` (one of ``SAMPLER_KINDS``), behind the duplicate guard
+    (``DistinctSampler``: no two trials get the same configuration).
+
+    ``constraints_func(trial) -> values`` (<= 0: satisfied) goes to Optuna's samplers that take it
+    (TPE, GP, NSGA-II); for the others the guard stores its values after each trial, and the
+    hybrid and evolution samplers rank infeasible trials below feasible ones by them. CMA-ES and
+    random store them but do not use them.
 
     Example:
         >>> import optuna
@@ -151,7 +164,11 @@ def build_sampler(kind: str, seed: int | None = None, **options: Any) -> BaseSam
     with warnings.catch_warnings():
         # Optuna marks `group`, `deterministic_objective` and friends experimental; we chose them.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _BUILDERS[kind](seed, opts)
+        if kind in _TAKES_CONSTRAINTS_FUNC and constraints_func is not None:
+            opts["constraints_func"] = constraints_func
+            constraints_func = None   # the inner sampler stores the values itself
+        inner = _BUILDERS[kind](seed, opts)
+    return DistinctSampler(inner, seed=seed, constraints_func=constraints_func)
 
 
 def _build_tpe(seed: int | None, opts: dict[str, Any]) -> BaseSampler:
