@@ -3,9 +3,10 @@
 Owns: ``DistinctSampler(inner)``. With K trials running it keeps the K proposals distinct, and it
 never proposes a finished configuration again (every state but WAITING counts: a failed or pruned
 configuration is not worth a second run unless it is re-queued on purpose).
-- ``sample_relative``: when the inner sampler's proposal repeats a trial's configuration, ask it
-  again (its RNG moves on), up to ``_RETRIES`` times; a deterministic sampler (GP) is then nudged:
-  one gene of the proposal mutated at a time in the genome space of ``_encoding``.
+- ``sample_relative``: when the inner sampler's proposal repeats a trial's configuration (or
+  leaves its discrete, independently sampled parameters no new completion), ask it again (its
+  RNG moves on) up to twice, then nudge the proposal: one gene mutated at a time in the genome
+  space of ``_encoding`` (a GP, nearly deterministic and slow, would repeat itself).
 - ``sample_independent`` (startup phases, parameters outside the relative space): when the value
   would complete a trial's configuration, it is drawn again, then uniformly among the values that
   do not.
@@ -26,9 +27,15 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.samplers._constraints import ConstraintsFunc, record_constraints
-from autotune.samplers._encoding import GenomeCodec, proposed_params, remember_proposal
+from autotune.samplers._encoding import (
+    GenomeCodec,
+    proposed_params,
+    remember_proposal,
+    union_search_space,
+)
 
 _RETRIES = 8
+_RELATIVE_RETRIES = 2   # a relative proposal can cost a second (GP): then nudge instead
 _logger = logging.getLogger("autotune.samplers")
 
 
@@ -56,6 +63,7 @@ class DistinctSampler(BaseSampler):
         self._random = RandomSampler(seed=seed)
         self._taken: tuple[int, list[dict[str, Any]]] | None = None   # (trial id, configurations)
         self._relative: dict[int, dict[str, Any]] = {}                # trial id -> its proposal
+        self._space: dict[str, BaseDistribution] = {}                 # every parameter seen
         self._warned = False
 
     def reseed_rng(self) -> None:
@@ -79,8 +87,8 @@ class DistinctSampler(BaseSampler):
         if not params:
             return params
         taken = self._taken_configs(study, trial)
-        for _ in range(_RETRIES):
-            if not _repeats({**trial.params, **params}, trial.params, taken):
+        for _ in range(_RELATIVE_RETRIES):
+            if not self._dead_end(params, trial, taken):
                 break
             params = self.inner.sample_relative(study, trial, search_space)
         else:
@@ -136,7 +144,31 @@ class DistinctSampler(BaseSampler):
                 if t._trial_id != trial._trial_id and t.state != TrialState.WAITING
             ]
             self._taken = (trial._trial_id, [c for c in configs if c])
+            self._space = union_search_space(t for t in trials if t.state.is_finished())
         return self._taken[1]
+
+    def _dead_end(
+        self, params: dict[str, Any], trial: FrozenTrial, taken: list[dict[str, Any]]
+    ) -> bool:
+        """Whether a relative proposal repeats a trial, or leaves its other (independently
+        sampled, discrete) parameters no value that would not (NSGA-II drops mutated genes
+        from its proposals; a proposal with all their completions taken is a repeat too)."""
+        planned = {**params, **trial.params}
+        if _repeats(planned, trial.params, taken):
+            return True
+        rest = {k: d for k, d in self._space.items() if k not in planned}
+        n_completions = 1
+        for dist in rest.values():
+            size = _n_values(dist)
+            if size is None:
+                return False
+            n_completions *= size
+        seen = {
+            tuple(other.get(k) for k in sorted(rest)) for other in taken
+            if all(planned[k] == v for k, v in other.items() if k in planned)
+            and other.keys() - planned.keys() <= rest.keys()
+        }
+        return len(seen) >= n_completions
 
     def _nudge(
         self, params: dict[str, Any], space: dict[str, BaseDistribution], trial: FrozenTrial,
@@ -156,7 +188,7 @@ class DistinctSampler(BaseSampler):
             elif codec.n_choices[gene - len(num)] > 1:
                 cat[gene - len(num)] = int(self._rng.randint(codec.n_choices[gene - len(num)]))
             candidate = {**params, **codec.decode(num, cat)}
-            if not _repeats({**trial.params, **candidate}, trial.params, taken):
+            if not self._dead_end(candidate, trial, taken):
                 return candidate
         self._warn_once(", ".join(params))
         return params
@@ -168,6 +200,16 @@ class DistinctSampler(BaseSampler):
                 "every value of %s tried repeats a configuration some trial already has (a small "
                 "space?); proposing a duplicate (this is said once)", names,
             )
+
+
+def _n_values(dist: BaseDistribution) -> int | None:
+    """How many values a distribution holds; None for a continuous one."""
+    if isinstance(dist, CategoricalDistribution):
+        return len(dist.choices)
+    step = getattr(dist, "step", None)
+    if step is None:
+        return None
+    return int(round((dist.high - dist.low) / step)) + 1   # type: ignore[attr-defined]
 
 
 def _repeats(
