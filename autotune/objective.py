@@ -3,7 +3,8 @@
 Owns: merging ``trainer`` + ``fixed`` + sampled parameters; loading the user's objective
 (``package.module:function``) or the built-in ``moe_lm``; turning ``report(step, metrics)`` into
 ``trial.report`` / ``trial.should_prune``; turning returned metrics into the study's objective
-values, stored with all metrics as user attributes.
+values, stored with all metrics as user attributes, and the study's constraint values; recording a trial that ran out of GPU memory
+as infeasible (``_out_of_memory``) rather than failed.
 Must not know about: kernel details, processes (the scheduler runs ``TrialObjective`` in a worker).
 
 A user's objective has this shape::
@@ -27,6 +28,8 @@ from typing import Any, Callable, Mapping
 
 import optuna
 
+from autotune.constraints import is_out_of_memory, memory_reached_mb, set_constraints
+from autotune.outcomes import INFEASIBLE_ATTR, OOM
 from autotune.spec import BUILTIN_PREFIX, import_objective
 from autotune.spec_types import StudySpec
 
@@ -126,6 +129,20 @@ def _jsonable_dict(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): _jsonable(v) for k, v in mapping.items()}
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _worst_values(study: optuna.Study, directions: list[str]) -> list[float] | None:
+    """The worst value of each objective over the study's completed trials; None if there are none."""
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    rows = [t.values for t in trials if t.values and all(math.isfinite(v) for v in t.values)]
+    if not rows:
+        return None
+    return [float(max(col) if d == "minimize" else min(col)) for d, col in zip(directions, zip(*rows))]
+
+
 def _last_step(*candidates: Any) -> int | None:
     """The step at which a trial's run ends (the pruner's ``max_steps``, else ``steps``), if known."""
     for value in candidates:
@@ -188,6 +205,29 @@ class TrialObjective:
                 pruner=build_pruner(self.spec.pruner, steps))
         return self._study
 
+    def _out_of_memory(self, study: optuna.Study, trial: optuna.trial.Trial,
+                       exc: BaseException) -> list[float]:
+        """Record a trial that ran out of memory as infeasible, so that the optimizer sees it.
+
+        Optuna's samplers ignore FAIL trials: a failure would teach the search nothing and it would
+        keep proposing the region. So the trial completes with the worst value each objective has
+        seen (a stand-in, not a measurement; the ``metrics`` attr holds only the memory reached),
+        is flagged ``infeasible: oom``, and violates the study's constraints (``out_of_memory``). With no finished trial to take a worst value from it fails as before.
+        """
+        reason = _one_line(exc)
+        worst = _worst_values(study, self.spec.directions)
+        if worst is None:
+            raise TrialFailed(f"out of memory, before any trial finished: {reason}") from exc
+        metrics: dict[str, Any] = {}
+        reached = memory_reached_mb(exc)
+        if reached is not None:
+            metrics["peak_mem_mb"] = reached
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr(INFEASIBLE_ATTR, OOM)
+        trial.set_user_attr("oom_reason", reason[:2000])
+        set_constraints(trial, self.spec.constraints, metrics, out_of_memory=True)
+        return worst
+
     def config(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """What the objective function sees: trainer settings, then fixed values, then the trial's."""
         return {**self.spec.trainer_dict, **self.spec.fixed_dict, **params}
@@ -234,11 +274,17 @@ class TrialObjective:
 
         fn = resolve(self.spec.objective, self.spec)
         started = time.perf_counter()
-        if self.builtin:
-            use_compile_cache(compile_cache_dir(self.storage_url))
-            result = fn(config, report, compile_costs=self._compile_costs(study))
-        else:
-            result = fn(config, report)
+        try:
+            if self.builtin:
+                use_compile_cache(compile_cache_dir(self.storage_url))
+                result = fn(config, report, compile_costs=self._compile_costs(study))
+            else:
+                result = fn(config, report)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            phases["objective"] = time.perf_counter() - started
+            return self._out_of_memory(study, trial, exc)
         if not isinstance(result, Mapping):
             raise TrialFailed(f"objective {self.spec.objective} returned {type(result).__name__}, "
                               "expected a dict of metrics")
@@ -255,6 +301,7 @@ class TrialObjective:
         metrics = {str(k): _jsonable(v) for k, v in result.items()}
         metrics.setdefault("trial_seconds", round(time.perf_counter() - started, 3))
         trial.set_user_attr("metrics", metrics)
+        set_constraints(trial, self.spec.constraints, metrics)
         if not single:
             trial.set_user_attr("curve", curve)
         if pruned:

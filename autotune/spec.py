@@ -32,7 +32,7 @@ import yaml
 
 from autotune import knobs
 from autotune.spec_types import (OPTIMIZER_KINDS, PRUNER_KINDS, WARM_START_STRATEGIES, BudgetSpec,
-                                 ObjectiveSpec, OptimizerSpec, ParallelSpec, Param, PrunerSpec,
+                                 ConstraintSpec, ObjectiveSpec, OptimizerSpec, ParallelSpec, Param, PrunerSpec,
                                  SearchSpace, StudySpec, WarmStartSpec)
 
 BUILTIN_PREFIX = "builtin:"
@@ -403,9 +403,9 @@ def _knob_mapping(ctx: _Ctx, raw: Any, key: str) -> tuple[tuple[str, Any], ...]:
 # --- sections ---------------------------------------------------------------------------------
 
 _STUDY_KEYS = ("study", "description", "storage", "space", "objectives", "optimizer", "pruner",
-               "budget", "parallel", "warm_start", "objective", "trainer", "fixed")
+               "budget", "parallel", "warm_start", "objective", "trainer", "fixed", "constraints")
 _FLAT_TOP_KEYS = ("optimization", "study", "description", "storage", "objective", "trainer",
-                  "fixed", "pruner", "warm_start")
+                  "fixed", "pruner", "warm_start", "constraints")
 _FLAT_KEYS = ("algorithm", "max_evals", "parallel_evals", "metrics", "parameters", "seed",
               "timeout")
 _FLAT_ALGORITHMS = {"bayesian": "tpe", "evolutionary": "evolution", "hybrid": "hybrid",
@@ -711,7 +711,8 @@ def _check_builtin_data(ctx: _Ctx, values: dict[str, Any]) -> None:
         raise ctx.fail("trainer", str(exc)) from None
 
 
-def _check_metrics(ctx: _Ctx, objective: str, objectives: tuple[ObjectiveSpec, ...], key: str) -> None:
+def _check_metrics(ctx: _Ctx, objective: str, objectives: tuple[ObjectiveSpec, ...], key: str,
+                   leaf: bool = True) -> None:
     if not objective.startswith(BUILTIN_PREFIX):
         return  # a user objective that omits a metric fails its first trial saying so
     try:
@@ -722,8 +723,49 @@ def _check_metrics(ctx: _Ctx, objective: str, objectives: tuple[ObjectiveSpec, .
         if o.metric not in BUILTIN_METRICS:
             hint = difflib.get_close_matches(o.metric, BUILTIN_METRICS, n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else f"; it reports {', '.join(BUILTIN_METRICS)}"
-            raise ctx.fail(_join(_join(key, i), "metric"),
+            raise ctx.fail(_join(_join(key, i), "metric") if leaf else _join(key, i),
                            f"{objective} never reports {o.metric!r}{extra}")
+
+
+_CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>|=<|=>|==|=|!=)\s*(\S.*?)\s*$")
+
+
+def _parse_constraints(ctx: _Ctx, raw: Any, key: str) -> tuple[ConstraintSpec, ...]:
+    """``["peak_mem_mb <= 40000", "latency_ms <= 5"]``: a metric, ``<=`` or ``>=``, a number."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise ctx.fail(key, f"must be a list of texts such as \"peak_mem_mb <= 40000\", got {_kind(raw)}")
+    out = []
+    for i, item in enumerate(raw):
+        ikey = _join(key, i)
+        if not isinstance(item, str):
+            raise ctx.fail(ikey, f"must be a text such as \"latency_ms <= 5\", got {_kind(item)}")
+        match = _CONSTRAINT_RE.match(item)
+        if match is None:
+            raise ctx.fail(ikey, f"{item!r} is not METRIC <= NUMBER or METRIC >= NUMBER")
+        metric, op, bound = match.groups()
+        if op not in ("<=", ">="):
+            fix = {"<": "<=", "=<": "<=", ">": ">=", "=>": ">="}.get(op)
+            hint = f"; write {metric} {fix} {bound}" if fix else ""
+            raise ctx.fail(ikey, f"operator {op!r} is not supported: use <= or >={hint}")
+        try:
+            value = float(bound)
+        except ValueError:
+            raise ctx.fail(ikey, f"bound {bound!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ctx.fail(ikey, f"bound {bound!r} is not a finite number")
+        out.append(ConstraintSpec(metric, op, value))
+    return tuple(out)
+
+
+def _check_constraint_metrics(ctx: _Ctx, objective: str, constraints: tuple[ConstraintSpec, ...],
+                              key: str) -> None:
+    """As ``_check_metrics``: a built-in objective's constraints name metrics it reports."""
+    _check_metrics(ctx, objective, tuple(ObjectiveSpec(c.metric, "minimize") for c in constraints),
+                   key, leaf=False)
 
 
 def _plain_mapping(ctx: _Ctx, raw: Any, key: str) -> tuple[tuple[str, Any], ...]:
@@ -753,6 +795,7 @@ def _native(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str
         "objective": _parse_objective_ref(ctx, raw.get("objective", "builtin:moe_lm"), "objective"),
         "trainer": _knob_mapping(ctx, raw.get("trainer"), "trainer"),
         "fixed": _knob_mapping(ctx, raw.get("fixed"), "fixed"),
+        "constraints": _parse_constraints(ctx, raw.get("constraints"), "constraints"),
     }
 
 
@@ -804,6 +847,7 @@ def _flat(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str, 
         "objective": _parse_objective_ref(ctx, raw.get("objective", "builtin:moe_lm"), "objective"),
         "trainer": _knob_mapping(ctx, raw.get("trainer"), "trainer"),
         "fixed": _knob_mapping(ctx, raw.get("fixed"), "fixed"),
+        "constraints": _parse_constraints(ctx, raw.get("constraints"), "constraints"),
     }
     if ctx.aliases:
         _fill_flat_defaults(values)
@@ -852,6 +896,7 @@ def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = No
         _check_builtin_data(ctx, values)
     _check_metrics(ctx, values["objective"], values["objectives"],
                    "objectives" if "optimization" not in raw else "optimization.metrics")
+    _check_constraint_metrics(ctx, values["objective"], values["constraints"], "constraints")
     from autotune.store import DEFAULT_STORAGE, ENV_STORAGE
     values["storage"] = values["storage"] or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
     return StudySpec(path=file, **values)

@@ -48,6 +48,18 @@ class ObjectiveSpec:
 
 
 @dataclass(frozen=True)
+class ConstraintSpec:
+    """``metric op bound`` that a trial must satisfy, e.g. ``peak_mem_mb <= 40000``."""
+
+    metric: str
+    op: Literal["<=", ">="]
+    bound: float
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+@dataclass(frozen=True)
 class OptimizerSpec:
     kind: str = "tpe"
     seed: int | None = None
@@ -114,6 +126,7 @@ class StudySpec:
     objective: str = "builtin:moe_lm"
     trainer: tuple[tuple[str, Any], ...] = ()
     fixed: tuple[tuple[str, Any], ...] = ()
+    constraints: tuple[ConstraintSpec, ...] = ()
     # a flat study's model / trainer settings that came from the machine-sized defaults
     # (autotune/knobs.py), already merged into trainer and fixed; "cpu" or "gpu": which set
     flat_defaults: tuple[tuple[str, Any], ...] = ()

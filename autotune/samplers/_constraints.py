@@ -1,44 +1,24 @@
-"""Constraint values of trials, as Optuna's samplers store and read them.
+"""Constraint values of trials, as our samplers rank them.
 
-Owns: the one place that touches Optuna's private constraint storage (the trial system attr
-``optuna.samplers._base._CONSTRAINTS_KEY``, written by ``_process_constraints_after_trial``),
-and the ranking our samplers use: infeasible trials below every feasible one, ordered by their
-total violation (``penalized_values``). A constraint value <= 0 means satisfied (Optuna's rule).
+Owns: ``penalized_values``: infeasible trials below every feasible one, ordered by their total
+violation. Constraint values are what trials set through Optuna's public ``Trial.set_constraint``
+and read back as ``FrozenTrial.constraints`` (<= 0: satisfied), the same values Optuna's TPE, GP
+and NSGA-II use.
 Must not know about: metrics, the spec, the model.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
-from optuna.samplers import _base as _optuna_sampler_base
-from optuna.study import Study, StudyDirection
-from optuna.trial import FrozenTrial, TrialState
-
-ConstraintsFunc = Callable[[FrozenTrial], Sequence[float]]
-
-# Private in Optuna 5.1; tests/samplers_tests/test_constraints.py pins both names.
-CONSTRAINTS_KEY: str = _optuna_sampler_base._CONSTRAINTS_KEY
-
-
-def record_constraints(
-    constraints_func: ConstraintsFunc, study: Study, trial: FrozenTrial, state: TrialState
-) -> None:
-    """Store ``constraints_func(trial)`` where Optuna's samplers read it (COMPLETE / PRUNED only),
-    as ``BaseSampler.after_trial`` of the samplers that take ``constraints_func`` does."""
-    _optuna_sampler_base._process_constraints_after_trial(constraints_func, study, trial, state)
-
-
-def constraint_values(trial: FrozenTrial) -> tuple[float, ...] | None:
-    """The trial's stored constraint values, or None when none were stored."""
-    values = trial.system_attrs.get(CONSTRAINTS_KEY)
-    return None if values is None else tuple(float(v) for v in values)
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial
 
 
 def total_violation(trial: FrozenTrial) -> float:
     """Sum of the positive constraint values; 0 for a feasible trial or one without constraints."""
-    values = constraint_values(trial)
-    return 0.0 if values is None else float(sum(max(0.0, v) for v in values))
+    return float(sum(max(0.0, v) for v in trial.constraints.values()))
 
 
 def penalized_values(
@@ -56,18 +36,16 @@ def penalized_values(
     if not infeasible.any():
         return values
     sign = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions])
-    loss = values * sign                                   # lower is better in every column
-    finite = np.where(np.isfinite(loss), loss, np.nan)
-    reference = finite[~infeasible] if (~infeasible).any() else finite
-    worst = np.nanmax(reference, axis=0) if np.isfinite(reference).any() else np.zeros(len(directions))
-    worst = np.nan_to_num(worst)
-    span = np.nanmax(finite, axis=0) - np.nanmin(finite, axis=0) if np.isfinite(finite).any() else 0.0
-    span = np.maximum(np.nan_to_num(span), 1e-12) * np.ones(len(directions))
-    scale = violation / max(float(violation.max()), 1e-12)   # in (0, 1] for infeasible trials
+    loss = np.where(np.isfinite(values), values * sign, np.nan)   # lower is better everywhere
+    reference = loss[~infeasible] if (~infeasible).any() else loss
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # an all-NaN column: nanmax says so
+        worst = np.nan_to_num(np.nanmax(reference, axis=0))
+        span = np.nan_to_num(np.nanmax(loss, axis=0) - np.nanmin(loss, axis=0))
+    span = np.maximum(span, 1e-12)
+    scale = violation / violation.max()                            # in (0, 1] where infeasible
     penalized = worst + span * (1.0 + scale[:, None])
-    loss = np.where(infeasible[:, None], penalized, loss)
-    return loss * sign
+    return np.where(infeasible[:, None], penalized * sign, values)
 
 
-__all__ = ["CONSTRAINTS_KEY", "ConstraintsFunc", "constraint_values", "penalized_values",
-           "record_constraints", "total_violation"]
+__all__ = ["penalized_values", "total_violation"]

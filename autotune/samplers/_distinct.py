@@ -26,7 +26,6 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.samplers._constraints import ConstraintsFunc, record_constraints
 from autotune.samplers._encoding import (
     GenomeCodec,
     proposed_params,
@@ -42,8 +41,6 @@ _logger = logging.getLogger("autotune.samplers")
 class DistinctSampler(BaseSampler):
     """Wraps ``inner`` so that no two trials of a study get the same configuration.
 
-    ``constraints_func``: stored after each trial for samplers that do not store it themselves.
-
     Example:
         >>> import optuna
         >>> sampler = DistinctSampler(optuna.samplers.RandomSampler(seed=0), seed=0)
@@ -53,12 +50,8 @@ class DistinctSampler(BaseSampler):
         3
     """
 
-    def __init__(
-        self, inner: BaseSampler, *, seed: int | None = None,
-        constraints_func: ConstraintsFunc | None = None,
-    ) -> None:
+    def __init__(self, inner: BaseSampler, *, seed: int | None = None) -> None:
         self.inner = inner
-        self._constraints_func = constraints_func
         self._rng = np.random.RandomState(seed)
         self._random = RandomSampler(seed=seed)
         self._taken: tuple[int, list[dict[str, Any]]] | None = None   # (trial id, configurations)
@@ -128,8 +121,6 @@ class DistinctSampler(BaseSampler):
         self, study: Study, trial: FrozenTrial, state: TrialState, values: Any
     ) -> None:
         self._relative.pop(trial._trial_id, None)
-        if self._constraints_func is not None:
-            record_constraints(self._constraints_func, study, trial, state)
         self.inner.after_trial(study, trial, state, values)
 
     # -- helpers ---------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.samplers._constraints import ConstraintsFunc
 from autotune.samplers._distinct import DistinctSampler
 
 SAMPLER_KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
@@ -110,7 +109,6 @@ _OPTIONS: dict[str, dict[str, tuple[Any, Callable[[Any], str | None]]]] = {
     },
 }
 _SINGLE_OBJECTIVE_KINDS = ("cmaes",)
-_TAKES_CONSTRAINTS_FUNC = ("tpe", "gp", "nsga2")   # Optuna 5.1's samplers with constraints_func
 
 
 def sampler_defaults(kind: str) -> dict[str, Any]:
@@ -142,17 +140,13 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"kind: unknown optimizer {kind!r}; choose one of {', '.join(SAMPLER_KINDS)}")
 
 
-def build_sampler(
-    kind: str, seed: int | None = None, *, constraints_func: ConstraintsFunc | None = None,
-    **options: Any,
-) -> BaseSampler:
+def build_sampler(kind: str, seed: int | None = None, **options: Any) -> BaseSampler:
     """A ready Optuna sampler for ``kind`` (one of ``SAMPLER_KINDS``), behind the duplicate guard
     (``DistinctSampler``: no two trials get the same configuration).
 
-    ``constraints_func(trial) -> values`` (<= 0: satisfied) goes to Optuna's samplers that take it
-    (TPE, GP, NSGA-II); for the others the guard stores its values after each trial, and the
-    hybrid and evolution samplers rank infeasible trials below feasible ones by them. CMA-ES and
-    random store them but do not use them.
+    Constraint values that trials set (``Trial.set_constraint``; <= 0: satisfied) are used by
+    Optuna's TPE, GP and NSGA-II, and by our hybrid and evolution samplers (infeasible trials
+    rank below feasible ones, by total violation); CMA-ES and random ignore them.
 
     Example:
         >>> import optuna
@@ -164,11 +158,8 @@ def build_sampler(
     with warnings.catch_warnings():
         # Optuna marks `group`, `deterministic_objective` and friends experimental; we chose them.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if kind in _TAKES_CONSTRAINTS_FUNC and constraints_func is not None:
-            opts["constraints_func"] = constraints_func
-            constraints_func = None   # the inner sampler stores the values itself
         inner = _BUILDERS[kind](seed, opts)
-    return DistinctSampler(inner, seed=seed, constraints_func=constraints_func)
+    return DistinctSampler(inner, seed=seed)
 
 
 def _build_tpe(seed: int | None, opts: dict[str, Any]) -> BaseSampler:
@@ -180,6 +171,8 @@ def _build_gp(seed: int | None, opts: dict[str, Any]) -> BaseSampler:
 
 
 def _build_cmaes(seed: int | None, opts: dict[str, Any]) -> BaseSampler:
+    # Optuna's CMA-ES warns after every trial that sets constraint values; once is enough.
+    warnings.filterwarnings("once", message="Constraints have been set, but CmaEsSampler")
     fallback = _WarnOnceFallback(optuna.samplers.TPESampler(seed=seed), "cmaes")
     return optuna.samplers.CmaEsSampler(
         seed=seed, independent_sampler=fallback, warn_independent_sampling=False, **opts
