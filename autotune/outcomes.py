@@ -40,6 +40,11 @@ def is_out_of_memory(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.COMPLETE and trial.user_attrs.get(INFEASIBLE_ATTR) == OOM
 
 
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Satisfies every constraint value it stored (<= 0) and did not run out of memory."""
+    return not is_out_of_memory(trial) and all(v <= 0 for v in trial.constraints.values())
+
+
 def outcome(trial: FrozenTrial) -> str:
     """``complete``, ``out of memory``, ``pruned``, ``failed``, ``interrupted``, ``running`` or
     ``waiting``."""

@@ -33,8 +33,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from autotune.outcomes import (INTERRUPTED_BY_ATTR, describe, is_interrupted, is_out_of_memory,
-                               outcome_counts)
+from autotune.outcomes import (INTERRUPTED_BY_ATTR, describe, is_feasible, is_interrupted,
+                               is_out_of_memory, outcome_counts)
 
 # States that count toward the trial budget (a FAIL is retried, so it does not).
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -443,6 +443,9 @@ def print_summary(study: optuna.Study, storage_label: str, *, console: Console |
     table.add_row("store", storage_label)
     if not counts.get("complete"):
         table.add_row("best", "no completed trial")
+    elif len(directions) == 1 and not any(is_feasible(t) for t in trials
+                                          if t.state == TrialState.COMPLETE):
+        table.add_row("best", "no feasible complete trial (constraints, out of memory)")
     elif len(directions) == 1:
         _add_trial_rows(table, study.best_trial, names)
     else:

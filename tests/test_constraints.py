@@ -93,3 +93,40 @@ def test_the_search_learns_to_avoid_running_out_of_memory(kind, tmp_path):
     assert oom_share <= 0.3, [round(t.params["x"], 2) for t in study.trials]   # random: 0.4
     best = study.best_trial   # Optuna's: feasible trials only
     assert best.params["x"] <= OOM_ABOVE and all(v <= 0 for v in best.constraints.values())
+
+
+SPEC = {"space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+        "objectives": [{"metric": "val_loss", "direction": "minimize"}], "trainer": {"steps": 10}}
+
+
+def test_constraints_parse_into_metric_operator_bound():
+    spec = parse_spec({**SPEC, "constraints": ["peak_mem_mb <= 40000", "accuracy>=0.9"]})
+    assert [str(c) for c in spec.constraints] == ["peak_mem_mb <= 40000", "accuracy >= 0.9"]
+
+
+@pytest.mark.parametrize("constraints, problem", [
+    (["peak_mem <= 4"], r"constraints\[0\]: builtin:moe_lm never reports 'peak_mem'; did you mean 'peak_mem_mb'\?"),
+    (["latency_ms < 5"], r"constraints\[0\]: operator '<' is not supported: use <= or >=; write latency_ms <= 5"),
+    (["latency_ms <= fast"], r"constraints\[0\]: bound 'fast' is not a number"),
+    (["latency_ms"], r"constraints\[0\]: 'latency_ms' is not METRIC <= NUMBER or METRIC >= NUMBER"),
+    ([{"latency_ms": 5}], r"constraints\[0\]: must be a text"),
+    ({"latency_ms": {"max": 5}}, r"constraints: must be a list of texts"),
+])
+def test_a_bad_constraint_names_its_key_and_the_fix(constraints, problem):
+    from autotune.spec import SpecError
+    with pytest.raises(SpecError, match=problem):
+        parse_spec({**SPEC, "constraints": constraints})
+
+
+def test_status_and_best_count_out_of_memory_trials_and_show_only_a_feasible_best(tmp_path):
+    from click.testing import CliRunner
+
+    from autotune.cli import main
+    study = run_study(tmp_path, "random", 12)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    n_oom = sum(t.params["x"] > OOM_ABOVE for t in study.trials)
+    feasible = [t for t in study.trials if 1000 * t.params["x"] <= 700]
+    best = min(feasible, key=lambda t: t.value)
+    status = CliRunner().invoke(main, ["status", "c", "--storage", url])
+    assert status.exit_code == 0 and f"{n_oom} out of memory" in status.output
+    assert f"best        #{best.number}:" in status.output
