@@ -2,7 +2,8 @@
 
 Owns: merging ``trainer`` + ``fixed`` + sampled parameters; loading the user's objective
 (``package.module:function``) or the built-in ``moe_lm``; turning ``report(step, metrics)`` into
-``trial.report`` / ``trial.should_prune``; turning returned metrics into the study's objective
+``trial.report`` / ``trial.should_prune`` (several objectives: the pruner's ``metric`` judged
+against finished trials' stored curves, ``pruners.prune_on_curves``); turning returned metrics into the study's objective
 values, stored with all metrics as user attributes, and the study's constraint values; recording a trial that ran out of GPU memory
 as infeasible (``_out_of_memory``) rather than failed.
 Must not know about: kernel details, processes (the scheduler runs ``TrialObjective`` in a worker).
@@ -30,12 +31,14 @@ import optuna
 
 from autotune.constraints import is_out_of_memory, memory_reached_mb, set_constraints
 from autotune.outcomes import INFEASIBLE_ATTR, OOM
+from autotune.pruners import prune_on_curves
 from autotune.spec import BUILTIN_PREFIX, import_objective
 from autotune.spec_types import StudySpec
 
 Report = Callable[[int, Mapping[str, float]], bool]
 Notify = Callable[[int, Mapping[str, float]], None]
 CURVE_SAVE_S = 5.0   # several objectives: the growing ``curve`` user attr is stored at most this often
+PEER_CURVES_S = 30.0  # several objectives, pruning: finished trials' curves are reread this often
 
 
 class TrialFailed(Exception):
@@ -127,6 +130,16 @@ def _jsonable(value: Any) -> Any:
 
 def _jsonable_dict(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): _jsonable(v) for k, v in mapping.items()}
+
+
+def _metric_curve(curve: list, name: str) -> list[tuple[int, float]]:
+    """``[(step, value)]`` of one metric from a stored ``curve`` (``[[step, {metric: value}], ...]``)."""
+    out = []
+    for step, metrics in curve:
+        value = metrics.get(name) if isinstance(metrics, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append((int(step), float(value)))
+    return out
 
 
 def _one_line(exc: BaseException) -> str:
@@ -251,6 +264,19 @@ class TrialObjective:
         curve_saved_at = -math.inf   # several objectives: when the growing curve was last stored
         config = self.config(params)
         last_step = _last_step(self.spec.pruner.max_steps, config.get("steps"))
+        # Several objectives: Optuna forbids trial.report, so the pruner judges stored curves.
+        prune_on = self.spec.pruner.metric if not single and self.spec.pruner.kind != "none" else None
+        minimize = prune_on is None or dict(zip(self.spec.metrics, self.spec.directions))[prune_on] == "minimize"
+        peers: dict[str, Any] = {"read_at": -math.inf, "curves": []}
+
+        def others() -> list:
+            if time.monotonic() - peers["read_at"] >= PEER_CURVES_S:
+                states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+                peers["curves"] = [_metric_curve(t.user_attrs["curve"], prune_on)
+                                   for t in study.get_trials(deepcopy=False, states=states)
+                                   if isinstance(t.user_attrs.get("curve"), list)]
+                peers["read_at"] = time.monotonic()
+            return peers["curves"]
 
         def report(step: int, metrics: Mapping[str, float]) -> bool:
             nonlocal pruned, curve_saved_at
@@ -263,7 +289,13 @@ class TrialObjective:
                 trial.set_user_attr("curve", curve)   # Optuna forbids trial.report here
                 curve_saved_at = time.monotonic()
             value = metrics.get(metric)
-            if not single or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not single:
+                if prune_on is not None and (last_step is None or step < last_step) \
+                        and prune_on_curves(self.spec.pruner, _metric_curve(curve, prune_on),
+                                            others(), minimize):
+                    pruned = True
+                return not pruned
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
                 return not pruned
             trial.report(float(value), step)
             if last_step is not None and step >= last_step:

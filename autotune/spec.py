@@ -462,10 +462,13 @@ def _parse_pruner(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> PrunerSpe
     fields = [f.name for f in dataclasses.fields(PrunerSpec)]
     ctx.keys(raw, key, tuple(fields))
     kind = ctx.text(raw.get("kind", "none"), _join(key, "kind"), PRUNER_KINDS)
-    if kind != "none" and n_objectives > 1:
-        raise ctx.fail(_join(key, "kind"), "Optuna prunes single-objective studies only; "
-                                           "use kind: none with several objectives")
     values: dict[str, Any] = {"kind": kind}
+    if raw.get("metric") is not None:
+        values["metric"] = ctx.text(raw["metric"], _join(key, "metric"))
+    if kind != "none" and n_objectives > 1 and (kind not in ("median", "percentile")
+                                               or "metric" not in values):
+        raise ctx.fail(_join(key, "kind"), "with several objectives, prune with kind: median or "
+                                           "percentile and metric: one of the objectives' metrics")
     for name in ("min_steps", "reduction_factor", "startup_trials", "interval_steps"):
         if name in raw:
             values[name] = ctx.number(raw[name], _join(key, name), integer=True, minimum=0)
@@ -897,6 +900,10 @@ def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = No
     _check_metrics(ctx, values["objective"], values["objectives"],
                    "objectives" if "optimization" not in raw else "optimization.metrics")
     _check_constraint_metrics(ctx, values["objective"], values["constraints"], "constraints")
+    prune_on = values["pruner"].metric
+    if prune_on is not None and prune_on not in [o.metric for o in values["objectives"]]:
+        raise ctx.fail("pruner.metric", f"{prune_on!r} is not an objective's metric; "
+                                        f"choose one of {', '.join(o.metric for o in values['objectives'])}")
     from autotune.store import DEFAULT_STORAGE, ENV_STORAGE
     values["storage"] = values["storage"] or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
     return StudySpec(path=file, **values)

@@ -79,6 +79,7 @@ class PrunerSpec:
     percentile: float = 50.0            # percentile pruner
     startup_trials: int = 5             # median / percentile: trials before pruning starts
     interval_steps: int = 1
+    metric: str | None = None           # several objectives: median / percentile on this one's curve
 
 
 @dataclass(frozen=True)
