@@ -3,9 +3,10 @@
 Owns: merging ``trainer`` + ``fixed`` + sampled parameters; loading the user's objective
 (``package.module:function``) or the built-in ``moe_lm``; turning ``report(step, metrics)`` into
 ``trial.report`` / ``trial.should_prune`` (several objectives: the pruner's ``metric`` judged
-against finished trials' stored curves, ``pruners.prune_on_curves``); turning returned metrics into the study's objective
-values, stored with all metrics as user attributes, and the study's constraint values; recording a trial that ran out of GPU memory
-as infeasible (``_out_of_memory``) rather than failed.
+against finished trials' stored curves, ``pruners.prune_on_curves``); turning returned metrics
+into the study's objective values, stored with all metrics as user attributes, and the study's
+constraint values; recording a trial that ran out of GPU memory as infeasible
+(``_out_of_memory``) rather than failed.
 Must not know about: kernel details, processes (the scheduler runs ``TrialObjective`` in a worker).
 
 A user's objective has this shape::
@@ -225,7 +226,8 @@ class TrialObjective:
         Optuna's samplers ignore FAIL trials: a failure would teach the search nothing and it would
         keep proposing the region. So the trial completes with the worst value each objective has
         seen (a stand-in, not a measurement; the ``metrics`` attr holds only the memory reached),
-        is flagged ``infeasible: oom``, and violates the study's constraints (``out_of_memory``). With no finished trial to take a worst value from it fails as before.
+        is flagged ``infeasible: oom``, and violates the study's constraints (``out_of_memory``).
+        With no finished trial to take a worst value from it fails as before.
         """
         reason = _one_line(exc)
         worst = _worst_values(study, self.spec.directions)
@@ -266,7 +268,8 @@ class TrialObjective:
         last_step = _last_step(self.spec.pruner.max_steps, config.get("steps"))
         # Several objectives: Optuna forbids trial.report, so the pruner judges stored curves.
         prune_on = self.spec.pruner.metric if not single and self.spec.pruner.kind != "none" else None
-        minimize = prune_on is None or dict(zip(self.spec.metrics, self.spec.directions))[prune_on] == "minimize"
+        direction_of = dict(zip(self.spec.metrics, self.spec.directions))
+        minimize = prune_on is None or direction_of[prune_on] == "minimize"
         peers: dict[str, Any] = {"read_at": -math.inf, "curves": []}
 
         def others() -> list:

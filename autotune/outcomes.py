@@ -3,7 +3,8 @@
 Owns: the mark of an interrupted trial (cut by Ctrl-C / SIGTERM or by ``--hard-stop``: stored as
 FAIL, since Optuna has no such state, with the user attr ``stop_reason: interrupted``), the
 outcome label every view shows (``complete``, ``out of memory``, ``pruned``, ``failed``,
-``interrupted``, ``running``, ``waiting``), the mark of a trial that ran out of memory, and the shares of the ``time_s`` accounting that trials carry.
+``interrupted``, ``running``, ``waiting``), the mark of a trial that ran out of memory, and the
+shares of the ``time_s`` accounting that trials carry.
 Must not know about: how trials are run or stored; everything here is a pure function of trials.
 
     outcome(trial)                      # 'interrupted' for a trial that a stop cut short
