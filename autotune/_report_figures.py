@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from autotune.outcomes import TIME_ATTR, time_parts, time_shares
+from autotune.outcomes import TIME_ATTR, is_feasible, time_parts, time_shares
 
 _log = logging.getLogger("autotune")
 
@@ -87,15 +87,16 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def ranked(study: optuna.Study, limit: int | None = None) -> list[FrozenTrial]:
-    """Complete trials, best first: by the first objective, Pareto-front members first when several."""
+    """Complete trials, best first: feasible ones (constraints, memory) first, then by the first
+    objective, Pareto-front members first when several."""
     cached = getattr(study, "_ranked", None)
     if cached is None:
         s = signs(study)
         if len(s) > 1:
             front = {t.number for t in study.best_trials}
-            key = lambda t: (t.number not in front, s[0] * t.values[0])  # noqa: E731
+            key = lambda t: (not is_feasible(t), t.number not in front, s[0] * t.values[0])  # noqa: E731
         else:
-            key = lambda t: s[0] * t.values[0]  # noqa: E731
+            key = lambda t: (not is_feasible(t), s[0] * t.values[0])  # noqa: E731
         cached = sorted(completed(study), key=key)
         if isinstance(study, Snapshot):
             study._ranked = cached

@@ -493,7 +493,9 @@ def _status_of(study, url: str) -> None:
     if reruns:
         click.echo(f"              {len(reruns)} interrupted trial(s) re-queued: the next run starts with them")
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    if complete and len(directions) == 1:
+    if complete and len(directions) == 1 and not _feasible(study):
+        click.echo("  best        no complete trial is feasible (constraints, out of memory)")
+    elif complete and len(directions) == 1:
         b = study.best_trial
         click.echo(printable(f"  best        #{b.number}: {names[0]}={format_value(b.value)}; "
                              + " ".join(f"{k}={format_value(v)}" for k, v in b.params.items())))
@@ -548,10 +550,19 @@ def _stdin_is_tty() -> bool:
     return sys.stdin.isatty()
 
 
+def _feasible(study) -> bool:
+    """Whether a complete trial satisfies its constraints and did not run out of memory."""
+    from autotune.outcomes import is_feasible
+    return any(t.state.name == "COMPLETE" and is_feasible(t) for t in study.get_trials(deepcopy=False))
+
+
 def _best_trials(study) -> list:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not complete:
         _die(f"study {study.study_name!r} has no complete trial yet", EXIT_FAILED)
+    if not _feasible(study):
+        _die(f"study {study.study_name!r} has no feasible complete trial (constraints, out of memory)",
+             EXIT_FAILED)
     return [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
 
 

@@ -2,8 +2,11 @@
 
 Owns: merging ``trainer`` + ``fixed`` + sampled parameters; loading the user's objective
 (``package.module:function``) or the built-in ``moe_lm``; turning ``report(step, metrics)`` into
-``trial.report`` / ``trial.should_prune``; turning returned metrics into the study's objective
-values, stored with all metrics as user attributes.
+``trial.report`` / ``trial.should_prune`` (several objectives: the pruner's ``metric`` judged
+against finished trials' stored curves, ``pruners.prune_on_curves``); turning returned metrics
+into the study's objective values, stored with all metrics as user attributes, and the study's
+constraint values; recording a trial that ran out of GPU memory as infeasible
+(``_out_of_memory``) rather than failed.
 Must not know about: kernel details, processes (the scheduler runs ``TrialObjective`` in a worker).
 
 A user's objective has this shape::
@@ -27,12 +30,16 @@ from typing import Any, Callable, Mapping
 
 import optuna
 
+from autotune.constraints import is_out_of_memory, memory_reached_mb, set_constraints
+from autotune.outcomes import INFEASIBLE_ATTR, OOM
+from autotune.pruners import prune_on_curves
 from autotune.spec import BUILTIN_PREFIX, import_objective
 from autotune.spec_types import StudySpec
 
 Report = Callable[[int, Mapping[str, float]], bool]
 Notify = Callable[[int, Mapping[str, float]], None]
 CURVE_SAVE_S = 5.0   # several objectives: the growing ``curve`` user attr is stored at most this often
+PEER_CURVES_S = 30.0  # several objectives, pruning: finished trials' curves are reread this often
 
 
 class TrialFailed(Exception):
@@ -128,6 +135,30 @@ def _jsonable_dict(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): _jsonable(v) for k, v in mapping.items()}
 
 
+def _metric_curve(curve: list, name: str) -> list[tuple[int, float]]:
+    """``[(step, value)]`` of one metric from a stored ``curve`` (``[[step, {metric: value}], ...]``)."""
+    out = []
+    for step, metrics in curve:
+        value = metrics.get(name) if isinstance(metrics, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append((int(step), float(value)))
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _worst_values(study: optuna.Study, directions: list[str]) -> list[float] | None:
+    """The worst value of each objective over the study's completed trials; None if there are none."""
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    rows = [t.values for t in trials if t.values and all(math.isfinite(v) for v in t.values)]
+    if not rows:
+        return None
+    return [float(max(col) if d == "minimize" else min(col)) for d, col in zip(directions, zip(*rows))]
+
+
 def _last_step(*candidates: Any) -> int | None:
     """The step at which a trial's run ends (the pruner's ``max_steps``, else ``steps``), if known."""
     for value in candidates:
@@ -191,6 +222,30 @@ class TrialObjective:
                 pruner=build_pruner(self.spec.pruner, steps))
         return self._study
 
+    def _out_of_memory(self, study: optuna.Study, trial: optuna.trial.Trial,
+                       exc: BaseException) -> list[float]:
+        """Record a trial that ran out of memory as infeasible, so that the optimizer sees it.
+
+        Optuna's samplers ignore FAIL trials: a failure would teach the search nothing and it would
+        keep proposing the region. So the trial completes with the worst value each objective has
+        seen (a stand-in, not a measurement; the ``metrics`` attr holds only the memory reached),
+        is flagged ``infeasible: oom``, and violates the study's constraints (``out_of_memory``).
+        With no finished trial to take a worst value from it fails as before.
+        """
+        reason = _one_line(exc)
+        worst = _worst_values(study, self.spec.directions)
+        if worst is None:
+            raise TrialFailed(f"out of memory, before any trial finished: {reason}") from exc
+        metrics: dict[str, Any] = {}
+        reached = memory_reached_mb(exc)
+        if reached is not None:
+            metrics["peak_mem_mb"] = reached
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr(INFEASIBLE_ATTR, OOM)
+        trial.set_user_attr("oom_reason", reason[:2000])
+        set_constraints(trial, self.spec.constraints, metrics, out_of_memory=True)
+        return worst
+
     def config(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """What the objective function sees: trainer settings, then fixed values, then the trial's."""
         return {**self.spec.trainer_dict, **self.spec.fixed_dict, **params}
@@ -214,6 +269,20 @@ class TrialObjective:
         curve_saved_at = -math.inf   # several objectives: when the growing curve was last stored
         config = self.config(params)
         last_step = _last_step(self.spec.pruner.max_steps, config.get("steps"))
+        # Several objectives: Optuna forbids trial.report, so the pruner judges stored curves.
+        prune_on = self.spec.pruner.metric if not single and self.spec.pruner.kind != "none" else None
+        direction_of = dict(zip(self.spec.metrics, self.spec.directions))
+        minimize = prune_on is None or direction_of[prune_on] == "minimize"
+        peers: dict[str, Any] = {"read_at": -math.inf, "curves": []}
+
+        def others() -> list:
+            if time.monotonic() - peers["read_at"] >= PEER_CURVES_S:
+                states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+                peers["curves"] = [_metric_curve(t.user_attrs["curve"], prune_on)
+                                   for t in study.get_trials(deepcopy=False, states=states)
+                                   if isinstance(t.user_attrs.get("curve"), list)]
+                peers["read_at"] = time.monotonic()
+            return peers["curves"]
 
         def report(step: int, metrics: Mapping[str, float]) -> bool:
             nonlocal pruned, curve_saved_at
@@ -226,7 +295,13 @@ class TrialObjective:
                 trial.set_user_attr("curve", curve)   # Optuna forbids trial.report here
                 curve_saved_at = time.monotonic()
             value = metrics.get(metric)
-            if not single or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not single:
+                if prune_on is not None and (last_step is None or step < last_step) \
+                        and prune_on_curves(self.spec.pruner, _metric_curve(curve, prune_on),
+                                            others(), minimize):
+                    pruned = True
+                return not pruned
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
                 return not pruned
             trial.report(float(value), step)
             if last_step is not None and step >= last_step:
@@ -237,11 +312,18 @@ class TrialObjective:
 
         fn = resolve(self.spec.objective, self.spec)
         started = time.perf_counter()
-        if self.builtin:
-            use_compile_cache(compile_cache_dir(self.storage_url))
-            result = fn(config, report, compile_costs=self._compile_costs(study), progress=notify)
-        else:
-            result = fn(config, report)
+        try:
+            if self.builtin:
+                use_compile_cache(compile_cache_dir(self.storage_url))
+                result = fn(config, report, compile_costs=self._compile_costs(study),
+                            progress=notify)
+            else:
+                result = fn(config, report)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            phases["objective"] = time.perf_counter() - started
+            return self._out_of_memory(study, trial, exc)
         if not isinstance(result, Mapping):
             raise TrialFailed(f"objective {self.spec.objective} returned {type(result).__name__}, "
                               "expected a dict of metrics")
@@ -258,6 +340,7 @@ class TrialObjective:
         metrics = {str(k): _jsonable(v) for k, v in result.items()}
         metrics.setdefault("trial_seconds", round(time.perf_counter() - started, 3))
         trial.set_user_attr("metrics", metrics)
+        set_constraints(trial, self.spec.constraints, metrics)
         if not single:
             trial.set_user_attr("curve", curve)
         if pruned:

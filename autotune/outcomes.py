@@ -2,8 +2,9 @@
 
 Owns: the mark of an interrupted trial (cut by Ctrl-C / SIGTERM or by ``--hard-stop``: stored as
 FAIL, since Optuna has no such state, with the user attr ``stop_reason: interrupted``), the
-outcome label every view shows (``complete``, ``pruned``, ``failed``, ``interrupted``, ``running``,
-``waiting``), and the shares of the ``time_s`` accounting that trials carry.
+outcome label every view shows (``complete``, ``out of memory``, ``pruned``, ``failed``,
+``interrupted``, ``running``, ``waiting``), the mark of a trial that ran out of memory, and the
+shares of the ``time_s`` accounting that trials carry.
 Must not know about: how trials are run or stored; everything here is a pure function of trials.
 
     outcome(trial)                      # 'interrupted' for a trial that a stop cut short
@@ -22,6 +23,12 @@ INTERRUPTED_BY_ATTR = "interrupted_by"   # SIGINT | SIGTERM | timeout | trials |
 # Where a copy waits for the next run: system attr naming the trial it reruns.
 RERUN_OF_ATTR = "autotune:rerun_of"
 
+# A trial that ran out of GPU memory: stored COMPLETE (so that optimizers see it) with stand-in
+# values and this user attr; its outcome label is OUT_OF_MEMORY.
+INFEASIBLE_ATTR = "infeasible"
+OOM = "oom"                         # its value
+OUT_OF_MEMORY = "out of memory"     # the outcome label
+
 TIME_ATTR = "time_s"                # {"setup": s, "compile": s, "train": s, ..., "total": s}
 TRAIN_PART = "train"
 
@@ -30,17 +37,29 @@ def is_interrupted(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and trial.user_attrs.get(STOP_ATTR) == INTERRUPTED
 
 
+def is_out_of_memory(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE and trial.user_attrs.get(INFEASIBLE_ATTR) == OOM
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Satisfies every constraint value it stored (<= 0) and did not run out of memory."""
+    return not is_out_of_memory(trial) and all(v <= 0 for v in trial.constraints.values())
+
+
 def outcome(trial: FrozenTrial) -> str:
-    """``complete``, ``pruned``, ``failed``, ``interrupted``, ``running`` or ``waiting``."""
+    """``complete``, ``out of memory``, ``pruned``, ``failed``, ``interrupted``, ``running`` or
+    ``waiting``."""
     if is_interrupted(trial):
         return INTERRUPTED
+    if is_out_of_memory(trial):
+        return OUT_OF_MEMORY
     return "failed" if trial.state == TrialState.FAIL else trial.state.name.lower()
 
 
 def outcome_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
     """Trials by outcome, in a stable order (complete, pruned, failed, interrupted, ...)."""
     counts = Counter(outcome(t) for t in trials)
-    order = ("complete", "pruned", "failed", INTERRUPTED, "running", "waiting")
+    order = ("complete", OUT_OF_MEMORY, "pruned", "failed", INTERRUPTED, "running", "waiting")
     return {k: counts[k] for k in order if counts.get(k)}
 
 

@@ -33,7 +33,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from autotune.outcomes import INTERRUPTED_BY_ATTR, describe, is_interrupted, outcome_counts
+from autotune.outcomes import (INTERRUPTED_BY_ATTR, describe, is_feasible, is_interrupted,
+                               is_out_of_memory, outcome_counts)
 
 # States that count toward the trial budget (a FAIL is retried, so it does not).
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -199,7 +200,8 @@ class Progress(abc.ABC):
                 self.finished += 1
             state = _state_label(trial)
             self.counts[state] = self.counts.get(state, 0) + 1
-            if trial.state == TrialState.COMPLETE and trial.values is not None:
+            if trial.state == TrialState.COMPLETE and trial.values is not None \
+                    and not is_out_of_memory(trial):
                 self._update_best(trial)
             line = self.finished_line(trial)
         self._show_finished(line)
@@ -268,6 +270,9 @@ class Progress(abc.ABC):
                          f"eta {format_duration(run.eta(self._clock()))}", 160)
 
     def values_text(self, trial: FrozenTrial) -> str:
+        if is_out_of_memory(trial):
+            reached = (trial.user_attrs.get("metrics") or {}).get("peak_mem_mb")
+            return "infeasible" + (f" at peak_mem_mb={format_value(reached)}" if reached else "")
         if trial.state == TrialState.COMPLETE and trial.values is not None:
             return " ".join(f"{m}={format_value(v)}" for m, v in zip(self.metrics, trial.values))
         if trial.state == TrialState.PRUNED and trial.intermediate_values:
@@ -295,6 +300,8 @@ class Progress(abc.ABC):
 
 def _state_label(trial: FrozenTrial) -> str:
     """The state name, except INTERRUPTED for a trial that a stop cut short (stored as FAIL)."""
+    if is_out_of_memory(trial):
+        return "OUT OF MEMORY"
     return "INTERRUPTED" if is_interrupted(trial) else trial.state.name
 
 
@@ -436,6 +443,9 @@ def print_summary(study: optuna.Study, storage_label: str, *, console: Console |
     table.add_row("store", storage_label)
     if not counts.get("complete"):
         table.add_row("best", "no completed trial")
+    elif len(directions) == 1 and not any(is_feasible(t) for t in trials
+                                          if t.state == TrialState.COMPLETE):
+        table.add_row("best", "no feasible complete trial (constraints, out of memory)")
     elif len(directions) == 1:
         _add_trial_rows(table, study.best_trial, names)
     else:

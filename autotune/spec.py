@@ -33,7 +33,7 @@ import yaml
 
 from autotune import knobs
 from autotune.spec_types import (OPTIMIZER_KINDS, PRUNER_KINDS, WARM_START_STRATEGIES, BudgetSpec,
-                                 ObjectiveSpec, OptimizerSpec, ParallelSpec, Param, PrunerSpec,
+                                 ConstraintSpec, ObjectiveSpec, OptimizerSpec, ParallelSpec, Param, PrunerSpec,
                                  SearchSpace, StudySpec, WarmStartSpec)
 
 BUILTIN_PREFIX = "builtin:"
@@ -542,9 +542,9 @@ def _knob_mapping(ctx: _Ctx, raw: Any, key: str) -> tuple[tuple[str, Any], ...]:
 # --- sections ---------------------------------------------------------------------------------
 
 _STUDY_KEYS = ("study", "description", "storage", "space", "objectives", "optimizer", "pruner",
-               "budget", "parallel", "warm_start", "objective", "trainer", "fixed")
+               "budget", "parallel", "warm_start", "objective", "trainer", "fixed", "constraints")
 _FLAT_TOP_KEYS = ("optimization", "study", "description", "storage", "objective", "trainer",
-                  "fixed", "pruner", "warm_start")
+                  "fixed", "pruner", "warm_start", "constraints")
 _FLAT_KEYS = ("algorithm", "max_evals", "parallel_evals", "metrics", "parameters", "seed",
               "timeout")
 _FLAT_ALGORITHMS = {"bayesian": "tpe", "evolutionary": "evolution", "hybrid": "hybrid",
@@ -601,10 +601,13 @@ def _parse_pruner(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> PrunerSpe
     fields = [f.name for f in dataclasses.fields(PrunerSpec)]
     ctx.keys(raw, key, tuple(fields))
     kind = ctx.text(raw.get("kind", "none"), _join(key, "kind"), PRUNER_KINDS)
-    if kind != "none" and n_objectives > 1:
-        raise ctx.fail(_join(key, "kind"), "Optuna prunes single-objective studies only; "
-                                           "use kind: none with several objectives")
     values: dict[str, Any] = {"kind": kind}
+    if raw.get("metric") is not None:
+        values["metric"] = ctx.text(raw["metric"], _join(key, "metric"))
+    if kind != "none" and n_objectives > 1 and (kind not in ("median", "percentile")
+                                               or "metric" not in values):
+        raise ctx.fail(_join(key, "kind"), "with several objectives, prune with kind: median or "
+                                           "percentile and metric: one of the objectives' metrics")
     for name in ("min_steps", "reduction_factor", "startup_trials", "interval_steps"):
         if name in raw:
             values[name] = ctx.number(raw[name], _join(key, name), integer=True, minimum=0)
@@ -861,7 +864,8 @@ def _check_builtin_data(ctx: _Ctx, values: dict[str, Any]) -> None:
         raise ctx.fail("trainer", str(exc)) from None
 
 
-def _check_metrics(ctx: _Ctx, objective: str, objectives: tuple[ObjectiveSpec, ...], key: str) -> None:
+def _check_metrics(ctx: _Ctx, objective: str, objectives: tuple[ObjectiveSpec, ...], key: str,
+                   leaf: bool = True) -> None:
     if not objective.startswith(BUILTIN_PREFIX):
         return  # a user objective that omits a metric fails its first trial saying so
     try:
@@ -872,8 +876,49 @@ def _check_metrics(ctx: _Ctx, objective: str, objectives: tuple[ObjectiveSpec, .
         if o.metric not in BUILTIN_METRICS:
             hint = difflib.get_close_matches(o.metric, BUILTIN_METRICS, n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else f"; it reports {', '.join(BUILTIN_METRICS)}"
-            raise ctx.fail(_join(_join(key, i), "metric"),
+            raise ctx.fail(_join(_join(key, i), "metric") if leaf else _join(key, i),
                            f"{objective} never reports {o.metric!r}{extra}")
+
+
+_CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>|=<|=>|==|=|!=)\s*(\S.*?)\s*$")
+
+
+def _parse_constraints(ctx: _Ctx, raw: Any, key: str) -> tuple[ConstraintSpec, ...]:
+    """``["peak_mem_mb <= 40000", "latency_ms <= 5"]``: a metric, ``<=`` or ``>=``, a number."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise ctx.fail(key, f"must be a list of texts such as \"peak_mem_mb <= 40000\", got {_kind(raw)}")
+    out = []
+    for i, item in enumerate(raw):
+        ikey = _join(key, i)
+        if not isinstance(item, str):
+            raise ctx.fail(ikey, f"must be a text such as \"latency_ms <= 5\", got {_kind(item)}")
+        match = _CONSTRAINT_RE.match(item)
+        if match is None:
+            raise ctx.fail(ikey, f"{item!r} is not METRIC <= NUMBER or METRIC >= NUMBER")
+        metric, op, bound = match.groups()
+        if op not in ("<=", ">="):
+            fix = {"<": "<=", "=<": "<=", ">": ">=", "=>": ">="}.get(op)
+            hint = f"; write {metric} {fix} {bound}" if fix else ""
+            raise ctx.fail(ikey, f"operator {op!r} is not supported: use <= or >={hint}")
+        try:
+            value = float(bound)
+        except ValueError:
+            raise ctx.fail(ikey, f"bound {bound!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ctx.fail(ikey, f"bound {bound!r} is not a finite number")
+        out.append(ConstraintSpec(metric, op, value))
+    return tuple(out)
+
+
+def _check_constraint_metrics(ctx: _Ctx, objective: str, constraints: tuple[ConstraintSpec, ...],
+                              key: str) -> None:
+    """As ``_check_metrics``: a built-in objective's constraints name metrics it reports."""
+    _check_metrics(ctx, objective, tuple(ObjectiveSpec(c.metric, "minimize") for c in constraints),
+                   key, leaf=False)
 
 
 def _plain_mapping(ctx: _Ctx, raw: Any, key: str) -> tuple[tuple[str, Any], ...]:
@@ -903,6 +948,7 @@ def _native(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str
         "objective": _parse_objective_ref(ctx, raw.get("objective", "builtin:moe_lm"), "objective"),
         "trainer": _knob_mapping(ctx, raw.get("trainer"), "trainer"),
         "fixed": _knob_mapping(ctx, raw.get("fixed"), "fixed"),
+        "constraints": _parse_constraints(ctx, raw.get("constraints"), "constraints"),
     }
 
 
@@ -954,6 +1000,7 @@ def _flat(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str, 
         "objective": _parse_objective_ref(ctx, raw.get("objective", "builtin:moe_lm"), "objective"),
         "trainer": _knob_mapping(ctx, raw.get("trainer"), "trainer"),
         "fixed": _knob_mapping(ctx, raw.get("fixed"), "fixed"),
+        "constraints": _parse_constraints(ctx, raw.get("constraints"), "constraints"),
     }
     if ctx.aliases:
         _fill_flat_defaults(values)
@@ -1004,6 +1051,11 @@ def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = No
         _check_builtin_data(ctx, values)
     _check_metrics(ctx, values["objective"], values["objectives"],
                    "objectives" if "optimization" not in raw else "optimization.metrics")
+    _check_constraint_metrics(ctx, values["objective"], values["constraints"], "constraints")
+    prune_on = values["pruner"].metric
+    if prune_on is not None and prune_on not in [o.metric for o in values["objectives"]]:
+        raise ctx.fail("pruner.metric", f"{prune_on!r} is not an objective's metric; "
+                                        f"choose one of {', '.join(o.metric for o in values['objectives'])}")
     from autotune.store import DEFAULT_STORAGE, ENV_STORAGE
     values["storage"] = values["storage"] or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
     return StudySpec(path=file, **values)

@@ -48,6 +48,18 @@ class ObjectiveSpec:
 
 
 @dataclass(frozen=True)
+class ConstraintSpec:
+    """``metric op bound`` that a trial must satisfy, e.g. ``peak_mem_mb <= 40000``."""
+
+    metric: str
+    op: Literal["<=", ">="]
+    bound: float
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+@dataclass(frozen=True)
 class OptimizerSpec:
     kind: str = "tpe"
     seed: int | None = None
@@ -67,6 +79,7 @@ class PrunerSpec:
     percentile: float = 50.0            # percentile pruner
     startup_trials: int = 5             # median / percentile: trials before pruning starts
     interval_steps: int = 1
+    metric: str | None = None           # several objectives: median / percentile on this one's curve
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,7 @@ class StudySpec:
     objective: str = "builtin:moe_lm"
     trainer: tuple[tuple[str, Any], ...] = ()
     fixed: tuple[tuple[str, Any], ...] = ()
+    constraints: tuple[ConstraintSpec, ...] = ()
     # a flat study's model / trainer settings that came from the machine-sized defaults
     # (autotune/knobs.py), already merged into trainer and fixed; "cpu" or "gpu": which set
     flat_defaults: tuple[tuple[str, Any], ...] = ()

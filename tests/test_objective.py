@@ -91,3 +91,58 @@ def test_several_objectives_store_the_curve_as_it_grows(tmp_path, monkeypatch):
     assert seen[1] == seen[0]
     assert study._storage.get_trial(trial._trial_id).user_attrs["curve"] == [
         [1, {"val_loss": 1.0, "accuracy": 0.1}], [2, {"val_loss": 0.5, "accuracy": 0.2}]]
+
+
+# --- several objectives: pruning on a named metric's curve ------------------------------------
+
+def two_metric_curve(params, report):
+    """val_loss falls as slope / step; latency is constant. Stops when told."""
+    loss = 1.0
+    for step in range(1, int(params["steps"]) + 1):
+        loss = params["slope"] / step
+        if not report(step, {"val_loss": loss, "latency_ms": 1.0}):
+            break
+    return {"val_loss": loss, "latency_ms": 1.0}
+
+
+def _run_two(tmp_path, slopes, pruner):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    spec = parse_spec({"study": "m", "storage": url, "space": {"slope": {"type": "float", "low": 0, "high": 9}},
+                       "objectives": [{"metric": "val_loss", "direction": "minimize"},
+                                      {"metric": "latency_ms", "direction": "minimize"}],
+                       "objective": f"{__name__}:two_metric_curve", "trainer": {"steps": 6},
+                       "pruner": pruner}, base_dir=tmp_path, default_name="m")
+    study = store.create_or_load_study(store.open_storage(url), "m", ["minimize", "minimize"])
+    objective = TrialObjective(spec, url)
+    for slope in slopes:
+        trial = study.ask({"slope": optuna.distributions.FloatDistribution(0, 9)})
+        trial.params  # noqa: B018 - fixed by ask
+        try:
+            study.tell(trial, objective(trial._trial_id, {"slope": slope}))
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+    return study.trials
+
+
+def test_several_objectives_prune_on_the_named_metric_against_finished_curves(tmp_path):
+    pruner = {"kind": "median", "metric": "val_loss", "startup_trials": 3, "min_steps": 2}
+    trials = _run_two(tmp_path, [1.0, 1.2, 0.8, 3.0, 0.9], pruner)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED, TrialState.COMPLETE]
+    assert [step for step, _ in trials[3].user_attrs["curve"]] == [1, 2]   # stopped at min_steps
+    assert len(trials[4].user_attrs["curve"]) == 6
+
+
+def test_several_objectives_without_pruner_never_prune(tmp_path):
+    trials = _run_two(tmp_path, [1.0, 1.2, 0.8, 3.0], {"kind": "none"})
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.parametrize("pruner, problem", [
+    ({"kind": "median"}, r"pruner.kind: with several objectives, prune with kind: median or percentile and metric"),
+    ({"kind": "sha", "metric": "val_loss"}, r"pruner.kind: with several objectives"),
+    ({"kind": "median", "metric": "accuracy"}, r"pruner.metric: 'accuracy' is not an objective's metric"),
+])
+def test_a_pruner_for_several_objectives_needs_a_median_rule_on_an_objectives_metric(tmp_path, pruner, problem):
+    from autotune.spec import SpecError
+    with pytest.raises(SpecError, match=problem):
+        _run_two(tmp_path, [], pruner)

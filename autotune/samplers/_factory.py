@@ -18,6 +18,8 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.samplers._distinct import DistinctSampler
+
 SAMPLER_KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
 _logger = logging.getLogger("autotune.samplers")
 
@@ -139,7 +141,12 @@ def _check_kind(kind: str) -> None:
 
 
 def build_sampler(kind: str, seed: int | None = None, **options: Any) -> BaseSampler:
-    """A ready Optuna sampler for ``kind`` (one of ``SAMPLER_KINDS``).
+    """A ready Optuna sampler for ``kind`` (one of ``SAMPLER_KINDS``), behind the duplicate guard
+    (``DistinctSampler``: no two trials get the same configuration).
+
+    Constraint values that trials set (``Trial.set_constraint``; <= 0: satisfied) are used by
+    Optuna's TPE, GP and NSGA-II, and by our hybrid and evolution samplers (infeasible trials
+    rank below feasible ones, by total violation); CMA-ES and random ignore them.
 
     Example:
         >>> import optuna
@@ -151,7 +158,8 @@ def build_sampler(kind: str, seed: int | None = None, **options: Any) -> BaseSam
     with warnings.catch_warnings():
         # Optuna marks `group`, `deterministic_objective` and friends experimental; we chose them.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _BUILDERS[kind](seed, opts)
+        inner = _BUILDERS[kind](seed, opts)
+    return DistinctSampler(inner, seed=seed)
 
 
 def _build_tpe(seed: int | None, opts: dict[str, Any]) -> BaseSampler:
@@ -163,6 +171,8 @@ def _build_gp(seed: int | None, opts: dict[str, Any]) -> BaseSampler:
 
 
 def _build_cmaes(seed: int | None, opts: dict[str, Any]) -> BaseSampler:
+    # Optuna's CMA-ES warns after every trial that sets constraint values; once is enough.
+    warnings.filterwarnings("once", message="Constraints have been set, but CmaEsSampler")
     fallback = _WarnOnceFallback(optuna.samplers.TPESampler(seed=seed), "cmaes")
     return optuna.samplers.CmaEsSampler(
         seed=seed, independent_sampler=fallback, warn_independent_sampling=False, **opts

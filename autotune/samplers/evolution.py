@@ -6,6 +6,8 @@ share one population. Selection is elitist (mu + lambda): the parents of generat
 best ``population_size`` of generation g-1 and its parents (``selBest``, or ``selNSGA2`` for
 several objectives); mating uses tournaments. Genomes come from ``_encoding``, variation from
 ``_operators``. Generation 0 and parameters no trial has used yet are sampled at random.
+Infeasible trials (constraint values stored on them) rank below every feasible one, by total
+violation.
 Must not know about: the model, the scheduler, the spec.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from optuna.samplers import BaseGASampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.samplers._constraints import penalized_values
 from autotune.samplers._encoding import (
     GenomeCodec,
     is_taken,
@@ -43,7 +46,8 @@ class EvolutionSampler(BaseGASampler):
     """Genetic algorithm (DEAP operators) whose population is shared through the study store.
 
     Example:
-        >>>         >>> from autotune.samplers import build_sampler
+        >>> import optuna
+        >>> from autotune.samplers import build_sampler
         >>> study = optuna.create_study(sampler=build_sampler("evolution", seed=0))
         >>> study.optimize(lambda t: t.suggest_float("x", -5, 5) ** 2, n_trials=30)
         >>> study.best_value < 1.0
@@ -178,9 +182,10 @@ def _individuals(
         fitness_cls = type("Fitness", (base.Fitness,), {"weights": weights})
         _FITNESS_CLASSES[weights] = fitness_cls
     out = []
-    for trial in trials:
+    # Infeasible trials (stored constraint values > 0) are worse than every feasible one.
+    for trial, values in zip(trials, penalized_values(trials, directions)):
         fitness = fitness_cls()
-        fitness.values = tuple(float(v) for v in trial.values)
+        fitness.values = tuple(float(v) for v in values)
         out.append(_Individual(trial, fitness))
     return out
 

@@ -38,6 +38,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.samplers._constraints import penalized_values
 from autotune.samplers._encoding import (
     GenomeCodec,
     is_taken,
@@ -323,9 +324,11 @@ def _log_ei(gpr: gp.GPRegressor, X: np.ndarray, threshold: float) -> np.ndarray:
 def _scalar_scores(
     trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection], rng: np.random.RandomState
 ) -> np.ndarray:
-    """One number per trial, higher is better; several objectives via random Chebyshev weights."""
+    """One number per trial, higher is better; several objectives via random Chebyshev weights;
+    infeasible trials below all feasible ones, by total constraint violation."""
     sign = np.array([1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in directions])
-    values = gp.warn_and_convert_inf(np.array([t.values for t in trials], dtype=float)) * sign
+    # Infeasible trials (stored constraint values > 0) rank below every feasible one.
+    values = gp.warn_and_convert_inf(penalized_values(trials, directions)) * sign
     if values.shape[1] == 1:
         return values[:, 0]
     low, high = values.min(axis=0), values.max(axis=0)
