@@ -43,7 +43,8 @@ class EvolutionSampler(BaseGASampler):
     """Genetic algorithm (DEAP operators) whose population is shared through the study store.
 
     Example:
-        >>>         >>> from autotune.samplers import build_sampler
+        >>> import optuna
+        >>> from autotune.samplers import build_sampler
         >>> study = optuna.create_study(sampler=build_sampler("evolution", seed=0))
         >>> study.optimize(lambda t: t.suggest_float("x", -5, 5) ** 2, n_trials=30)
         >>> study.best_value < 1.0
