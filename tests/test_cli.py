@@ -197,7 +197,8 @@ def test_unknown_study_names_the_ones_there(tmp_path):
 
 
 def test_objective_that_omits_the_metric_fails_its_trials_with_that_message(tmp_path):
-    path = user_study(tmp_path, trials=1, objective="tests.user_objectives:omits_metric")
+    # a budget above the failure streak, so that both workers claim trials back to back
+    path = user_study(tmp_path, trials=50, objective="tests.user_objectives:omits_metric")
     result = CliRunner().invoke(main, ["run", str(path), "--timeout", "60s"])
     assert result.exit_code == 1
     failed = trials_of(tmp_path)
