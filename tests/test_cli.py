@@ -21,7 +21,6 @@ from autotune.cli import main
 from autotune.store import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
-PG_URL = os.environ.get("AUTOTUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 COMMANDS = ["run", "worker", "validate", "status", "best", "export", "report", "dashboard"]
 
 
@@ -276,13 +275,11 @@ def test_sigkill_of_the_run_then_resume_loses_no_finished_trial(tmp_path):
 
 
 @pytest.mark.postgres
-def test_study_in_postgresql(tmp_path):
+def test_study_in_postgresql(tmp_path, pg_url):
     name = f"quad-{uuid.uuid4().hex[:8]}"
     path = user_study(tmp_path, trials=3, name=name)
-    result = CliRunner().invoke(main, ["run", str(path), "--storage", PG_URL])
-    if result.exit_code == 2 and "cannot be opened" in result.output and not os.environ.get("CI"):
-        pytest.skip("no PostgreSQL at " + PG_URL)
+    result = CliRunner().invoke(main, ["run", str(path), "--storage", pg_url])
     assert result.exit_code == 0, result.output
-    study = optuna.load_study(study_name=name, storage=PG_URL)
+    study = optuna.load_study(study_name=name, storage=pg_url)
     assert len([t for t in study.get_trials() if t.state.name == "COMPLETE"]) == 3
-    optuna.delete_study(study_name=name, storage=PG_URL)
+    optuna.delete_study(study_name=name, storage=pg_url)

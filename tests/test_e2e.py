@@ -1,7 +1,6 @@
 """End to end: the shipped studies train the real model through `autotune run`."""
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -13,7 +12,6 @@ from click.testing import CliRunner
 from autotune.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-PG_URL = os.environ.get("AUTOTUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def run(*args: str):
@@ -68,14 +66,12 @@ def test_flat_form_study_gives_accuracy_and_latency(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_quickstart_in_postgresql(tmp_path):
+def test_quickstart_in_postgresql(tmp_path, pg_url):
     name = f"quickstart-{uuid.uuid4().hex[:8]}"
     path = shipped(tmp_path, "quickstart.yaml", steps=100, eval_every=50)
-    result = CliRunner().invoke(main, ["run", str(path), "--storage", PG_URL, "--study", name, "--trials", "1",
+    result = CliRunner().invoke(main, ["run", str(path), "--storage", pg_url, "--study", name, "--trials", "1",
                                        "--no-live"])
-    if result.exit_code == 2 and "cannot be opened" in result.output and not os.environ.get("CI"):
-        pytest.skip("no PostgreSQL at " + PG_URL)
     assert result.exit_code == 0, result.output
-    study = optuna.load_study(study_name=name, storage=PG_URL)
+    study = optuna.load_study(study_name=name, storage=pg_url)
     assert len([t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]) == 1
-    optuna.delete_study(study_name=name, storage=PG_URL)
+    optuna.delete_study(study_name=name, storage=pg_url)

@@ -21,14 +21,7 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 def url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    import os
-    try:
-        store.open_storage(PG_URL)
-    except store.StoreError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL needed in CI: {exc}")
-        pytest.skip(str(exc))
-    return PG_URL
+    return request.getfixturevalue("pg_url")
 
 
 def test_sqlite_files_are_switched_to_wal(tmp_path):
