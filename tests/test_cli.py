@@ -198,7 +198,8 @@ def test_unknown_study_names_the_ones_there(tmp_path):
 
 
 def test_objective_that_omits_the_metric_fails_its_trials_with_that_message(tmp_path):
-    path = user_study(tmp_path, trials=1, objective="tests.user_objectives:omits_metric")
+    # a budget above the failure streak, so that both workers claim trials back to back
+    path = user_study(tmp_path, trials=50, objective="tests.user_objectives:omits_metric")
     result = CliRunner().invoke(main, ["run", str(path), "--timeout", "60s"])
     assert result.exit_code == 1
     failed = trials_of(tmp_path)
@@ -257,37 +258,50 @@ def test_real_subprocess_exit_codes(tmp_path):
 
 
 def test_sigkill_of_the_run_then_resume_loses_no_finished_trial(tmp_path):
-    path = user_study(tmp_path, trials=6, sleep=0.4, steps=6)
+    # The objective lets two trials finish and holds the next two RUNNING until released, so the
+    # run is killed at a known state, whatever the machine's load.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    path = user_study(tmp_path, trials=6, objective="tests.user_objectives:first_two_then_wait",
+                      gate=str(gate))
     log = open(tmp_path / "run.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "autotune", "run", str(path), "--no-live"], cwd=REPO,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    deadline = time.time() + 120
-    done_before: list = []
-    while time.time() < deadline:
-        time.sleep(0.5)
+
+    def states():
+        if proc.poll() is not None:
+            raise AssertionError((tmp_path / "run.log").read_text())
         try:
             # through the store, which creates a fresh file's tables under its lock (a plain
             # Optuna open would race the run's own table creation)
             trials = optuna.load_study(study_name="quad", storage=open_storage(url)).get_trials()
-        except Exception as exc:  # noqa: BLE001 - the store is still being created
-            continue
-        done_before = [t for t in trials if t.state.name == "COMPLETE"]
-        if len(done_before) >= 2 and any(t.state.name == "RUNNING" for t in trials):
-            break
+        except Exception:  # noqa: BLE001 - the store is still being created
+            return []
+        return sorted(t.state.name for t in trials)
+
+    deadline = time.monotonic() + 300    # a bound for a broken run only; the wait is on state
+    while states() != ["COMPLETE", "COMPLETE", "RUNNING", "RUNNING"]:
+        assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
+        time.sleep(0.2)
+    done_before = {t.number: t.params for t in trials_of(tmp_path) if t.state.name == "COMPLETE"}
+    stranded = {t.number for t in trials_of(tmp_path) if t.state.name == "RUNNING"}
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     log.close()
-    assert len(done_before) >= 2, (tmp_path / "run.log").read_text()
-    time.sleep(3.5)  # past the grace period: the running trials' heartbeats are stale
-    result = invoke("run", str(path))
+
+    (gate / "release").touch()
+    result = invoke("run", str(path))   # fails the stranded trials once their heartbeats are stale
     assert result.exit_code == 0, result.output
-    trials = trials_of(tmp_path)
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 6
-    kept = {t.number: t.params for t in complete}
-    assert all(kept[t.number] == t.params for t in done_before)
-    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+    trials = {t.number: t for t in trials_of(tmp_path)}
+    assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 6
+    assert {n: trials[n].params for n in done_before} == done_before        # nothing finished was lost
+    for n in stranded:                     # failed for their dead scheduler, then run again
+        assert trials[n].state.name == "FAIL"
+        assert "no heartbeat" in trials[n].user_attrs["fail_reason"]
+        assert [t.params for t in trials.values() if t.system_attrs.get("failed_trial") == n] == \
+            [trials[n].params]
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials.values())
 
 
 def held_study(tmp_path: Path, **kwargs) -> tuple[Path, Path, Path]:
@@ -420,27 +434,20 @@ def test_delete_with_yes_and_a_missing_study(tmp_path):
 
 
 @pytest.mark.postgres
-def test_delete_in_postgresql():
+def test_delete_in_postgresql(pg_url):
     name = f"del-{uuid.uuid4().hex[:8]}"
-    try:
-        optuna.create_study(study_name=name, storage=PG_URL)
-    except Exception as exc:  # noqa: BLE001 - no server outside CI
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no PostgreSQL at {PG_URL}: {exc}")
-    result = invoke("delete", name, "--storage", PG_URL, "--yes")
+    optuna.create_study(study_name=name, storage=pg_url)
+    result = invoke("delete", name, "--storage", pg_url, "--yes")
     assert result.exit_code == 0, result.output
-    assert name not in optuna.study.get_all_study_names(PG_URL)
+    assert name not in optuna.study.get_all_study_names(pg_url)
 
 
 @pytest.mark.postgres
-def test_study_in_postgresql(tmp_path):
+def test_study_in_postgresql(tmp_path, pg_url):
     name = f"quad-{uuid.uuid4().hex[:8]}"
     path = user_study(tmp_path, trials=3, name=name)
-    result = CliRunner().invoke(main, ["run", str(path), "--storage", PG_URL])
-    if result.exit_code == 2 and "cannot be opened" in result.output and not os.environ.get("CI"):
-        pytest.skip("no PostgreSQL at " + PG_URL)
+    result = CliRunner().invoke(main, ["run", str(path), "--storage", pg_url])
     assert result.exit_code == 0, result.output
-    study = optuna.load_study(study_name=name, storage=PG_URL)
+    study = optuna.load_study(study_name=name, storage=pg_url)
     assert len([t for t in study.get_trials() if t.state.name == "COMPLETE"]) == 3
-    optuna.delete_study(study_name=name, storage=PG_URL)
+    optuna.delete_study(study_name=name, storage=pg_url)

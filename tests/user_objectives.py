@@ -45,3 +45,22 @@ def held(params, report):
     while Path(params["hold"]).exists():
         time.sleep(0.02)
     return {"val_loss": 0.5}
+
+
+def first_two_then_wait(params, report):
+    """The first two trials (in the folder ``params['gate']``) finish at once; later ones wait
+    until the file ``release`` appears there, so that a test can kill the run at a known state:
+    two trials COMPLETE, the others RUNNING."""
+    from pathlib import Path
+
+    gate = Path(params["gate"])
+    for ticket in range(2):
+        try:
+            (gate / f"ticket-{ticket}").open("x").close()     # exclusive: one trial per ticket
+            break
+        except FileExistsError:
+            continue
+    else:
+        while not (gate / "release").exists():
+            time.sleep(0.05)
+    return quadratic({**params, "sleep": 0.0}, report)

@@ -45,3 +45,20 @@ def wait_until(predicate, timeout: float = 60.0, every: float = 0.2) -> None:
 
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def start_reader(storage_url: str, stop_file: Path) -> subprocess.Popen:
+    """``python -m scheduler_tests.reader``, returned once it has read the store a first time, so
+    that its reads overlap all that the test starts next; ``stop_reader`` ends it."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
+    reader = subprocess.Popen([sys.executable, "-m", "scheduler_tests.reader", storage_url, str(stop_file)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = reader.stdout.readline()
+    assert first.strip() == "reading", first + reader.communicate(timeout=60)[0]
+    return reader
+
+
+def stop_reader(reader: subprocess.Popen, stop_file: Path) -> str:
+    """What the reader printed: ``reads=N`` and an ``ERROR`` line for each failed read."""
+    stop_file.touch()
+    return reader.communicate(timeout=60)[0]

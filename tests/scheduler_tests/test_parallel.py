@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import optuna
 import pytest
@@ -21,15 +18,13 @@ def _study(url: str, name: str) -> optuna.Study:
                                       pruner=optuna.pruners.NopPruner())
 
 
-def test_eight_workers_and_a_second_scheduler_finish_exactly_n_trials(storage_url, study_name):
+def test_eight_workers_and_a_second_scheduler_finish_exactly_n_trials(storage_url, study_name,
+                                                                      tmp_path):
     n_trials = 16
     study = _study(storage_url, study_name)
     reader = None
     if store.is_sqlite(storage_url):  # a dashboard and `autotune status` read the same file
-        reader = subprocess.Popen(
-            [sys.executable, "-m", "scheduler_tests.reader", storage_url, "25"],
-            env=dict(os.environ, PYTHONPATH=str(helpers.TESTS_DIR)),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        reader = helpers.start_reader(storage_url, tmp_path / "stop")
     other = helpers.spawn_run(storage_url, study_name, workers=2, trials=n_trials, steps=2)
     result = scheduler.run_study(
         study, storage_url=storage_url, suggest=objectives.suggest_x,
@@ -49,7 +44,7 @@ def test_eight_workers_and_a_second_scheduler_finish_exactly_n_trials(storage_ur
     assert {t.user_attrs["slot"] for t in trials} <= set(range(8))
     assert all(t.user_attrs["gpu"] is None and t.user_attrs["gpu_seconds"] > 0 for t in trials)
     if reader is not None:
-        text, _ = reader.communicate(timeout=60)
+        text = helpers.stop_reader(reader, tmp_path / "stop")
         assert "ERROR" not in text, text
         assert int(text.split("reads=")[1].split()[0]) > 0
 
@@ -68,17 +63,14 @@ def test_a_rerun_with_a_larger_budget_continues(sqlite_url):
 
 
 @pytest.mark.slow
-def test_sixteen_workers_on_one_sqlite_file_with_pruning_and_a_reader(sqlite_url):
+def test_sixteen_workers_on_one_sqlite_file_with_pruning_and_a_reader(sqlite_url, tmp_path):
     # The most README promises for SQLite: 16 local workers, each reporting every step (the
     # pruner's writes), while a dashboard-like reader polls the same file.
     name, n_trials = "sixteen", 48
     pruner = PrunerSpec(kind="median", startup_trials=4)
     study = store.create_or_load_study(store.open_storage(sqlite_url), name, ["minimize"],
                                        pruner=build_pruner(pruner, 9))
-    reader = subprocess.Popen(
-        [sys.executable, "-m", "scheduler_tests.reader", sqlite_url, "30"],
-        env=dict(os.environ, PYTHONPATH=str(helpers.TESTS_DIR)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    reader = helpers.start_reader(sqlite_url, tmp_path / "stop")
     result = scheduler.run_study(
         study, storage_url=sqlite_url, suggest=objectives.suggest_q,
         objective=objectives.Curves(sqlite_url, name, pruner, steps=9),
@@ -90,6 +82,6 @@ def test_sixteen_workers_on_one_sqlite_file_with_pruning_and_a_reader(sqlite_url
     assert result.pruned > 0
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     assert len({t.user_attrs["slot"] for t in trials}) > 8     # the slots really ran at once
-    text, _ = reader.communicate(timeout=90)
+    text = helpers.stop_reader(reader, tmp_path / "stop")
     assert "ERROR" not in text, text
     assert int(text.split("reads=")[1].split()[0]) > 0

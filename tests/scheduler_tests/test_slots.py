@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from autotune import scheduler, store
-from autotune.gpus import plan_slots
+from autotune.gpus import detect_gpus, plan_slots
 from autotune.spec_types import BudgetSpec, ParallelSpec
 from scheduler_tests import helpers, objectives
 
@@ -58,3 +58,14 @@ def test_gpu_hours_budget_counts_a_shared_gpu_once(sqlite_url):
     assert result.stopped_by == "gpu_hours"
     assert result.gpu_seconds >= 2.0 and result.slot_seconds >= 4.0
     assert result.completed >= 2
+
+
+def test_gpus_are_found_without_cuda_visible_devices(monkeypatch):
+    # tests/conftest.py sets CUDA_VISIBLE_DEVICES on machines without a GPU; here detection
+    # runs as for a user who set nothing (nvidia-smi, else torch in a child process)
+    import torch
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert detect_gpus() == [str(i) for i in range(torch.cuda.device_count())]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    assert detect_gpus() == ["1", "3"]

@@ -1,6 +1,7 @@
 """The store's concurrency settings: WAL, the claim lock, counting trials."""
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import sqlite3
 import time
@@ -20,14 +21,7 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 def url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    import os
-    try:
-        store.open_storage(PG_URL)
-    except store.StoreError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL needed in CI: {exc}")
-        pytest.skip(str(exc))
-    return PG_URL
+    return request.getfixturevalue("pg_url")
 
 
 def test_sqlite_files_are_switched_to_wal(tmp_path):
@@ -36,9 +30,18 @@ def test_sqlite_files_are_switched_to_wal(tmp_path):
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_plain_postgresql_url_uses_the_installed_driver():
+def test_plain_postgresql_url_uses_the_installed_driver(monkeypatch):
     assert store._with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
-    assert store._with_installed_driver(PG_URL).startswith("postgresql")
+    # psycopg (3) installed: the plain URL stays, and SQLAlchemy 2.1 reads it as psycopg
+    assert store._with_installed_driver(PG_URL) == PG_URL
+    assert sqlalchemy.create_engine(PG_URL).dialect.driver == "psycopg"
+    # only psycopg2 installed: the URL names it
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "psycopg" else find_spec(name, *a))
+    url = store._with_installed_driver(PG_URL)
+    assert url == PG_URL.replace("postgresql://", "postgresql+psycopg2://")
+    assert sqlalchemy.create_engine(url).dialect.driver == "psycopg2"
 
 
 def _hold_lock(url: str, study_id: int, log: str) -> None:
