@@ -218,12 +218,12 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
     from autotune.objective import TrialObjective
     from autotune.progress import make_progress, print_summary
     from autotune.scheduler import SchedulerError, run_study
-    from autotune.store import mask_url
+    from autotune.store import is_disk_full, mask_url
 
     _announce(spec, estimate=estimate)
-    study = _prepare(spec, join_only=join_only)
-    progress = make_progress(live, steps={**spec.trainer_dict, **spec.fixed_dict}.get("steps"))
     try:
+        study = _prepare(spec, join_only=join_only)
+        progress = make_progress(live, steps={**spec.trainer_dict, **spec.fixed_dict}.get("steps"))
         result = run_study(
             study, storage_url=spec.storage,
             suggest=lambda trial: space_mod.suggest(trial, spec.space),
@@ -231,6 +231,11 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
             parallel=spec.parallel, budget=spec.budget, hard_stop=hard_stop, progress=progress)
     except SchedulerError as exc:
         _die(f"the study could not run: {exc}", EXIT_FAILED)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        _die(f"storage {mask_url(spec.storage)}: database or disk is full; the trials finished "
+             "so far are stored; free space there, then run again to resume", EXIT_FAILED)
     print_summary(study, mask_url(spec.storage))
     code, message = run_outcome(result, spec.study)
     if code:

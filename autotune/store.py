@@ -834,3 +834,20 @@ def read_trials(storage: optuna.storages.BaseStorage, study_id: int) -> list[opt
             distributions=t["distributions"], user_attrs=t["user"], system_attrs=t["system"],
             intermediate_values=t["steps"], trial_id=tid))
     return out
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write the database refused for want of space (SQLite's "database or disk is full",
+    ENOSPC, PostgreSQL's disk_full), anywhere in the chain of causes."""
+    import errno
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        text = str(getattr(seen, "orig", None) or seen).lower()
+        if ("database or disk is full" in text or "no space left on device" in text
+                or getattr(seen, "errno", None) == errno.ENOSPC
+                or getattr(getattr(seen, "orig", None), "sqlstate", None) == "53100"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
