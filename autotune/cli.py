@@ -513,7 +513,8 @@ def _best_trials(study) -> list:
             best = []
     else:
         from autotune.store import pareto_front, study_trials
-        best = pareto_front(study_trials(study), study.directions)
+        from optuna.trial import TrialState
+        best = pareto_front(study_trials(study, (TrialState.COMPLETE,)), study.directions)
     if not best:
         _die(f"study {study.study_name!r} has no complete trial yet", EXIT_FAILED)
     return best

@@ -762,27 +762,32 @@ def pareto_front(trials: Sequence[optuna.trial.FrozenTrial],
         trials, directions, consider_constraint=any(t.constraints for t in trials))
 
 
-def study_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def study_trials(study: optuna.Study, states: Sequence[optuna.trial.TrialState] | None = None
+                 ) -> list[optuna.trial.FrozenTrial]:
     """``study.get_trials(deepcopy=False)`` through ``read_trials`` (past Optuna's cache, which
     ``load_study`` wraps around an RDB store and which a one-off read gains nothing from)."""
     storage = getattr(study._storage, "_backend", study._storage)
-    return read_trials(storage, study._study_id)
+    return read_trials(storage, study._study_id, states)
 
 
-def read_trials(storage: optuna.storages.BaseStorage, study_id: int) -> list[optuna.trial.FrozenTrial]:
-    """Every trial of a study, as ``storage.get_all_trials(study_id, deepcopy=False)`` returns
-    them, for the read-only commands.
+def read_trials(storage: optuna.storages.BaseStorage, study_id: int,
+                states: Sequence[optuna.trial.TrialState] | None = None) -> list[optuna.trial.FrozenTrial]:
+    """Every trial of a study (in ``states`` only, if given), as ``storage.get_all_trials(study_id,
+    deepcopy=False, states=states)`` returns them, for the read-only commands.
 
     On an RDB store: one plain query per Optuna table (SQLAlchemy Core on Optuna's own table
     objects, so that states, datetimes and values convert as Optuna converts them), each
     distribution parsed once. Optuna's ORM load took 9 s of 5,000 trials on a loaded 2-core VM;
     tests/store_tests pin this against ``get_all_trials``. Other storages: ``get_all_trials``."""
     if not isinstance(storage, optuna.storages.RDBStorage):
-        return storage.get_all_trials(study_id, deepcopy=False)
+        return storage.get_all_trials(study_id, deepcopy=False, states=states)
     from optuna.storages._rdb import models
 
     trial_table = models.TrialModel.__table__
-    of_study = sqlalchemy.select(trial_table.c.trial_id).where(trial_table.c.study_id == study_id)
+    in_study = trial_table.c.study_id == study_id
+    if states is not None:
+        in_study = in_study & trial_table.c.state.in_(list(states))
+    of_study = sqlalchemy.select(trial_table.c.trial_id).where(in_study)
 
     def rows(model: Any, *columns: str, order: str) -> list[Any]:
         """``columns`` of the study's rows in ``model``'s table, by trial then ``order``: the
@@ -797,7 +802,7 @@ def read_trials(storage: optuna.storages.BaseStorage, study_id: int) -> list[opt
         trial_rows = conn.execute(
             sqlalchemy.select(trial_table.c.trial_id, trial_table.c.number, trial_table.c.state,
                               trial_table.c.datetime_start, trial_table.c.datetime_complete)
-            .where(trial_table.c.study_id == study_id).order_by(trial_table.c.trial_id)).fetchall()
+            .where(in_study).order_by(trial_table.c.trial_id)).fetchall()
         values = rows(models.TrialValueModel, "trial_id", "objective", "value", "value_type",
                       order="objective")
         params = rows(models.TrialParamModel, "trial_id", "param_name", "param_value", "distribution_json",

@@ -67,6 +67,9 @@ def test_read_trials_gives_what_optunas_load_gives(url):
             assert list(a.intermediate_values) == list(b.intermediate_values)
             if url.startswith("sqlite"):   # PostgreSQL gives Optuna's load no order
                 assert list(a.user_attrs) == list(b.user_attrs)
+        some = (TrialState.COMPLETE, TrialState.WAITING)
+        assert store.read_trials(reader, frozen._study_id, some) == \
+               reader.get_all_trials(frozen._study_id, deepcopy=False, states=some)
 
 
 def test_summaries_from_two_queries_match_the_ones_from_every_trial(url):
