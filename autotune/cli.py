@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 import click
 import yaml
@@ -221,12 +221,12 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
     from autotune.objective import TrialObjective
     from autotune.progress import make_progress, print_summary
     from autotune.scheduler import SchedulerError, run_study
-    from autotune.store import mask_url
+    from autotune.store import is_disk_full, mask_url
 
     _announce(spec, estimate=estimate)
-    study = _prepare(spec, join_only=join_only, create=create)
-    progress = make_progress(live, steps={**spec.trainer_dict, **spec.fixed_dict}.get("steps"))
     try:
+        study = _prepare(spec, join_only=join_only, create=create)
+        progress = make_progress(live, steps={**spec.trainer_dict, **spec.fixed_dict}.get("steps"))
         result = run_study(
             study, storage_url=spec.storage,
             suggest=lambda trial: space_mod.suggest(trial, spec.space),
@@ -234,6 +234,11 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
             parallel=spec.parallel, budget=spec.budget, hard_stop=hard_stop, progress=progress)
     except SchedulerError as exc:
         _die(f"the study could not run: {exc}", EXIT_FAILED)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        _die(f"storage {mask_url(spec.storage)}: database or disk is full; the trials finished "
+             "so far are stored; free space there, then run again to resume", EXIT_FAILED)
     print_summary(study, mask_url(spec.storage))
     code, message = run_outcome(result, spec.study)
     if code:
@@ -455,7 +460,7 @@ def status(study_name: str | None, storage: str | None) -> None:
         return
     from autotune import outcomes
     for s in summaries:
-        counts = outcomes.describe(outcomes.outcome_counts(s.trials))
+        counts = outcomes.describe(s.outcomes)
         metrics = [printable(m) for m in (s.user_attrs.get("autotune") or {}).get("metrics") or []]
         best = ""
         if s.best_values is not None:
@@ -471,7 +476,7 @@ def status(study_name: str | None, storage: str | None) -> None:
         if isinstance(ws, dict) and ws.get("sources"):
             src = ", ".join(f"{k} ({v} trials)" for k, v in ws["sources"].items())
             click.echo(printable(f"    warm-started ({ws.get('strategy', '?')}) from {src}"))
-        time_line = outcomes.time_line(outcomes.time_shares(s.trials))
+        time_line = outcomes.time_line(s.time_shares)
         if time_line:
             click.echo(f"    {time_line}")
 
@@ -482,8 +487,8 @@ def _status_of(study, url: str) -> None:
 
     from autotune import outcomes
     from autotune.progress import format_value, objective_names
-    from autotune.store import mask_url
-    trials = study.get_trials(deepcopy=False)
+    from autotune.store import mask_url, pareto_front, study_trials
+    trials = study_trials(study)   # read once: every line below comes from them
     names = objective_names(study)
     directions = [d.name.lower() for d in study.directions]
     click.echo(printable(f"study {study.study_name} in {mask_url(url)}"))
@@ -500,7 +505,8 @@ def _status_of(study, url: str) -> None:
         click.echo(printable(f"  best        #{b.number}: {names[0]}={format_value(b.value)}; "
                              + " ".join(f"{k}={format_value(v)}" for k, v in b.params.items())))
     elif complete:
-        click.echo(f"  pareto      {len(study.best_trials)} trials (autotune best {study.study_name})")
+        click.echo(f"  pareto      {len(pareto_front(trials, study.directions))} trials "
+                   f"(autotune best {study.study_name})")
     for t in (t for t in trials if t.state.name == "RUNNING"):
         where = t.user_attrs.get("host", "?"), t.user_attrs.get("slot", "?")
         started = t.datetime_start.strftime("%Y-%m-%d %H:%M:%S") if t.datetime_start else "?"
@@ -557,13 +563,28 @@ def _feasible(study) -> bool:
 
 
 def _best_trials(study) -> list:
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if not complete:
-        _die(f"study {study.study_name!r} has no complete trial yet", EXIT_FAILED)
-    if not _feasible(study):
-        _die(f"study {study.study_name!r} has no feasible complete trial (constraints, out of memory)",
-             EXIT_FAILED)
-    return [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
+    """Optuna's best-trial query for one objective (no read of every trial); the Pareto front
+    of the complete trials for several. Infeasible trials (constraints, out of memory) never count."""
+    from optuna.trial import TrialState
+
+    from autotune.outcomes import is_feasible
+    from autotune.store import pareto_front, study_trials
+    best = []
+    if len(study.directions) == 1:
+        try:
+            best = [study.best_trial]
+        except ValueError:   # no complete trial (or none feasible)
+            best = []
+    if not best or not all(is_feasible(t) for t in best):   # several objectives, or an infeasible best
+        complete = study_trials(study, (TrialState.COMPLETE,))
+        if not complete:
+            _die(f"study {study.study_name!r} has no complete trial yet", EXIT_FAILED)
+        feasible = [t for t in complete if is_feasible(t)]
+        if not feasible:
+            _die(f"study {study.study_name!r} has no feasible complete trial (constraints, out of memory)",
+                 EXIT_FAILED)
+        best = pareto_front(feasible, study.directions)
+    return best
 
 
 @main.command()
@@ -600,8 +621,9 @@ def _export_rows(study) -> list[dict[str, Any]]:
     metrics = ((study.user_attrs.get("autotune") or {}).get("metrics")
                or [f"value_{i}" for i in range(len(study.directions))])
     from autotune.outcomes import outcome
+    from autotune.store import study_trials
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in study_trials(study):
         values = dict(zip(metrics, t.values)) if t.values else {}
         rows.append({
             "number": t.number, "state": t.state.name, "outcome": outcome(t),
@@ -639,34 +661,58 @@ def export(study_name: str, storage: str | None, fmt: str, out: str | None, forc
     """
     url = _storage_url(storage)
     rows = _export_rows(_load_existing(_open_reader(url), study_name, url))
-    if fmt == "json":
-        text = json.dumps(_clean(rows), indent=2) + "\n"
-    else:
-        flat = []
-        for r in rows:
-            row = {"number": r["number"], "state": r["state"], "outcome": r["outcome"],
-                   "datetime_start": r["datetime_start"], "datetime_complete": r["datetime_complete"]}
-            row.update({f"value.{k}": v for k, v in r["values"].items()})
-            row.update({f"param.{k}": v for k, v in r["params"].items()})
-            for k, v in r["user_attrs"].items():
-                if isinstance(v, dict) and k == "metrics":
-                    row.update({f"metric.{mk}": mv for mk, mv in v.items() if not isinstance(mv, (list, dict))})
-                else:
-                    row[f"attr.{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
-            flat.append(row)
-        columns: list[str] = []
-        for row in flat:
-            columns += [c for c in row if c not in columns]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows([{k: csv_safe(v) for k, v in row.items()} for row in flat])
-        text = buf.getvalue()
+    chunks = _json_chunks(rows) if fmt == "json" else _csv_chunks(rows)
     if out:
-        write_new(Path(out), lambda tmp: tmp.write_text(text), force)
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                f.writelines(chunks)
+        write_new(Path(out), write, force)
         click.echo(f"wrote {len(rows)} trials to {out}", err=True)
     else:
-        click.echo(text, nl=False)
+        for chunk in chunks:
+            click.echo(chunk, nl=False)
+
+
+def _json_chunks(rows: list[dict[str, Any]]) -> Iterator[str]:
+    """``json.dumps(_clean(rows), indent=2) + "\n"``, a trial at a time."""
+    if not rows:
+        yield "[]\n"
+        return
+    for i, row in enumerate(rows):
+        item = json.dumps(_clean(row), indent=2).replace("\n", "\n  ")   # strings hold no raw newline
+        yield ("[\n  " if i == 0 else ",\n  ") + item
+    yield "\n]\n"
+
+
+def _csv_chunks(rows: list[dict[str, Any]]) -> Iterator[str]:
+    """One flat row per trial (values, params, metrics, other user attrs as columns), a trial at
+    a time after the header; the columns are every row's, in first-seen order."""
+    flat = [_flat_row(r) for r in rows]
+    columns: dict[str, None] = {}
+    for row in flat:
+        columns.update(dict.fromkeys(row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns))
+    writer.writeheader()
+    for row in flat:
+        writer.writerow({k: csv_safe(v) for k, v in row.items()})
+        yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+    yield buf.getvalue()
+
+
+def _flat_row(r: dict[str, Any]) -> dict[str, Any]:
+    row = {"number": r["number"], "state": r["state"], "outcome": r["outcome"],
+           "datetime_start": r["datetime_start"], "datetime_complete": r["datetime_complete"]}
+    row.update({f"value.{k}": v for k, v in r["values"].items()})
+    row.update({f"param.{k}": v for k, v in r["params"].items()})
+    for k, v in r["user_attrs"].items():
+        if isinstance(v, dict) and k == "metrics":
+            row.update({f"metric.{mk}": mv for mk, mv in v.items() if not isinstance(mv, (list, dict))})
+        else:
+            row[f"attr.{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
+    return row
 
 
 @main.command()
@@ -684,15 +730,17 @@ def report(study_name: str, storage: str | None, out: str | None, fmt: str, forc
       autotune report quickstart --out quickstart.html
     """
     from autotune import report as report_mod
+    from autotune.store import study_trials
     url = _storage_url(storage)
     study = _load_existing(_open_reader(url), study_name, url)
+    trials = study_trials(study)
     target = Path(out or f"{file_name_part(study_name)}-report.{fmt}")
     try:
         if fmt == "html":
-            written = write_new(target, lambda tmp: report_mod.write_report(study, tmp, fmt), force)
+            written = write_new(target, lambda tmp: report_mod.write_report(study, tmp, fmt, trials), force)
         else:   # a folder of images
             refuse_existing(target.with_suffix("") if target.suffix else target, force)
-            written = report_mod.write_report(study, target, fmt)
+            written = report_mod.write_report(study, target, fmt, trials)
     except report_mod.ReportError as exc:
         _die(str(exc), EXIT_FAILED)
     click.echo(f"wrote {written}")

@@ -58,7 +58,11 @@ def outcome(trial: FrozenTrial) -> str:
 
 def outcome_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
     """Trials by outcome, in a stable order (complete, pruned, failed, interrupted, ...)."""
-    counts = Counter(outcome(t) for t in trials)
+    return in_order(Counter(outcome(t) for t in trials))
+
+
+def in_order(counts: Mapping[str, int]) -> dict[str, int]:
+    """Counts by outcome label in the order every view shows them, zeros left out."""
     order = ("complete", OUT_OF_MEMORY, "pruned", "failed", INTERRUPTED, "running", "waiting")
     return {k: counts[k] for k in order if counts.get(k)}
 
@@ -71,7 +75,11 @@ def failed_on_their_own(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
 def time_parts(trial: FrozenTrial) -> dict[str, float] | None:
     """The trial's ``time_s`` as non-negative seconds by part (``total`` kept), or None when it
     has none (older trials) or it is malformed."""
-    raw = trial.user_attrs.get(TIME_ATTR)
+    return parse_time_parts(trial.user_attrs.get(TIME_ATTR))
+
+
+def parse_time_parts(raw: Any) -> dict[str, float] | None:
+    """A stored ``time_s`` value as non-negative seconds by part, or None when malformed."""
     if not isinstance(raw, Mapping):
         return None
     parts = {str(k): float(v) for k, v in raw.items()
@@ -84,10 +92,15 @@ def time_shares(trials: Iterable[FrozenTrial]) -> dict[str, float] | None:
     largest first (``total`` left out); None when no finished trial carries it.
 
     A trial without ``total`` counts the sum of its parts as its total."""
+    return shares_of(time_parts(t) for t in trials if t.state.is_finished())
+
+
+def shares_of(trial_parts: Iterable[dict[str, float] | None]) -> dict[str, float] | None:
+    """``time_shares`` from the finished trials' parts (``time_parts``; None ones skipped), as
+    ``status`` reads them from the store without loading whole trials."""
     summed: dict[str, float] = {}
     total = 0.0
-    for t in trials:
-        parts = time_parts(t) if t.state.is_finished() else None
+    for parts in trial_parts:
         if parts is None:
             continue
         own = {k: v for k, v in parts.items() if k != "total"}

@@ -47,9 +47,10 @@ class Section:
     nav: str = ""             # the navigation link's text (default: the title's first words)
 
 
-def build_sections(study: optuna.Study) -> list[Section]:
-    """Every view that applies to this study, in page order (views without data are left out)."""
-    snap = figs.Snapshot(study)
+def build_sections(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> list[Section]:
+    """Every view that applies to this study, in page order (views without data are left out);
+    ``trials``: the study's trials when the caller read them already."""
+    snap = figs.Snapshot(study, None if trials is None else list(trials))
     names = objective_names(study)
     sections = [Section("summary", "Summary", html=_summary_html(snap, names))]
     several = len(names) > 1
@@ -89,8 +90,10 @@ def build_sections(study: optuna.Study) -> list[Section]:
     return sections
 
 
-def write_report(study: optuna.Study, out: Path, fmt: str = "html") -> Path:
-    """Write the report of ``study``; returns what was written.
+def write_report(study: optuna.Study, out: Path, fmt: str = "html",
+                 trials: Sequence[FrozenTrial] | None = None) -> Path:
+    """Write the report of ``study`` (of ``trials``, its trials read already, if given); returns
+    what was written.
 
     ``html``: one page at ``out``. ``png``: one image per figure, ``<name>-<view>.png``, in the folder
     ``out`` (``report.png`` or ``report.html`` -> folder ``report``); needs kaleido.
@@ -100,7 +103,7 @@ def write_report(study: optuna.Study, out: Path, fmt: str = "html") -> Path:
         raise ReportError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt == "png":
         _check_kaleido()
-    sections = build_sections(study)
+    sections = build_sections(study, trials)
     if fmt == "png":
         return _write_png(sections, out.with_suffix("") if out.suffix else out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,8 @@ import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy import event
 
+from autotune import outcomes
+
 DEFAULT_STORAGE = "sqlite:///autotune.db"
 ENV_STORAGE = "AUTOTUNE_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 120.0
@@ -672,30 +674,207 @@ def create_or_load(
 
 @dataclass(frozen=True)
 class StudySummary:
+    """What ``status`` lists of a study, read without loading its trials."""
+
     name: str
     directions: tuple[str, ...]
     counts: dict[str, int]          # state name -> trials
     best_values: tuple[float, ...] | None   # single objective only
     n_trials: int
     user_attrs: dict[str, Any]
-    trials: tuple = ()      # the FrozenTrials, for views that count outcomes or time
+    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)   # outcomes.outcome_counts
+    time_shares: dict[str, float] | None = None                          # outcomes.time_shares
     stale: dict[int, float] = dataclasses.field(default_factory=dict)   # see stale_running_trials
 
 
 def summarize_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
+    """Every study of the store, in creation order. On an RDB store the trials are counted by
+    state and their ``time_s`` read in two queries for the whole store (``_trial_tallies``);
+    only the best trial and the running ones are loaded. Other storages: ``_summary_from_trials``,
+    the plain reference that the tests compare it with."""
+    frozen = storage.get_all_studies()
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return [_summary_from_trials(storage, s) for s in frozen]
+    tallies = _trial_tallies(storage)
     out = []
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        study = optuna.load_study(study_name=s.study_name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
-        counts: dict[str, int] = {}
-        for t in trials:
-            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    for s in frozen:
+        counts, outcome_counts, time_parts = tallies.get(s._study_id, ({}, {}, []))
         best = None
-        if len(study.directions) == 1 and counts.get("COMPLETE"):
-            best = tuple(study.best_trial.values)
+        if len(s.directions) == 1 and counts.get("COMPLETE"):
+            best = tuple(optuna.load_study(study_name=s.study_name, storage=storage).best_trial.values)
         stale = {}
-        if counts.get("RUNNING") and isinstance(storage, optuna.storages.RDBStorage):
-            stale = stale_running_trials(storage, study._study_id, trials)
-        out.append(StudySummary(s.study_name, tuple(d.name.lower() for d in study.directions),
-                                counts, best, len(trials), dict(study.user_attrs), tuple(trials), stale))
+        if counts.get("RUNNING"):
+            running = storage.get_all_trials(s._study_id, deepcopy=False,
+                                             states=(optuna.trial.TrialState.RUNNING,))
+            stale = stale_running_trials(storage, s._study_id, running)
+        out.append(StudySummary(s.study_name, tuple(d.name.lower() for d in s.directions), counts,
+                                best, sum(counts.values()), dict(s.user_attrs),
+                                outcomes.in_order(outcome_counts), outcomes.shares_of(time_parts), stale))
     return out
+
+
+def _trial_tallies(storage: optuna.storages.RDBStorage
+                   ) -> dict[int, tuple[dict[str, int], dict[str, int], list[dict[str, float] | None]]]:
+    """By study id: trials by state, trials by outcome, and the ``time_s`` parts of the finished
+    trials (in trial order), from Optuna's ``trials`` and ``trial_user_attributes`` tables (interrupted
+    and out-of-memory trials told apart by their ``stop_reason`` / ``infeasible`` attributes); user
+    attributes are stored as ``json.dumps(value)``."""
+    by_state = sqlalchemy.text(
+        "SELECT t.study_id, t.state, COUNT(*), "
+        "SUM(CASE WHEN a.value_json = :interrupted THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN b.value_json = :oom THEN 1 ELSE 0 END) "
+        "FROM trials t LEFT JOIN trial_user_attributes a "
+        "ON a.trial_id = t.trial_id AND a.key = :stop_key "
+        "LEFT JOIN trial_user_attributes b ON b.trial_id = t.trial_id AND b.key = :infeasible_key "
+        "GROUP BY t.study_id, t.state")
+    times = sqlalchemy.text(
+        "SELECT t.study_id, a.value_json FROM trial_user_attributes a JOIN trials t "
+        "ON t.trial_id = a.trial_id WHERE a.key = :time_key "
+        "AND t.state IN ('COMPLETE', 'PRUNED', 'FAIL') ORDER BY t.trial_id")
+    with storage.engine.connect() as conn:
+        state_rows = conn.execute(by_state, {"interrupted": json.dumps(outcomes.INTERRUPTED),
+                                             "stop_key": outcomes.STOP_ATTR,
+                                             "oom": json.dumps(outcomes.OOM),
+                                             "infeasible_key": outcomes.INFEASIBLE_ATTR}).fetchall()
+        time_rows = conn.execute(times, {"time_key": outcomes.TIME_ATTR}).fetchall()
+    tallies: dict[int, tuple[dict[str, int], dict[str, int], list]] = {}
+    for study_id, state, n, interrupted, oom in state_rows:
+        counts, by_outcome, _ = tallies.setdefault(int(study_id), ({}, {}, []))
+        name = str(state).split(".")[-1]
+        counts[name] = int(n)
+        if name == "FAIL":
+            by_outcome[outcomes.INTERRUPTED] = int(interrupted or 0)
+            by_outcome["failed"] = int(n) - int(interrupted or 0)
+        elif name == "COMPLETE":
+            by_outcome[outcomes.OUT_OF_MEMORY] = int(oom or 0)
+            by_outcome["complete"] = int(n) - int(oom or 0)
+        else:
+            by_outcome[name.lower()] = int(n)
+    for study_id, value_json in time_rows:
+        try:
+            raw = json.loads(value_json)
+        except ValueError:
+            raw = None
+        tallies.setdefault(int(study_id), ({}, {}, []))[2].append(outcomes.parse_time_parts(raw))
+    return tallies
+
+
+def _summary_from_trials(storage: optuna.storages.BaseStorage,
+                         frozen: optuna.study.FrozenStudy) -> StudySummary:
+    """``summarize_studies`` of one study the plain way: from all its trials."""
+    study = optuna.load_study(study_name=frozen.study_name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    best = None
+    if len(study.directions) == 1 and counts.get("COMPLETE"):
+        best = tuple(study.best_trial.values)
+    return StudySummary(frozen.study_name, tuple(d.name.lower() for d in study.directions), counts,
+                        best, len(trials), dict(study.user_attrs), outcomes.outcome_counts(trials),
+                        outcomes.time_shares(trials))
+
+
+def pareto_front(trials: Sequence[optuna.trial.FrozenTrial],
+                 directions: Sequence[optuna.study.StudyDirection]) -> list[optuna.trial.FrozenTrial]:
+    """``study.best_trials`` of trials already read (Optuna's property reads them twice more);
+    Optuna's own functions, which tests/store_tests pin against the property."""
+    from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+    return _get_pareto_front_trials_by_trials(
+        trials, directions, consider_constraint=any(t.constraints for t in trials))
+
+
+def study_trials(study: optuna.Study, states: Sequence[optuna.trial.TrialState] | None = None
+                 ) -> list[optuna.trial.FrozenTrial]:
+    """``study.get_trials(deepcopy=False)`` through ``read_trials`` (past Optuna's cache, which
+    ``load_study`` wraps around an RDB store and which a one-off read gains nothing from)."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return read_trials(storage, study._study_id, states)
+
+
+def read_trials(storage: optuna.storages.BaseStorage, study_id: int,
+                states: Sequence[optuna.trial.TrialState] | None = None) -> list[optuna.trial.FrozenTrial]:
+    """Every trial of a study (in ``states`` only, if given), as ``storage.get_all_trials(study_id,
+    deepcopy=False, states=states)`` returns them, for the read-only commands.
+
+    On an RDB store: one plain query per Optuna table (SQLAlchemy Core on Optuna's own table
+    objects, so that states, datetimes and values convert as Optuna converts them), each
+    distribution parsed once. Optuna's ORM load took 9 s of 5,000 trials on a loaded 2-core VM;
+    tests/store_tests pin this against ``get_all_trials``. Other storages: ``get_all_trials``."""
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return storage.get_all_trials(study_id, deepcopy=False, states=states)
+    from optuna.storages._rdb import models
+
+    trial_table = models.TrialModel.__table__
+    in_study = trial_table.c.study_id == study_id
+    if states is not None:
+        in_study = in_study & trial_table.c.state.in_(list(states))
+    of_study = sqlalchemy.select(trial_table.c.trial_id).where(in_study)
+
+    def rows(model: Any, *columns: str, order: str) -> list[Any]:
+        """``columns`` of the study's rows in ``model``'s table, by trial then ``order``: the
+        order Optuna's load gives on SQLite (its unique index on trial and key or step; params
+        sorted by id), which the dicts keep and ``export`` shows as column order."""
+        table = model.__table__
+        query = (sqlalchemy.select(*(table.c[c] for c in columns))
+                 .where(table.c.trial_id.in_(of_study)).order_by(table.c.trial_id, table.c[order]))
+        return conn.execute(query).fetchall()
+
+    with storage.engine.connect() as conn:
+        trial_rows = conn.execute(
+            sqlalchemy.select(trial_table.c.trial_id, trial_table.c.number, trial_table.c.state,
+                              trial_table.c.datetime_start, trial_table.c.datetime_complete)
+            .where(in_study).order_by(trial_table.c.trial_id)).fetchall()
+        values = rows(models.TrialValueModel, "trial_id", "objective", "value", "value_type",
+                      order="objective")
+        params = rows(models.TrialParamModel, "trial_id", "param_name", "param_value", "distribution_json",
+                      order="param_id")
+        steps = rows(models.TrialIntermediateValueModel, "trial_id", "step", "intermediate_value",
+                     "intermediate_value_type", order="step")
+        user = rows(models.TrialUserAttributeModel, "trial_id", "key", "value_json", order="key")
+        system = rows(models.TrialSystemAttributeModel, "trial_id", "key", "value_json", order="key")
+    by_trial: dict[int, dict[str, Any]] = {
+        tid: {"values": {}, "params": {}, "distributions": {}, "steps": {}, "user": {}, "system": {}}
+        for tid, *_ in trial_rows}
+    for tid, objective, value, value_type in values:
+        by_trial[tid]["values"][objective] = models.TrialValueModel.stored_repr_to_value(value, value_type)
+    parsed: dict[str, optuna.distributions.BaseDistribution] = {}
+    for tid, name, value, dist_json in params:
+        dist = parsed.get(dist_json) or parsed.setdefault(
+            dist_json, optuna.distributions.json_to_distribution(dist_json))
+        by_trial[tid]["params"][name] = dist.to_external_repr(value)
+        by_trial[tid]["distributions"][name] = dist
+    for tid, step, value, value_type in steps:
+        by_trial[tid]["steps"][step] = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(
+            value, value_type)
+    for tid, key, value_json in user:
+        by_trial[tid]["user"][key] = json.loads(value_json)
+    for tid, key, value_json in system:
+        by_trial[tid]["system"][key] = json.loads(value_json)
+    out = []
+    for tid, number, state, start, complete in trial_rows:
+        t = by_trial[tid]
+        out.append(optuna.trial.FrozenTrial(
+            number=number, state=state, value=None,
+            values=[t["values"][i] for i in sorted(t["values"])] if t["values"] else None,
+            datetime_start=start, datetime_complete=complete, params=t["params"],
+            distributions=t["distributions"], user_attrs=t["user"], system_attrs=t["system"],
+            intermediate_values=t["steps"], trial_id=tid))
+    return out
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write the database refused for want of space (SQLite's "database or disk is full",
+    ENOSPC, PostgreSQL's disk_full), anywhere in the chain of causes."""
+    import errno
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        text = str(getattr(seen, "orig", None) or seen).lower()
+        if ("database or disk is full" in text or "no space left on device" in text
+                or getattr(seen, "errno", None) == errno.ENOSPC
+                or getattr(getattr(seen, "orig", None), "sqlstate", None) == "53100"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

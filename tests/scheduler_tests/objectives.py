@@ -179,3 +179,20 @@ class HangsOnce:
         Path(self.pid_file).write_text(str(child.pid))
         threading.Event().wait()
         return [0.0]
+
+
+@dataclass
+class WaitsToBeStopped:
+    """``params['x'] == 5`` writes its worker's pid to ``pid_file`` and waits (the test stops
+    that worker with SIGSTOP); any other x returns at once."""
+
+    pid_file: str
+
+    def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
+        import threading
+
+        if int(params["x"]) != 5:
+            return [float(params["x"])]
+        Path(self.pid_file).write_text(str(os.getpid()))
+        threading.Event().wait()
+        return [0.0]
