@@ -343,7 +343,9 @@ def validate(file: str, offline: bool) -> None:
     b = spec.budget
     budget = ", ".join(x for x in (f"{b.trials} trials" if b.trials else "",
                                     f"{b.timeout_s:g} s" if b.timeout_s else "",
-                                    f"{b.gpu_hours:g} GPU-hours" if b.gpu_hours else "") if x)
+                                    f"{b.gpu_hours:g} GPU-hours" if b.gpu_hours else "",
+                                    f"at most {b.trial_timeout_s:g} s a trial" if b.trial_timeout_s else "")
+                       if x)
     where = "not opened (--offline)"
     if not offline:
         where = "exists; run resumes it" if _check_store(spec, file) else "new; run creates it"
@@ -352,6 +354,8 @@ def validate(file: str, offline: bool) -> None:
     click.echo(f"  objectives {', '.join(f'{o.direction} {o.metric}' for o in spec.objectives)}")
     click.echo(f"  space      {len(spec.space.params)} parameters: {', '.join(spec.space.names)}")
     click.echo(f"  optimizer  {spec.optimizer.kind}; pruner {spec.pruner.kind}; budget {budget}")
+    if spec.constraints:
+        click.echo(f"  constraints {'; '.join(str(c) for c in spec.constraints)}")
     p = spec.parallel
     cpu = f"{p.workers or 1} CPU worker(s)"
     if p.gpus == 0:

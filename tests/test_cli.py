@@ -451,3 +451,15 @@ def test_study_in_postgresql(tmp_path, pg_url):
     study = optuna.load_study(study_name=name, storage=pg_url)
     assert len([t for t in study.get_trials() if t.state.name == "COMPLETE"]) == 3
     optuna.delete_study(study_name=name, storage=pg_url)
+
+
+def test_validate_shows_the_per_trial_limit_and_the_constraints(tmp_path):
+    path = tmp_path / "limits.yaml"
+    path.write_text("study: limits\nspace: {lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}\n"
+                    "objectives: [{metric: val_loss, direction: minimize}]\n"
+                    "constraints: ['peak_mem_mb <= 40000', 'latency_ms <= 5']\n"
+                    "budget: {trials: 3, trial_timeout: 10m}\n")
+    result = invoke("validate", "--offline", str(path))
+    assert result.exit_code == 0, result.output
+    assert "budget 3 trials, at most 600 s a trial" in result.output
+    assert "constraints peak_mem_mb <= 40000; latency_ms <= 5" in result.output
