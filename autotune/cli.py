@@ -42,7 +42,8 @@ def _guarded(fn: Callable) -> Callable:
         from autotune._output import OutputRefused
         from autotune.spec import SpecError
         from autotune.store import StoreError
-        bad_input: tuple[type[BaseException], ...] = (SpecError, StoreError, OutputRefused)
+        from autotune.study import StudyError
+        bad_input: tuple[type[BaseException], ...] = (SpecError, StoreError, OutputRefused, StudyError)
         try:
             from autotune.warmstart import WarmStartError
             bad_input += (WarmStartError,)
@@ -159,44 +160,6 @@ def _check_store(spec, file: str) -> bool:
         _die(f"{file}: {exc}")
 
 
-def _prepare(spec, *, join_only: bool, create: bool = False):
-    """Everything that can fail on bad input, in an order that writes nothing until all passed.
-    ``create``: a joining worker starts the study, as ``run`` would, when the store has none."""
-    import optuna
-
-    from autotune.pruners import build_pruner
-    from autotune.samplers import build_sampler
-    from autotune.store import create_or_load, study_exists
-
-    try:
-        sampler = build_sampler(spec.optimizer.kind, seed=spec.optimizer.seed, **spec.optimizer.options_dict)
-    except ValueError as exc:
-        _die(f"{spec.path}: optimizer: {exc}")
-    pruner = build_pruner(spec.pruner, spec.trainer_dict.get("steps"))
-    storage = _open(spec.storage)  # the scheduler opens its own, with heartbeats
-    exists = study_exists(storage, spec.study)
-    if join_only and not exists and not create:
-        _die(f"no study {spec.study!r} to join in the store; start it with `autotune run {spec.path}` "
-             "first (or pass --create)")
-    join_only = join_only and exists
-    apply_warm_start = None
-    if join_only:  # sample as the process that started the study did; write nothing
-        from autotune.warmstart import prepare_join
-        sampler = prepare_join(spec, storage, sampler)
-    elif spec.warm_start is not None:
-        from autotune.warmstart import prepare
-        sampler, apply_warm_start = prepare(spec, storage, sampler)
-    study, created = create_or_load(storage, spec.study, spec.directions, sampler=sampler, pruner=pruner)
-    if created:   # of processes that started a new study at once, only its creator records and enqueues
-        study.set_metric_names(spec.metrics)
-        study.set_user_attr("autotune", {"metrics": spec.metrics, "objective": spec.objective,
-                                         "optimizer": spec.optimizer.kind, "pruner": spec.pruner.kind,
-                                         "source": str(spec.path) if spec.path else None})
-    if apply_warm_start is not None and (exists or created):
-        apply_warm_start(study)
-    return study
-
-
 def _announce(spec, *, estimate: bool) -> None:
     """The lines printed once before the first trial: the flat form's defaults, the parallel plan,
     and a warning when a trial looks too long for this machine."""
@@ -217,21 +180,16 @@ def _announce(spec, *, estimate: bool) -> None:
 
 def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
              estimate: bool = True, create: bool = False) -> None:
-    from autotune import space as space_mod
-    from autotune.objective import TrialObjective
+    from autotune import study as study_mod
     from autotune.progress import make_progress, print_summary
-    from autotune.scheduler import SchedulerError, run_study
+    from autotune.scheduler import SchedulerError
     from autotune.store import is_disk_full, mask_url
 
     _announce(spec, estimate=estimate)
     try:
-        study = _prepare(spec, join_only=join_only, create=create)
+        study = study_mod.prepare(spec, join_only=join_only, create=create)
         progress = make_progress(live, steps={**spec.trainer_dict, **spec.fixed_dict}.get("steps"))
-        result = run_study(
-            study, storage_url=spec.storage,
-            suggest=lambda trial: space_mod.suggest(trial, spec.space),
-            objective=TrialObjective(spec, spec.storage),
-            parallel=spec.parallel, budget=spec.budget, hard_stop=hard_stop, progress=progress)
+        result = study_mod.run(spec, study, hard_stop=hard_stop, progress=progress)
     except SchedulerError as exc:
         _die(f"the study could not run: {exc}", EXIT_FAILED)
     except Exception as exc:
@@ -332,14 +290,14 @@ def validate(file: str, offline: bool) -> None:
       autotune validate studies/moe_sparse.yaml
       autotune validate studies/moe_sparse.yaml --offline
     """
-    from autotune.samplers import build_sampler
     from autotune.spec import load_spec
     from autotune.store import mask_url
+    from autotune.study import StudyError, sampler_for
     spec = load_spec(file)
     try:
-        build_sampler(spec.optimizer.kind, seed=spec.optimizer.seed, **spec.optimizer.options_dict)
-    except ValueError as exc:
-        _die(f"{file}: optimizer: {exc}")
+        sampler_for(spec)
+    except StudyError as exc:
+        _die(f"{file}: optimizer: {exc.__cause__}")
     b = spec.budget
     budget = ", ".join(x for x in (f"{b.trials} trials" if b.trials else "",
                                     f"{b.timeout_s:g} s" if b.timeout_s else "",

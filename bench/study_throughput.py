@@ -33,11 +33,9 @@ from pathlib import Path
 
 import optuna
 
-from autotune import scheduler, space, store
+from autotune import scheduler, store
+from autotune import study as study_mod
 from autotune.gpus import detect_gpus
-from autotune.objective import TrialObjective
-from autotune.pruners import build_pruner
-from autotune.samplers import build_sampler
 from autotune.spec import parse_spec
 from autotune.train import TIMING_SKIP_STEPS
 
@@ -109,15 +107,10 @@ def parse(raw: dict, workdir: Path):
 def run_one(raw: dict, workdir: Path) -> tuple[optuna.Study, scheduler.RunResult, float | None]:
     spec = parse(raw, workdir)
     storage = store.open_storage(spec.storage)
-    study = store.create_or_load_study(
-        storage, spec.study, spec.directions,
-        sampler=build_sampler(spec.optimizer.kind, seed=spec.optimizer.seed),
-        pruner=build_pruner(spec.pruner, spec.trainer_dict.get("steps")))
+    study = study_mod.prepare(spec)            # as `autotune run` assembles it, optimizer options included
     sampler = GpuSampler()
     sampler.start()
-    result = scheduler.run_study(
-        study, storage_url=spec.storage, suggest=lambda t: space.suggest(t, spec.space),
-        objective=TrialObjective(spec, spec.storage), parallel=spec.parallel, budget=spec.budget)
+    result = study_mod.run(spec, study)
     sampler.stop.set()
     util = statistics.fmean(sampler.samples) if sampler.samples else None
     return optuna.load_study(study_name=spec.study, storage=storage), result, util

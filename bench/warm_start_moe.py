@@ -32,11 +32,9 @@ from typing import Any
 import numpy as np
 import optuna
 
-from autotune import scheduler, space, store, warmstart
+from autotune import store
+from autotune import study as study_mod
 from autotune.gpus import detect_gpus
-from autotune.objective import TrialObjective
-from autotune.pruners import build_pruner
-from autotune.samplers import build_sampler
 from autotune.spec import parse_spec
 from warm_start import (COMPARISON_HEAD, bootstrap_median_ci, comparison_cells,  # bench/: this folder
                         trials_to_reach)
@@ -88,15 +86,8 @@ def run_one(raw: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """One study, as ``autotune run`` runs it; its trials' values in trial-number order."""
     spec = parse_spec(raw, base_dir=workdir, default_name=raw["study"])
     storage = store.open_storage(spec.storage)
-    sampler = build_sampler(spec.optimizer.kind, seed=spec.optimizer.seed,
-                            **spec.optimizer.options_dict)
-    sampler, apply = warmstart.prepare(spec, storage, sampler)
-    study = store.create_or_load_study(storage, spec.study, spec.directions, sampler=sampler,
-                                       pruner=build_pruner(spec.pruner, spec.trainer_dict.get("steps")))
-    apply(study)
-    result = scheduler.run_study(
-        study, storage_url=spec.storage, suggest=lambda t: space.suggest(t, spec.space),
-        objective=TrialObjective(spec, spec.storage), parallel=spec.parallel, budget=spec.budget)
+    study = study_mod.prepare(spec)            # warm start applied as `autotune run` applies it
+    result = study_mod.run(spec, study)
     trials = [t for t in optuna.load_study(study_name=spec.study, storage=storage).get_trials(
         deepcopy=False) if t.state.is_finished()]     # not an enqueued trial left WAITING
     values = [t.value if t.value is not None and math.isfinite(t.value) else math.inf for t in trials]

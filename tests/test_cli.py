@@ -224,7 +224,7 @@ def test_worker_with_create_starts_a_missing_study_and_runs_its_budget(tmp_path)
 
 def test_a_worker_that_loses_the_race_to_create_the_study_leaves_its_warm_start_to_the_winner(
         tmp_path, monkeypatch):
-    from autotune import cli, store
+    from autotune import store, study
     from autotune.spec import load_spec
     old = user_study(tmp_path, trials=3, name="old")
     assert invoke("run", str(old), "--no-live").exit_code == 0
@@ -237,7 +237,7 @@ def test_a_worker_that_loses_the_race_to_create_the_study_leaves_its_warm_start_
     monkeypatch.setattr(store, "study_exists", looks_before_the_winner_created_it)
     store.create_or_load(store.open_storage(spec.storage), "quad", ["minimize"])   # the winner, not yet enqueued
     calls.clear()
-    cli._prepare(spec, join_only=True, create=True)
+    study.prepare(spec, join_only=True, create=True)
     assert trials_of(tmp_path) == []   # the winner enqueues the 2; the loser, nothing on top
 
 

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from autotune import cli, store, warmstart
+from autotune import store, warmstart
+from autotune import study as study_mod
 from autotune.cli import main
 from autotune.spec import load_spec
 from autotune.spec_types import SearchSpace
@@ -185,7 +186,7 @@ def test_autotune_worker_joins_a_prior_study_with_the_prior(tmp_path):
     run_file = study_file(tmp_path, "run", warm={"from": ["old"], "strategy": "prior"})
     assert CliRunner().invoke(main, ["run", str(run_file), "--no-live"]).exit_code == 0
     worker_file = study_file(tmp_path, "worker")          # no warm_start: the record says it
-    study = cli._prepare(load_spec(worker_file), join_only=True)
+    study = study_mod.prepare(load_spec(worker_file), join_only=True)
     assert isinstance(study.sampler, warmstart.PriorSampler)
     assert len(study.sampler.source_trials) == 40
     result = CliRunner().invoke(main, ["worker", str(worker_file), "--trials", "7", "--no-live"])
