@@ -27,7 +27,7 @@ import re
 import stat
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import yaml
 
@@ -771,11 +771,8 @@ def _builtin_fields() -> dict[str, Any]:
     """Name -> default value of every knob the built-in objective understands."""
     from autotune.model.config import ModelConfig
     out = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-    try:
-        from autotune.train import TrainConfig
-        out.update({f.name: f.default for f in dataclasses.fields(TrainConfig)})
-    except ImportError:  # the trainer is missing: only model knobs can be checked
-        pass
+    from autotune.train_config import TrainConfig
+    out.update({f.name: f.default for f in dataclasses.fields(TrainConfig)})
     return out
 
 
@@ -846,15 +843,17 @@ def _check_builtin_data(ctx: _Ctx, values: dict[str, Any]) -> None:
     cannot exist (64 pairs in a 64-token vocabulary, a missing data file) fails here, not in every trial."""
     if set(values["space"].names) & set(_DATA_KNOBS):
         return  # searched data knobs: each trial checks its own combination
-    try:
-        from autotune.data import build_dataset
-        from autotune.train import TrainConfig
-    except ImportError:
-        return
+    from autotune.train_config import TrainConfig
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {k: v for k, v in {**dict(values["trainer"]), **dict(values["fixed"])}.items() if k in names}
     try:
         cfg = TrainConfig(**settings)
+        if cfg.task == "mqar":        # the size rules alone: no torch for the built-in task
+            from autotune.data.sizes import recall_sizes
+            recall_sizes(seq_len=cfg.seq_len, num_pairs=cfg.num_pairs, num_queries=cfg.num_queries,
+                         vocab_size=cfg.task_vocab or 64)
+            return
+        from autotune.data import build_dataset      # text: reads the file (and imports torch)
         build_dataset(cfg.task, seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
                       eval_batches=cfg.eval_batches, num_pairs=cfg.num_pairs, num_queries=cfg.num_queries,
                       task_vocab=cfg.task_vocab, data_path=cfg.data_path,
@@ -868,10 +867,7 @@ def _check_metrics(ctx: _Ctx, objective: str, objectives: tuple[ObjectiveSpec, .
                    leaf: bool = True) -> None:
     if not objective.startswith(BUILTIN_PREFIX):
         return  # a user objective that omits a metric fails its first trial saying so
-    try:
-        from autotune.train import BUILTIN_METRICS
-    except ImportError:
-        return
+    from autotune.train_config import BUILTIN_METRICS
     for i, o in enumerate(objectives):
         if o.metric not in BUILTIN_METRICS:
             hint = difflib.get_close_matches(o.metric, BUILTIN_METRICS, n=1)

@@ -273,3 +273,17 @@ def test_bad_overrides_name_the_option(tmp_path):
         load_spec(path, trials=0)
     with pytest.raises(SpecError, match="--storage"):
         load_spec(path, storage="::nope::")
+
+
+def test_loading_a_study_of_the_built_in_task_never_imports_torch():
+    """The parser only parses (DESIGN: spec.py must not import torch): checking knob names,
+    metrics and the recall task's sizes needs none of it."""
+    import subprocess
+    import sys
+    code = ("import sys; from autotune.spec import load_spec; "
+            "[load_spec(f) for f in ('studies/quickstart.yaml', 'studies/moe_sparse.yaml', "
+            "'studies/flat_example.yaml')]; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -8,16 +8,33 @@ Every dataset offers ``vocab_size``, ``seq_len``, ``train_batches()`` (endless) 
 """
 from __future__ import annotations
 
-from autotune.data.batching import (IGNORE_INDEX, PAD_TOKEN, Batch, BatchCost, collate, cost_budget_batches,
-                                    fit_batch_cost, prefetch, token_budget_batches)
-from autotune.data.synthetic import AssociativeRecall
-from autotune.data.text import TextFile, load_tokens, split_pieces
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from autotune.data.sizes import recall_sizes
+
+if TYPE_CHECKING:
+    from autotune.data.batching import BatchCost
+    from autotune.data.synthetic import AssociativeRecall
+    from autotune.data.text import TextFile
 
 TASKS = ("mqar", "text")
 
+# Imported on first use (PEP 562), so that ``autotune.data.sizes`` (the study-file checks) needs no torch.
+_LAZY = {**dict.fromkeys(("IGNORE_INDEX", "PAD_TOKEN", "Batch", "BatchCost", "collate", "cost_budget_batches",
+                          "fit_batch_cost", "prefetch", "token_budget_batches"), "batching"),
+         "AssociativeRecall": "synthetic",
+         **dict.fromkeys(("TextFile", "load_tokens", "split_pieces"), "text")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"autotune.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'autotune.data' has no attribute {name!r}")
+
 __all__ = ["IGNORE_INDEX", "PAD_TOKEN", "TASKS", "AssociativeRecall", "Batch", "BatchCost", "TextFile",
            "build_dataset", "collate", "cost_budget_batches", "fit_batch_cost", "load_tokens", "prefetch",
-           "split_pieces", "token_budget_batches"]
+           "recall_sizes", "split_pieces", "token_budget_batches"]
 
 
 def build_dataset(task: str, *, seq_len: int, batch_size: int, seed: int = 0, eval_batches: int = 4,
@@ -31,6 +48,8 @@ def build_dataset(task: str, *, seq_len: int, batch_size: int, seed: int = 0, ev
     (if given) overrides the vocabulary size read from the file; ``batch_cost`` (text only) batches
     by predicted cost, at most ``max_batch_size`` pieces a batch (see ``TextFile``).
     """
+    from autotune.data.synthetic import AssociativeRecall
+    from autotune.data.text import TextFile
     if task == "mqar":
         return AssociativeRecall(seq_len=seq_len, num_pairs=num_pairs, num_queries=num_queries,
                                  vocab_size=task_vocab or 64, batch_size=batch_size, seed=seed, eval_batches=eval_batches)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from autotune.data.batching import IGNORE_INDEX, Batch
+from autotune.data.sizes import recall_sizes
 
 FILLER_TOKEN = 0
 TRAIN_STREAM, VAL_STREAM = 0, 1
@@ -49,15 +50,8 @@ class AssociativeRecall:
 
     def __init__(self, *, seq_len: int, num_pairs: int, vocab_size: int, batch_size: int,
                  num_queries: int | None = None, seed: int = 0, eval_batches: int = 4) -> None:
-        self.num_keys = (vocab_size - 1) // 2
-        if num_pairs < 1 or self.num_keys < num_pairs:
-            raise ValueError(f"num_pairs={num_pairs} needs 1 <= num_pairs <= (vocab_size - 1) // 2 "
-                             f"= {self.num_keys}; raise task_vocab or lower num_pairs")
-        num_queries = num_pairs if num_queries is None else num_queries
-        num_slots = (seq_len + 1 - 2 * num_pairs) // 2
-        if not num_pairs <= num_queries <= num_slots:
-            raise ValueError(f"seq_len={seq_len} with num_pairs={num_pairs} holds {num_pairs} to "
-                             f"{max(num_slots, 0)} queries, not num_queries={num_queries}")
+        self.num_keys, num_queries, num_slots = recall_sizes(
+            seq_len=seq_len, num_pairs=num_pairs, vocab_size=vocab_size, num_queries=num_queries)
         self.seq_len, self.num_pairs, self.vocab_size = seq_len, num_pairs, vocab_size
         self.num_queries, self.num_slots = num_queries, num_slots
         self.batch_size, self.seed, self.eval_batches = batch_size, seed, eval_batches
