@@ -337,7 +337,7 @@ class TrialObjective:
             trial.set_user_attr("compile", choice)
             if self._compile_records is not None:
                 self._compile_records.append(choice)
-        metrics = {str(k): _jsonable(v) for k, v in result.items()}
+        metrics = _jsonable_dict(result)
         metrics.setdefault("trial_seconds", round(time.perf_counter() - started, 3))
         trial.set_user_attr("metrics", metrics)
         set_constraints(trial, self.spec.constraints, metrics)

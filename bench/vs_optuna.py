@@ -141,7 +141,8 @@ def run_autotune(study_file: Path, timeout_s: float, trials: int, workdir: Path)
                               env={**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"})
     wall = time.perf_counter() - t0
     (workdir / "autotune_run.log").write_text(proc.stdout + proc.stderr)
-    study = optuna.load_study(study_name=_study_name(study_file), storage=url)
+    from autotune.spec import load_spec
+    study = optuna.load_study(study_name=load_spec(str(study_file)).study, storage=url)
     rows = []
     for t in study.get_trials(deepcopy=False):
         parts = t.user_attrs.get("time_s") or {}
@@ -156,11 +157,6 @@ def run_autotune(study_file: Path, timeout_s: float, trials: int, workdir: Path)
     out.update(gpu_util_pct=gpu.mean, exit_code=proc.returncode,
                compiled_trials=sum(bool(r["compiled"]) for r in rows))
     return out
-
-
-def _study_name(study_file: Path) -> str:
-    from autotune.spec import load_spec
-    return load_spec(str(study_file)).study
 
 
 def main() -> None:

@@ -47,6 +47,15 @@ def wait_until(predicate, timeout: float = 60.0, every: float = 0.2) -> None:
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, which PID 1 of a container may never reap, is dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def start_reader(storage_url: str, stop_file: Path) -> subprocess.Popen:
     """``python -m scheduler_tests.reader``, returned once it has read the store a first time, so
     that its reads overlap all that the test starts next; ``stop_reader`` ends it."""

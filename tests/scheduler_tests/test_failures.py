@@ -99,7 +99,7 @@ def test_worker_processes_die_with_their_scheduler(sqlite_url):
     assert len(workers) >= 2
     os.kill(child.pid, signal.SIGKILL)
     child.wait(10)
-    helpers.wait_until(lambda: not any(_alive(pid) for pid in workers), 10)
+    helpers.wait_until(lambda: not any(helpers.alive(pid) for pid in workers), 10)
 
 
 @pytest.mark.parametrize("how", ["SIGINT to the process group", "SIGTERM"])
@@ -195,13 +195,6 @@ def _children(pid: int) -> list[int]:
                 pass
     return out
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_run_whose_every_trial_fails_stops_instead_of_burning_the_budget(sqlite_url):

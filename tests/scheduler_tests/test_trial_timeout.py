@@ -1,7 +1,6 @@
 """Per-trial time limits: a hung trial fails with reason ``timeout ...`` and the study goes on."""
 from __future__ import annotations
 
-import os
 
 import optuna
 import pytest
@@ -100,15 +99,8 @@ def test_a_hung_trial_is_killed_with_its_subprocesses_and_the_study_meets_its_bu
     assert (result.stopped_by, result.completed, result.failed, result.retried) == ("trials", 3, 1, 0)
     assert not any("failed_trial" in t.system_attrs for t in trials)   # a timeout is not retried
     child = int(pid_file.read_text())              # the hung trial's subprocess died with it
-    helpers.wait_until(lambda: not _alive(child), 10)
+    helpers.wait_until(lambda: not helpers.alive(child), 10)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_without_trial_timeout_the_limit_comes_from_the_studys_complete_trials(
