@@ -19,7 +19,7 @@ The worker prints no traceback: the scheduler stores it on the trial and shows i
 It leads its own process group, so that the scheduler can kill it with its subprocesses.
 
 After "ready" the worker calls the objective's ``warm_up()``, if it has one (imports, GPU start),
-while the parent samples the first trial.
+while the parent samples the first trial; its seconds are the first trial's ``worker_start``.
 """
 from __future__ import annotations
 
@@ -126,7 +126,9 @@ def main(conn: Any, objective: Callable, parent_pid: int, verbose: bool = False)
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     conn.send(("ready", os.getpid()))
+    tick = time.perf_counter()
     _warm_up(objective, verbose)
+    start_s = time.perf_counter() - tick     # counted in the first trial's time: it waited for it
     while True:
         try:
             message = conn.recv()
@@ -141,6 +143,8 @@ def main(conn: Any, objective: Callable, parent_pid: int, verbose: bool = False)
         _free_gpu_memory()
         time_s = dict(getattr(objective, "last_time_s", None) or {"objective": tick - started})
         time_s["teardown"] = round(time.perf_counter() - tick, 4)
+        if start_s is not None:
+            time_s["worker_start"], start_s = round(start_s, 4), None
         conn.send(("done", trial_id, outcome, payload, time_s, trace))
         if outcome == "failed" and "CUDA error" in str(payload):
             return  # a CUDA error can poison the context: let the scheduler start a fresh process

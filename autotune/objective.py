@@ -91,12 +91,16 @@ def use_compile_cache(directory: Path) -> None:
     os.environ.setdefault("TRITON_CACHE_DIR", str(directory / "triton"))
 
 
-def compile_costs_from(records: list[Mapping[str, Any]]):
+def compile_costs_from(records: list[Mapping[str, Any]], attention: str | None = None):
     """``CompileCosts`` from earlier trials' ``compile`` user attrs: the median eager/compiled step
-    ratio and compile seconds of those that compiled; the prior where none did."""
+    ratio and compile seconds of those that compiled; the prior where none did. With
+    ``attention`` (``sparse`` / ``dense``), only trials of that attention count when any compiled:
+    what compiling saves differs between them (e.g. 2.1x sparse, 1.1x dense on moe_sparse)."""
     from autotune.train import CompileCosts
 
     compiled = [r for r in records if r.get("compiled") and r.get("compiled_step_ms")]
+    alike = [r for r in compiled if attention is not None and r.get("attention") == attention]
+    compiled = alike or compiled
     ratios = [r["eager_step_ms"] / r["compiled_step_ms"] for r in compiled if r.get("eager_step_ms")]
     seconds = [r["compile_s"] for r in compiled if isinstance(r.get("compile_s"), (int, float))]
     prior = CompileCosts()
@@ -181,12 +185,12 @@ class TrialObjective:
         self.spec = spec
         self.storage_url = storage_url
         self._study: optuna.Study | None = None  # opened once per worker process
-        self._compile_records: list[dict] | None = None   # earlier trials' ``compile`` attrs
+        self._storage = None                     # its RDB storage
         self.last_time_s: dict[str, float] | None = None  # where the last call's time went
 
     def __getstate__(self) -> dict:
-        return {"spec": self.spec, "storage_url": self.storage_url, "_study": None,
-                "_compile_records": None, "last_time_s": None}
+        return {"spec": self.spec, "storage_url": self.storage_url, "_study": None, "_storage": None,
+                "last_time_s": None}
 
     @property
     def builtin(self) -> bool:
@@ -204,22 +208,24 @@ class TrialObjective:
             if torch.cuda.is_available():
                 torch.empty(1, device="cuda")
 
-    def _compile_costs(self, study: optuna.Study):
-        if self._compile_records is None:
-            trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                              optuna.trial.TrialState.PRUNED))
-            self._compile_records = [t.user_attrs["compile"] for t in trials
-                                     if isinstance(t.user_attrs.get("compile"), dict)]
-        return compile_costs_from(self._compile_records)
+    def _compile_costs(self, study: optuna.Study, params: Mapping[str, Any]):
+        """What compiling cost and saved in the study's finished trials so far (every worker's,
+        on every machine: read afresh for each trial, one query), for trials like this one."""
+        from autotune.store import open_storage, trial_user_attr_json
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        storage = self._storage if self._storage is not None else open_storage(self.storage_url)
+        records = [r for r in trial_user_attr_json(storage, study._study_id, "compile", finished)
+                   if isinstance(r, dict)]
+        return compile_costs_from(records, attention=params.get("attention"))
 
     def _load_study(self) -> optuna.Study:
         if self._study is None:
             from autotune.pruners import build_pruner
             from autotune.store import open_storage
             steps = self.spec.trainer_dict.get("steps")
-            self._study = optuna.load_study(
-                study_name=self.spec.study, storage=open_storage(self.storage_url),
-                pruner=build_pruner(self.spec.pruner, steps))
+            self._storage = open_storage(self.storage_url)
+            self._study = optuna.load_study(study_name=self.spec.study, storage=self._storage,
+                                            pruner=build_pruner(self.spec.pruner, steps))
         return self._study
 
     def _out_of_memory(self, study: optuna.Study, trial: optuna.trial.Trial,
@@ -315,7 +321,7 @@ class TrialObjective:
         try:
             if self.builtin:
                 use_compile_cache(compile_cache_dir(self.storage_url))
-                result = fn(config, report, compile_costs=self._compile_costs(study),
+                result = fn(config, report, compile_costs=self._compile_costs(study, config),
                             progress=notify)
             else:
                 result = fn(config, report)
@@ -335,8 +341,6 @@ class TrialObjective:
         if isinstance(result.get("compile"), Mapping):
             choice = _jsonable_dict(result.pop("compile"))
             trial.set_user_attr("compile", choice)
-            if self._compile_records is not None:
-                self._compile_records.append(choice)
         metrics = _jsonable_dict(result)
         metrics.setdefault("trial_seconds", round(time.perf_counter() - started, 3))
         trial.set_user_attr("metrics", metrics)

@@ -164,11 +164,15 @@ def kill_worker(worker: _Worker) -> None:
 
 def slot_time_split(parts: dict[str, float] | None, slot_seconds: float) -> dict[str, float]:
     """Where a trial's time in its slot went: the worker's parts (seconds; None when the worker
-    died or was killed and could not say: all of it ``unaccounted``), ``handoff`` (the rest: the pipe both ways, a worker still
-    warming up when the trial was handed out) and ``total`` (the slot time), the parts summing to it."""
+    died or was killed and could not say: all of it ``unaccounted``; a slot's first trial also
+    ``worker_start``, the worker's warm-up while the trial waited for it: imports, the GPU's start),
+    ``handoff`` (the rest: sampling, the pipe both ways) and ``total`` (the slot time), the parts summing to it."""
     if parts is None:
         return {"unaccounted": round(slot_seconds, 3), "total": round(slot_seconds, 3)}
     split = {k: round(float(v), 3) for k, v in parts.items() if k not in ("total", "handoff")}
+    if "worker_start" in split:   # the worker's warm-up may have begun before this trial was handed out
+        others = sum(v for k, v in split.items() if k != "worker_start")
+        split["worker_start"] = round(min(split["worker_start"], max(0.0, slot_seconds - others)), 3)
     split["handoff"] = round(max(0.0, slot_seconds - sum(split.values())), 3)
     split["total"] = round(slot_seconds, 3)
     return split

@@ -292,6 +292,47 @@ class _StepClock:
                 "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
 
 
+RECOMPILE_LIMIT = 16         # Dynamo's graphs per function in a worker (default 8), see begin_trial_graphs
+GRAPHS_PER_EAGER_TRIAL = 3   # FlexAttention graphs an eager trial can add: training, evaluation, latency shapes
+
+
+@dataclass
+class _WorkerGraphs:
+    """What this process has compiled since its last ``torch._dynamo.reset()``."""
+    blocks_compiled: bool = False
+
+
+_graphs = _WorkerGraphs()
+
+
+def begin_trial_graphs() -> bool:
+    """Before a CUDA trial: keep the compiled graphs of earlier trials in this process, or reset
+    Dynamo. Returns True when it reset.
+
+    A worker trains many trials. An eager trial compiles only FlexAttention, whose graphs are keyed
+    on what really differs between trials (shapes, window, block size, grad mode; keep_ratio is
+    data), so a trial like an earlier one reuses them instead of paying 0.6-1.8 s to rebuild them
+    (issue 15). Dynamo is reset when the next trial could reach the recompile limit with them, or
+    when an earlier trial compiled the model's blocks (graphs guarded on that trial's modules).
+    Hitting the limit always fails loudly instead of running FlexAttention unfused (3-20x slower
+    steps that would bias every latency and pruning decision)."""
+    from autotune.model.attention import compiled_graph_count
+
+    config = torch._dynamo.config
+    if hasattr(config, "fail_on_recompile_limit_hit"):
+        config.fail_on_recompile_limit_hit = True
+    for name in ("recompile_limit", "cache_size_limit"):       # one is an alias of the other
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
+            break
+    limit = getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 8))
+    if _graphs.blocks_compiled or compiled_graph_count() + GRAPHS_PER_EAGER_TRIAL > limit:
+        torch._dynamo.reset()
+        _graphs.blocks_compiled = False
+        return True
+    return False
+
+
 class _Trainer:
     """One run's state: device, precision, data, model, optimizer; one method per phase."""
 
@@ -303,13 +344,7 @@ class _Trainer:
             torch.set_float32_matmul_precision("high")      # TF32 for fp32 matmuls, deliberately
             torch.backends.cudnn.allow_tf32 = True
             torch.cuda.reset_peak_memory_stats(device)
-            # A worker trains many trials: each starts with no compiled graphs, so that an earlier
-            # trial's graphs (other shapes, other windows) never count against this one's recompile
-            # limit; and hitting the limit fails loudly instead of running FlexAttention unfused
-            # (3-20x slower steps that would bias every latency and pruning decision).
-            torch._dynamo.reset()
-            if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit"):
-                torch._dynamo.config.fail_on_recompile_limit_hit = True
+            begin_trial_graphs()
         self.dtype, self.use_scaler = resolve_precision(cfg.precision, device)
         self.data = build_dataset(
             cfg.task, seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
@@ -338,6 +373,7 @@ class _Trainer:
         for module in (blocks if blocks is not None else [self.model]):
             module.compile(dynamic=dynamic)
         self.compiled = True
+        _graphs.blocks_compiled = True
 
     def autocast(self):
         if self.dtype is None:
@@ -425,7 +461,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     on_cuda = trainer.device.type == "cuda"
     mode = cfg.compile if on_cuda else (cfg.compile is True)       # auto compiles on CUDA only
     choice = {"mode": cfg.compile if isinstance(cfg.compile, bool) else "auto", "compiled": False,
-              "reason": "" if on_cuda or cfg.compile is True else "eager on CPU"}
+              "reason": "" if on_cuda or cfg.compile is True else "eager on CPU",
+              "attention": model_cfg.attention}
     decide_at = None
     if mode is True:
         trainer.compile()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Device machine, issue 15: where a trial's GPU time goes, end to end through `autotune run`.
+#   PART=tests  bash bench/device_train_time.sh   # the GPU tests only
 #   PART=check  bash bench/device_train_time.sh   # GPU tests (no recompiles, no unfused fallback), then
 #                                                 # a short gpu_smoke run with its per-trial split
 #   PART=vs     bash bench/device_train_time.sh   # bench/vs_optuna.py on bench/gpu_smoke.yaml, VS_TIMEOUT s a side
@@ -33,6 +34,9 @@ if later:
     print("median overhead after each slot's first (s):", round(statistics.median(ts["total"] - ts.get("train", 0) for ts in later), 2))
 PY
 }
+if [ "$PART" = tests ]; then
+  python3 -m pytest -q -m gpu tests/train_tests tests/model_tests -p no:cacheprovider -o addopts= 2>&1 | tee "$OUT/gpu_tests.log"
+fi
 if [ "$PART" = check ]; then
   python3 -m pytest -q -m gpu tests/train_tests tests/model_tests -p no:cacheprovider -o addopts= -x 2>&1 | tee "$OUT/gpu_tests.log"
   rm -rf /tmp/gpu_smoke.db* /tmp/gpu_smoke.db-compile-cache

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -58,15 +59,19 @@ class GpuSampler:
         return round(statistics.fmean(self.samples), 1) if self.samples else None
 
 
-def summarize(rows: list[dict], wall_s: float) -> dict:
-    """rows: one per finished trial, ``slot`` (a slot id), ``start`` (s), ``total_s``, ``train_s``."""
-    finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
+def summarize(rows: list[dict], wall_s: float, window_s: float) -> dict:
+    """rows: one per trial, ``slot`` (a slot id), ``start`` and ``end`` (s since the side began),
+    ``total_s``, ``train_s``. ``trials_finished`` counts those finished (complete or pruned) within
+    ``window_s``: Optuna's timeout lets the trial in flight finish after it, autotune's
+    ``--hard-stop`` cuts its trials at it, so both are counted in the same window."""
+    finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED") and r["end"] <= window_s]
     first_of_slot = {}
     for r in sorted(rows, key=lambda r: r["start"]):
         first_of_slot.setdefault(r["slot"], r["number"])
     later = [r for r in rows if first_of_slot.get(r["slot"]) != r["number"]]
     total = sum(r["total_s"] for r in rows)
-    return {"trials_finished": len(finished), "trials_complete": sum(r["state"] == "COMPLETE" for r in rows),
+    return {"trials_finished": len(finished), "trials_complete": sum(r["state"] == "COMPLETE" for r in finished),
+            "finished_after_window": sum(r["state"] in ("COMPLETE", "PRUNED") for r in rows) - len(finished),
             "wall_s": round(wall_s, 1),
             "share_in_steps": round(sum(r["train_s"] for r in rows) / total, 4) if total else None,
             "median_overhead_s_after_first": round(statistics.median(r["total_s"] - r["train_s"] for r in later), 2)
@@ -120,27 +125,28 @@ def run_plain(study_file: Path, timeout_s: float) -> dict:
             return m[metric]
         finally:
             row["total_s"] = time.perf_counter() - started
+            row["end"] = time.perf_counter() - t0
 
     with GpuSampler() as gpu:
         study.optimize(objective, timeout=timeout_s, catch=(Exception,))
-    out = summarize(rows, time.perf_counter() - t0)
+    out = summarize(rows, time.perf_counter() - t0, timeout_s)
     out["gpu_util_pct"] = gpu.mean
     return out
 
 
-def run_autotune(study_file: Path, timeout_s: float, trials: int, workdir: Path) -> dict:
+def run_autotune(study_file: Path, timeout_s: float, trials: int, workdir: Path, log: Path) -> dict:
     import optuna
 
     db = workdir / "vs_optuna.db"
     url = f"sqlite:///{db}"
     cmd = [sys.executable, "-m", "autotune", "run", str(study_file), "--storage", url,
            "--trials", str(trials), "--timeout", f"{int(timeout_s)}s", "--hard-stop", "--no-live"]
-    t0 = time.perf_counter()
+    t0, began = time.perf_counter(), time.time()
     with GpuSampler() as gpu:
         proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"})
     wall = time.perf_counter() - t0
-    (workdir / "autotune_run.log").write_text(proc.stdout + proc.stderr)
+    log.write_text(proc.stdout + proc.stderr)
     from autotune.spec import load_spec
     study = optuna.load_study(study_name=load_spec(str(study_file)).study, storage=url)
     rows = []
@@ -149,11 +155,12 @@ def run_autotune(study_file: Path, timeout_s: float, trials: int, workdir: Path)
         if not parts or t.datetime_start is None:
             continue
         rows.append({"number": t.number, "slot": t.user_attrs.get("slot"), "state": t.state.name,
-                     "start": t.datetime_start.timestamp(), "total_s": parts.get("total", 0.0),
+                     "start": t.datetime_start.timestamp() - began, "total_s": parts.get("total", 0.0),
+                     "end": t.datetime_complete.timestamp() - began if t.datetime_complete else math.inf,
                      "train_s": parts.get("train", 0.0), "parts": parts,
                      "value": t.values[0] if t.values else None,
                      "compiled": (t.user_attrs.get("compile") or {}).get("compiled")})
-    out = summarize(rows, wall)
+    out = summarize(rows, wall, timeout_s)
     out.update(gpu_util_pct=gpu.mean, exit_code=proc.returncode,
                compiled_trials=sum(bool(r["compiled"]) for r in rows))
     return out
@@ -168,11 +175,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "vs_optuna.json")
     args = ap.parse_args()
     results = {}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for side in args.sides:
             print(f"== {side}: {args.study} for {args.timeout:.0f} s", flush=True)
             results[side] = (run_plain(args.study.resolve(), args.timeout) if side == "plain"
-                             else run_autotune(args.study.resolve(), args.timeout, args.trials, Path(tmp)))
+                             else run_autotune(args.study.resolve(), args.timeout, args.trials, Path(tmp),
+                                               args.out.with_suffix(".autotune.log")))
             print(json.dumps(results[side]), flush=True)
     cols = ["trials_finished", "trials_complete", "share_in_steps", "median_overhead_s_after_first",
             "gpu_util_pct", "best"]
@@ -182,7 +191,6 @@ def main() -> None:
     if "plain" in results and "autotune" in results and results["plain"]["trials_finished"]:
         print(f"\nautotune / plain trials finished: "
               f"{results['autotune']['trials_finished'] / results['plain']['trials_finished']:.2f}x")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"study": str(args.study), "timeout_s": args.timeout, **results}, indent=2))
     print(f"wrote {args.out}")
 

@@ -146,3 +146,38 @@ def test_a_pruner_for_several_objectives_needs_a_median_rule_on_an_objectives_me
     from autotune.spec import SpecError
     with pytest.raises(SpecError, match=problem):
         _run_two(tmp_path, [], pruner)
+
+
+def _compiled(attention, eager_ms, compiled_ms, compile_s):
+    return {"compiled": True, "attention": attention, "eager_step_ms": eager_ms,
+            "compiled_step_ms": compiled_ms, "compile_s": compile_s}
+
+
+def test_compile_costs_come_from_compiled_trials_of_the_same_attention_when_there_are_any():
+    from autotune.objective import compile_costs_from
+    records = [_compiled("sparse", 144.0, 70.0, 46.0), _compiled("sparse", 100.0, 50.0, 40.0),
+               _compiled("dense", 98.0, 91.0, 27.0), {"compiled": False, "attention": "dense"}]
+    sparse = compile_costs_from(records, attention="sparse")
+    assert sparse.trials == 2 and sparse.speedup == pytest.approx((144 / 70 + 2.0) / 2)
+    assert sparse.compile_s == pytest.approx(43.0)
+    dense = compile_costs_from(records, attention="dense")
+    assert dense.trials == 1 and dense.speedup == pytest.approx(98 / 91) and dense.compile_s == 27.0
+    # no compiled trial of this attention yet: every compiled trial's figures; none at all: the prior
+    assert compile_costs_from(records[2:3], attention="sparse").trials == 1
+    assert compile_costs_from([{"compiled": False}], attention="sparse").trials == 0
+
+
+def test_each_trial_reads_the_compile_figures_other_workers_stored_since(tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    spec = parse_spec({"study": "c", "storage": url, "space": {"lr": {"type": "float", "low": 0.001, "high": 0.1}},
+                       "objectives": [{"metric": "val_loss", "direction": "minimize"}]},
+                      base_dir=tmp_path, default_name="c")
+    study = store.create_or_load_study(store.open_storage(url), "c", ["minimize"])
+    objective = TrialObjective(spec, url)
+    seen = objective._load_study()
+    assert objective._compile_costs(seen, {"attention": "sparse"}).trials == 0
+    other = study.ask()                              # another worker's trial finishes meanwhile
+    other.set_user_attr("compile", _compiled("sparse", 120.0, 60.0, 33.0))
+    study.tell(other, 1.0)
+    costs = objective._compile_costs(seen, {"attention": "sparse"})
+    assert costs.trials == 1 and costs.speedup == pytest.approx(2.0) and costs.compile_s == 33.0

@@ -227,10 +227,20 @@ def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, 
     return flex_attention(q, k, v, block_mask=build_flex_block_mask(selection), kernel_options=options)
 
 
-# Compiled lazily on first call. Its graphs are keyed on shapes, window and block size (keep_ratio
-# is data when it comes as a tensor); a worker resets Dynamo with each trial (autotune/train.py), so
-# the graphs of one trial never count against the next one's recompile limit.
+# Compiled lazily on first call. Its graphs are keyed on shapes, window, block size and grad mode
+# (keep_ratio is data when it comes as a tensor), so trials of one worker that share those reuse
+# them; the trainer resets Dynamo before a trial could reach the recompile limit (autotune/train.py).
 _flex_sparse_compiled = torch.compile(_flex_sparse, dynamic=False)
+
+
+def compiled_graph_count() -> int:
+    """Graphs Dynamo holds for the eager path's compiled FlexAttention (one per shape, window,
+    block size and grad mode seen since the last ``torch._dynamo.reset()``); a large number when
+    the installed torch cannot tell, so that a caller guarding the recompile limit resets."""
+    try:
+        return len(torch._C._dynamo.eval_frame._debug_get_cache_entry_list(_flex_sparse.__code__))
+    except (AttributeError, RuntimeError, TypeError):
+        return 1 << 30
 
 
 def flex_available(x: Tensor) -> bool:

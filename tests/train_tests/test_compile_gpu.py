@@ -2,6 +2,7 @@
 latency, without reaching Dynamo's recompile limit, and without FlexAttention's unfused fallback."""
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -69,3 +70,33 @@ def test_time_split_of_a_gpu_trial_sums_to_its_wall_time():
     parts = m["time_s"]
     assert parts["compile"] > 0 and parts["train"] > 0 and parts["latency"] < 1.0
     assert m["train_s"] * 0.95 <= sum(parts.values()) <= m["train_s"] * 1.01
+
+
+def test_eager_trials_reuse_flexattention_graphs_and_reset_before_the_recompile_limit():
+    from autotune.model.attention import compiled_graph_count
+
+    train(ModelConfig(**MODEL, keep_ratio=0.3), TrainConfig(**TASK, steps=12, compile=False))
+    before = _graphs()
+    m = train(ModelConfig(**MODEL, keep_ratio=0.6), TrainConfig(**TASK, steps=12, compile=False))
+    assert _graphs() == before, "a trial of the same shapes and window compiled FlexAttention again"
+    assert m["time_s"]["compile"] < 0.5, m["time_s"]
+    for window in (128, 256, 384):              # 3 windows x 3 batch sizes: more graphs than the limit
+        for batch_size in (4, 8, 16):
+            train(ModelConfig(**{**MODEL, "window": window}, keep_ratio=0.3),
+                  TrainConfig(**{**TASK, "batch_size": batch_size}, steps=8, compile=False))
+            assert compiled_graph_count() <= torch._dynamo.config.recompile_limit
+
+
+def test_sparse_attention_on_variable_length_text_stays_under_the_recompile_limit(tmp_path):
+    import numpy as np
+    from autotune.model.attention import compiled_graph_count
+
+    rng = np.random.default_rng(0)                  # documents of 100-2,000 bytes: many batch shapes
+    lines = ["".join(rng.choice(list("abcdefgh "), size=int(n))) for n in rng.integers(100, 2000, size=300)]
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = TrainConfig(task="text", data_path=str(path), eot_token=10, seq_len=1024, tokens_per_batch=8192,
+                      steps=40, eval_every=20, precision="bf16", compile=False)
+    m = train(ModelConfig(**MODEL, keep_ratio=0.3), cfg)
+    assert math.isfinite(m["val_loss"])
+    assert compiled_graph_count() <= torch._dynamo.config.recompile_limit

@@ -243,3 +243,24 @@ def test_evaluation_reports_the_length_schedules_share(tiny_model):
     metrics = train(cfg, replace(QUICK, steps=2))
     T = QUICK.seq_len
     assert metrics["keep_ratio_used"] == pytest.approx(kept_share(T, 8, 16, scheduled_keep_ratio(T, 0.9, 0.1, 16, 64)))
+
+
+@pytest.mark.parametrize("graphs, blocks_compiled, resets", [
+    (0, False, False),      # nothing compiled yet
+    (10, False, False),     # room left for the 3 graphs one eager trial can add (limit 16)
+    (14, False, True),      # the next trial could reach the recompile limit
+    (0, True, True),        # an earlier trial compiled its blocks: graphs guarded on its modules
+])
+def test_a_worker_keeps_earlier_trials_graphs_until_the_next_could_reach_the_limit(
+        monkeypatch, graphs, blocks_compiled, resets):
+    import autotune.model.attention as attention
+    reset_calls = []
+    monkeypatch.setattr(attention, "compiled_graph_count", lambda: graphs)
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: reset_calls.append(1))
+    monkeypatch.setattr(autotune.train._graphs, "blocks_compiled", blocks_compiled)
+    with torch._dynamo.config.patch(recompile_limit=8, fail_on_recompile_limit_hit=False):
+        assert autotune.train.begin_trial_graphs() is resets
+        assert torch._dynamo.config.recompile_limit == autotune.train.RECOMPILE_LIMIT
+        assert torch._dynamo.config.fail_on_recompile_limit_hit is True
+    assert len(reset_calls) == int(resets)
+    assert autotune.train._graphs.blocks_compiled is (blocks_compiled and not resets)
