@@ -292,8 +292,9 @@ class _StepClock:
                 "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
 
 
-RECOMPILE_LIMIT = 16         # Dynamo's graphs per function in a worker (default 8), see begin_trial_graphs
-GRAPHS_PER_EAGER_TRIAL = 3   # FlexAttention graphs an eager trial can add: training, evaluation, latency shapes
+RECOMPILE_LIMIT = 24         # Dynamo's graphs per function in a worker (default 8), see begin_trial_graphs
+GRAPHS_PER_EAGER_TRIAL = 8   # FlexAttention graphs an eager trial can add: training, evaluation and latency
+                             # shapes, up to attention.STATIC_SHAPES per head layout, then dynamic ones
 
 
 @dataclass
@@ -316,8 +317,9 @@ def begin_trial_graphs() -> bool:
     when an earlier trial compiled the model's blocks (graphs guarded on that trial's modules).
     Hitting the limit always fails loudly instead of running FlexAttention unfused (3-20x slower
     steps that would bias every latency and pruning decision)."""
-    from autotune.model.attention import compiled_graph_count
+    from autotune.model.attention import compiled_graph_count, forget_shapes
 
+    forget_shapes()
     config = torch._dynamo.config
     if hasattr(config, "fail_on_recompile_limit_hit"):
         config.fail_on_recompile_limit_hit = True

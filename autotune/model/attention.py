@@ -233,12 +233,47 @@ def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, 
 _flex_sparse_compiled = torch.compile(_flex_sparse, dynamic=False)
 
 
+def _flex_sparse_varlen(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int,
+                        keep_ratio: float | Tensor) -> Tensor:
+    """``_flex_sparse`` for batches whose size and length keep changing (text): its own code
+    object, so its graphs (batch and length dynamic) count apart from the static ones."""
+    return _flex_sparse(q, k, v, block_size, window, keep_ratio)
+
+
+_flex_sparse_varlen_compiled = torch.compile(_flex_sparse_varlen, dynamic=None)
+STATIC_SHAPES = 4     # (batch, length) shapes of one head layout compiled statically before going dynamic
+_shapes_seen: dict[tuple, set[tuple[int, int]]] = {}
+
+
+def _eager_flex(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int):
+    """The compiled FlexAttention an eager model calls: static graphs for the few shapes of a
+    fixed-shape task (training, evaluation, batch-1 latency), a graph with batch and length dynamic
+    once a head layout has seen more shapes (variable-length text), so that a run never reaches
+    Dynamo's recompile limit."""
+    B, H, T, D = q.shape
+    seen = _shapes_seen.setdefault((H, D, block_size, window, q.dtype, torch.is_grad_enabled()), set())
+    if (B, T) in seen or len(seen) < STATIC_SHAPES:
+        seen.add((B, T))
+        return _flex_sparse_compiled
+    for x in (q, k, v):
+        torch._dynamo.maybe_mark_dynamic(x, 0)
+        torch._dynamo.maybe_mark_dynamic(x, 2)
+    return _flex_sparse_varlen_compiled
+
+
+def forget_shapes() -> None:
+    """Start counting shapes afresh (a new trial: a fixed-shape task goes back to static graphs)."""
+    _shapes_seen.clear()
+
+
 def compiled_graph_count() -> int:
-    """Graphs Dynamo holds for the eager path's compiled FlexAttention (one per shape, window,
-    block size and grad mode seen since the last ``torch._dynamo.reset()``); a large number when
-    the installed torch cannot tell, so that a caller guarding the recompile limit resets."""
+    """Graphs Dynamo holds for the eager path's compiled FlexAttention (static: one per shape,
+    window, block size and grad mode; dynamic ones apart), the larger of the two, since the
+    recompile limit counts per function; a large number when the installed torch cannot tell,
+    so that a caller guarding the limit resets."""
     try:
-        return len(torch._C._dynamo.eval_frame._debug_get_cache_entry_list(_flex_sparse.__code__))
+        entries = torch._C._dynamo.eval_frame._debug_get_cache_entry_list
+        return max(len(entries(_flex_sparse.__code__)), len(entries(_flex_sparse_varlen.__code__)))
     except (AttributeError, RuntimeError, TypeError):
         return 1 << 30
 
@@ -262,7 +297,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, *, block_size: int, window
     if not isinstance(keep_ratio, Tensor) and kept_share(T, block_size, window, keep_ratio) >= 1.0:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if impl == "flex" or (impl == "auto" and flex_available(q)):
-        flex = _flex_sparse if torch.compiler.is_compiling() else _flex_sparse_compiled
-        return flex(q, k, v, block_size, window, keep_ratio)
+        if torch.compiler.is_compiling():
+            return _flex_sparse(q, k, v, block_size, window, keep_ratio)
+        return _eager_flex(q, k, v, block_size, window)(q, k, v, block_size, window, keep_ratio)
     return sparse_attention_reference(q, k, v, block_size, window, keep_ratio)
 

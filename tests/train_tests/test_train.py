@@ -247,8 +247,8 @@ def test_evaluation_reports_the_length_schedules_share(tiny_model):
 
 @pytest.mark.parametrize("graphs, blocks_compiled, resets", [
     (0, False, False),      # nothing compiled yet
-    (10, False, False),     # room left for the 3 graphs one eager trial can add (limit 16)
-    (14, False, True),      # the next trial could reach the recompile limit
+    (10, False, False),     # room left for the 8 graphs one eager trial can add (limit 24)
+    (20, False, True),      # the next trial could reach the recompile limit
     (0, True, True),        # an earlier trial compiled its blocks: graphs guarded on its modules
 ])
 def test_a_worker_keeps_earlier_trials_graphs_until_the_next_could_reach_the_limit(
