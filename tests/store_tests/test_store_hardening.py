@@ -175,7 +175,8 @@ print(live._trial_id, dead._trial_id)
 _SWEEPING_SCHEDULER = """
 import json, sys, warnings, optuna
 warnings.simplefilter("ignore")
-from autotune import _liveness, store
+from autotune import store
+from autotune.scheduler import _liveness
 storage = store.open_storage(sys.argv[1], heartbeat_interval=1, grace_period=60)
 study = optuna.load_study(study_name=sys.argv[2], storage=storage)
 ages = store.heartbeat_ages(storage, study._study_id)

@@ -4,7 +4,7 @@ Owns: slots and their worker processes (one per slot, 'spawn' start method, ``CU
 pinned), the claim of each trial (race-free across processes and machines), heartbeats of running
 trials, failing and retrying the trials of dead processes, budgets (trials, wall time, GPU-hours),
 per-trial time limits (killing a hung trial's process group), and a graceful Ctrl-C / SIGTERM.
-Its decisions are small pure functions (``_trial_limits``, ``slot_time_split``); the class is the
+Its decisions are small pure functions (``policies``); the class is the
 loop that applies them.
 Must not know about: the model. It runs the ``objective(trial_id, params, notify)`` it is handed.
 
@@ -28,12 +28,13 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from autotune import _worker, store
-from autotune._trial_limits import timed_out, timeout_reason, trial_limit_s
-from autotune._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
-                                open_study, retry_callback)
-from autotune.gpus import Slot, plan_slots
+from autotune import store
 from autotune.outcomes import INTERRUPTED, INTERRUPTED_BY_ATTR, RERUN_OF_ATTR, STOP_ATTR
+from autotune.scheduler import _worker
+from autotune.scheduler._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
+                                          open_study, retry_callback)
+from autotune.scheduler.gpus import Slot, plan_slots
+from autotune.scheduler.policies import timed_out, timeout_reason, trial_limit_s
 from autotune.spec_types import BudgetSpec, ParallelSpec
 
 _log = logging.getLogger("autotune")
@@ -376,7 +377,7 @@ class _Scheduler:
             pass  # the worker died; its exit is noticed in _wait and the trial retried
 
     def _stop_overdue_trials(self) -> None:
-        """Fail each trial that ran past its limit (``_trial_limits``) with reason ``timeout ...``,
+        """Fail each trial that ran past its limit (``policies.trial_limit_s``) with reason ``timeout ...``,
         killing its worker's process group; the slot gets a fresh worker (``_on_exit``). A timeout
         is the trial's own failure (it counts in the failure streak) and is not retried."""
         spec_limit = self.budget.spec.trial_timeout_s
