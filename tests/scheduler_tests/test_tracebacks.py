@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autotune import scheduler, store
-from autotune.scheduler import loop
+from autotune.scheduler import loop, policies
 from autotune.spec_types import BudgetSpec, ParallelSpec
 from scheduler_tests import helpers, objectives
 
@@ -69,7 +69,7 @@ def test_autotune_run_prints_one_line_per_failed_trial_and_no_traceback(tmp_path
     assert result.exit_code == 1                    # trial after trial failed on its own
     assert "Traceback" not in out
     failed_lines = [line for line in out.splitlines() if "boom from the user's objective" in line]
-    assert len(failed_lines) == loop.FAILURE_STREAK    # one line each
+    assert len(failed_lines) == policies.FAILURE_STREAK    # one line each
     assert all(" FAIL reason=RuntimeError: " in line for line in failed_lines)
     logged = [r for r in caplog.records if r.levelno >= logging.WARNING and "boom" in r.getMessage()]
     assert not logged            # the progress line says it; the log repeats it only with -v
