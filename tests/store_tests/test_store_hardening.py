@@ -136,7 +136,7 @@ def test_read_only_commands_create_no_tables_in_an_empty_postgresql_database(own
     for command in READ_ONLY:
         result = invoke(*command, "--storage", url)
         assert result.exit_code == 2 and "holds no study store yet" in result.output
-    engine = sqlalchemy.create_engine(store._with_installed_driver(url))
+    engine = sqlalchemy.create_engine(url)
     with engine.connect() as conn:
         assert sqlalchemy.inspect(conn).get_table_names() == []
     engine.dispose()
@@ -210,7 +210,7 @@ def test_a_live_trial_is_kept_and_a_dead_one_failed_whatever_the_time_zones(
     with admin.connect() as conn:
         conn.exec_driver_sql(f"ALTER DATABASE \"{database}\" SET timezone TO '{server_tz}'")
     live, dead = map(int, _python(_BEATING_SCHEDULER, url, "tz", tz=client_tz, pgtz=client_tz).split())
-    engine = sqlalchemy.create_engine(store._with_installed_driver(url))
+    engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:   # the dead trial's scheduler stopped beating 10 minutes ago
         conn.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = heartbeat - "
                                      "interval '10 minutes' WHERE trial_id = :id"), {"id": dead})
