@@ -159,7 +159,7 @@ def warning_for(spec: StudySpec) -> str | None:
     largest configuration fits in the study's timeout and an hour (or cannot be estimated)."""
     if not spec.objective.startswith("builtin:"):
         return None   # a user's own function: nothing to measure
-    from autotune.gpus import plan_slots
+    from autotune.scheduler.gpus import plan_slots
     slots = plan_slots(spec.parallel)
     gpu = bool(slots) and slots[0].gpu is not None
     try:

@@ -1005,7 +1005,7 @@ def _flat(ctx: _Ctx, raw: dict, base_dir: Path, default_name: str) -> dict[str, 
 
 def machine_has_gpu() -> bool:
     """Whether this machine has a GPU, asked without torch (``CUDA_VISIBLE_DEVICES``, ``nvidia-smi``)."""
-    from autotune.gpus import detect_gpus
+    from autotune.scheduler.gpus import detect_gpus
     return bool(detect_gpus(ask_torch=False))
 
 

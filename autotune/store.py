@@ -47,11 +47,6 @@ class StoreMissing(StoreError):
     one there, a reader finds nothing."""
 
 
-def resolve_storage_url(cli_url: str | None = None, spec_url: str | None = None) -> str:
-    """The URL to use: the command line wins, then ``AUTOTUNE_STORAGE``, then the study file."""
-    return cli_url or os.environ.get(ENV_STORAGE) or spec_url or DEFAULT_STORAGE
-
-
 _SECRET_KEYS = r"(?:password|passwd|pwd|sslpassword|secret|token|api_?key|access_?key)"
 # scheme://user:SECRET@ ; greedy up to the last "@" of the token: a password may hold "/", ":", "@"
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][\w+.-]*://[^\s:/@'\"]*):[^\s'\"]*@")
@@ -177,18 +172,6 @@ def _install_sqlite_hooks(engine: sqlalchemy.engine.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _with_installed_driver(url: str) -> str:
-    """``postgresql://`` means psycopg (3) to SQLAlchemy 2.1 but psycopg2 to 2.0; use whichever
-    driver is installed, so that users can write the plain URL."""
-    if not url.startswith("postgresql://"):
-        return url
-    import importlib.util
-
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
-        return "postgresql+psycopg2://" + url[len("postgresql://"):]
-    return url
-
-
 def _engine_kwargs(url: str) -> dict[str, Any]:
     if is_sqlite(url):
         return _sqlite_engine_kwargs()
@@ -221,7 +204,7 @@ def open_storage(
             for attempt in range(3):
                 try:
                     storage = RetryingRDBStorage(
-                        _with_installed_driver(url),
+                        url,
                         engine_kwargs=_engine_kwargs(url),
                         heartbeat_interval=heartbeat_interval,
                         grace_period=grace_period,
@@ -292,7 +275,7 @@ def _creation_lock(url: str) -> Iterator[None]:
     if not url.startswith("postgresql"):
         yield
         return
-    engine = sqlalchemy.create_engine(_with_installed_driver(url), poolclass=sqlalchemy.pool.NullPool)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_NAMESPACE}, {_CREATION_LOCK_ID})")
@@ -333,7 +316,7 @@ def open_reader(url: str) -> optuna.storages.RDBStorage:
         kwargs = {"creator": lambda: sqlite3.connect(ro_uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
                                                      check_same_thread=False)}
     try:
-        engine = sqlalchemy.create_engine(_with_installed_driver(url), **kwargs)
+        engine = sqlalchemy.create_engine(url, **kwargs)
         try:
             missing, tables = _missing_optuna_tables(engine)
         finally:
@@ -352,7 +335,7 @@ def open_reader(url: str) -> optuna.storages.RDBStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            reader = RetryingRDBStorage(_with_installed_driver(url), skip_table_creation=True,
+            reader = RetryingRDBStorage(url, skip_table_creation=True,
                                         engine_kwargs=kwargs)
         if path is None:
             _install_hooks(reader.engine)

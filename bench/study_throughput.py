@@ -35,7 +35,7 @@ import optuna
 
 from autotune import scheduler, store
 from autotune import study as study_mod
-from autotune.gpus import detect_gpus
+from autotune.scheduler.gpus import detect_gpus
 from autotune.spec import parse_spec
 from autotune.train import TIMING_SKIP_STEPS
 

@@ -34,7 +34,7 @@ import optuna
 
 from autotune import store
 from autotune import study as study_mod
-from autotune.gpus import detect_gpus
+from autotune.scheduler.gpus import detect_gpus
 from autotune.spec import parse_spec
 from warm_start import (COMPARISON_HEAD, bootstrap_median_ci, comparison_cells,  # bench/: this folder
                         trials_to_reach)

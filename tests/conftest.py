@@ -5,7 +5,7 @@
 and a skip there would hide a broken test.
 
 No GPU on this machine (no NVIDIA or ROCm device, no ``nvidia-smi``): say so once through
-``CUDA_VISIBLE_DEVICES``, which ``autotune.gpus.detect_gpus`` respects, so that each ``autotune
+``CUDA_VISIBLE_DEVICES``, which ``autotune.scheduler.gpus.detect_gpus`` respects, so that each ``autotune
 run`` with ``gpus: auto`` skips the child process that imports torch to count GPUs (~4 s on a
 2-core CPU, once per run). Spawned workers and ``autotune`` subprocesses inherit it.
 ``tests/scheduler_tests/test_slots.py`` checks that detection without it.

@@ -10,8 +10,9 @@ import plotly.offline
 import pytest
 from optuna.trial import TrialState
 
-from autotune import _report_figures as figs
 from autotune import report
+from autotune.report import figures as figs
+from autotune.report import snapshot
 
 from .synthetic import WARM_SOURCE, build_study
 
@@ -142,16 +143,16 @@ def test_too_few_trials_say_so_instead_of_failing(tmp_path, n_complete):
 
 def test_large_studies_are_downsampled():
     study = build_study(optuna.storages.InMemoryStorage(), "big", 2500, objectives=1, seed=3)
-    snap = figs.Snapshot(study)
+    snap = snapshot.Snapshot(study)
     curves = figs.learning_curves(snap, ["val_loss"])
     lines = sum(tr["y"].count(None) if tr["mode"] == "lines" else 0 for tr in curves.to_dict()["data"])
     assert lines <= figs.MAX_CURVES
     assert "of" in curves.layout.title.text
     parallel = figs.parallel(snap, ["val_loss"], ["lr", "top_k"])
-    assert f"{figs.MAX_SCATTER_TRIALS} of 2500 trials" in parallel.layout.title.text
-    sampled = figs.sample(snap)
-    assert len(sampled.trials) == figs.MAX_SCATTER_TRIALS
-    assert {t.number for t in figs.ranked(snap, figs.MAX_SCATTER_TRIALS // 5)} <= \
+    assert f"{snapshot.MAX_SCATTER_TRIALS} of 2500 trials" in parallel.layout.title.text
+    sampled = snapshot.sample(snap)
+    assert len(sampled.trials) == snapshot.MAX_SCATTER_TRIALS
+    assert {t.number for t in snapshot.ranked(snap, snapshot.MAX_SCATTER_TRIALS // 5)} <= \
         {t.number for t in sampled.trials}
     assert all("metrics" not in t.user_attrs for t in sampled.trials)
 
@@ -159,7 +160,7 @@ def test_large_studies_are_downsampled():
 def test_png_needs_kaleido_and_unknown_formats_are_refused(single_study, tmp_path, monkeypatch):
     with pytest.raises(report.ReportError, match="report format 'pdf'"):
         report.write_report(single_study, tmp_path / "r.pdf", fmt="pdf")
-    monkeypatch.setattr(report.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(report.ReportError, match="kaleido"):
         report.write_report(single_study, tmp_path / "r.png", fmt="png")
     assert not (tmp_path / "r").exists()
@@ -183,8 +184,8 @@ def test_maximized_objectives_rank_the_highest_first(tmp_path):
         study.add_trial(optuna.trial.create_trial(
             params={"x": i / 10}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
             values=[acc, lat], user_attrs={"metrics": {"accuracy": acc, "latency": lat}}))
-    snap = figs.Snapshot(study)
-    assert [t.values[0] for t in figs.ranked(snap)] == [0.95, 0.9, 0.8, 0.7, 0.6]  # front first, then the rest
+    snap = snapshot.Snapshot(study)
+    assert [t.values[0] for t in snapshot.ranked(snap)] == [0.95, 0.9, 0.8, 0.7, 0.6]  # front first, then the rest
     page = report.write_report(study, tmp_path / "max.html").read_text()
     top = page.split('id="top-trials"')[1]
     assert re.findall(r"<td[^>]*>(.*?)</td>", re.search(r"<tbody><tr>(.*?)</tr>", top).group(1))[1] == "2"

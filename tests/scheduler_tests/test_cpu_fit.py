@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from autotune import gpus
-from autotune.gpus import describe_slots, plan_slots
+from autotune.scheduler import gpus
+from autotune.scheduler.gpus import describe_slots, plan_slots
 from autotune.spec_types import ParallelSpec
 
 

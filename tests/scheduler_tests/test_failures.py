@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from autotune import outcomes, scheduler, store
+from autotune.scheduler import policies
 from autotune.spec_types import BudgetSpec, ParallelSpec
 from scheduler_tests import helpers, objectives
 
@@ -204,4 +205,4 @@ def test_a_run_whose_every_trial_fails_stops_instead_of_burning_the_budget(sqlit
         objective=objectives.Behaves(sqlite_url, "broken"),
         parallel=ParallelSpec(gpus=0, workers=2), budget=BudgetSpec(trials=100))
     assert result.stopped_by == "failures"
-    assert scheduler.FAILURE_STREAK <= result.failed <= scheduler.FAILURE_STREAK + 1
+    assert policies.FAILURE_STREAK <= result.failed <= policies.FAILURE_STREAK + 1

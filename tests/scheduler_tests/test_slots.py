@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from autotune import scheduler, store
-from autotune.gpus import detect_gpus, plan_slots
+from autotune.scheduler.gpus import detect_gpus, plan_slots
 from autotune.spec_types import BudgetSpec, ParallelSpec
 from scheduler_tests import helpers, objectives
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from autotune.scheduler import slot_time_split
+from autotune.scheduler.policies import slot_time_split
 
 
 def test_the_parts_and_the_handoff_sum_to_the_slot_time():

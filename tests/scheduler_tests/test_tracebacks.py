@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autotune import scheduler, store
+from autotune.scheduler import loop, policies
 from autotune.spec_types import BudgetSpec, ParallelSpec
 from scheduler_tests import helpers, objectives
 
@@ -46,11 +47,11 @@ def test_with_verbose_the_traceback_is_shown_too(sqlite_url, caplog):
 
 def test_a_long_traceback_keeps_its_end_within_twenty_kilobytes():
     text = "Traceback (most recent call last):\n" + "  frame\n" * 10_000 + "RecursionError: deep\n"
-    kept = scheduler.stored_traceback(text)
-    assert len(kept) <= scheduler.TRACEBACK_MAX_CHARS + 40
-    assert kept.startswith(f"[{len(text) - scheduler.TRACEBACK_MAX_CHARS} characters cut]")
+    kept = loop.stored_traceback(text)
+    assert len(kept) <= loop.TRACEBACK_MAX_CHARS + 40
+    assert kept.startswith(f"[{len(text) - loop.TRACEBACK_MAX_CHARS} characters cut]")
     assert kept.endswith("RecursionError: deep\n")
-    assert scheduler.stored_traceback("short\n") == "short\n"
+    assert loop.stored_traceback("short\n") == "short\n"
 
 
 def test_autotune_run_prints_one_line_per_failed_trial_and_no_traceback(tmp_path, capfd, caplog):
@@ -68,7 +69,7 @@ def test_autotune_run_prints_one_line_per_failed_trial_and_no_traceback(tmp_path
     assert result.exit_code == 1                    # trial after trial failed on its own
     assert "Traceback" not in out
     failed_lines = [line for line in out.splitlines() if "boom from the user's objective" in line]
-    assert len(failed_lines) == scheduler.FAILURE_STREAK    # one line each
+    assert len(failed_lines) == policies.FAILURE_STREAK    # one line each
     assert all(" FAIL reason=RuntimeError: " in line for line in failed_lines)
     logged = [r for r in caplog.records if r.levelno >= logging.WARNING and "boom" in r.getMessage()]
     assert not logged            # the progress line says it; the log repeats it only with -v

@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autotune import _trial_limits as limits
+from autotune.scheduler import policies
 from autotune import scheduler, store
 from autotune.spec import SpecError, load_spec
 from autotune.spec_types import BudgetSpec, ParallelSpec
@@ -42,35 +42,35 @@ def test_trial_timeout_alone_is_no_budget(tmp_path):
 
 # --- the decisions ------------------------------------------------------------------------------
 def test_the_study_files_trial_timeout_is_the_limit_from_the_first_trial():
-    assert limits.trial_limit_s(90.0, []) == 90.0
-    assert limits.trial_limit_s(90.0, [1000.0] * 5) == 90.0     # the user's word wins
+    assert policies.trial_limit_s(90.0, []) == 90.0
+    assert policies.trial_limit_s(90.0, [1000.0] * 5) == 90.0     # the user's word wins
 
 
 def test_without_trial_timeout_there_is_no_limit_before_three_complete_trials():
-    assert limits.trial_limit_s(None, []) is None
-    assert limits.trial_limit_s(None, [5000.0, 5000.0]) is None
+    assert policies.trial_limit_s(None, []) is None
+    assert policies.trial_limit_s(None, [5000.0, 5000.0]) is None
 
 
 def test_the_default_limit_is_five_times_the_median_complete_trial():
-    assert limits.trial_limit_s(None, [200.0, 300.0, 10_000.0]) == 1500.0   # median, not mean
-    assert limits.trial_limit_s(None, [100.0, 200.0, 300.0, 400.0]) == 1250.0
+    assert policies.trial_limit_s(None, [200.0, 300.0, 10_000.0]) == 1500.0   # median, not mean
+    assert policies.trial_limit_s(None, [100.0, 200.0, 300.0, 400.0]) == 1250.0
 
 
 def test_the_default_limit_never_falls_below_ten_minutes():
     """Short trials (or quick first ones) must not make a compiling GPU trial look hung."""
-    assert limits.trial_limit_s(None, [2.0, 3.0, 4.0]) == limits.FLOOR_S == 600.0
+    assert policies.trial_limit_s(None, [2.0, 3.0, 4.0]) == policies.FLOOR_S == 600.0
 
 
 def test_a_trial_times_out_only_past_its_limit():
-    assert not limits.timed_out(started=100.0, now=190.0, limit_s=90.0)
-    assert limits.timed_out(started=100.0, now=190.5, limit_s=90.0)
-    assert not limits.timed_out(started=0.0, now=1e9, limit_s=None)
+    assert not policies.timed_out(started=100.0, now=190.0, limit_s=90.0)
+    assert policies.timed_out(started=100.0, now=190.5, limit_s=90.0)
+    assert not policies.timed_out(started=0.0, now=1e9, limit_s=None)
 
 
 def test_the_reason_says_how_long_it_ran_and_where_the_limit_came_from():
-    assert (limits.timeout_reason(612.4, 600.0, from_spec=True)
+    assert (policies.timeout_reason(612.4, 600.0, from_spec=True)
             == "timeout: ran 612 s, limit 600 s (budget.trial_timeout)")
-    assert limits.timeout_reason(3001, 3000.0, from_spec=False).startswith(
+    assert policies.timeout_reason(3001, 3000.0, from_spec=False).startswith(
         "timeout: ran 3001 s, limit 3000 s (default: 5 x the median complete trial")
 
 
@@ -105,7 +105,7 @@ def test_a_hung_trial_is_killed_with_its_subprocesses_and_the_study_meets_its_bu
 
 def test_without_trial_timeout_the_limit_comes_from_the_studys_complete_trials(
         storage_url, study_name, tmp_path, monkeypatch):
-    monkeypatch.setattr(limits, "FLOOR_S", 2.0)      # 10 minutes, in the real world
+    monkeypatch.setattr(policies, "FLOOR_S", 2.0)      # 10 minutes, in the real world
     study = store.create_or_load_study(
         store.open_storage(storage_url), study_name, ["minimize"],
         sampler=optuna.samplers.PartialFixedSampler({"x": 0}, optuna.samplers.RandomSampler()))

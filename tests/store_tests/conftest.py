@@ -13,8 +13,7 @@ PG_URL = os.environ.get("AUTOTUNE_TEST_PG", "postgresql://postgres@127.0.0.1:543
 
 
 def _admin_engine() -> sqlalchemy.engine.Engine:
-    from autotune.store import _with_installed_driver
-    return sqlalchemy.create_engine(_with_installed_driver(PG_URL), isolation_level="AUTOCOMMIT",
+    return sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT",
                                     poolclass=sqlalchemy.pool.NullPool)
 
 

@@ -1,7 +1,6 @@
 """The store's concurrency settings: WAL, the claim lock, counting trials."""
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
 import sqlite3
 import time
@@ -28,20 +27,6 @@ def test_sqlite_files_are_switched_to_wal(tmp_path):
     path = tmp_path / "wal.db"
     store.open_storage(f"sqlite:///{path}")
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def test_plain_postgresql_url_uses_the_installed_driver(monkeypatch):
-    assert store._with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
-    # psycopg (3) installed: the plain URL stays, and SQLAlchemy 2.1 reads it as psycopg
-    assert store._with_installed_driver(PG_URL) == PG_URL
-    assert sqlalchemy.create_engine(PG_URL).dialect.driver == "psycopg"
-    # only psycopg2 installed: the URL names it
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "psycopg" else find_spec(name, *a))
-    url = store._with_installed_driver(PG_URL)
-    assert url == PG_URL.replace("postgresql://", "postgresql+psycopg2://")
-    assert sqlalchemy.create_engine(url).dialect.driver == "psycopg2"
 
 
 def _hold_lock(url: str, study_id: int, log: str) -> None:

@@ -136,7 +136,7 @@ def test_read_only_commands_create_no_tables_in_an_empty_postgresql_database(own
     for command in READ_ONLY:
         result = invoke(*command, "--storage", url)
         assert result.exit_code == 2 and "holds no study store yet" in result.output
-    engine = sqlalchemy.create_engine(store._with_installed_driver(url))
+    engine = sqlalchemy.create_engine(url)
     with engine.connect() as conn:
         assert sqlalchemy.inspect(conn).get_table_names() == []
     engine.dispose()
@@ -175,7 +175,8 @@ print(live._trial_id, dead._trial_id)
 _SWEEPING_SCHEDULER = """
 import json, sys, warnings, optuna
 warnings.simplefilter("ignore")
-from autotune import _liveness, store
+from autotune import store
+from autotune.scheduler import _liveness
 storage = store.open_storage(sys.argv[1], heartbeat_interval=1, grace_period=60)
 study = optuna.load_study(study_name=sys.argv[2], storage=storage)
 ages = store.heartbeat_ages(storage, study._study_id)
@@ -209,7 +210,7 @@ def test_a_live_trial_is_kept_and_a_dead_one_failed_whatever_the_time_zones(
     with admin.connect() as conn:
         conn.exec_driver_sql(f"ALTER DATABASE \"{database}\" SET timezone TO '{server_tz}'")
     live, dead = map(int, _python(_BEATING_SCHEDULER, url, "tz", tz=client_tz, pgtz=client_tz).split())
-    engine = sqlalchemy.create_engine(store._with_installed_driver(url))
+    engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:   # the dead trial's scheduler stopped beating 10 minutes ago
         conn.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = heartbeat - "
                                      "interval '10 minutes' WHERE trial_id = :id"), {"id": dead})

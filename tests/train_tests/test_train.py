@@ -211,7 +211,7 @@ def test_the_expert_load_per_layer_and_expert_comes_back_for_the_report(tiny_mod
 def test_the_report_draws_the_expert_load_of_a_really_trained_trial(tiny_model):
     import optuna
 
-    from autotune._report_figures import expert_load
+    from autotune.report.figures import expert_load
     metrics = train(replace(tiny_model, num_experts=4, n_layers=2), replace(QUICK, steps=3))
     study = optuna.create_study()
     study.add_trial(optuna.trial.create_trial(value=metrics["val_loss"], user_attrs={"metrics": metrics}))

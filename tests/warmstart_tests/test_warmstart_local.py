@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from autotune import space, store, warmstart
-from autotune._warmstart_local import perturb
+from autotune.warmstart._local import perturb
 from autotune.spec_types import SearchSpace
 
 from .helpers import add_source, cat, fl, it, make_spec

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from autotune import space
-from autotune._warmstart_transfer import carry_params
+from autotune.warmstart._transfer import carry_params
 from autotune.spec_types import SearchSpace
 
 from .helpers import cat, fl, it

@@ -35,8 +35,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune._warmstart_prior import PriorSampler, _fits, _unit
-from autotune._warmstart_transfer import carry_value
+from autotune.warmstart._prior import PriorSampler, _fits, _unit
+from autotune.warmstart._transfer import carry_value
 
 _RELEVANCE_TO_STAY = 0.3     # below it, the sources no longer choose where to search
 _TOP_SHARE, _MIN_TOP = 0.1, 3          # the sources' best trials whose spread sets the first steps

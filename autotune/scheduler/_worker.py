@@ -1,7 +1,7 @@
 """The worker process of one scheduler slot: runs the trials it is handed, one at a time.
 
 Owns: the child side of the scheduler's pipe protocol, dying with the parent, and freeing GPU
-memory between trials. It is started by ``scheduler.py`` with the 'spawn' start method and
+memory between trials. It is started by ``loop.py`` with the 'spawn' start method and
 ``CUDA_VISIBLE_DEVICES`` already pinned to its slot's GPU.
 Must not know about: the model, the study's sampler.
 

@@ -2,7 +2,7 @@
 
 Owns: finding the source studies (named, or ``auto``: the earlier studies whose search space
 overlaps most), reading their finished trials (read only: a source study is never modified),
-carrying each trial's parameters into the new space (``_warmstart_transfer``), the three strategies,
+carrying each trial's parameters into the new space (``_transfer``), the three strategies,
 the provenance record in the new study's user attrs, and rebuilding the same sampler in a process
 that joins the study (``prepare_join``, for ``autotune worker``)::
 
@@ -14,12 +14,12 @@ that joins the study (``prepare_join``, for ``autotune worker``)::
   attr ``warm_start_from: <source>``) and re-evaluated first; parameters new to this study are
   filled by the sampler. Pruned source trials are never enqueued. Resuming the study enqueues
   nothing again; ``n_trials`` counts the enqueued configurations.
-- ``prior``: the sampler is wrapped (``_warmstart_prior.PriorSampler``) so that it sees the carried
+- ``prior``: the sampler is wrapped (``_prior.PriorSampler``) so that it sees the carried
   trials, COMPLETE and PRUNED (with their learning curves, so that TPE ranks them below every
   complete trial as it does the study's own pruned ones), as the oldest of the study, fading out
   as the study's own trials accumulate; nothing is added to the study. ``n_trials`` counts the
   carried trials, pruned ones included.
-- ``local``: ``prior``, plus a local search (``_warmstart_local.LocalSearchSampler``) for the
+- ``local``: ``prior``, plus a local search (``_local.LocalSearchSampler``) for the
   first ``local_trials`` trials, longer while it still improves: the sources' best configuration
   first, then steps around the best configuration found so far (numeric parameters, or one
   discrete parameter at a time). For a source whose optimum has moved a little (another scale,
@@ -46,13 +46,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune import space as space_module
 from autotune import store
-from autotune._warmstart_local import LocalSearchSampler
-from autotune._warmstart_prior import PriorSampler
-from autotune._warmstart_transfer import carry_params, space_overlap
+from autotune.warmstart._local import LocalSearchSampler
+from autotune.warmstart._prior import PriorSampler
+from autotune.warmstart._transfer import carry_params, space_overlap
 from autotune.spec_types import WARM_START_STRATEGIES, StudySpec, WarmStartSpec
 
-__all__ = ["WarmStartError", "check", "prepare", "prepare_join", "PriorSampler", "LocalSearchSampler", "AUTO",
-           "PROVENANCE_ATTR", "SOURCE_ATTR"]
 
 AUTO = "auto"
 AUTO_MIN_OVERLAP = 0.5      # `auto` takes a study only when this share of parameters is shared

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autotune import store
+from autotune.scheduler import policies
 from autotune.spec_types import ParallelSpec
 
 _log = logging.getLogger("autotune")
@@ -66,7 +67,7 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) 
     callback = storage.get_heartbeat_stale_trial_callback()
     for trial_id, age in store.heartbeat_ages(storage, study._study_id).items():
         grace = storage.get_trial_system_attrs(trial_id).get(GRACE_ATTR, storage.grace_period)
-        if grace is None or age <= grace:
+        if not policies.is_stale(age, grace):
             continue
         try:
             storage.set_trial_user_attr(

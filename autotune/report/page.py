@@ -2,7 +2,7 @@
 
 Owns: which views the report has and in what order, the page around them (summary, warm-start
 provenance, top-trials and failure tables), and static export. The figures themselves are built in
-``_report_figures``.
+``figures``, from the study as ``snapshot`` reads it.
 Must not know about: training, the model (only metric names trials store), how the study was run.
 
     from autotune.report import write_report
@@ -26,7 +26,8 @@ import plotly.io as pio
 import plotly.offline
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune import _report_figures as figs
+from autotune.report import figures as figs
+from autotune.report.snapshot import Snapshot, completed, metrics_of, ranked
 from autotune.outcomes import describe, failed_on_their_own, outcome_counts
 from autotune.progress import KEY_METRICS, format_value, objective_names
 
@@ -50,7 +51,7 @@ class Section:
 def build_sections(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> list[Section]:
     """Every view that applies to this study, in page order (views without data are left out);
     ``trials``: the study's trials when the caller read them already."""
-    snap = figs.Snapshot(study, None if trials is None else list(trials))
+    snap = Snapshot(study, None if trials is None else list(trials))
     names = objective_names(study)
     sections = [Section("summary", "Summary", html=_summary_html(snap, names))]
     several = len(names) > 1
@@ -59,7 +60,7 @@ def build_sections(study: optuna.Study, trials: Sequence[FrozenTrial] | None = N
                                 nav=f"History: {names[i]}" if several else ""))
     importance_fig, ranked_params = figs.importances(snap, names)
     if not ranked_params:       # too few trials to rank: keep the space's order
-        ranked_params = sorted({p for t in figs.completed(snap) for p in t.params})
+        ranked_params = sorted({p for t in completed(snap) for p in t.params})
     curves = [figs.learning_curves(snap, names, metric=name) for name in names] if several else []
     if not any(curves):    # one objective, or several without stored curves: intermediate values
         curves = [figs.learning_curves(snap, names)]
@@ -187,7 +188,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequen
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _summary_html(study: figs.Snapshot, names: Sequence[str]) -> str:
+def _summary_html(study: Snapshot, names: Sequence[str]) -> str:
     trials = study.get_trials(deepcopy=False)
     counts = outcome_counts(trials)
     directions = [d.name.lower() for d in study.directions]
@@ -196,7 +197,7 @@ def _summary_html(study: figs.Snapshot, names: Sequence[str]) -> str:
     if counts.get("interrupted"):
         rows.append(("interrupted", f"{counts['interrupted']} trials cut by Ctrl-C or --hard-stop; "
                                     "not failures: each was re-queued and runs first on resume"))
-    best = figs.ranked(study)
+    best = ranked(study)
     if len(names) > 1:
         rows.append(("Pareto front", f"{len(study.best_trials)} trials" if best else "-"))
     elif best:
@@ -211,7 +212,7 @@ def _params_text(t: FrozenTrial) -> str:
 
 
 def _metrics_text(t: FrozenTrial, exclude: Sequence[str]) -> str:
-    m = figs.metrics_of(t)
+    m = metrics_of(t)
     return " ".join(f"{k}={format_value(m[k])}" for k in KEY_METRICS if k in m and k not in exclude)
 
 
@@ -228,8 +229,8 @@ def _warm_source(t: FrozenTrial) -> str:
     return w if isinstance(w, str) else "yes"
 
 
-def _top_trials_html(study: figs.Snapshot, names: Sequence[str]) -> str:
-    top = figs.ranked(study, TOP_TRIALS)
+def _top_trials_html(study: Snapshot, names: Sequence[str]) -> str:
+    top = ranked(study, TOP_TRIALS)
     if not top:
         return "<p class=note>No complete trials yet.</p>"
     front = {t.number for t in study.best_trials} if len(names) > 1 else set()
@@ -247,7 +248,7 @@ def _top_trials_html(study: figs.Snapshot, names: Sequence[str]) -> str:
     return _table(header, rows, numeric=range(first_value, first_value + len(names)))
 
 
-def _warm_start_html(study: figs.Snapshot) -> str:
+def _warm_start_html(study: Snapshot) -> str:
     """The study's ``warm_start`` user attr (strategy, trials taken per source) and how the trials
     that came from each source did here."""
     attr = study.user_attrs.get("warm_start")
@@ -260,7 +261,7 @@ def _warm_start_html(study: figs.Snapshot) -> str:
         return ""
     attr = attr if isinstance(attr, dict) else {}
     sources = attr.get("sources") if isinstance(attr.get("sources"), dict) else {}
-    rank = {t.number: i for i, t in enumerate(figs.ranked(study), start=1)}
+    rank = {t.number: i for i, t in enumerate(ranked(study), start=1)}
     rows = []
     for name in sorted(set(sources) | set(by_source)):
         here = by_source.get(name, [])
@@ -273,7 +274,7 @@ def _warm_start_html(study: figs.Snapshot) -> str:
                    numeric=(1, 2, 3, 4)))
 
 
-def _failures_html(study: figs.Snapshot) -> str:
+def _failures_html(study: Snapshot) -> str:
     failed = failed_on_their_own(study.get_trials(deepcopy=False))   # not the interrupted ones
     if not failed:
         return ""

@@ -4,8 +4,8 @@ Owns: slots and their worker processes (one per slot, 'spawn' start method, ``CU
 pinned), the claim of each trial (race-free across processes and machines), heartbeats of running
 trials, failing and retrying the trials of dead processes, budgets (trials, wall time, GPU-hours),
 per-trial time limits (killing a hung trial's process group), and a graceful Ctrl-C / SIGTERM.
-Its decisions are small pure functions (``_trial_limits``, ``slot_time_split``); the class is the
-loop that applies them.
+Its decisions are small pure functions (``policies``: budget spent? claim? which slots? retry?
+timed out? too many failures?); the class is the loop that applies them.
 Must not know about: the model. It runs the ``objective(trial_id, params, notify)`` it is handed.
 
 The parent (this process) owns the sampler: ``study.ask()`` + ``suggest(trial)`` happen here, so
@@ -28,20 +28,19 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from autotune import _worker, store
-from autotune._trial_limits import timed_out, timeout_reason, trial_limit_s
-from autotune._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
-                                open_study, retry_callback)
-from autotune.gpus import Slot, plan_slots
+from autotune import store
 from autotune.outcomes import INTERRUPTED, INTERRUPTED_BY_ATTR, RERUN_OF_ATTR, STOP_ATTR
+from autotune.scheduler import _worker
+from autotune.scheduler._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
+                                          open_study, retry_callback)
+from autotune.scheduler.gpus import Slot, plan_slots
+from autotune.scheduler import policies
 from autotune.spec_types import BudgetSpec, ParallelSpec
 
 _log = logging.getLogger("autotune")
 
 POLL_S = 0.2                 # how often the main loop wakes up with nothing to do
 STOP_GRACE_S = 5.0           # how long a worker gets to exit after "stop"
-MAX_START_FAILURES = 3       # workers of a slot dying before "ready" in a row: give up
-FAILURE_STREAK = 10          # trials in a row failing (at least 3 per slot) stop the run
 
 
 @dataclass
@@ -93,8 +92,8 @@ class _Budget:
     spec: BudgetSpec
     started: float = field(default_factory=time.monotonic)
 
-    def time_left(self) -> bool:
-        return self.spec.timeout_s is None or time.monotonic() - self.started < self.spec.timeout_s
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
 
 
 def run_study(
@@ -160,22 +159,6 @@ def kill_worker(worker: _Worker) -> None:
         pass   # not a group leader yet (killed just after start), or gone already
     worker.process.kill()
     worker.process.join(5.0)
-
-
-def slot_time_split(parts: dict[str, float] | None, slot_seconds: float) -> dict[str, float]:
-    """Where a trial's time in its slot went: the worker's parts (seconds; None when the worker
-    died or was killed and could not say: all of it ``unaccounted``; a slot's first trial also
-    ``worker_start``, the worker's warm-up while the trial waited for it: imports, the GPU's start),
-    ``handoff`` (the rest: sampling, the pipe both ways) and ``total`` (the slot time), the parts summing to it."""
-    if parts is None:
-        return {"unaccounted": round(slot_seconds, 3), "total": round(slot_seconds, 3)}
-    split = {k: round(float(v), 3) for k, v in parts.items() if k not in ("total", "handoff")}
-    if "worker_start" in split:   # the worker's warm-up may have begun before this trial was handed out
-        others = sum(v for k, v in split.items() if k != "worker_start")
-        split["worker_start"] = round(min(split["worker_start"], max(0.0, slot_seconds - others)), 3)
-    split["handoff"] = round(max(0.0, slot_seconds - sum(split.values())), 3)
-    split["total"] = round(slot_seconds, 3)
-    return split
 
 
 TRACEBACK_ATTR = "traceback"    # user attr: a failed trial's traceback text
@@ -250,7 +233,7 @@ class _Scheduler:
                       [s.gpu if s.gpu is not None else "cpu" for s in self.slots])
             with store.study_lock(self.storage, self.study._study_id):   # also with the budget met
                 fail_stale_trials(self.study, self.storage)
-            if self.budget.spec.trials is not None and counts.finished >= self.budget.spec.trials:
+            if policies.trials_spent(counts.finished, self.budget.spec.trials):
                 self.result.stopped_by = "trials"   # nothing to do: no worker is started
                 return self.result
             if self.budget.spec.trial_timeout_s is None:   # read once; this run's own are added
@@ -294,27 +277,30 @@ class _Scheduler:
 
     # --- budgets and claims ---------------------------------------------------------------
     def _budget_spent(self) -> str | None:
-        if not self.budget.time_left():
-            return "timeout"
-        limit = self.budget.spec.gpu_hours
-        if limit is not None:
-            now = time.monotonic()
-            total, read_at = self.gpu_seconds_used
-            if now - read_at >= 1.0:
-                total = store.sum_trial_user_attr(self.storage, self.study._study_id, "gpu_seconds")
-                self.gpu_seconds_used = (total, now)
-            in_flight = sum((now - w.running.started) * w.slot.share for w in self._running())
-            if total + in_flight >= limit * 3600.0:
-                return "gpu_hours"
-        return None
+        spec = self.budget.spec
+        return policies.budget_spent(self.budget.elapsed_s(), spec.timeout_s,
+                                     self._gpu_seconds() if spec.gpu_hours is not None else 0.0,
+                                     spec.gpu_hours)
+
+    def _gpu_seconds(self) -> float:
+        """The study's GPU-seconds: its finished trials' (read at most once a second) plus ours
+        running now."""
+        now = time.monotonic()
+        total, read_at = self.gpu_seconds_used
+        if now - read_at >= 1.0:
+            total = store.sum_trial_user_attr(self.storage, self.study._study_id, "gpu_seconds")
+            self.gpu_seconds_used = (total, now)
+        return total + sum((now - w.running.started) * w.slot.share for w in self._running())
 
     def _hand_out(self) -> None:
         now = time.monotonic()
         if now < self.next_claim:
             return
-        for worker in self.workers:
-            if worker.running is not None or not worker.ready or not worker.process.is_alive():
-                continue
+        by_slot = {w.slot.index: w for w in self.workers}
+        states = [policies.SlotState(w.slot.index, busy=w.running is not None, ready=w.ready,
+                            alive=w.process.is_alive()) for w in self.workers]
+        for index in policies.free_slots(states):
+            worker = by_slot[index]
             tick = time.monotonic()
             trial = store.retrying(self._claim)
             if trial is None:
@@ -333,11 +319,11 @@ class _Scheduler:
                 self.next_stale_check = time.monotonic() + self.heartbeats.interval
             if n_wanted is not None:
                 counts = store.count_trials(self.storage, self.study._study_id)
-                if counts.finished >= n_wanted:
+                decision = policies.claim_decision(counts.finished, counts.running, n_wanted)
+                if decision == "trials":
                     self.stop_reason = "trials"
-                    return None
-                if counts.finished + counts.running >= n_wanted:
-                    return None  # the rest is running elsewhere; wait in case some fail
+                if decision != "claim":
+                    return None  # met; or the rest is running elsewhere: wait in case some fail
             trial = self._pop_rerun()
             if trial is None:
                 with warnings.catch_warnings():
@@ -380,14 +366,14 @@ class _Scheduler:
             pass  # the worker died; its exit is noticed in _wait and the trial retried
 
     def _stop_overdue_trials(self) -> None:
-        """Fail each trial that ran past its limit (``_trial_limits``) with reason ``timeout ...``,
+        """Fail each trial that ran past its limit (``policies``) with reason ``timeout ...``,
         killing its worker's process group; the slot gets a fresh worker (``_on_exit``). A timeout
         is the trial's own failure (it counts in the failure streak) and is not retried."""
         spec_limit = self.budget.spec.trial_timeout_s
-        limit = trial_limit_s(spec_limit, self.complete_slot_seconds)
+        limit = policies.trial_limit_s(spec_limit, self.complete_slot_seconds)
         for worker in self._running():
             now = time.monotonic()
-            if not timed_out(worker.running.started, now, limit):
+            if not policies.timed_out(worker.running.started, now, limit):
                 continue
             self._drain(worker)            # it may have finished just now
             if worker.running is None:
@@ -395,7 +381,7 @@ class _Scheduler:
             ran = now - worker.running.started
             kill_worker(worker)
             self._finish(worker, TrialState.FAIL,
-                         reason=timeout_reason(ran, limit, from_spec=spec_limit is not None))
+                         reason=policies.timeout_reason(ran, limit, from_spec=spec_limit is not None))
 
     # --- results from workers -------------------------------------------------------------
     def _wait(self, timeout: float) -> None:
@@ -447,7 +433,7 @@ class _Scheduler:
         if not worker.ready and not worker.stopping:
             failures = self.start_failures.get(worker.slot.index, 0) + 1
             self.start_failures[worker.slot.index] = failures
-            if failures >= MAX_START_FAILURES:
+            if policies.slot_broken(failures):
                 raise SchedulerError(
                     f"worker processes of slot {worker.slot.index} died {failures} times while "
                     f"starting ({describe_exit(worker.process.exitcode)}); see their errors above. "
@@ -469,7 +455,7 @@ class _Scheduler:
         self.result.gpu_seconds += gpu_seconds
         tick = time.monotonic()
         store.retrying(self._record, running.trial, seconds, gpu_seconds, state, values, reason,
-                       retry, slot_time_split(parts, seconds), interrupted_by, trace)
+                       retry, policies.slot_time_split(parts, seconds), interrupted_by, trace)
         self.result.record_s += time.monotonic() - tick
 
     def _record(self, trial: optuna.trial.Trial, seconds: float, gpu_seconds: float,
@@ -519,16 +505,16 @@ class _Scheduler:
     def _count_failure(self, failed: bool) -> None:
         """Stop handing out trials when every one fails (a broken objective or environment would
         otherwise turn the whole budget into failed trials within minutes)."""
-        self.failure_streak = self.failure_streak + 1 if failed else 0
-        limit = max(FAILURE_STREAK, 3 * len(self.slots))
-        if self.failure_streak >= limit and self.stop_reason is None:
+        self.failure_streak = policies.failure_streak(self.failure_streak, failed)
+        if policies.too_many_failures(self.failure_streak, len(self.slots)) and self.stop_reason is None:
             self.stop_reason = "failures"
             _log.error("the last %d trials all failed; no more are handed out. Fix the cause "
-                       "(see each trial's fail_reason) and run again to resume", limit)
+                       "(see each trial's fail_reason) and run again to resume",
+                       policies.failure_limit(len(self.slots)))
 
     def _retry(self, frozen: optuna.trial.FrozenTrial) -> bool:
         history = frozen.system_attrs.get("retry_history", [])
-        if len(history) + 1 > self.parallel.max_retries:
+        if not policies.may_retry(len(history), self.parallel.max_retries):
             return False
         self.retry(self.study, frozen)
         return True
