@@ -114,7 +114,7 @@ def compile_costs_from(records: list[Mapping[str, Any]], attention: str | None =
 def split_time(phases: Mapping[str, float], wall_s: float) -> dict[str, float]:
     """The objective's own phases (seconds) plus ``other``: the rest of ``wall_s``."""
     parts = {k: float(v) for k, v in phases.items() if isinstance(v, (int, float))}
-    parts["other"] = max(0.0, wall_s - sum(parts.values()))
+    parts["other"] = parts.get("other", 0.0) + max(0.0, wall_s - sum(parts.values()))
     return {k: round(v, 4) for k, v in parts.items()}
 
 
