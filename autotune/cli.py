@@ -324,7 +324,7 @@ def validate(file: str, offline: bool) -> None:
         click.echo(f"  parallel   {gpus}, {p.trials_per_gpu} trial(s) per GPU; {cpu} where there is none")
     ws = spec.warm_start
     if ws is not None:
-        detail = {"enqueue": f", best {ws.top_k} of each", "local": f", {ws.local_trials} local trials"}
+        detail = {"enqueue": f", best {ws.best_k} of each", "local": f", {ws.local_trials} local trials"}
         where = f" in {mask_url(ws.storage)}" if ws.storage else ""
         click.echo(f"  warm start {ws.strategy} from {', '.join(ws.sources)}{where}"
                    f"{detail.get(ws.strategy, '')}; out of range: {ws.out_of_range}")

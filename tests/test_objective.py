@@ -146,3 +146,21 @@ def test_a_pruner_for_several_objectives_needs_a_median_rule_on_an_objectives_me
     from autotune.spec import SpecError
     with pytest.raises(SpecError, match=problem):
         _run_two(tmp_path, [], pruner)
+
+
+def test_a_trial_whose_top_k_exceeds_its_experts_fails_saying_so_before_training():
+    """A searched top_k that only some trials push past num_experts: that trial fails with the
+    reason (the model used to clamp it silently)."""
+    from autotune.objective import TrialFailed, moe_lm
+
+    def never(step, metrics):
+        raise AssertionError("trained a configuration that cannot exist")
+
+    with pytest.raises(TrialFailed, match="top_k 4 is more than num_experts 2: a token cannot be routed"):
+        moe_lm({"num_experts": 2, "top_k": 4, "steps": 1}, never)
+
+
+def test_the_moe_layer_refuses_more_routed_experts_than_it_has():
+    from autotune.model.moe import MoE
+    with pytest.raises(ValueError, match="top_k 3 is more than num_experts 2"):
+        MoE(d_model=8, d_ff=16, num_experts=2, top_k=3)
