@@ -353,6 +353,30 @@ def init(file: str | None, force: bool) -> None:
 
 
 @main.command()
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the schema to FILE instead of printing it.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@_guarded
+def schema(out: str | None, force: bool) -> None:
+    """Print the JSON Schema (draft 2020-12) of study files, for editors that complete and check keys.
+
+    \b
+    Example (VS Code's YAML extension reads the first line of a study file):
+      autotune schema --out study.schema.json
+      # yaml-language-server: $schema=../study.schema.json
+    """
+    from autotune.spec_schema import study_schema
+    text = json.dumps(study_schema(), indent=2) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        path = write_new(Path(out), lambda p: p.write_text(text, encoding="utf-8"), force)
+    except OSError as exc:
+        _die(f"{out}: cannot be written ({exc.strerror or exc})")
+    click.echo(f"wrote {path}; point an editor at it, e.g. # yaml-language-server: $schema={path}")
+
+
+@main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--storage", metavar="URL", help="The PostgreSQL the pods share (default: "
               "$AUTOTUNE_STORAGE, then the file's storage); it goes into a Secret.")
