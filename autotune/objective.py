@@ -1,7 +1,8 @@
 """The bridge between a trial and the function that evaluates it.
 
 Owns: merging ``trainer`` + ``fixed`` + sampled parameters; loading the user's objective
-(``package.module:function``) or the built-in ``moe_lm``; turning ``report(step, metrics)`` into
+(``package.module:function``, through ``objective_ref``, which also holds the built-in objective's
+checks of a study file) or the built-in ``moe_lm``; turning ``report(step, metrics)`` into
 ``trial.report`` / ``trial.should_prune`` (several objectives: the pruner's ``metric`` judged
 against finished trials' stored curves, ``pruners.prune_on_curves``); turning returned metrics
 into the study's objective values, stored with all metrics as user attributes, and the study's
