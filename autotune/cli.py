@@ -324,7 +324,7 @@ def validate(file: str, offline: bool) -> None:
         click.echo(f"  parallel   {gpus}, {p.trials_per_gpu} trial(s) per GPU; {cpu} where there is none")
     ws = spec.warm_start
     if ws is not None:
-        detail = {"enqueue": f", best {ws.top_k} of each", "local": f", {ws.local_trials} local trials"}
+        detail = {"enqueue": f", best {ws.best_k} of each", "local": f", {ws.local_trials} local trials"}
         where = f" in {mask_url(ws.storage)}" if ws.storage else ""
         click.echo(f"  warm start {ws.strategy} from {', '.join(ws.sources)}{where}"
                    f"{detail.get(ws.strategy, '')}; out of range: {ws.out_of_range}")
@@ -350,6 +350,30 @@ def init(file: str | None, force: bool) -> None:
     except OSError as exc:
         _die(f"{file or DEFAULT_FILE}: cannot be written ({exc.strerror or exc})")
     click.echo(f"wrote {path}; next: autotune validate {path} && autotune run {path}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the schema to FILE instead of printing it.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@_guarded
+def schema(out: str | None, force: bool) -> None:
+    """Print the JSON Schema (draft 2020-12) of study files, for editors that complete and check keys.
+
+    \b
+    Example (VS Code's YAML extension reads the first line of a study file):
+      autotune schema --out study.schema.json
+      # yaml-language-server: $schema=../study.schema.json
+    """
+    from autotune.spec_schema import study_schema
+    text = json.dumps(study_schema(), indent=2) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        path = write_new(Path(out), lambda p: p.write_text(text, encoding="utf-8"), force)
+    except OSError as exc:
+        _die(f"{out}: cannot be written ({exc.strerror or exc})")
+    click.echo(f"wrote {path}; point an editor at it, e.g. # yaml-language-server: $schema={path}")
 
 
 @main.command()

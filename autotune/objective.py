@@ -1,7 +1,8 @@
 """The bridge between a trial and the function that evaluates it.
 
 Owns: merging ``trainer`` + ``fixed`` + sampled parameters; loading the user's objective
-(``package.module:function``) or the built-in ``moe_lm``; turning ``report(step, metrics)`` into
+(``package.module:function``, through ``objective_ref``, which also holds the built-in objective's
+checks of a study file) or the built-in ``moe_lm``; turning ``report(step, metrics)`` into
 ``trial.report`` / ``trial.should_prune`` (several objectives: the pruner's ``metric`` judged
 against finished trials' stored curves, ``pruners.prune_on_curves``); turning returned metrics
 into the study's objective values, stored with all metrics as user attributes, and the study's
@@ -33,7 +34,7 @@ import optuna
 from autotune.constraints import is_out_of_memory, memory_reached_mb, set_constraints
 from autotune.outcomes import INFEASIBLE_ATTR, OOM
 from autotune.pruners import prune_on_curves
-from autotune.spec import BUILTIN_PREFIX, import_objective
+from autotune.objective_ref import BUILTIN_PREFIX, import_objective, routing_problem
 from autotune.spec_types import StudySpec
 
 Report = Callable[[int, Mapping[str, float]], bool]
@@ -62,6 +63,9 @@ def moe_lm(params: Mapping[str, Any], report: Report, compile_costs: Any = None,
     unknown = set(params) - model_names - train_names
     if unknown:
         raise TrialFailed(f"builtin:moe_lm has no knobs {sorted(unknown)}")
+    problem = routing_problem({**dataclasses.asdict(ModelConfig()), **params})
+    if problem:
+        raise TrialFailed(problem)
     model_cfg = ModelConfig(**{k: v for k, v in params.items() if k in model_names})
     train_cfg = TrainConfig(**{k: v for k, v in params.items() if k in train_names})
     return train(model_cfg, train_cfg, report, compile_costs, progress)

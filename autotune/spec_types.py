@@ -108,7 +108,7 @@ class WarmStartSpec:
     sources: tuple[str, ...] = ()       # study names, or ("auto",)
     storage: str | None = None          # where the sources live; default the study's storage
     strategy: str = "enqueue"
-    top_k: int = 5                      # enqueue: best k configurations
+    best_k: int = 5                     # enqueue: the best k configurations of each source
     out_of_range: Literal["clip", "drop"] = "clip"
     local_trials: int = 15              # local: trials of the local search before the prior alone
 

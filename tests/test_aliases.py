@@ -6,7 +6,8 @@ import textwrap
 import pytest
 
 from autotune import knobs
-from autotune.spec import SpecError, _builtin_fields, load_spec
+from autotune.objective_ref import builtin_fields
+from autotune.spec import SpecError, load_spec
 
 
 def study(tmp_path, body: str, name: str = "s.yaml"):
@@ -123,7 +124,7 @@ def test_a_users_own_objective_gets_its_names_as_written(tmp_path):
 
 
 def test_every_alias_names_a_real_knob_and_is_not_one_itself():
-    fields = _builtin_fields()
+    fields = builtin_fields()
     assert set(knobs.ALIASES.values()) <= set(fields)
     assert not set(knobs.ALIASES) & set(fields)
     for section in ("trainer", "fixed"):

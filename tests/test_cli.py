@@ -69,7 +69,7 @@ def test_validate_good_file():
 def test_validate_shows_parallel_and_warm_start(tmp_path):
     path = user_study(tmp_path, extra={
         "parallel": {"gpus": [0, 1], "trials_per_gpu": 2},
-        "warm_start": {"from": ["old", "older"], "strategy": "enqueue", "top_k": 3}})
+        "warm_start": {"from": ["old", "older"], "strategy": "enqueue", "best_k": 3}})
     result = CliRunner().invoke(main, ["validate", "--offline", str(path)])   # no such sources
     assert result.exit_code == 0, result.output
     assert "parallel   GPUs 0,1, 2 trial(s) per GPU" in result.output
@@ -228,7 +228,7 @@ def test_a_worker_that_loses_the_race_to_create_the_study_leaves_its_warm_start_
     from autotune.spec import load_spec
     old = user_study(tmp_path, trials=3, name="old")
     assert invoke("run", str(old), "--no-live").exit_code == 0
-    spec = load_spec(user_study(tmp_path, extra={"warm_start": {"from": ["old"], "top_k": 2}}))
+    spec = load_spec(user_study(tmp_path, extra={"warm_start": {"from": ["old"], "best_k": 2}}))
     real, calls = store.study_exists, []
 
     def looks_before_the_winner_created_it(storage, name):

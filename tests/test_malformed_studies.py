@@ -229,12 +229,13 @@ mutate(("space",), {"a": {"type": "categorical", "choices": [1, 2], "when": {"b"
 # --- warm start ------------------------------------------------------------------------------------------
 WARM = {"not-a-mapping": 5, "empty-from": {"from": []}, "from-number": {"from": [5]},
         "auto-and-more": {"from": ["auto", "x"]}, "strategy": {"from": ["x"], "strategy": "magic"},
-        "top_k-prior": {"from": ["x"], "strategy": "prior", "top_k": 3},
+        "best_k-prior": {"from": ["x"], "strategy": "prior", "best_k": 3},
+        "top_k-renamed": {"from": ["x"], "top_k": 3},
         "local_trials-enqueue": {"from": ["x"], "local_trials": 3},
         "out_of_range": {"from": ["x"], "out_of_range": "wrap"},
         "storage-number": {"from": ["x"], "storage": 5},
         "storage-url": {"from": ["x"], "storage": "::nonsense::"},
-        "no-from": {"strategy": "prior"}, "top_k-zero": {"from": ["x"], "top_k": 0}}
+        "no-from": {"strategy": "prior"}, "best_k-zero": {"from": ["x"], "best_k": 0}}
 for tag, v in WARM.items():
     mutate(("warm_start",), v, "warm_start", tag=tag)
 

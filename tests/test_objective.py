@@ -181,3 +181,21 @@ def test_each_trial_reads_the_compile_figures_other_workers_stored_since(tmp_pat
     study.tell(other, 1.0)
     costs = objective._compile_costs(seen, {"attention": "sparse"})
     assert costs.trials == 1 and costs.speedup == pytest.approx(2.0) and costs.compile_s == 33.0
+
+
+def test_a_trial_whose_top_k_exceeds_its_experts_fails_saying_so_before_training():
+    """A searched top_k that only some trials push past num_experts: that trial fails with the
+    reason (the model used to clamp it silently)."""
+    from autotune.objective import TrialFailed, moe_lm
+
+    def never(step, metrics):
+        raise AssertionError("trained a configuration that cannot exist")
+
+    with pytest.raises(TrialFailed, match="top_k 4 is more than num_experts 2: a token cannot be routed"):
+        moe_lm({"num_experts": 2, "top_k": 4, "steps": 1}, never)
+
+
+def test_the_moe_layer_refuses_more_routed_experts_than_it_has():
+    from autotune.model.moe import MoE
+    with pytest.raises(ValueError, match="top_k 3 is more than num_experts 2"):
+        MoE(d_model=8, d_ff=16, num_experts=2, top_k=3)

@@ -206,8 +206,19 @@ BAD = [
     ("warm start strategy", with_change("warm_start", {"from": ["a"], "strategy": "copy"}), "warm_start.strategy", "not one of"),
     ("local_trials without local", with_change("warm_start", {"from": ["a"], "strategy": "prior", "local_trials": 9}),
      "warm_start.local_trials", "only strategy local uses it (this file's strategy: prior)"),
-    ("top_k without enqueue", with_change("warm_start", {"from": ["a"], "strategy": "local", "top_k": 3}),
-     "warm_start.top_k", "only strategy enqueue uses it (this file's strategy: local)"),
+    ("best_k without enqueue", with_change("warm_start", {"from": ["a"], "strategy": "local", "best_k": 3}),
+     "warm_start.best_k", "only strategy enqueue uses it (this file's strategy: local)"),
+    ("warm start's old top_k", with_change("warm_start", {"from": ["a"], "top_k": 3}),
+     "warm_start.top_k", "is now best_k"),
+    ("top_k above num_experts, both fixed",
+     {**with_change("space.top_k", "DELETE"), "fixed": {"d_model": 32, "num_experts": 2, "top_k": 3}},
+     "fixed.top_k", "top_k (at least 3) is always more than num_experts (at most 2)"),
+    ("top_k above num_experts, under aliases",
+     {**with_change("space.top_k", "DELETE"), "fixed": {"d_model": 32, "experts": 2, "topk": 3}},
+     "fixed.topk (top_k)", "is always more than num_experts"),
+    ("top_k searched above every num_experts",
+     {**with_change("space.top_k", {"type": "int", "low": 3, "high": 4}), "fixed": {"d_model": 32, "num_experts": 2}},
+     "space.top_k.low", "top_k (at least 3) is always more than num_experts (at most 2)"),
     ("local_trials zero", with_change("warm_start", {"from": ["a"], "strategy": "local", "local_trials": 0}),
      "warm_start.local_trials", "must be > 0"),
     ("local with two objectives", {**with_change("warm_start", {"from": ["a"], "strategy": "local"}),
@@ -287,3 +298,26 @@ def test_loading_a_study_of_the_built_in_task_never_imports_torch():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def _routing_study(space_extra: dict, fixed: dict) -> dict:
+    doc = with_change("space.top_k", "DELETE")
+    doc["space"].update(space_extra)
+    doc["fixed"] = {"d_model": 32, **fixed}
+    return doc
+
+
+def test_num_experts_searched_below_a_fixed_top_k_is_refused(tmp_path):
+    doc = _routing_study({"num_experts": {"type": "categorical", "choices": [2, 3]}}, {"top_k": 4})
+    with pytest.raises(SpecError, match=r": space\.num_experts: top_k \(at least 4\) is always more"):
+        load_spec(write(tmp_path, doc))
+
+
+@pytest.mark.parametrize("space_extra, fixed", [
+    ({"top_k": {"type": "int", "low": 1, "high": 4}, "num_experts": [2, 8]}, {}),   # only some trials
+    ({}, {"num_experts": 1, "top_k": 4}),                       # one expert: a dense FFN, top_k unused
+    ({"top_k": {"type": "int", "low": 3, "high": 4, "when": {"attention": "sparse"}}},
+     {"num_experts": 2}),                                       # inactive: the default top_k 2 is used
+])
+def test_top_k_that_can_fit_the_experts_loads(tmp_path, space_extra, fixed):
+    assert load_spec(write(tmp_path, _routing_study(space_extra, fixed)))

@@ -208,7 +208,9 @@ class MoE(nn.Module):
     def __init__(self, d_model: int, d_ff: int, num_experts: int, top_k: int, router: str = "softmax",
                  shared_expert: bool = False, router_threshold: float = 0.0):
         super().__init__()
-        self.router = Router(d_model, num_experts, min(top_k, num_experts), router, router_threshold)
+        if top_k > num_experts:
+            raise ValueError(f"top_k {top_k} is more than num_experts {num_experts}")
+        self.router = Router(d_model, num_experts, top_k, router, router_threshold)
         self.experts = Experts(num_experts, d_model, d_ff)
         self.shared = FeedForward(d_model, d_ff) if shared_expert else None
         self.impl = "auto"      # "grouped" | "loop": tests and benchmarks pin one

@@ -10,7 +10,7 @@ that joins the study (``prepare_join``, for ``autotune worker``)::
                   "out_of_range": "clip" | "drop", "local_trials": 15,   # local only
                   "storage": "<masked URL>"}          # "storage" only when not the study's own
 
-- ``enqueue``: the best ``top_k`` COMPLETE configurations of each source are enqueued once (user
+- ``enqueue``: the best ``best_k`` COMPLETE configurations of each source are enqueued once (user
   attr ``warm_start_from: <source>``) and re-evaluated first; parameters new to this study are
   filled by the sampler. Pruned source trials are never enqueued. Resuming the study enqueues
   nothing again; ``n_trials`` counts the enqueued configurations.
@@ -86,7 +86,7 @@ def prepare(spec: StudySpec, storage: BaseStorage | str,
     sources, other_url = _load_sources(spec, ws, storage)
     record = _record_settings(ws, other_url)
     if ws.strategy == "enqueue":
-        return sampler, lambda study: _apply_enqueue(study, sources, ws.top_k, spec.directions,
+        return sampler, lambda study: _apply_enqueue(study, sources, ws.best_k, spec.directions,
                                                      record)
     counts = _counts(sources, lambda s: sum(1 for c in s.carried if c))
     return _wrap(spec, ws, sampler, sources), _record_apply(counts, record)
@@ -198,7 +198,7 @@ def _from_record(spec: StudySpec, record: dict[str, Any]) -> WarmStartSpec | Non
     return WarmStartSpec(sources=names, storage=url, strategy=strategy,
                          out_of_range=record.get("out_of_range", defaults.out_of_range),
                          local_trials=int(record.get("local_trials", defaults.local_trials)),
-                         top_k=defaults.top_k)
+                         best_k=defaults.best_k)
 
 
 # ---- sources ------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_a_worker_without_warm_start_in_its_file_rebuilds_the_sampler_from_the_r
 
 def test_an_enqueue_study_is_joined_without_enqueueing_again(url, storage):
     add_old(storage)
-    spec = make_spec(url, SPACE, top_k=3)
+    spec = make_spec(url, SPACE, best_k=3)
     start(url, storage, spec)
     before = snapshot(storage)
     assert len(before[0]) == 3

@@ -34,7 +34,7 @@ def test_pruned_source_trials_are_never_enqueued(url, storage):
     study = add_source(storage, "old", SPACE, [({"x": 0.1}, 3.0), ({"x": 0.2}, 2.0)])
     add_pruned(study, 0.9, {3: -100.0})
     add_pruned(study, 0.8, {})
-    _, apply = warmstart.prepare(make_spec(url, SPACE, top_k=5), storage, None)
+    _, apply = warmstart.prepare(make_spec(url, SPACE, best_k=5), storage, None)
     new = store.create_or_load_study(storage, "new", ["minimize"])
     assert apply(new) == {"old": 2}
     assert [t.system_attrs["fixed_params"] for t in new.trials] == [{"x": 0.2}, {"x": 0.1}]
