@@ -204,16 +204,19 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024       # Linux: KiB
 
 
-def count_parameters(model: torch.nn.Module, active: bool) -> int:
+def count_parameters(model: torch.nn.Module, active: bool, active_experts: float | None = None) -> float:
+    """Parameters of ``model``; ``active``: those one token passes through, counting ``active_experts``
+    routed experts (the measured mean; None: ``top_k``)."""
     if hasattr(model, "num_parameters"):
-        return int(model.num_parameters(active=active))
-    return sum(p.numel() for p in model.parameters())
+        return float(model.num_parameters(active=active, active_experts=active_experts))
+    return float(sum(p.numel() for p in model.parameters()))
 
 
-def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
-    """Training FLOPs (forward + backward) per token; 6 x active parameters if the model cannot say."""
+def flops_per_token(model: torch.nn.Module, seq_len: int, active_experts: float | None = None) -> float:
+    """Training FLOPs (forward + backward) per token over ``active_experts`` routed experts (None:
+    ``top_k``); 6 x active parameters if the model cannot say."""
     if hasattr(model, "flops_per_token"):
-        return float(model.flops_per_token(seq_len))
+        return float(model.flops_per_token(seq_len, active_experts=active_experts))
     return 6.0 * count_parameters(model, active=True)
 
 
@@ -326,8 +329,8 @@ class _Trainer:
         self.val_batches = self.data.val_batches()
         batches = self.data.train_batches()
         self.train_batches = prefetch(batches, pin_memory=True) if device.type == "cuda" else batches
-        self.static = {"params_total": float(count_parameters(self.model, active=False)),
-                       "params_active": float(count_parameters(self.model, active=True))}
+        self.params_total = count_parameters(self.model, active=False)
+        self.routed: list[float] = []       # routed experts per token of each training step so far
 
     def compile(self) -> None:
         """Compile the model by regions: each repeated block (the graph is traced once and serves
@@ -347,13 +350,13 @@ class _Trainer:
     def step(self, step: int) -> tuple[torch.Tensor, int]:
         """Optimizer step ``step`` (0-based) over ``grad_accum`` micro-batches.
 
-        Returns ``([train CE, loss, grad norm] on the device, tokens)`` without waiting for the
+        Returns ``([train CE, loss, grad norm, routed experts per token] on the device, tokens)`` without waiting for the
         device; the caller checks the values for divergence at its next sync (``check_finite``)."""
         cfg = self.cfg
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * lr_multiplier(step, steps=cfg.steps, warmup=cfg.warmup,
                                                  min_lr_ratio=cfg.min_lr_ratio)
-        ce_sum, loss_sum, tokens = 0.0, 0.0, 0
+        ce_sum, loss_sum, experts_sum, tokens = 0.0, 0.0, 0.0, 0
         for _ in range(cfg.grad_accum):
             batch = next(self.train_batches).to(self.device)
             with self.autocast():
@@ -362,10 +365,12 @@ class _Trainer:
                 loss = ce + aux.aux_loss
             self.scaler.scale(loss / cfg.grad_accum).backward()
             ce_sum, loss_sum = ce_sum + ce.detach(), loss_sum + loss.detach()
+            experts_sum = experts_sum + aux.experts_per_token.detach()
             tokens += batch.num_tokens
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
-        stats = torch.stack([ce_sum / cfg.grad_accum, loss_sum / cfg.grad_accum, grad_norm.float()])
+        stats = torch.stack([ce_sum / cfg.grad_accum, loss_sum / cfg.grad_accum, grad_norm.float(),
+                             experts_sum / cfg.grad_accum])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -375,7 +380,7 @@ class _Trainer:
         """Raise ``TrainingDiverged`` at the first of these steps whose loss (or, without loss
         scaling, whose gradient norm: fp16 skips such steps by design) is not finite; else return
         their train CE values. ``stats`` rows are ``step``'s results, from ``first_step`` (1-based)."""
-        for step, (ce, loss, norm) in enumerate(stats, start=first_step):
+        for step, (ce, loss, norm, _) in enumerate(stats, start=first_step):
             if not math.isfinite(loss):
                 raise TrainingDiverged(step, loss)
             if not self.use_scaler and not math.isfinite(norm):
@@ -391,10 +396,24 @@ class _Trainer:
         return measure_latency_ms(self.model, self.cfg.seq_len, self.data.vocab_size, self.device,
                                   self.autocast)
 
+    def active_experts(self) -> float | None:
+        """Routed experts a token used, mean over the training steps so far (None before any):
+        ``top_k`` unless ``router_threshold`` > 0 lets confident tokens use fewer."""
+        return statistics.fmean(self.routed) if self.routed else None
+
+    def param_counts(self) -> dict[str, float]:
+        """``params_total`` and ``params_active`` (over the experts that ran: ``active_experts``)."""
+        return {"params_total": self.params_total,
+                "params_active": count_parameters(self.model, active=True, active_experts=self.active_experts())}
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token at ``seq_len``, over the experts that ran."""
+        return flops_per_token(self.model, self.cfg.seq_len, active_experts=self.active_experts())
+
     def mfu(self, tokens_per_s: float) -> float:
         if self.device.type != "cuda":
             return 0.0
-        return flops_per_token(self.model, self.cfg.seq_len) * tokens_per_s / PEAK_FLOPS
+        return self.flops_per_token() * tokens_per_s / PEAK_FLOPS
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None = None,
@@ -454,6 +473,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
             clock.add(time.perf_counter() - tick, len(pending), tokens, warmup=warming)
             new_losses = trainer.check_finite(step - len(pending) + 1, rows)
             losses += new_losses
+            trainer.routed += [row[3] for row in rows]
             pending, tokens = [], 0
             if progress is not None and not evaluate_now:
                 progress(step, {"train_loss": statistics.fmean(new_losses)})
@@ -466,7 +486,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
             if evaluate_now:
                 tick = time.perf_counter()
                 metrics = {**trainer.evaluate(), "train_loss": statistics.fmean(losses), **clock.rates(),
-                           "peak_mem_mb": peak_memory_mb(trainer.device), **trainer.static}
+                           "peak_mem_mb": peak_memory_mb(trainer.device), **trainer.param_counts()}
                 losses = []
                 time_s["eval"] += time.perf_counter() - tick
                 tick = time.perf_counter()

@@ -15,7 +15,8 @@ BUILTIN_METRICS = (
     "step_ms",           # mean wall time of one optimizer step (all micro-batches), warm-up left out
     "peak_mem_mb",       # CUDA: peak allocated memory; CPU: the process's peak resident set
     "params_total",      # every parameter
-    "params_active",     # parameters one token passes through (top_k of the experts)
+    "params_active",     # parameters one token passes through: the routed experts that ran (top_k, or
+                         # fewer with router_threshold > 0: the training steps' mean experts a token used)
     "expert_load_cv",    # coefficient of variation of tokens per expert, mean over layers; 0 = balanced
                          # (besides the metrics, MoE models return ``expert_load``: [layer][expert] shares)
     "keep_ratio_used",   # share of causal key blocks the sparse attention visited (at seq_len)
@@ -23,7 +24,8 @@ BUILTIN_METRICS = (
                          # router_threshold > 0)
     "latency_ms",        # median ms of one forward pass, batch 1, one sequence of seq_len tokens
     "latency",           # the same value as latency_ms (the flat spec form's name)
-    "mfu",               # CUDA: model FLOPs utilization against PEAK_FLOPS; 0 on CPU
+    "mfu",               # CUDA: model FLOPs utilization against PEAK_FLOPS, counting the experts that
+                         # ran (as params_active); 0 on CPU
     "steps",             # optimizer steps taken (fewer than TrainConfig.steps when stopped early)
     "train_s",           # wall seconds of the whole run, evaluations included; where they went is
                          # the result's ``time_s`` mapping (setup, compile, train, eval, latency, report)

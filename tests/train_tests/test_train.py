@@ -243,3 +243,30 @@ def test_evaluation_reports_the_length_schedules_share(tiny_model):
     metrics = train(cfg, replace(QUICK, steps=2))
     T = QUICK.seq_len
     assert metrics["keep_ratio_used"] == pytest.approx(kept_share(T, 8, 16, scheduled_keep_ratio(T, 0.9, 0.1, 16, 64)))
+
+
+def test_active_parameters_flops_and_mfu_count_the_experts_that_ran_not_top_k(tiny_model):
+    """Adaptive top-k: the counts follow the training steps' measured experts per token."""
+    from autotune.train import PEAK_FLOPS, _Trainer
+    model_cfg = replace(tiny_model, top_k=4, router_threshold=0.5)
+    trainer = _Trainer(model_cfg, replace(QUICK, steps=3))
+    rows = [trainer.step(i)[0].tolist() for i in range(3)]
+    trainer.routed += [row[3] for row in rows]
+    used = sum(row[3] for row in rows) / 3
+    assert 1.0 <= used < 4.0
+    model = trainer.model
+    assert trainer.param_counts()["params_active"] == pytest.approx(model.num_parameters(True, active_experts=used))
+    assert trainer.flops_per_token() == pytest.approx(model.flops_per_token(QUICK.seq_len, active_experts=used))
+    assert trainer.flops_per_token() < model.flops_per_token(QUICK.seq_len)            # top_k = 4 would count more
+    trainer.device = torch.device("cuda")                # MFU's arithmetic only; nothing runs there
+    assert trainer.mfu(1e6) == pytest.approx(trainer.flops_per_token() * 1e6 / PEAK_FLOPS)
+
+
+def test_the_reported_active_parameters_lie_between_one_expert_and_top_k(tiny_model):
+    model_cfg = replace(tiny_model, top_k=4, router_threshold=0.5)
+    metrics = train(model_cfg, replace(QUICK, steps=3))
+    model = Transformer(replace(model_cfg, vocab_size=QUICK.task_vocab, max_seq_len=QUICK.seq_len))
+    one, top_k = (model.num_parameters(True, active_experts=k) for k in (1, 4))
+    assert one <= metrics["params_active"] < top_k
+    fixed = train(tiny_model, replace(QUICK, steps=3))
+    assert fixed["params_active"] == Transformer(replace(tiny_model, vocab_size=32, max_seq_len=32)).num_parameters(True)
