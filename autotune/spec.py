@@ -863,6 +863,25 @@ def _check_builtin_data(ctx: _Ctx, values: dict[str, Any]) -> None:
         raise ctx.fail("trainer", str(exc)) from None
 
 
+def _check_batching(ctx: _Ctx, values: dict[str, Any], space_key: str) -> None:
+    """``batching`` (trainer, fixed or searched) is ``tokens`` or ``cost``; ``cost`` needs the
+    variable-length text task, so a constant task other than ``text`` refuses it."""
+    from autotune.train_config import BATCHINGS
+    settings = {**dict(values["trainer"]), **dict(values["fixed"])}
+    key = _join("fixed" if "batching" in dict(values["fixed"]) else "trainer", "batching")
+    choices = [settings["batching"]] if "batching" in settings else []
+    param = next((p for p in values["space"].params if p.name == "batching"), None)
+    if param is not None:
+        key, choices = _join(_join(space_key, "batching"), "choices"), list(param.choices or ())
+    for choice in choices:
+        if choice not in BATCHINGS:
+            raise ctx.fail(key, f"{choice!r} is not a batching; choose tokens or cost")
+    task = settings.get("task", "mqar")
+    if "cost" in choices and task != "text" and "task" not in values["space"].names:
+        raise ctx.fail(key, f"'cost' batches variable-length text (task: text); task {task!r} has "
+                            "sequences of one length (batch_size of them a batch): use tokens or leave it out")
+
+
 def _check_metrics(ctx: _Ctx, objective: str, objectives: tuple[ObjectiveSpec, ...], key: str,
                    leaf: bool = True) -> None:
     if not objective.startswith(BUILTIN_PREFIX):
@@ -1044,6 +1063,7 @@ def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = No
     if values["objective"].startswith(BUILTIN_PREFIX):
         _check_builtin_names(ctx, values, values["space"], space_key)
     if values["objective"].startswith(BUILTIN_PREFIX):
+        _check_batching(ctx, values, space_key)
         _check_builtin_data(ctx, values)
     _check_metrics(ctx, values["objective"], values["objectives"],
                    "objectives" if "optimization" not in raw else "optimization.metrics")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from autotune.data import IGNORE_INDEX, Batch, build_dataset, prefetch
+from autotune.data import IGNORE_INDEX, Batch, CostProbe, build_dataset, prefetch
 from autotune.train_config import BUILTIN_METRICS, DEVICES, PRECISIONS, TrainConfig  # noqa: F401 - re-exported
 from autotune.model.config import ModelConfig
 
@@ -36,6 +36,7 @@ PEAK_FLOPS = 792e12          # H100 bf16 dense matmul ceiling we measured (issue
 TIMING_SKIP_STEPS = 2        # first steps left out of step time (compilation, allocator warm-up)
 CHECK_EVERY = 32             # steps between host syncs that check the loss (and always at evaluations)
 LATENCY_RUNS = 5             # timed forward passes for latency; the median is reported
+COST_FIT_STEPS = 8           # batching: cost: steady steps timed one by one to fit the batch cost model
 
 
 class TrainingDiverged(RuntimeError):
@@ -357,20 +358,24 @@ class _Trainer:
             group["lr"] = cfg.lr * lr_multiplier(step, steps=cfg.steps, warmup=cfg.warmup,
                                                  min_lr_ratio=cfg.min_lr_ratio)
         ce_sum, loss_sum, experts_sum, tokens = 0.0, 0.0, 0.0, 0
+        self.last_shapes = []                  # (batch size, padded length) of each micro-batch
         for _ in range(cfg.grad_accum):
             batch = next(self.train_batches).to(self.device)
+            self.last_shapes.append(tuple(batch.inputs.shape))
             with self.autocast():
                 logits, aux = self.model(batch.inputs)
                 ce = target_loss(logits, batch.targets)
                 loss = ce + aux.aux_loss
             self.scaler.scale(loss / cfg.grad_accum).backward()
             ce_sum, loss_sum = ce_sum + ce.detach(), loss_sum + loss.detach()
-            experts_sum = experts_sum + aux.experts_per_token.detach()
+            per_token = getattr(aux, "experts_per_token", None)          # a model without experts: NaN
+            experts_sum = experts_sum + (per_token.detach().float() if per_token is not None else math.nan)
             tokens += batch.num_tokens
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
-        stats = torch.stack([ce_sum / cfg.grad_accum, loss_sum / cfg.grad_accum, grad_norm.float(),
-                             experts_sum / cfg.grad_accum])
+        experts = experts_sum / cfg.grad_accum
+        experts = experts if torch.is_tensor(experts) else grad_norm.new_tensor(experts, dtype=torch.float32)
+        stats = torch.stack([ce_sum / cfg.grad_accum, loss_sum / cfg.grad_accum, grad_norm.float(), experts])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -396,10 +401,26 @@ class _Trainer:
         return measure_latency_ms(self.model, self.cfg.seq_len, self.data.vocab_size, self.device,
                                   self.autocast)
 
+    def cost_probe(self) -> CostProbe | None:
+        """``batching: cost``: the probe that fits the batch cost model (None: token batching)."""
+        if self.cfg.batching != "cost":
+            return None
+        share = getattr(self.model, "keep_share", None)            # sparse attention's share at each length
+        return CostProbe(COST_FIT_STEPS, share=share)
+
+    def batch_by_cost(self, probe: CostProbe) -> dict:
+        """Fit the probe's cost model and batch by it from now on; what was fitted, for the result."""
+        cost = probe.fit()
+        self.data.use_batch_cost(cost, max_batch_size=self.cfg.max_batch_size,
+                                 max_tokens=self.cfg.max_batch_tokens)
+        return {"fixed_s": cost.fixed, "per_token_s": cost.per_token, "per_pair_s": cost.per_pair,
+                "max_tokens": self.data.max_tokens, "max_batch_size": self.cfg.max_batch_size}
+
     def active_experts(self) -> float | None:
         """Routed experts a token used, mean over the training steps so far (None before any):
         ``top_k`` unless ``router_threshold`` > 0 lets confident tokens use fewer."""
-        return statistics.fmean(self.routed) if self.routed else None
+        routed = [r for r in self.routed if math.isfinite(r)]
+        return statistics.fmean(routed) if routed else None
 
     def param_counts(self) -> dict[str, float]:
         """``params_total`` and ``params_active`` (over the experts that ran: ``active_experts``)."""
@@ -433,7 +454,12 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     Besides the metrics (floats) the result holds two mappings: ``time_s``, where the run's wall
     time went (seconds: ``setup``, ``compile``, ``train``, ``eval``, ``latency``, ``report``; they sum
     to ``train_s``), and ``compile``, what was compiled and why (``compile: auto`` decides after
-    ``PROBE_STEPS`` timed eager steps, from ``compile_costs``: see ``compile_choice``).
+    ``PROBE_STEPS`` timed eager steps, from ``compile_costs``: see ``compile_choice``). With
+    ``batching: cost`` it holds a third, ``batching``: the step it switched to cost batches at
+    (``fitted_at``, None if the run ended first) and the fitted cost model (seconds: ``fixed_s`` a
+    batch, ``per_token_s``, ``per_pair_s`` an attention pair). The ``COST_FIT_STEPS`` steps that fit
+    it are the first ones after the warm-up (and after ``compile: auto``'s decision and its warm-up),
+    each timed alone.
     """
     started = time.perf_counter()
     cfg = train_cfg
@@ -455,6 +481,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
         choice["reason"] = f"auto: {cfg.steps} steps are too few to pay for a compile"
     elif not choice["reason"]:
         choice["reason"] = "compile: false in the study"
+    probe = trainer.cost_probe()
+    batching = {"mode": cfg.batching, "fitted_at": None} if probe is not None else None
     clock, losses, metrics = _StepClock(), [], {}
     clock.mode = "compiled" if trainer.compiled else "eager"
     warm_until = TIMING_SKIP_STEPS
@@ -467,10 +495,17 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
             tokens += n
             evaluate_now = step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
             warming = step <= warm_until
-            if not (warming or evaluate_now or step % CHECK_EVERY == 0 or step == decide_at):
+            probing = (probe is not None and not probe.done and not warming
+                       and (decide_at is None or step > decide_at))   # steady steps, each timed alone
+            if not (warming or probing or evaluate_now or step % CHECK_EVERY == 0 or step == decide_at):
                 continue
             rows = torch.stack(pending).tolist()                      # the sync
-            clock.add(time.perf_counter() - tick, len(pending), tokens, warmup=warming)
+            elapsed = time.perf_counter() - tick
+            clock.add(elapsed, len(pending), tokens, warmup=warming)
+            if probing and len(rows) == 1:
+                probe.add(trainer.last_shapes, elapsed)
+                if probe.done:
+                    batching.update(trainer.batch_by_cost(probe), fitted_at=step)
             new_losses = trainer.check_finite(step - len(pending) + 1, rows)
             losses += new_losses
             trainer.routed += [row[3] for row in rows]
@@ -516,4 +551,5 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
         choice[f"{side}_step_ms"] = round(step_s * 1e3, 3) if step_s is not None else None
     if choice["compiled"]:
         choice["compile_s"] = round(clock.compile_s("compiled"), 3)   # the compiled steps' warm-up
-    return {**final, "time_s": time_s, "compile": choice}
+    result = {**final, "time_s": time_s, "compile": choice}
+    return result if batching is None else {**result, "batching": batching}

@@ -184,9 +184,13 @@ class Transformer(nn.Module):
         logits = self.head(self.norm(x))                            # [B, T, V]
         aux = ModelAux(aux_loss=self.cfg.aux_loss_coef * torch.stack(balances).sum(),
                        expert_load=torch.stack(loads),
-                       keep_share=self.blocks[0].attn.keep_share(T) if self.blocks else 1.0,
+                       keep_share=self.keep_share(T),
                        experts_per_token=torch.stack(per_token).mean())
         return logits, aux
+
+    def keep_share(self, seq_len: int) -> float:
+        """Share of the causal key blocks attention visits at this length (1.0 = dense)."""
+        return self.blocks[0].attn.keep_share(seq_len) if self.blocks else 1.0
 
     def num_parameters(self, active: bool = False, active_experts: float | None = None) -> float:
         """All parameters; ``active``: counting only the routed experts a token uses: ``top_k``, or
@@ -211,6 +215,6 @@ class Transformer(nn.Module):
         embeddings = self.embed.weight.numel() + (self.positions.weight.numel() if self.positions is not None else 0)
         matmul_params = self.num_parameters(active=True, active_experts=active_experts) - embeddings - sum(
             m.weight.numel() for m in self.modules() if isinstance(m, nn.RMSNorm))
-        share = self.blocks[0].attn.keep_share(seq_len) if self.blocks else 1.0
+        share = self.keep_share(seq_len)
         visited_keys = share * (seq_len + 1) / 2
         return 6.0 * matmul_params + 12.0 * self.cfg.n_layers * self.cfg.d_model * visited_keys
