@@ -208,8 +208,9 @@ def peak_memory_mb(device: torch.device) -> float:
 def count_parameters(model: torch.nn.Module, active: bool, active_experts: float | None = None) -> float:
     """Parameters of ``model``; ``active``: those one token passes through, counting ``active_experts``
     routed experts (the measured mean; None: ``top_k``)."""
-    if hasattr(model, "num_parameters"):
-        return float(model.num_parameters(active=active, active_experts=active_experts))
+    if hasattr(model, "num_parameters"):            # a model of one's own may not take active_experts
+        extra = {} if active_experts is None else {"active_experts": active_experts}
+        return float(model.num_parameters(active=active, **extra))
     return float(sum(p.numel() for p in model.parameters()))
 
 
@@ -217,7 +218,8 @@ def flops_per_token(model: torch.nn.Module, seq_len: int, active_experts: float 
     """Training FLOPs (forward + backward) per token over ``active_experts`` routed experts (None:
     ``top_k``); 6 x active parameters if the model cannot say."""
     if hasattr(model, "flops_per_token"):
-        return float(model.flops_per_token(seq_len, active_experts=active_experts))
+        extra = {} if active_experts is None else {"active_experts": active_experts}
+        return float(model.flops_per_token(seq_len, **extra))
     return 6.0 * count_parameters(model, active=True)
 
 
