@@ -200,6 +200,25 @@ _DATA_KNOBS = ("task", "data_path", "seq_len", "num_pairs", "num_queries", "task
                "tokens_per_batch", "eot_token", "val_fraction")
 
 
+def check_batching(ctx: _Ctx, values: dict[str, Any], space_key: str) -> None:
+    """``batching`` (trainer, fixed or searched) is ``tokens`` or ``cost``; ``cost`` needs the
+    variable-length text task, so a constant task other than ``text`` refuses it."""
+    from autotune.train_config import BATCHINGS
+    settings = {**dict(values["trainer"]), **dict(values["fixed"])}
+    key = _join("fixed" if "batching" in dict(values["fixed"]) else "trainer", "batching")
+    choices = [settings["batching"]] if "batching" in settings else []
+    param = next((p for p in values["space"].params if p.name == "batching"), None)
+    if param is not None:
+        key, choices = _join(_join(space_key, "batching"), "choices"), list(param.choices or ())
+    for choice in choices:
+        if choice not in BATCHINGS:
+            raise ctx.fail(key, f"{choice!r} is not a batching; choose tokens or cost")
+    task = settings.get("task", "mqar")
+    if "cost" in choices and task != "text" and "task" not in values["space"].names:
+        raise ctx.fail(key, f"'cost' batches variable-length text (task: text); task {task!r} has "
+                            "sequences of one length (batch_size of them a batch): use tokens or leave it out")
+
+
 def check_builtin_data(ctx: _Ctx, values: dict[str, Any]) -> None:
     """Build the training config and the data set from the constant settings, so that a task that
     cannot exist (64 pairs in a 64-token vocabulary, a missing data file) fails here, not in every trial."""

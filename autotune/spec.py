@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune import knobs
-from autotune.objective_ref import (BUILTIN_PREFIX, check_builtin_data, check_builtin_knobs,
+from autotune.objective_ref import (BUILTIN_PREFIX, check_batching, check_builtin_data, check_builtin_knobs,
                                     check_metrics, check_objective_ref)
 from autotune.spec_checks import (SpecError, _check_fraction, _Ctx, _join, _kind,  # noqa: F401 - re-exported
                                   parse_duration)
@@ -424,6 +424,7 @@ def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = No
     space_key = values.pop("space_key")
     if values["objective"].startswith(BUILTIN_PREFIX):
         check_builtin_knobs(ctx, values, values["space"], space_key)
+        check_batching(ctx, values, space_key)
         check_builtin_data(ctx, values)
     check_metrics(ctx, values["objective"], values["objectives"],
                    "objectives" if "optimization" not in raw else "optimization.metrics")

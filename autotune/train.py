@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from autotune.data import IGNORE_INDEX, Batch, build_dataset, prefetch
+from autotune.data import IGNORE_INDEX, Batch, CostProbe, build_dataset, prefetch
 from autotune.train_config import BUILTIN_METRICS, DEVICES, PRECISIONS, TrainConfig  # noqa: F401 - re-exported
 from autotune.model.config import ModelConfig
 
@@ -36,6 +36,7 @@ PEAK_FLOPS = 792e12          # H100 bf16 dense matmul ceiling we measured (issue
 TIMING_SKIP_STEPS = 2        # first steps left out of step time (compilation, allocator warm-up)
 CHECK_EVERY = 32             # steps between host syncs that check the loss (and always at evaluations)
 LATENCY_RUNS = 5             # timed forward passes for latency; the median is reported
+COST_FIT_STEPS = 8           # batching: cost: steady steps timed one by one to fit the batch cost model
 
 
 class TrainingDiverged(RuntimeError):
@@ -204,16 +205,21 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024       # Linux: KiB
 
 
-def count_parameters(model: torch.nn.Module, active: bool) -> int:
-    if hasattr(model, "num_parameters"):
-        return int(model.num_parameters(active=active))
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model: torch.nn.Module, active: bool, active_experts: float | None = None) -> float:
+    """Parameters of ``model``; ``active``: those one token passes through, counting ``active_experts``
+    routed experts (the measured mean; None: ``top_k``)."""
+    if hasattr(model, "num_parameters"):            # a model of one's own may not take active_experts
+        extra = {} if active_experts is None else {"active_experts": active_experts}
+        return float(model.num_parameters(active=active, **extra))
+    return float(sum(p.numel() for p in model.parameters()))
 
 
-def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
-    """Training FLOPs (forward + backward) per token; 6 x active parameters if the model cannot say."""
+def flops_per_token(model: torch.nn.Module, seq_len: int, active_experts: float | None = None) -> float:
+    """Training FLOPs (forward + backward) per token over ``active_experts`` routed experts (None:
+    ``top_k``); 6 x active parameters if the model cannot say."""
     if hasattr(model, "flops_per_token"):
-        return float(model.flops_per_token(seq_len))
+        extra = {} if active_experts is None else {"active_experts": active_experts}
+        return float(model.flops_per_token(seq_len, **extra))
     return 6.0 * count_parameters(model, active=True)
 
 
@@ -363,8 +369,8 @@ class _Trainer:
         self.val_batches = self.data.val_batches()
         batches = self.data.train_batches()
         self.train_batches = prefetch(batches, pin_memory=True) if device.type == "cuda" else batches
-        self.static = {"params_total": float(count_parameters(self.model, active=False)),
-                       "params_active": float(count_parameters(self.model, active=True))}
+        self.params_total = count_parameters(self.model, active=False)
+        self.routed: list[float] = []       # routed experts per token of each training step so far
 
     def compile(self) -> None:
         """Compile the model by regions: each repeated block (the graph is traced once and serves
@@ -385,25 +391,31 @@ class _Trainer:
     def step(self, step: int) -> tuple[torch.Tensor, int]:
         """Optimizer step ``step`` (0-based) over ``grad_accum`` micro-batches.
 
-        Returns ``([train CE, loss, grad norm] on the device, tokens)`` without waiting for the
+        Returns ``([train CE, loss, grad norm, routed experts per token] on the device, tokens)`` without waiting for the
         device; the caller checks the values for divergence at its next sync (``check_finite``)."""
         cfg = self.cfg
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * lr_multiplier(step, steps=cfg.steps, warmup=cfg.warmup,
                                                  min_lr_ratio=cfg.min_lr_ratio)
-        ce_sum, loss_sum, tokens = 0.0, 0.0, 0
+        ce_sum, loss_sum, experts_sum, tokens = 0.0, 0.0, 0.0, 0
+        self.last_shapes = []                  # (batch size, padded length) of each micro-batch
         for _ in range(cfg.grad_accum):
             batch = next(self.train_batches).to(self.device)
+            self.last_shapes.append(tuple(batch.inputs.shape))
             with self.autocast():
                 logits, aux = self.model(batch.inputs)
                 ce = target_loss(logits, batch.targets)
                 loss = ce + aux.aux_loss
             self.scaler.scale(loss / cfg.grad_accum).backward()
             ce_sum, loss_sum = ce_sum + ce.detach(), loss_sum + loss.detach()
+            per_token = getattr(aux, "experts_per_token", None)          # a model without experts: NaN
+            experts_sum = experts_sum + (per_token.detach().float() if per_token is not None else math.nan)
             tokens += batch.num_tokens
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
-        stats = torch.stack([ce_sum / cfg.grad_accum, loss_sum / cfg.grad_accum, grad_norm.float()])
+        experts = experts_sum / cfg.grad_accum
+        experts = experts if torch.is_tensor(experts) else grad_norm.new_tensor(experts, dtype=torch.float32)
+        stats = torch.stack([ce_sum / cfg.grad_accum, loss_sum / cfg.grad_accum, grad_norm.float(), experts])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -413,7 +425,7 @@ class _Trainer:
         """Raise ``TrainingDiverged`` at the first of these steps whose loss (or, without loss
         scaling, whose gradient norm: fp16 skips such steps by design) is not finite; else return
         their train CE values. ``stats`` rows are ``step``'s results, from ``first_step`` (1-based)."""
-        for step, (ce, loss, norm) in enumerate(stats, start=first_step):
+        for step, (ce, loss, norm, _) in enumerate(stats, start=first_step):
             if not math.isfinite(loss):
                 raise TrainingDiverged(step, loss)
             if not self.use_scaler and not math.isfinite(norm):
@@ -429,10 +441,40 @@ class _Trainer:
         return measure_latency_ms(self.model, self.cfg.seq_len, self.data.vocab_size, self.device,
                                   self.autocast)
 
+    def cost_probe(self) -> CostProbe | None:
+        """``batching: cost``: the probe that fits the batch cost model (None: token batching)."""
+        if self.cfg.batching != "cost":
+            return None
+        share = getattr(self.model, "keep_share", None)            # sparse attention's share at each length
+        return CostProbe(COST_FIT_STEPS, share=share)
+
+    def batch_by_cost(self, probe: CostProbe) -> dict:
+        """Fit the probe's cost model and batch by it from now on; what was fitted, for the result."""
+        cost = probe.fit()
+        self.data.use_batch_cost(cost, max_batch_size=self.cfg.max_batch_size,
+                                 max_tokens=self.cfg.max_batch_tokens)
+        return {"fixed_s": cost.fixed, "per_token_s": cost.per_token, "per_pair_s": cost.per_pair,
+                "max_tokens": self.data.max_tokens, "max_batch_size": self.cfg.max_batch_size}
+
+    def active_experts(self) -> float | None:
+        """Routed experts a token used, mean over the training steps so far (None before any):
+        ``top_k`` unless ``router_threshold`` > 0 lets confident tokens use fewer."""
+        routed = [r for r in self.routed if math.isfinite(r)]
+        return statistics.fmean(routed) if routed else None
+
+    def param_counts(self) -> dict[str, float]:
+        """``params_total`` and ``params_active`` (over the experts that ran: ``active_experts``)."""
+        return {"params_total": self.params_total,
+                "params_active": count_parameters(self.model, active=True, active_experts=self.active_experts())}
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token at ``seq_len``, over the experts that ran."""
+        return flops_per_token(self.model, self.cfg.seq_len, active_experts=self.active_experts())
+
     def mfu(self, tokens_per_s: float) -> float:
         if self.device.type != "cuda":
             return 0.0
-        return flops_per_token(self.model, self.cfg.seq_len) * tokens_per_s / PEAK_FLOPS
+        return self.flops_per_token() * tokens_per_s / PEAK_FLOPS
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None = None,
@@ -452,7 +494,12 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     Besides the metrics (floats) the result holds two mappings: ``time_s``, where the run's wall
     time went (seconds: ``setup``, ``compile``, ``train``, ``eval``, ``latency``, ``report``; they sum
     to ``train_s``), and ``compile``, what was compiled and why (``compile: auto`` decides after
-    ``PROBE_STEPS`` timed eager steps, from ``compile_costs``: see ``compile_choice``).
+    ``PROBE_STEPS`` timed eager steps, from ``compile_costs``: see ``compile_choice``). With
+    ``batching: cost`` it holds a third, ``batching``: the step it switched to cost batches at
+    (``fitted_at``, None if the run ended first) and the fitted cost model (seconds: ``fixed_s`` a
+    batch, ``per_token_s``, ``per_pair_s`` an attention pair). The ``COST_FIT_STEPS`` steps that fit
+    it are the first ones after the warm-up (and after ``compile: auto``'s decision and its warm-up),
+    each timed alone.
     """
     started = time.perf_counter()
     cfg = train_cfg
@@ -475,6 +522,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
         choice["reason"] = f"auto: {cfg.steps} steps are too few to pay for a compile"
     elif not choice["reason"]:
         choice["reason"] = "compile: false in the study"
+    probe = trainer.cost_probe()
+    batching = {"mode": cfg.batching, "fitted_at": None} if probe is not None else None
     clock, losses, metrics = _StepClock(), [], {}
     clock.mode = "compiled" if trainer.compiled else "eager"
     warm_until = TIMING_SKIP_STEPS
@@ -487,12 +536,20 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
             tokens += n
             evaluate_now = step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
             warming = step <= warm_until
-            if not (warming or evaluate_now or step % CHECK_EVERY == 0 or step == decide_at):
+            probing = (probe is not None and not probe.done and not warming
+                       and (decide_at is None or step > decide_at))   # steady steps, each timed alone
+            if not (warming or probing or evaluate_now or step % CHECK_EVERY == 0 or step == decide_at):
                 continue
             rows = torch.stack(pending).tolist()                      # the sync
-            clock.add(time.perf_counter() - tick, len(pending), tokens, warmup=warming)
+            elapsed = time.perf_counter() - tick
+            clock.add(elapsed, len(pending), tokens, warmup=warming)
+            if probing and len(rows) == 1:
+                probe.add(trainer.last_shapes, elapsed)
+                if probe.done:
+                    batching.update(trainer.batch_by_cost(probe), fitted_at=step)
             new_losses = trainer.check_finite(step - len(pending) + 1, rows)
             losses += new_losses
+            trainer.routed += [row[3] for row in rows]
             pending, tokens = [], 0
             if progress is not None and not evaluate_now:
                 progress(step, {"train_loss": statistics.fmean(new_losses)})
@@ -505,7 +562,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
             if evaluate_now:
                 tick = time.perf_counter()
                 metrics = {**trainer.evaluate(), "train_loss": statistics.fmean(losses), **clock.rates(),
-                           "peak_mem_mb": peak_memory_mb(trainer.device), **trainer.static}
+                           "peak_mem_mb": peak_memory_mb(trainer.device), **trainer.param_counts()}
                 losses = []
                 time_s["eval"] += time.perf_counter() - tick
                 tick = time.perf_counter()
@@ -538,4 +595,5 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
         choice[f"{side}_step_ms"] = round(step_s * 1e3, 3) if step_s is not None else None
     if choice["compiled"]:
         choice["compile_s"] = round(clock.compile_s("compiled"), 3)   # the compiled steps' warm-up
-    return {**final, "time_s": time_s, "compile": choice}
+    result = {**final, "time_s": time_s, "compile": choice}
+    return result if batching is None else {**result, "batching": batching}

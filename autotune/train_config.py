@@ -15,7 +15,8 @@ BUILTIN_METRICS = (
     "step_ms",           # mean wall time of one optimizer step (all micro-batches), warm-up left out
     "peak_mem_mb",       # CUDA: peak allocated memory; CPU: the process's peak resident set
     "params_total",      # every parameter
-    "params_active",     # parameters one token passes through (top_k of the experts)
+    "params_active",     # parameters one token passes through: the routed experts that ran (top_k, or
+                         # fewer with router_threshold > 0: the training steps' mean experts a token used)
     "expert_load_cv",    # coefficient of variation of tokens per expert, mean over layers; 0 = balanced
                          # (besides the metrics, MoE models return ``expert_load``: [layer][expert] shares)
     "keep_ratio_used",   # share of causal key blocks the sparse attention visited (at seq_len)
@@ -23,13 +24,15 @@ BUILTIN_METRICS = (
                          # router_threshold > 0)
     "latency_ms",        # median ms of one forward pass, batch 1, one sequence of seq_len tokens
     "latency",           # the same value as latency_ms (the flat spec form's name)
-    "mfu",               # CUDA: model FLOPs utilization against PEAK_FLOPS; 0 on CPU
+    "mfu",               # CUDA: model FLOPs utilization against PEAK_FLOPS, counting the experts that
+                         # ran (as params_active); 0 on CPU
     "steps",             # optimizer steps taken (fewer than TrainConfig.steps when stopped early)
     "train_s",           # wall seconds of the whole run, evaluations included; where they went is
                          # the result's ``time_s`` mapping (setup, compile, train, eval, latency, report)
 )
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+BATCHINGS = ("tokens", "cost")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -61,6 +64,16 @@ class TrainConfig:
         batch_size: sequences per micro-batch (``mqar``); for ``text`` the default token budget is
             ``batch_size * seq_len``.
         tokens_per_batch: ``text``: padded tokens per micro-batch, batches grouping similar lengths.
+        batching: ``text``: ``tokens`` (every batch within ``tokens_per_batch`` padded tokens) or
+            ``cost``: after the warm-up the loop times a few steps, fits a per-batch cost model to them
+            (tokens plus attention pairs: quadratic in length, times the keep share when sparse; see
+            ``autotune.data.BatchCost``) and from then on lets each batch cost what a token-budget
+            batch of full-length pieces costs, so batches of short pieces hold more tokens. The
+            synthetic ``mqar`` task has one length (``batch_size`` sequences a batch): ``cost`` is
+            refused there.
+        max_batch_size: ``batching: cost``: most sequences a batch holds (None: no cap).
+        max_batch_tokens: ``batching: cost``: most padded tokens a batch holds, the memory budget
+            (default 2 x the token budget).
         grad_accum: micro-batches per optimizer step.
         precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16``, ``fp16`` (with loss scaling), ``fp32``.
         compile: ``auto`` (on CUDA: compile when the steps left after a short timed eager start
@@ -92,6 +105,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     batch_size: int = 32
     tokens_per_batch: int | None = None
+    batching: str = "tokens"
+    max_batch_size: int | None = None
+    max_batch_tokens: int | None = None
     grad_accum: int = 1
     precision: str = "auto"
     compile: str | bool = "auto"
@@ -112,6 +128,13 @@ class TrainConfig:
             ("lr", self.lr > 0, "positive"),
             ("warmup_fraction", 0 <= self.warmup_fraction < 1, "in [0, 1)"),
             ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+            ("batching", self.batching in BATCHINGS, f"one of {BATCHINGS}"),
+            ("batching", self.batching != "cost" or self.task == "text",
+             f"'tokens' for task {self.task!r}: 'cost' batches variable-length text (task: text), and "
+             f"{self.task!r} has sequences of one length, batch_size of them a batch"),
+            ("max_batch_size", self.max_batch_size is None or self.max_batch_size >= 1, "at least 1"),
+            ("max_batch_tokens", self.max_batch_tokens is None or self.max_batch_tokens >= self.seq_len,
+             f"at least seq_len ({self.seq_len})"),
         ]
         for name, ok, need in checks:
             if not ok:

@@ -3,7 +3,9 @@
 Sections (``--only`` picks some):
 - ``attention``: sparse attention (window 128 + top blocks, keep 0.2, 128-token blocks; block selection
   and mask building INCLUDED) against dense causal flash SDPA, forward + backward, H=16, D=64, bf16,
-  32k tokens a batch, 1k..16k tokens; time, peak memory; plus kernel-only and selection-only times.
+  32k tokens a batch (``--tokens``; one sequence a batch where a sequence is longer), 1k..16k tokens
+  (``--lengths ... 32768 65536`` adds the long ones); time, peak memory; plus kernel-only and
+  selection-only times.
 - ``moe``: MoE layer (8 and 32 experts, top-2) against a dense SwiGLU FFN of the same active FLOPs,
   T=16,384, d_model 1,024, d_ff 2,048, forward + backward, bf16; and where the MoE time goes; plus
   adaptive top-k (router_threshold 0.5, top-4), its TFLOP/s over the experts tokens really used.
@@ -15,6 +17,7 @@ Prints one table per section and writes everything to ``$OUT/model_speed.json`` 
 Timing: ``triton.testing.do_bench`` medians (CUDA events).
 
     python bench/model_speed.py --only attention moe train
+    python bench/model_speed.py --only attention --lengths 1024 16384 32768 65536 --plan   # shapes, no GPU
 """
 from __future__ import annotations
 
@@ -58,6 +61,12 @@ def table(title: str, header: list[str], rows: list[list]) -> str:
 
 
 # ---------------------------------------------------------------------------------------- attention
+def attention_shapes(lengths, tokens=32768) -> list[tuple[int, int]]:
+    """``(sequence length, batch)`` of each attention row: ``tokens`` a batch, at least one sequence
+    (a length past ``tokens`` runs one sequence: 64k at 32k tokens a batch is batch 1, not 0)."""
+    return [(T, max(1, tokens // T)) for T in lengths]
+
+
 def bench_attention(lengths, tokens=32768, H=16, D=64, bs=128, window=128, keep=0.2, crossover=0,
                     modes=("default",), tune_lengths=()) -> tuple[list[dict], str]:
     """``modes`` past the first (e.g. max-autotune-no-cudagraphs, slow to compile) run only at ``tune_lengths``."""
@@ -68,8 +77,7 @@ def bench_attention(lengths, tokens=32768, H=16, D=64, bs=128, window=128, keep=
                           dynamic=False)
     from torch.nn.attention.flex_attention import flex_attention
     flex_only = torch.compile(flex_attention, dynamic=False)
-    for T in lengths:
-        B = tokens // T
+    for T, B in attention_shapes(lengths, tokens):
         q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
         grad = torch.randn_like(q)
 
@@ -119,7 +127,8 @@ def bench_attention(lengths, tokens=32768, H=16, D=64, bs=128, window=128, keep=
     header = ["tokens", "kept", "dense ms", "dense TFLOP/s", "sparse ms", "speedup",
               f"speedup (dense below {crossover})", "select+mask ms", "kernel-only ms", "dense MiB", "sparse MiB"]
     header += [f"speedup {m}" for m in modes[1:]]
-    return results, table(f"attention fwd+bwd, H={H} D={D}, {tokens} tokens/batch, keep {keep}, window {window}, "
+    return results, table(f"attention fwd+bwd, H={H} D={D}, {tokens} tokens/batch (1 sequence at longer "
+                          f"lengths), keep {keep}, window {window}, "
                           f"block {bs} (sparse includes selection + mask build)", header, rows)
 
 
@@ -262,10 +271,22 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
     return results, text
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be a positive whole number")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=["attention", "moe", "train"])
-    parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 2048, 4096, 8192, 16384])
+    parser.add_argument("--lengths", nargs="+", type=positive, default=[1024, 2048, 4096, 8192, 16384],
+                        help="attention sequence lengths, e.g. 1024 16384 32768 65536")
+    parser.add_argument("--tokens", type=positive, default=32768,
+                        help="attention tokens a batch (batch = tokens // length, at least 1)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the attention shapes each length would run and exit (no GPU needed)")
     parser.add_argument("--modes", nargs="+", default=["default"],
                         help="torch.compile modes for the sparse path, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--train-configs", nargs="+", default=["sparse", "dense", "dense_below"],
@@ -275,6 +296,11 @@ def main(argv=None) -> int:
     parser.add_argument("--crossover", type=int, default=1024, help="dense below this length in the 'auto' column")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "model_speed.json"))
     args = parser.parse_args(argv)
+    if args.plan:
+        for T, B in attention_shapes(args.lengths, args.tokens):
+            q_mib = B * 16 * T * 64 * 2 / 2**20
+            print(f"attention: {T} tokens x batch {B} ({B * T} tokens), q/k/v {q_mib:.0f} MiB each (H=16, D=64, bf16)")
+        return 0
     if not torch.cuda.is_available():
         print("needs CUDA", file=sys.stderr)
         return 1
@@ -283,7 +309,8 @@ def main(argv=None) -> int:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     texts = []
     if "attention" in args.only:
-        report["attention"], text = bench_attention(args.lengths, crossover=args.crossover, modes=tuple(args.modes),
+        report["attention"], text = bench_attention(args.lengths, tokens=args.tokens, crossover=args.crossover,
+                                                    modes=tuple(args.modes),
                                                     tune_lengths=tuple(args.tune_lengths))
         texts.append(text)
     if "moe" in args.only:

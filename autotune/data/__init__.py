@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 TASKS = ("mqar", "text")
 
 # Imported on first use (PEP 562), so that ``autotune.data.sizes`` (the study-file checks) needs no torch.
-_LAZY = {**dict.fromkeys(("IGNORE_INDEX", "PAD_TOKEN", "Batch", "BatchCost", "collate", "cost_budget_batches",
+_LAZY = {**dict.fromkeys(("IGNORE_INDEX", "PAD_TOKEN", "Batch", "BatchCost", "CostProbe", "collate", "cost_budget_batches",
                           "fit_batch_cost", "prefetch", "token_budget_batches"), "batching"),
          "AssociativeRecall": "synthetic",
          **dict.fromkeys(("TextFile", "load_tokens", "split_pieces"), "text")}
@@ -32,7 +32,7 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(f"autotune.data.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'autotune.data' has no attribute {name!r}")
 
-__all__ = ["IGNORE_INDEX", "PAD_TOKEN", "TASKS", "AssociativeRecall", "Batch", "BatchCost", "TextFile",
+__all__ = ["IGNORE_INDEX", "PAD_TOKEN", "TASKS", "AssociativeRecall", "Batch", "BatchCost", "CostProbe", "TextFile",
            "build_dataset", "collate", "cost_budget_batches", "fit_batch_cost", "load_tokens", "prefetch",
            "recall_sizes", "split_pieces", "token_budget_batches"]
 

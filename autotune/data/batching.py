@@ -119,15 +119,26 @@ class BatchCost:
         return self.fixed * one + self.per_token * tokens + self.per_pair * pairs
 
 
-def fit_batch_cost(shapes: list[tuple[int, int]], seconds: list[float],
+Shape = tuple[int, int]          # (batch size, padded length) of one batch
+
+
+def step_features(step: Shape | list[Shape], share: Callable[[int], float] | None = None) -> np.ndarray:
+    """``BatchCost.features`` of one step: of its batch, or summed over its micro-batches (a list)."""
+    batches = step if isinstance(step, list) else [step]
+    probe = BatchCost(share=share)
+    return np.sum([probe.features(b, t) for b, t in batches], axis=0)
+
+
+def fit_batch_cost(shapes: list[Shape | list[Shape]], seconds: list[float],
                    share: Callable[[int], float] | None = None) -> BatchCost:
     """The ``BatchCost`` that best predicts measured step times of batches of ``(batch_size, padded
-    length)``: least squares of the relative error (timing noise is relative), with no coefficient
-    negative (a negative one is dropped and the rest refitted). Needs steps of at least two lengths
-    to tell the token and pair terms apart (where sparse attention keeps a share that falls as 1 / T,
-    its pair term is linear in length too, and only the prediction is determined)."""
+    length)`` (or of lists of them: a step's micro-batches, whose costs add up): least squares of
+    the relative error (timing noise is relative), with no coefficient negative (a negative one is
+    dropped and the rest refitted). Needs steps of at least two lengths to tell the token and pair
+    terms apart (where sparse attention keeps a share that falls as 1 / T, its pair term is linear
+    in length too, and only the prediction is determined)."""
     target = np.asarray(seconds, dtype=np.float64)
-    rows = np.array([BatchCost(share=share).features(b, t) for b, t in shapes]) / target[:, None]   # [steps, 3]
+    rows = np.array([step_features(step, share) for step in shapes]) / target[:, None]   # [steps, 3]
     target = np.ones_like(target)
     scale = np.abs(rows).max(0)
     scale[scale == 0] = 1.0                                                          # columns of 0
@@ -139,6 +150,30 @@ def fit_batch_cost(shapes: list[tuple[int, int]], seconds: list[float],
         if not negative:
             return BatchCost(*coef.tolist(), share=share)
         active.remove(min(negative, key=lambda i: coef[i] * scale[i]))
+
+
+class CostProbe:
+    """Measured training steps, until there are ``steps`` of them, then the ``BatchCost`` fitted to
+    them (``fit_batch_cost``): how the training loop learns what a batch of each shape costs.
+
+    ``share``: the model's keep share at each length (None: dense)."""
+
+    def __init__(self, steps: int, share: Callable[[int], float] | None = None) -> None:
+        self.steps, self.share = steps, share
+        self.shapes: list[list[Shape]] = []
+        self.seconds: list[float] = []
+
+    @property
+    def done(self) -> bool:
+        return len(self.seconds) >= self.steps
+
+    def add(self, shapes: list[Shape], seconds: float) -> None:
+        """One optimizer step: the ``(batch size, padded length)`` of its micro-batches, its seconds."""
+        self.shapes.append(list(shapes))
+        self.seconds.append(seconds)
+
+    def fit(self) -> BatchCost:
+        return fit_batch_cost(self.shapes, self.seconds, share=self.share)
 
 
 def cost_budget_batches(lengths: np.ndarray, cost: BatchCost, budget: float, rng: np.random.Generator, *,

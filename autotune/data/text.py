@@ -2,7 +2,7 @@
 
 Owns: reading token files (memory-mapped, so large files cost no RAM), cutting them into documents
 and pieces of at most ``seq_len + 1`` tokens, the train/validation split, and batching the pieces
-under a token budget.
+under a token budget or a cost model (which may arrive mid-run: ``TextFile.use_batch_cost``).
 Must not know about: the model, the training loop, Optuna.
 
 Documents: with ``eot_token`` set, every occurrence of it ends a document (and stays in it, so the
@@ -106,11 +106,30 @@ class TextFile:
         self.train_pieces = (starts[:cut], lengths[:cut])
         self.val_pieces = (starts[cut:], lengths[cut:])
 
+    def use_batch_cost(self, batch_cost: BatchCost, *, max_batch_size: int | None = None,
+                       max_tokens: int | None = None) -> None:
+        """Batch by ``batch_cost`` from now on (see the class); a training iterator already running
+        regroups the pieces of its epoch not yet drawn (the ones a prefetch thread holds excepted)."""
+        self.max_batch_size = max_batch_size
+        self.max_tokens = max_tokens or 2 * self.tokens_per_batch
+        self.batch_cost = batch_cost                   # last: the iterator watches this one
+
     def _batches(self, pieces: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> Iterator[Batch]:
+        """One epoch of ``pieces`` in batches; when the batch cost model changes (``use_batch_cost``)
+        the pieces not yet drawn are grouped again under it."""
         starts, lengths = pieces
-        for index in self._group(lengths - 1, rng):
-            yield collate([np.asarray(self.tokens[s:s + n]) for s, n in zip(starts[index], lengths[index])],
-                          cap=self.seq_len)
+        left = np.arange(len(starts))                  # pieces of this epoch not yet drawn
+        while len(left):
+            cost = self.batch_cost
+            groups = [left[index] for index in self._group(lengths[left] - 1, rng)]
+            for i, index in enumerate(groups):
+                if self.batch_cost is not cost:
+                    left = np.concatenate(groups[i:])
+                    break
+                yield collate([np.asarray(self.tokens[s:s + n]) for s, n in zip(starts[index], lengths[index])],
+                              cap=self.seq_len)
+            else:
+                left = left[:0]
 
     def _group(self, lengths: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """Index arrays of the pieces each batch holds (``lengths``: input tokens of each piece)."""

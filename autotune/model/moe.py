@@ -2,8 +2,10 @@
 
 Owns: ``FeedForward`` (the dense SwiGLU FFN, also the shared expert), ``Router`` (scores, top-k
 choice, routing weights, expert load, balance loss), ``Experts`` (the routed experts' weights and the
-two ways of running them on tokens sorted by expert: one grouped matmul, or a loop over experts) and
-``MoE`` (routing + dispatch + combine + optional shared expert). ``num_experts == 1`` is a dense FFN.
+two ways of running them on tokens sorted by expert: one grouped matmul, or a loop over experts),
+``MoE`` (routing + dispatch + combine + optional shared expert) and ``DenseFFN`` (a block's dense
+FFN, ``num_experts == 1``). The two a block may hold share one interface: ``ffn(x) -> (out,
+FFNAux)``, so the block never asks which kind it holds.
 Must not know about: attention, training, Optuna.
 
 Dispatch has no Python loop over tokens: the (token, expert) assignments are sorted by expert, the
@@ -46,17 +48,23 @@ class FeedForward(nn.Module):
 
 
 @dataclass
-class Routing:
-    """One layer's routing decision for N tokens."""
+class FFNAux:
+    """What a block's feed-forward reports besides its output (``DenseFFN`` and ``MoE`` alike)."""
+
+    balance_loss: Tensor   # scalar float32: E * sum_i f_i P_i (1.0 at uniform load; 0 dense), not yet times the coef
+    load: Tensor           # [E] fraction of the used assignments each expert got (f_i; [1.0] dense)
+    experts_per_token: Tensor   # scalar float32: mean used slots per token (top_k when fixed; 1.0 dense)
+
+
+@dataclass(kw_only=True)
+class Routing(FFNAux):
+    """One layer's routing decision for N tokens (with ``FFNAux``'s three fields)."""
 
     experts: Tensor        # [N, k] int64 chosen experts, best first
     weights: Tensor        # [N, k] float32 mixing weights (0 in unused slots)
     used: Tensor           # [N, k] bool: the slot runs (all True for fixed top-k)
     counts: Tensor         # [E] int64 used assignments per expert
-    load: Tensor           # [E] fraction of the used assignments each expert got (f_i)
     mean_prob: Tensor      # [E] mean router probability of each expert (P_i)
-    balance_loss: Tensor   # scalar E * sum_i f_i P_i (1.0 at uniform load), not yet times the coef
-    experts_per_token: Tensor   # scalar float32: mean used slots per token (top_k when fixed)
 
 
 def balance_loss(load: Tensor, mean_prob: Tensor) -> Tensor:
@@ -100,8 +108,9 @@ class Router(nn.Module):
         counts = expert_counts(experts, self.num_experts, used if adaptive else None)
         load = counts.float() / counts.sum().clamp_min(1)
         mean_prob = probs.mean(0)
-        return Routing(experts, weights, used, counts, load, mean_prob, balance_loss(load, mean_prob),
-                       used.sum(-1).float().mean())
+        return Routing(balance_loss=balance_loss(load, mean_prob), load=load,
+                       experts_per_token=used.sum(-1).float().mean(), experts=experts, weights=weights,
+                       used=used, counts=counts, mean_prob=mean_prob)
 
 
 def slots_used(chosen_probs: Tensor, threshold: float) -> Tensor:
@@ -202,6 +211,20 @@ class Experts(nn.Module):
         return torch.cat(outputs)
 
 
+class DenseFFN(FeedForward):
+    """A block's dense FFN behind the feed-forward interface: x [B, T, d_model] -> ([B, T, d_model],
+    FFNAux with no balance loss, one expert's whole load, one expert a token)."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, FFNAux]:
+        ones = x.new_ones((), dtype=torch.float32)
+        return super().forward(x), FFNAux(balance_loss=torch.zeros_like(ones), load=ones.view(1),
+                                          experts_per_token=ones)
+
+    def out_weights(self) -> list[Tensor]:
+        """The weights that write into the residual stream (scaled down at init)."""
+        return [self.w_out.weight]
+
+
 class MoE(nn.Module):
     """Routed experts (+ optional shared expert). x: [B, T, d_model] -> ([B, T, d_model], Routing)."""
 
@@ -235,3 +258,7 @@ class MoE(nn.Module):
         if self.shared is not None:
             out = out + self.shared(flat).to(out.dtype)
         return out.view(B, T, D), routing
+
+    def out_weights(self) -> list[Tensor]:
+        """The weights that write into the residual stream (scaled down at init)."""
+        return [self.experts.w_out] + ([self.shared.w_out.weight] if self.shared is not None else [])

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from autotune.model.attention import keep_ratio_tensor, kept_share, scheduled_keep_ratio, sparse_attention
 from autotune.model.config import ModelConfig
-from autotune.model.moe import MoE, FeedForward
+from autotune.model.moe import DenseFFN, MoE
 
 
 @dataclass
@@ -103,7 +103,8 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)). The FFN is MoE unless num_experts == 1."""
+    """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)). The FFN is MoE unless num_experts == 1;
+    either returns ``(out, FFNAux)``."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -114,21 +115,14 @@ class Block(nn.Module):
             self.ffn = MoE(cfg.d_model, cfg.d_ff, cfg.num_experts, cfg.top_k, cfg.router, cfg.shared_expert,
                            cfg.router_threshold)
         else:
-            self.ffn = FeedForward(cfg.d_model, cfg.d_ff)
+            self.ffn = DenseFFN(cfg.d_model, cfg.d_ff)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """-> (x, balance loss (scalar), expert load [num_experts], experts per token (scalar))."""
         x = x + self.attn(self.attn_norm(x), cos, sin)
-        h = self.ffn_norm(x)
-        if isinstance(self.ffn, MoE):
-            out, routing = self.ffn(h)
-            balance, load, per_token = routing.balance_loss, routing.load, routing.experts_per_token
-        else:
-            out = self.ffn(h)
-            balance, load = x.new_zeros((), dtype=torch.float32), x.new_ones(1, dtype=torch.float32)
-            per_token = x.new_ones((), dtype=torch.float32)
-        return x + self.dropout(out), balance, load, per_token
+        out, ffn = self.ffn(self.ffn_norm(x))
+        return x + self.dropout(out), ffn.balance_loss, ffn.load, ffn.experts_per_token
 
 
 class Transformer(nn.Module):
@@ -159,7 +153,7 @@ class Transformer(nn.Module):
         self.register_buffer("sin", sin, persistent=False)
         self.apply(self._init)
         for block in self.blocks:                                   # residual outputs start smaller
-            for w in (block.attn.proj.weight, *self._ffn_out_weights(block.ffn)):
+            for w in (block.attn.proj.weight, *block.ffn.out_weights()):
                 nn.init.normal_(w, std=w.shape[-1] ** -0.5 / math.sqrt(2 * cfg.n_layers))
 
     @staticmethod
@@ -171,12 +165,6 @@ class Transformer(nn.Module):
             nn.init.normal_(module.weight, std=module.in_features ** -0.5)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=1.0)
-
-    @staticmethod
-    def _ffn_out_weights(ffn: nn.Module) -> list[Tensor]:
-        if isinstance(ffn, MoE):
-            return [ffn.experts.w_out] + ([ffn.shared.w_out.weight] if ffn.shared is not None else [])
-        return [ffn.w_out.weight]
 
     def forward(self, tokens: Tensor) -> tuple[Tensor, ModelAux]:
         B, T = tokens.shape
@@ -196,9 +184,13 @@ class Transformer(nn.Module):
         logits = self.head(self.norm(x))                            # [B, T, V]
         aux = ModelAux(aux_loss=self.cfg.aux_loss_coef * torch.stack(balances).sum(),
                        expert_load=torch.stack(loads),
-                       keep_share=self.blocks[0].attn.keep_share(T) if self.blocks else 1.0,
+                       keep_share=self.keep_share(T),
                        experts_per_token=torch.stack(per_token).mean())
         return logits, aux
+
+    def keep_share(self, seq_len: int) -> float:
+        """Share of the causal key blocks attention visits at this length (1.0 = dense)."""
+        return self.blocks[0].attn.keep_share(seq_len) if self.blocks else 1.0
 
     def num_parameters(self, active: bool = False, active_experts: float | None = None) -> float:
         """All parameters; ``active``: counting only the routed experts a token uses: ``top_k``, or
@@ -223,6 +215,6 @@ class Transformer(nn.Module):
         embeddings = self.embed.weight.numel() + (self.positions.weight.numel() if self.positions is not None else 0)
         matmul_params = self.num_parameters(active=True, active_experts=active_experts) - embeddings - sum(
             m.weight.numel() for m in self.modules() if isinstance(m, nn.RMSNorm))
-        share = self.blocks[0].attn.keep_share(seq_len) if self.blocks else 1.0
+        share = self.keep_share(seq_len)
         visited_keys = share * (seq_len + 1) / 2
         return 6.0 * matmul_params + 12.0 * self.cfg.n_layers * self.cfg.d_model * visited_keys

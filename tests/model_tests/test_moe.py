@@ -276,3 +276,29 @@ def test_adaptive_grouped_dispatch_on_cuda_matches_the_expert_loop_without_loopi
     for a, b in zip(*results):
         assert torch.isfinite(a).all()
         assert ((a - b).norm() / b.norm()).item() < 2e-2
+
+
+@pytest.mark.parametrize("num_experts", [1, 4])
+def test_dense_and_moe_feed_forwards_share_one_interface(num_experts):
+    """A block holds either kind and reads the same (out, FFNAux) from both; the dense one is the
+    plain SwiGLU on fresh random inputs, with no balance loss and one expert a token."""
+    from autotune.model import ModelConfig
+    from autotune.model.moe import DenseFFN, FFNAux
+    from autotune.model.transformer import Block
+    torch.manual_seed(3)
+    block = Block(ModelConfig(d_model=16, n_heads=2, d_ff=24, num_experts=num_experts, top_k=2))
+    x = torch.randn(2, 5, 16)
+    out, aux = block.ffn(x)
+    assert isinstance(aux, FFNAux) and out.shape == x.shape
+    assert aux.balance_loss.shape == () and aux.experts_per_token.shape == ()
+    assert aux.load.shape == (num_experts,)
+    if num_experts == 1:
+        ffn = block.ffn
+        assert isinstance(ffn, DenseFFN)
+        w_gate, w_up = ffn.w_in.weight.chunk(2)
+        reference = (F.silu(x @ w_gate.T) * (x @ w_up.T)) @ ffn.w_out.weight.T
+        torch.testing.assert_close(out, reference)
+        assert (aux.balance_loss.item(), aux.load.tolist(), aux.experts_per_token.item()) == (0.0, [1.0], 1.0)
+    else:
+        torch.testing.assert_close(out, naive_moe(block.ffn, x))
+        assert aux.experts_per_token.item() == 2.0

@@ -261,3 +261,39 @@ def test_text_file_batches_by_cost_within_the_cost_of_a_full_length_token_batch(
     budget = cost(160 // 48, 48)
     assert all(B == 1 or (cost(B, T) <= budget and B <= 12) for B, T in shapes)
     assert any(B * T > 160 for B, T in shapes)                          # short pieces: more tokens
+
+
+def test_cost_probe_fits_the_cost_of_steps_of_several_micro_batches():
+    """Fresh random steps of 1-3 micro-batches, timed by a known cost plus 1 % noise: the probe's
+    fit predicts the plain sum of the micro-batches' costs."""
+    from autotune.data import BatchCost, CostProbe
+    rng = np.random.default_rng()
+    share = lambda T: min(1.0, 128 / T)                                     # noqa: E731 - a sparse schedule
+    true = BatchCost(fixed=float(rng.uniform(1e-3, 5e-3)), per_token=float(rng.uniform(1e-6, 4e-6)),
+                     per_pair=float(rng.uniform(1e-9, 8e-9)), share=share)
+    probe = CostProbe(16, share=share)
+    while not probe.done:
+        micro = [(int(rng.integers(1, 64)), int(rng.choice([64, 256, 1024, 2048]))) for _ in range(rng.integers(1, 4))]
+        probe.add(micro, sum(true(b, t) for b, t in micro) * (1 + 0.01 * rng.standard_normal()))
+    assert len(probe.seconds) == 16
+    fitted = probe.fit()
+    for _ in range(10):
+        b, t = int(rng.integers(1, 64)), int(rng.choice([64, 512, 2048]))
+        assert fitted(b, t) == pytest.approx(true(b, t), rel=0.1)
+
+
+def test_a_cost_model_that_arrives_mid_epoch_regroups_the_pieces_not_yet_drawn(lines_txt):
+    from autotune.data import BatchCost
+    data = TextFile(lines_txt, seq_len=48, tokens_per_batch=160, eot_token=10)
+    epoch_tokens = int((data.train_pieces[1] - 1).sum())
+    batches = data.train_batches()
+    drawn = [next(batches) for _ in range(3)]
+    assert all(b.inputs.numel() <= 160 for b in drawn)                     # the token budget so far
+    cost = BatchCost(per_token=1.0, per_pair=0.5)
+    data.use_batch_cost(cost, max_batch_size=12, max_tokens=400)
+    while sum(b.num_tokens for b in drawn) < epoch_tokens:
+        drawn.append(next(batches))
+        B, T = drawn[-1].inputs.shape
+        assert B == 1 or (cost(B, T) <= cost(160 // 48, 48) and B <= 12 and B * T <= 400)
+    assert sum(b.num_tokens for b in drawn) == epoch_tokens                 # every piece once, then a new epoch
+    assert any(b.inputs.numel() > 160 for b in drawn[3:])                   # cost batches of short pieces hold more

@@ -23,12 +23,15 @@ def test_field_names_are_every_training_knob_and_none_of_the_models():
     names = TrainConfig.field_names()
     assert {"task", "data_path", "seq_len", "num_pairs", "task_vocab", "steps", "eval_every", "lr",
             "warmup_steps", "min_lr_ratio", "weight_decay", "grad_clip", "batch_size", "tokens_per_batch",
-            "grad_accum", "precision", "compile", "device", "seed", "threads"} <= names
+            "grad_accum", "precision", "compile", "device", "seed", "threads", "batching", "max_batch_size",
+            "max_batch_tokens"} <= names
     assert not names & ModelConfig.field_names()        # the objective splits parameters by name
 
 
 @pytest.mark.parametrize("field, value", [("precision", "fp8"), ("compile", "yes"), ("device", "tpu"),
-                                          ("steps", 0), ("grad_accum", 0), ("lr", -1.0)])
+                                          ("steps", 0), ("grad_accum", 0), ("lr", -1.0),
+                                          ("batching", "costs"), ("batching", "cost"),    # cost: text only
+                                          ("max_batch_size", 0), ("max_batch_tokens", 8)])
 def test_bad_values_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
@@ -265,3 +268,52 @@ def test_a_worker_keeps_earlier_trials_graphs_until_the_next_could_reach_the_lim
         assert torch._dynamo.config.fail_on_recompile_limit_hit is True
     assert len(reset_calls) == int(resets)
     assert autotune.train._graphs.blocks_compiled is (blocks_compiled and not resets)
+
+
+def test_active_parameters_flops_and_mfu_count_the_experts_that_ran_not_top_k(tiny_model):
+    """Adaptive top-k: the counts follow the training steps' measured experts per token."""
+    from autotune.train import PEAK_FLOPS, _Trainer
+    model_cfg = replace(tiny_model, top_k=4, router_threshold=0.5)
+    trainer = _Trainer(model_cfg, replace(QUICK, steps=3))
+    rows = [trainer.step(i)[0].tolist() for i in range(3)]
+    trainer.routed += [row[3] for row in rows]
+    used = sum(row[3] for row in rows) / 3
+    assert 1.0 <= used < 4.0
+    model = trainer.model
+    assert trainer.param_counts()["params_active"] == pytest.approx(model.num_parameters(True, active_experts=used))
+    assert trainer.flops_per_token() == pytest.approx(model.flops_per_token(QUICK.seq_len, active_experts=used))
+    assert trainer.flops_per_token() < model.flops_per_token(QUICK.seq_len)            # top_k = 4 would count more
+    trainer.device = torch.device("cuda")                # MFU's arithmetic only; nothing runs there
+    assert trainer.mfu(1e6) == pytest.approx(trainer.flops_per_token() * 1e6 / PEAK_FLOPS)
+
+
+def test_the_reported_active_parameters_lie_between_one_expert_and_top_k(tiny_model):
+    model_cfg = replace(tiny_model, top_k=4, router_threshold=0.5)
+    metrics = train(model_cfg, replace(QUICK, steps=3))
+    model = Transformer(replace(model_cfg, vocab_size=QUICK.task_vocab, max_seq_len=QUICK.seq_len))
+    one, top_k = (model.num_parameters(True, active_experts=k) for k in (1, 4))
+    assert one <= metrics["params_active"] < top_k
+    fixed = train(tiny_model, replace(QUICK, steps=3))
+    assert fixed["params_active"] == Transformer(replace(tiny_model, vocab_size=32, max_seq_len=32)).num_parameters(True)
+
+
+def test_cost_batching_fits_its_model_on_steps_timed_alone_after_the_warm_up(tiny_model, lines_txt, monkeypatch):
+    from autotune.data import CostProbe
+    from autotune.train import COST_FIT_STEPS, TIMING_SKIP_STEPS
+    probed = []
+    add = CostProbe.add
+    monkeypatch.setattr(CostProbe, "add", lambda self, shapes, s: probed.append(shapes) or add(self, shapes, s))
+    cfg = replace(QUICK, task="text", data_path=str(lines_txt), eot_token=10, tokens_per_batch=128, task_vocab=None,
+                  batching="cost", max_batch_size=16, grad_accum=2, steps=TIMING_SKIP_STEPS + COST_FIT_STEPS + 4)
+    result = train(tiny_model, cfg)
+    batching = result["batching"]
+    assert batching["mode"] == "cost" and batching["fitted_at"] == TIMING_SKIP_STEPS + COST_FIT_STEPS
+    assert len(probed) == COST_FIT_STEPS and all(len(shapes) == 2 for shapes in probed)   # micro-batches
+    coefficients = [batching["fixed_s"], batching["per_token_s"], batching["per_pair_s"]]
+    assert min(coefficients) >= 0 and max(coefficients) > 0
+    assert batching["max_tokens"] == 256 and math.isfinite(result["val_loss"])
+
+
+def test_token_batching_reports_no_cost_model(tiny_model, lines_txt):
+    cfg = replace(QUICK, task="text", data_path=str(lines_txt), eot_token=10, tokens_per_batch=128, task_vocab=None)
+    assert "batching" not in train(tiny_model, cfg)

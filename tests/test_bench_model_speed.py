@@ -1,0 +1,35 @@
+"""bench/model_speed.py's argument handling on a machine without a GPU (the benchmark itself needs one)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "model_speed.py"
+
+
+@pytest.fixture(scope="module")
+def model_speed():
+    spec = importlib.util.spec_from_file_location("model_speed", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_attention_runs_32k_and_64k_as_one_sequence_a_batch(model_speed):
+    shapes = model_speed.attention_shapes([1024, 16384, 32768, 65536], tokens=32768)
+    assert shapes == [(1024, 32), (16384, 2), (32768, 1), (65536, 1)]
+
+
+def test_plan_prints_every_length_without_a_gpu(model_speed, capsys):
+    assert model_speed.main(["--only", "attention", "--lengths", "32768", "65536", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "32768 tokens x batch 1" in out and "65536 tokens x batch 1" in out
+
+
+@pytest.mark.parametrize("argv", [["--lengths", "0"], ["--tokens", "-5"], ["--lengths", "64k"]])
+def test_bad_lengths_or_tokens_are_refused_by_the_argument_parser(model_speed, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        model_speed.main([*argv, "--plan"])
+    assert exit_info.value.code == 2
