@@ -38,3 +38,24 @@ def worse_after_the_first(params, report):
     if first and rank == 0:
         marker.touch()
     return {"val_loss": loss}
+
+
+def rank_one_runs_out_of_memory(params, report):
+    import torch
+    if _rank() == 1:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    report(0, {"val_loss": 1.0})     # rank 0 waits in the broadcast until it is stopped
+    return {"val_loss": 1.0}
+
+
+def one_rank_hangs_once(params, report):
+    """Rank 1 of the first trial writes its pid to ``marker`` and hangs (rank 0 waits for it in the
+    first report); later trials run through."""
+    import time
+    marker, rank = Path(params["marker"]), _rank()
+    if rank == 1 and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        while True:
+            time.sleep(1)
+    report(0, {"val_loss": 1.0})
+    return {"val_loss": 1.0}

@@ -11,9 +11,13 @@ import yaml
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
+from tests import rank_objectives
+from tests.scheduler_tests.helpers import alive
+
 from autotune.cli import main
 from autotune.data.batching import Batch
-from autotune.distributed import OnRanks, shard_batch
+from autotune.constraints import is_out_of_memory
+from autotune.distributed import OnRanks, RankFailed, shard_batch, shard_batches
 from autotune.gpus import plan_slots
 from autotune.objective import moe_lm
 from autotune.spec import SpecError, check_gpus_per_trial, parse_spec
@@ -129,6 +133,22 @@ def curve_of(fn, config):
     return curve, fn(config, report)
 
 
+def test_each_rank_reads_its_share_of_every_batch(monkeypatch):
+    monkeypatch.setattr("autotune.distributed.world", lambda: (1, 2))
+    batches = [Batch(torch.arange(8).view(4, 2), torch.zeros(4, 2, dtype=torch.long), 8)] * 2
+    shares = list(shard_batches(iter(batches)))
+    assert [s.inputs.tolist() for s in shares] == [[[4, 5], [6, 7]]] * 2
+    assert [s.num_tokens for s in shares] == [4, 4]
+
+
+def test_a_rank_out_of_memory_fails_the_launch_as_out_of_memory():
+    with pytest.raises(RankFailed) as err:
+        OnRanks(rank_objectives.rank_one_runs_out_of_memory, 2)({}, lambda step, metrics: True)
+    assert "rank 1 of 2: OutOfMemoryError: CUDA out of memory" in str(err.value)
+    assert is_out_of_memory(err.value)     # the objective records such a trial as infeasible
+
+
+@pytest.mark.slow   # ~25 s each on 2 cores
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_ranks_learn_what_one_rank_learns_from_the_same_global_batch(sharding):
     config = {**SMALL, "sharding": sharding}
@@ -142,6 +162,7 @@ def test_two_ranks_learn_what_one_rank_learns_from_the_same_global_batch(shardin
     assert result["world_size"] == 2
 
 
+@pytest.mark.slow   # ~23 s on 2 cores
 def test_a_killed_rank_fails_its_trial_and_the_study_goes_on(tmp_path):
     path = study_file(tmp_path, "tests.rank_objectives:one_rank_dies_once", trials=2,
                       parallel={"procs_per_trial": 2, "workers": 1},
@@ -166,3 +187,16 @@ def test_a_pruning_decision_stops_every_rank_at_the_same_step(tmp_path):
     assert [t.state for t in stored(tmp_path)] == [TrialState.COMPLETE, TrialState.PRUNED], result.output
     assert [(tmp_path / f"first-rank{r}").read_text() for r in (0, 1)] == ["5", "5"]
     assert [(tmp_path / f"later-rank{r}").read_text() for r in (0, 1)] == ["2", "2"]
+
+
+@pytest.mark.slow   # the trial limit, then a second trial: ~40 s on 2 cores
+def test_a_hung_rank_times_out_its_trial_and_dies_with_it(tmp_path):
+    marker = tmp_path / "hung"
+    path = study_file(tmp_path, "tests.rank_objectives:one_rank_hangs_once", trials=1,
+                      parallel={"procs_per_trial": 2, "workers": 1},
+                      budget={"trials": 1, "trial_timeout": "15s"}, trainer={"marker": str(marker)})
+    result = CliRunner().invoke(main, ["run", str(path)])
+    trials = stored(tmp_path)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE], result.output
+    assert "timeout" in trials[0].user_attrs["fail_reason"]
+    assert not alive(int(marker.read_text()))
