@@ -256,6 +256,15 @@ class TrialObjective:
         set_constraints(trial, self.spec.constraints, metrics, out_of_memory=True)
         return worst
 
+    def _on_ranks(self, fn: Callable) -> Callable:
+        """``fn`` itself, or with ``parallel.gpus_per_trial`` / ``procs_per_trial`` above 1 the same
+        call run as that many ranks (``autotune.distributed``; rank 0's reports come back here)."""
+        parallel = self.spec.parallel
+        if parallel.ranks_per_trial == 1:
+            return fn
+        from autotune.distributed import OnRanks
+        return OnRanks(fn, parallel.ranks_per_trial, "nccl" if parallel.gpus_per_trial > 1 else "gloo")
+
     def config(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """What the objective function sees: trainer settings, then fixed values, then the trial's."""
         return {**self.spec.trainer_dict, **self.spec.fixed_dict, **params}
@@ -320,7 +329,7 @@ class TrialObjective:
                 pruned = True
             return not pruned
 
-        fn = resolve(self.spec.objective, self.spec)
+        fn = self._on_ranks(resolve(self.spec.objective, self.spec))
         started = time.perf_counter()
         try:
             if self.builtin:

@@ -194,14 +194,42 @@ def _parse_parallel(ctx: _Ctx, raw: Any, key: str) -> ParallelSpec:
         values["gpus"] = ctx.number(gpus, gkey, integer=True, minimum=0)
     values["fit_cores"] = ctx.boolean(raw.get("fit_cores", True), _join(key, "fit_cores"))
     for name, minimum in (("trials_per_gpu", 1), ("workers", 1), ("max_retries", 0),
-                          ("heartbeat_interval", 1), ("grace_period", 1)):
+                          ("heartbeat_interval", 1), ("grace_period", 1), ("gpus_per_trial", 1),
+                          ("procs_per_trial", 1)):
         if raw.get(name) is not None:
             values[name] = ctx.number(raw[name], _join(key, name), integer=True, minimum=minimum)
     spec = ParallelSpec(**values)
     if spec.grace_period <= spec.heartbeat_interval:
         raise ctx.fail(_join(key, "grace_period"),
                        f"must exceed heartbeat_interval ({spec.heartbeat_interval} s)")
+    _check_ranks(ctx, spec, key)
     return spec
+
+
+def _check_ranks(ctx: _Ctx, spec: ParallelSpec, key: str) -> None:
+    """Trials over several processes (issue 21): GPUs or CPU processes, not both; a slot of
+    several GPUs holds one trial."""
+    if spec.gpus_per_trial > 1 and spec.procs_per_trial > 1:
+        raise ctx.fail(_join(key, "procs_per_trial"),
+                       "cannot go with gpus_per_trial: a trial's ranks run on GPUs "
+                       "(gpus_per_trial, NCCL) or on the CPU (procs_per_trial, gloo)")
+    if spec.gpus_per_trial > 1 and spec.trials_per_gpu > 1:
+        raise ctx.fail(_join(key, "trials_per_gpu"),
+                       f"must be 1 with gpus_per_trial {spec.gpus_per_trial}: a trial over several "
+                       "GPUs has them to itself")
+    if spec.gpus_per_trial > 1 and spec.gpus == 0:
+        raise ctx.fail(_join(key, "gpus_per_trial"),
+                       "asks for GPUs while parallel.gpus is 0; use procs_per_trial for CPU ranks")
+
+
+def check_gpus_per_trial(spec: StudySpec, gpus_found: int) -> None:
+    """At run time: ``parallel.gpus_per_trial`` fits the GPUs this run may use (``gpus_found``)."""
+    need = spec.parallel.gpus_per_trial
+    if need > 1 and gpus_found < need:
+        raise SpecError(spec.path, "parallel.gpus_per_trial",
+                        f"asks for {need} GPUs per trial, but this run has {gpus_found} GPU(s) "
+                        "(parallel.gpus, CUDA_VISIBLE_DEVICES); lower it, or use procs_per_trial "
+                        "to run the ranks on the CPU")
 
 
 def _parse_warm_start(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> WarmStartSpec | None:

@@ -101,6 +101,13 @@ class ParallelSpec:
     max_retries: int = 2                # retries of a trial whose worker died
     heartbeat_interval: int = 10        # seconds
     grace_period: int = 60              # seconds without a heartbeat before a trial is failed
+    gpus_per_trial: int = 1             # ranks of one trial, one GPU each (NCCL); issue 21
+    procs_per_trial: int = 1            # ranks of one trial on the CPU (gloo), GPUs hidden
+
+    @property
+    def ranks_per_trial(self) -> int:
+        """Processes one trial runs as (1: the worker runs it itself)."""
+        return max(self.gpus_per_trial, self.procs_per_trial)
 
 
 @dataclass(frozen=True)

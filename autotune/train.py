@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from autotune.data import IGNORE_INDEX, Batch, CostProbe, build_dataset, prefetch
+from autotune.distributed import full_tensor, shard_batches, wrap_model   # issue 21: several ranks
 from autotune.train_config import BUILTIN_METRICS, DEVICES, PRECISIONS, TrainConfig  # noqa: F401 - re-exported
 from autotune.model.config import ModelConfig
 
@@ -363,11 +364,13 @@ class _Trainer:
         self.model = build_model(replace(model_cfg, vocab_size=self.data.vocab_size,
                                          max_seq_len=cfg.seq_len)).to(device)
         self.model.train()
+        # issue 21: across a trial's ranks, DDP or FSDP2 (in place: before the optimizer); alone: the model
+        self.step_model = wrap_model(self.model, cfg.sharding)
         self.optimizer = make_optimizer(self.model, cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.use_scaler)
         self.compiled = False
         self.val_batches = self.data.val_batches()
-        batches = self.data.train_batches()
+        batches = shard_batches(self.data.train_batches())   # issue 21: this rank's share of each batch
         self.train_batches = prefetch(batches, pin_memory=True) if device.type == "cuda" else batches
         self.params_total = count_parameters(self.model, active=False)
         self.routed: list[float] = []       # routed experts per token of each training step so far
@@ -403,7 +406,7 @@ class _Trainer:
             batch = next(self.train_batches).to(self.device)
             self.last_shapes.append(tuple(batch.inputs.shape))
             with self.autocast():
-                logits, aux = self.model(batch.inputs)
+                logits, aux = self.step_model(batch.inputs)
                 ce = target_loss(logits, batch.targets)
                 loss = ce + aux.aux_loss
             self.scaler.scale(loss / cfg.grad_accum).backward()
@@ -412,7 +415,8 @@ class _Trainer:
             experts_sum = experts_sum + (per_token.detach().float() if per_token is not None else math.nan)
             tokens += batch.num_tokens
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
+        grad_norm = full_tensor(   # issue 21: FSDP2's norm is a DTensor
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf))
         experts = experts_sum / cfg.grad_accum
         experts = experts if torch.is_tensor(experts) else grad_norm.new_tensor(experts, dtype=torch.float32)
         stats = torch.stack([ce_sum / cfg.grad_accum, loss_sum / cfg.grad_accum, grad_norm.float(), experts])

@@ -34,6 +34,7 @@ BUILTIN_METRICS = (
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 BATCHINGS = ("tokens", "cost")
 DEVICES = ("auto", "cpu", "cuda")
+SHARDINGS = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class TrainConfig:
         seed: seeds the model's initialization and the data.
         threads: CPU threads for torch; 0 chooses (``OMP_NUM_THREADS`` if set, else 1 on a 1-2 core
             machine, else half the cores; see ``configure_threads``).
+        sharding: a trial over several ranks (``parallel.gpus_per_trial`` / ``procs_per_trial``):
+            ``ddp`` (each rank holds the whole model) or ``fsdp`` (FSDP2 ``fully_shard``: parameters,
+            gradients and optimizer state split over the ranks). Alone on one process: ignored.
     """
 
     task: str = "mqar"
@@ -114,12 +118,14 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     threads: int = 0
+    sharding: str = "ddp"
 
     def __post_init__(self) -> None:
         checks = [
             ("precision", self.precision in PRECISIONS, f"one of {PRECISIONS}"),
             ("compile", self.compile in ("auto", True, False), "'auto', true or false"),
             ("device", self.device in DEVICES, f"one of {DEVICES}"),
+            ("sharding", self.sharding in SHARDINGS, f"one of {SHARDINGS}"),
             ("steps", self.steps >= 1, "at least 1"),
             ("grad_accum", self.grad_accum >= 1, "at least 1"),
             ("batch_size", self.batch_size >= 1, "at least 1"),

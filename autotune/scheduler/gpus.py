@@ -26,7 +26,7 @@ class Slot:
 
     index: int
     gpu: str | None          # the CUDA_VISIBLE_DEVICES value; None: CPU worker (GPUs hidden)
-    share: float = 1.0       # the part of its device the slot holds: 1 / trials_per_gpu on a GPU
+    share: float = 1.0       # the GPUs the slot holds: 1 / trials_per_gpu, or gpus_per_trial
     threads: int | None = None   # CPU worker: torch threads (OMP_NUM_THREADS); None: torch decides
 
     @property
@@ -93,14 +93,19 @@ def plan_slots(parallel: ParallelSpec, available: list[str] | None = None) -> li
     With no GPU, ``workers`` (default 1) CPU slots with GPUs hidden, but no more than the cores
     this process may use (``fit_cores``, what study files ask); each gets ``cores // slots`` (at
     least 1) torch threads (``OMP_NUM_THREADS``, unless
-    that is set already: then that).
+    that is set already: then that). ``gpus_per_trial: N``: slots of N GPUs each;
+    ``procs_per_trial: N``: CPU slots (GPUs hidden), no more than cores / N with ``fit_cores``.
     """
     gpus = _chosen_gpus(parallel, available)
+    if parallel.procs_per_trial > 1:   # CPU ranks (gloo): GPUs hidden from them
+        gpus = []
+    if parallel.gpus_per_trial > 1:
+        return _wide_slots(gpus, parallel.gpus_per_trial)
     if not gpus:
         cores = usable_cores()
         n = max(1, parallel.workers or 1)
-        if parallel.fit_cores:
-            n = min(n, cores)
+        if parallel.fit_cores:   # a trial of procs_per_trial ranks takes that many cores
+            n = min(n, max(1, cores // parallel.procs_per_trial))
         threads = _env_threads() or max(1, cores // n)
         return [Slot(i, None, threads=threads) for i in range(n)]
     per_gpu = max(1, parallel.trials_per_gpu)
@@ -108,6 +113,20 @@ def plan_slots(parallel: ParallelSpec, available: list[str] | None = None) -> li
         per_gpu = math.ceil(parallel.evals / len(gpus))
     return [Slot(i * per_gpu + k, gpu, 1.0 / per_gpu)
             for i, gpu in enumerate(gpus) for k in range(per_gpu)]
+
+
+def _wide_slots(gpus: list[str], width: int) -> list[Slot]:
+    """Slots of ``width`` GPUs each (``CUDA_VISIBLE_DEVICES=0,1``), the GPUs packed in order; GPUs
+    left over (fewer than ``width``) stay idle. A slot's share is its GPU count."""
+    if len(gpus) < width:
+        raise ValueError(f"gpus_per_trial {width}: only {len(gpus)} GPU(s) to run on")
+    return [Slot(i, ",".join(gpus[i * width:(i + 1) * width]), float(width))
+            for i in range(len(gpus) // width)]
+
+
+def gpus_for(parallel: ParallelSpec) -> list[str]:
+    """The GPUs a run with ``parallel`` may use (``parallel.gpus`` of those found)."""
+    return _chosen_gpus(parallel, None)
 
 
 def _chosen_gpus(parallel: ParallelSpec, available: list[str] | None) -> list[str]:
@@ -127,6 +146,9 @@ def _env_threads() -> int | None:
 
 def describe_slots(parallel: ParallelSpec, slots: list[Slot]) -> str:
     """One line: what ran where, and why fewer than asked (``parallel: 8 workers asked, ...``)."""
+    if parallel.gpus_per_trial > 1:
+        return (f"parallel: {len(slots)} trial(s) at a time, {parallel.gpus_per_trial} GPUs each "
+                f"({', '.join(s.gpu or '' for s in slots)})")
     if slots and slots[0].gpu is not None:
         gpus = sorted({s.gpu for s in slots})
         per_gpu = len(slots) // len(gpus)
@@ -137,6 +159,8 @@ def describe_slots(parallel: ParallelSpec, slots: list[Slot]) -> str:
     threads = slots[0].threads if slots else None
     each = f", {threads} torch thread{'s' if threads != 1 else ''} each" if threads else ""
     cores = usable_cores()
+    if parallel.procs_per_trial > 1:
+        each += f", {parallel.procs_per_trial} processes (gloo ranks) per trial"
     if asked > len(slots):
         return (f"parallel: {asked} workers asked, {cores} CPU cores: running {len(slots)} at a "
                 f"time{each}")
