@@ -21,14 +21,15 @@ for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.datetime_start
     slot = t.user_attrs.get("slot"); first.setdefault(slot, t.number)
     c = t.user_attrs.get("compile") or {}
     m = t.user_attrs.get("metrics") or {}
-    rows.append((t.number, first[slot] == t.number, ts))
+    if t.state.name in ("COMPLETE", "PRUNED"):     # finished; trials cut by the timeout are rerun later
+        rows.append((t.number, first[slot] == t.number, ts))
     print(t.number, t.state.name, t.params.get("attention"), "val_loss=%s acc=%s" % (m.get("val_loss"), m.get("accuracy")),
           "compiled" if c.get("compiled") else "eager", {k: round(v, 2) for k, v in ts.items()}, "|", c.get("reason", "")[:160])
 later = [ts for n, f, ts in rows if not f]
-for name, group in (("all trials", [ts for _, _, ts in rows]), ("after each slot's first", later)):
+for name, group in (("finished trials", [ts for _, _, ts in rows]), ("finished, after each slot's first", later)):
     total = sum(ts["total"] for ts in group)
     if total:
-        parts = {k: round(sum(ts.get(k, 0) for ts in group) / total, 3) for k in group[0] if k != "total"}
+        parts = {k: round(sum(ts.get(k, 0) for ts in group) / total, 3) for k in sorted({k for ts in group for k in ts}) if k != "total"}
         print(f"{name}: {len(group)} trials, share in training steps {parts.get('train', 0):.3f}; shares {parts}")
 if later:
     print("median overhead after each slot's first (s):", round(statistics.median(ts["total"] - ts.get("train", 0) for ts in later), 2))
