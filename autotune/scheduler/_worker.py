@@ -17,21 +17,27 @@ Protocol (tuples over a duplex ``multiprocessing`` pipe):
 
 The worker prints no traceback: the scheduler stores it on the trial and shows it with ``-v``.
 It leads its own process group, so that the scheduler can kill it with its subprocesses.
+A trial that the scheduler cuts (its time limit, --hard-stop, Ctrl-C) gets SIGTERM first: the worker
+then runs its exit handlers, which free what outlives the process (named semaphores in /dev/shm,
+compile worker pools), and exits; SIGKILL of its group follows after a grace period.
 
 After "ready" the worker calls the objective's ``warm_up()``, if it has one (imports, GPU start),
 while the parent samples the first trial; its seconds are the first trial's ``worker_start``.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import gc
 import math
+import multiprocessing.util
 import os
 import signal
 import sys
 import threading
 import time
 import traceback
+import warnings
 from typing import Any, Callable
 
 _PR_SET_PDEATHSIG = 1
@@ -55,6 +61,36 @@ def _die_with_parent(parent_pid: int) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="autotune-parent-watch", daemon=True).start()
+
+
+def _exit_on_sigterm() -> None:
+    """From now on SIGTERM makes the worker run its exit handlers and exit at once.
+
+    The handlers run in a thread of their own, not in the signal handler: the trial is not unwound
+    (an exception raised into it can land where it is swallowed, e.g. a weakref callback in the
+    middle of a compile), and locks that the trial's thread holds are not waited for in that thread.
+    The thread waits on an event that only the handler touches."""
+    terminated = threading.Event()
+    threading.Thread(target=_exit_cut, args=(terminated,), name="autotune-sigterm",
+                     daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: terminated.set())
+
+
+def _exit_cut(terminated: threading.Event) -> None:
+    """Once ``terminated`` is set: run the exit handlers that free what outlives the process, then
+    exit. Multiprocessing's finalizers unlink the process's named semaphores (after a SIGKILL alone
+    the resource tracker that the worker shares with the scheduler warns of them as leaked, e.g. the
+    lock that tqdm creates under torch.compile) and stop its pools; ``atexit`` stops Inductor's
+    compile workers. The interpreter's own teardown of torch takes seconds and frees nothing more."""
+    terminated.wait()
+    try:
+        warnings.simplefilter("ignore")   # what the cut trial says on its way out is noise
+        multiprocessing.util._exit_function()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(128 + signal.SIGTERM)
 
 
 def _free_gpu_memory() -> None:
@@ -125,6 +161,7 @@ def main(conn: Any, objective: Callable, parent_pid: int, verbose: bool = False)
     except OSError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _exit_on_sigterm()
     conn.send(("ready", os.getpid()))
     tick = time.perf_counter()
     _warm_up(objective, verbose)

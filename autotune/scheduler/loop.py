@@ -41,6 +41,7 @@ _log = logging.getLogger("autotune")
 
 POLL_S = 0.2                 # how often the main loop wakes up with nothing to do
 STOP_GRACE_S = 5.0           # how long a worker gets to exit after "stop"
+TERM_GRACE_S = 5.0           # how long a cut trial's worker gets to exit after SIGTERM (then SIGKILL)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class _Worker:
     stopping: bool = False
     ready: bool = False          # sent "ready": its start-up (imports, unpickling) succeeded
     started: float = field(default_factory=time.monotonic)
+    kill_at: float | None = None  # sent SIGTERM: when SIGKILL follows (monotonic)
 
 
 @dataclass
@@ -149,11 +151,32 @@ def start_worker(slot: Slot, objective: Callable) -> _Worker:
     return _Worker(slot=slot, process=process, conn=parent_conn)
 
 
-def kill_worker(worker: _Worker) -> None:
-    """SIGKILL a worker and its process group (its subprocesses: data loaders, Inductor's compile
-    workers), and reap it."""
+def terminate_worker(worker: _Worker) -> None:
+    """Ask a worker to exit now (SIGTERM, once; SIGCONT too, in case it is stopped): it runs its exit
+    handlers, which free what the trial's libraries hold outside the process (named semaphores,
+    e.g. the multiprocessing lock that tqdm creates under torch.compile; Inductor's compile
+    workers), and exits without finishing the trial. ``kill_worker`` finishes the job."""
     worker.stopping = True
-    try:
+    if worker.kill_at is not None:
+        return
+    worker.kill_at = time.monotonic() + TERM_GRACE_S
+    for sig in (signal.SIGTERM, signal.SIGCONT):
+        try:
+            os.kill(worker.process.pid, sig)
+        except OSError:
+            pass   # gone already
+
+
+def kill_worker(worker: _Worker) -> None:
+    """Stop a worker and its process group (its subprocesses: data loaders, Inductor's compile
+    workers), and reap it: SIGTERM, up to ``TERM_GRACE_S`` to exit cleanly, then SIGKILL.
+
+    A SIGKILL alone leaks the named semaphores that the worker registered with the resource
+    tracker it shares with this process (which then warns "leaked semaphore objects" at exit)."""
+    terminate_worker(worker)
+    multiprocessing.connection.wait([worker.process.sentinel],
+                                    max(0.0, worker.kill_at - time.monotonic()))
+    try:   # not reaped yet: the group's id cannot have been reused
         os.killpg(worker.process.pid, signal.SIGKILL)
     except OSError:
         pass   # not a group leader yet (killed just after start), or gone already
@@ -524,7 +547,10 @@ class _Scheduler:
         """Kill the running trials' workers. With ``interrupted_by`` (a signal's name, or the budget
         that ran out under --hard-stop) the trials are marked interrupted and re-queued; without,
         the scheduler itself failed and they are failed (and retried)."""
-        for worker in self._running():
+        running = self._running()
+        for worker in running:    # all at once: their grace periods overlap
+            terminate_worker(worker)
+        for worker in running:
             kill_worker(worker)
             if interrupted_by is not None:
                 self._finish(worker, TrialState.FAIL, interrupted_by=interrupted_by)
