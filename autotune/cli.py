@@ -318,11 +318,15 @@ def validate(file: str, offline: bool) -> None:
         click.echo(f"  constraints {'; '.join(str(c) for c in spec.constraints)}")
     p = spec.parallel
     cpu = f"{p.workers or 1} CPU worker(s)"
-    if p.gpus == 0:
+    gpus = ("every GPU found" if p.gpus == "auto" else f"the first {p.gpus} GPU(s)"
+            if isinstance(p.gpus, int) else "GPUs " + ",".join(map(str, p.gpus)))
+    if p.gpus_per_trial > 1:        # issue 21: a trial's ranks
+        click.echo(f"  parallel   {gpus}, {p.gpus_per_trial} GPUs per trial (NCCL ranks)")
+    elif p.procs_per_trial > 1:
+        click.echo(f"  parallel   {cpu}, {p.procs_per_trial} processes per trial (gloo ranks), no GPU")
+    elif p.gpus == 0:
         click.echo(f"  parallel   {cpu}, no GPU")
     else:
-        gpus = ("every GPU found" if p.gpus == "auto" else f"the first {p.gpus} GPU(s)"
-                if isinstance(p.gpus, int) else "GPUs " + ",".join(map(str, p.gpus)))
         click.echo(f"  parallel   {gpus}, {p.trials_per_gpu} trial(s) per GPU; {cpu} where there is none")
     ws = spec.warm_start
     if ws is not None:

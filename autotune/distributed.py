@@ -8,13 +8,15 @@ elastic agent (``LaunchConfig`` + ``elastic_launch``: a local c10d rendezvous on
 fails with ``RankFailed`` naming the rank and its error.
 On the rank side: the process group (NCCL with one GPU per rank, or gloo on the CPU), this rank's
 share of each global batch (``shard_batches``), data-parallel wrapping (``wrap_model``: DDP, or
-FSDP2 ``fully_shard``), metrics combined over the ranks (``combine_metrics``), and rank 0's pruning
-decision broadcast to every rank.
+FSDP2 ``fully_shard``), gradients synchronised once an optimizer step (``gradient_sync``), metrics
+combined over the ranks (``combine_metrics``), and rank 0's decisions (pruning; ``compile: auto``,
+``rank0_decides``) broadcast to every rank, so that all ranks run the same code.
 Must not know about: Optuna (the launcher calls a plain ``report(step, metrics) -> keep_going``),
 the scheduler (it kills a hung trial's whole process group, ranks included), YAML.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -26,7 +28,7 @@ import threading
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 _log = logging.getLogger("autotune")
 
@@ -35,6 +37,7 @@ SUMMED = ("tokens_per_s",)                         # combined over ranks: the su
 AVERAGED = ("train_loss", "mfu")                   # the mean (each rank's loss is on its share),
 LARGEST = ("peak_mem_mb", "step_ms")               # the largest (the fullest / slowest rank)
 _PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
 
 
 class RankFailed(RuntimeError):
@@ -307,6 +310,30 @@ def wrap_model(model: Any, sharding: str = "ddp") -> Any:
         return model
     device_ids = [model_device(model).index] if model_device(model).type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def gradient_sync(step_model: Any, last: bool) -> Any:
+    """The context of one micro-batch's forward and backward: under DDP, ``no_sync()`` for all but
+    the ``last`` micro-batch of an optimizer step, so that gradients are all-reduced once a step
+    (they accumulate locally until then; the sum is the same). Alone, or FSDP2: nothing."""
+    import torch
+    if last or not isinstance(step_model, torch.nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return step_model.no_sync()
+
+
+def rank0_decides(decision: T) -> T:
+    """Rank 0's ``decision`` on every rank (a collective: every rank calls it, with its own). For
+    choices made from measurements that differ between ranks (``compile: auto`` from each rank's
+    step times): ranks that chose differently would run different code, and DDP / FSDP could
+    deadlock or diverge. Alone: ``decision``."""
+    _, ranks = world()
+    if ranks == 1:
+        return decision
+    import torch.distributed as dist
+    box = [decision]
+    dist.broadcast_object_list(box, src=0)     # NCCL: through this rank's current GPU
+    return box[0]
 
 
 def model_device(model: Any) -> Any:

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from autotune.data import IGNORE_INDEX, Batch, CostProbe, build_dataset, prefetch
-from autotune.distributed import full_tensor, shard_batches, wrap_model   # issue 21: several ranks
+from autotune.distributed import (full_tensor, gradient_sync, rank0_decides,  # issue 21: several ranks
+                                  shard_batches, wrap_model)
 from autotune.train_config import BUILTIN_METRICS, DEVICES, PRECISIONS, TrainConfig  # noqa: F401 - re-exported
 from autotune.model.config import ModelConfig
 
@@ -241,6 +242,11 @@ class CompileCosts:
 PROBE_STEPS = 6             # eager steps after the warm-up that time a trial before ``compile: auto`` decides
 
 
+def auto_compiles(device: torch.device) -> bool:
+    """Whether ``compile: auto`` may compile on ``device`` (CUDA only; on other devices it runs eager)."""
+    return device.type == "cuda"
+
+
 def compile_choice(mode: str | bool, remaining_steps: int, eager_step_s: float,
                    costs: CompileCosts) -> tuple[bool, str]:
     """Whether to compile the rest of a run, and why. ``auto``: when the time the remaining steps
@@ -402,14 +408,16 @@ class _Trainer:
                                                  min_lr_ratio=cfg.min_lr_ratio)
         ce_sum, loss_sum, experts_sum, tokens = 0.0, 0.0, 0.0, 0
         self.last_shapes = []                  # (batch size, padded length) of each micro-batch
-        for _ in range(cfg.grad_accum):
+        for micro in range(cfg.grad_accum):
             batch = next(self.train_batches).to(self.device)
             self.last_shapes.append(tuple(batch.inputs.shape))
-            with self.autocast():
-                logits, aux = self.step_model(batch.inputs)
-                ce = target_loss(logits, batch.targets)
-                loss = ce + aux.aux_loss
-            self.scaler.scale(loss / cfg.grad_accum).backward()
+            # issue 21: DDP all-reduces the gradients at the last micro-batch only
+            with gradient_sync(self.step_model, last=micro == cfg.grad_accum - 1):
+                with self.autocast():
+                    logits, aux = self.step_model(batch.inputs)
+                    ce = target_loss(logits, batch.targets)
+                    loss = ce + aux.aux_loss
+                self.scaler.scale(loss / cfg.grad_accum).backward()
             ce_sum, loss_sum = ce_sum + ce.detach(), loss_sum + loss.detach()
             per_token = getattr(aux, "experts_per_token", None)          # a model without experts: NaN
             experts_sum = experts_sum + (per_token.detach().float() if per_token is not None else math.nan)
@@ -511,10 +519,10 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     time_s = {"setup": time.perf_counter() - started, "compile": 0.0, "train": 0.0, "eval": 0.0,
               "latency": 0.0, "report": 0.0}
     costs = compile_costs or CompileCosts()
-    on_cuda = trainer.device.type == "cuda"
-    mode = cfg.compile if on_cuda else (cfg.compile is True)       # auto compiles on CUDA only
+    auto_here = auto_compiles(trainer.device)
+    mode = cfg.compile if auto_here else (cfg.compile is True)
     choice = {"mode": cfg.compile if isinstance(cfg.compile, bool) else "auto", "compiled": False,
-              "reason": "" if on_cuda or cfg.compile is True else "eager on CPU",
+              "reason": "" if auto_here or cfg.compile is True else "eager on CPU",
               "attention": model_cfg.attention}
     decide_at = None
     if mode is True:
@@ -559,7 +567,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
                 progress(step, {"train_loss": statistics.fmean(new_losses)})
             if step == decide_at:
                 eager_s = clock.step_s("eager")
-                go, choice["reason"] = compile_choice("auto", cfg.steps - step, eager_s or 0.0, costs)
+                # issue 21: ranks time their own steps; all follow rank 0, so all run the same code
+                go, choice["reason"] = rank0_decides(
+                    compile_choice("auto", cfg.steps - step, eager_s or 0.0, costs))
                 if go:
                     trainer.compile()
                     choice["compiled"], clock.mode, warm_until = True, "compiled", step + TIMING_SKIP_STEPS

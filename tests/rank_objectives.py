@@ -59,3 +59,43 @@ def one_rank_hangs_once(params, report):
             time.sleep(1)
     report(0, {"val_loss": 1.0})
     return {"val_loss": 1.0}
+
+
+def compile_auto_on_rank_timings(params, report):
+    """The built-in objective with ``compile: auto`` where rank r times its eager steps at
+    ``eager_step_s[r]`` seconds (as if on CUDA; compiling only marks the trainer, no real compile
+    on the CPU). Each rank writes whether it compiled to ``log_dir/compiled-rank{r}``."""
+    import autotune.train as train
+    from autotune.objective import moe_lm
+    rank, params = _rank(), dict(params)
+    eager_step_s, log_dir = params.pop("eager_step_s"), params.pop("log_dir")
+    train.auto_compiles = lambda device: True
+    train._StepClock.step_s = lambda self, mode: eager_step_s[rank] if mode == "eager" else None
+    train._Trainer.compile = lambda self: setattr(self, "compiled", True)
+    result = moe_lm({**params, "compile": "auto"}, report)
+    Path(log_dir, f"compiled-rank{rank}").write_text(str(result["compile"]["compiled"]))
+    return result
+
+
+def counts_gradient_syncs(params, report):
+    """The built-in objective; each rank counts DDP's all-reduces of its first gradient bucket (a
+    comm hook) and writes the count to ``log_dir/syncs-rank{r}``."""
+    import autotune.train as train
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+    from autotune.objective import moe_lm
+    rank, params = _rank(), dict(params)
+    log_dir, syncs, wrap = params.pop("log_dir"), [], train.wrap_model
+
+    def all_reduce_counted(group, bucket):
+        syncs.append(bucket.index())
+        return allreduce_hook(group, bucket)
+
+    def wrap_counted(model, sharding="ddp"):
+        wrapped = wrap(model, sharding)
+        wrapped.register_comm_hook(None, all_reduce_counted)
+        return wrapped
+
+    train.wrap_model = wrap_counted
+    result = moe_lm(params, report)
+    Path(log_dir, f"syncs-rank{rank}").write_text(str(syncs.count(0)))
+    return result

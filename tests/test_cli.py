@@ -76,6 +76,18 @@ def test_validate_shows_parallel_and_warm_start(tmp_path):
     assert "warm start enqueue from old, older, best 3 of each; out of range: clip" in result.output
 
 
+@pytest.mark.parametrize("parallel, line", [
+    ({"gpus_per_trial": 2}, "parallel   every GPU found, 2 GPUs per trial (NCCL ranks)"),
+    ({"procs_per_trial": 2, "workers": 3},
+     "parallel   3 CPU worker(s), 2 processes per trial (gloo ranks), no GPU"),
+])
+def test_validate_shows_the_ranks_of_a_trial(tmp_path, parallel, line):
+    path = user_study(tmp_path, extra={"parallel": parallel})
+    result = CliRunner().invoke(main, ["validate", "--offline", str(path)])
+    assert result.exit_code == 0, result.output
+    assert line in result.output
+
+
 def test_validate_bad_file_exits_2_with_one_message(tmp_path):
     path = user_study(tmp_path, extra={"budget": {"trials": -1}})
     result = CliRunner().invoke(main, ["validate", str(path)])

@@ -200,3 +200,39 @@ def test_a_hung_rank_times_out_its_trial_and_dies_with_it(tmp_path):
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE], result.output
     assert "timeout" in trials[0].user_attrs["fail_reason"]
     assert not alive(int(marker.read_text()))
+
+
+# --- compile: auto decided once, by rank 0 -------------------------------------------------------
+
+TINY = {**SMALL, "steps": 9, "eval_every": 9, "eval_batches": 1}   # compile: auto decides at step 8
+
+
+@pytest.mark.parametrize("eager_step_s, compiled", [((1e3, 1e-6), "True"), ((1e-6, 1e3), "False")])
+def test_every_rank_follows_rank_0s_compile_decision(tmp_path, eager_step_s, compiled):
+    # the ranks' timings fall on either side of the threshold: alone, each would choose differently
+    config = {**TINY, "eager_step_s": list(eager_step_s), "log_dir": str(tmp_path)}
+    result = OnRanks(rank_objectives.compile_auto_on_rank_timings, 2)(config, lambda step, m: True)
+    assert [(tmp_path / f"compiled-rank{r}").read_text() for r in (0, 1)] == [compiled, compiled]
+    assert f"{eager_step_s[0] * 1e3:.1f} ms" in result["compile"]["reason"]   # rank 0's timing
+
+
+# --- gradient accumulation: one all-reduce a step ------------------------------------------------
+
+def test_ddp_all_reduces_gradients_once_an_optimizer_step_with_accumulation(tmp_path):
+    config = {**TINY, "steps": 3, "eval_every": 3, "grad_accum": 2, "log_dir": str(tmp_path)}
+    OnRanks(rank_objectives.counts_gradient_syncs, 2)(config, lambda step, m: True)
+    assert [(tmp_path / f"syncs-rank{r}").read_text() for r in (0, 1)] == ["3", "3"]
+
+
+@pytest.mark.slow   # ~25 s on 2 cores
+def test_two_ranks_with_gradient_accumulation_learn_what_one_rank_learns(tmp_path):
+    config = {**SMALL, "grad_accum": 2}
+    alone, _ = curve_of(moe_lm, config)
+    ranks, result = curve_of(OnRanks(rank_objectives.counts_gradient_syncs, 2),
+                             {**config, "log_dir": str(tmp_path)})
+    assert [s for s, *_ in ranks] == [s for s, *_ in alone] == [4, 8, 12]
+    for (_, val1, train1), (_, val2, train2) in zip(alone, ranks):
+        assert val2 == pytest.approx(val1, rel=2e-3)
+        assert train2 == pytest.approx(train1, rel=2e-3)
+    assert [(tmp_path / f"syncs-rank{r}").read_text() for r in (0, 1)] == ["12", "12"]
+    assert result["world_size"] == 2
