@@ -5,7 +5,9 @@ and study system attributes, through Optuna's ``BaseGASampler``), so workers on 
 share one population. Selection is elitist (mu + lambda): the parents of generation g are the
 best ``population_size`` of generation g-1 and its parents (``selBest``, or ``selNSGA2`` for
 several objectives); mating uses tournaments. Genomes come from ``_encoding``, variation from
-``_operators``. Generation 0 and parameters no trial has used yet are sampled at random.
+``_operators`` (integer grids mutate by whole levels). Generation 0 and parameters no trial has
+used yet are sampled at random; generations hold 4 + n trials (8 to 20) so that small budgets
+still see several of them.
 Infeasible trials (constraint values stored on them) rank below every feasible one, by total
 violation.
 Must not know about: the model, the scheduler, the spec.
