@@ -1,21 +1,28 @@
-"""Search quality of every optimizer kind on synthetic functions with known optima.
+"""Search quality of every optimizer kind on problems with known optima, with significance tests.
 
 All seven kinds of ``autotune.samplers.build_sampler`` run at equal trial budgets over several
-seeds on classic functions (Branin, Hartmann-6, Levy, Rosenbrock, Ackley, Rastrigin,
-Styblinski-Tang; 2 to 20 dimensions), mixed integer/categorical variants and two-objective
-problems (ZDT1, a mixed ZDT2). Reported: normalized simple regret at each budget
-((best - f*) / (median of random points - f*); for two objectives 1 - HV / HV*), the mean rank
-of the kinds over problems x seeds, and seconds per suggestion. Prints tables, writes JSON.
+seeds on the families of ``_quality_problems``: smooth, multimodal and high-dimensional functions
+(Branin, Hartmann-6, Levy, Rosenbrock, Ackley, Rastrigin, Styblinski-Tang; 2 to 20 dimensions),
+mixed integer/categorical variants, conditional spaces, noisy objectives and two-objective problems.
+Each run keeps K trials in flight (Optuna's ask/tell: K asked before the oldest is told, as the
+scheduler runs K trials at once). Reported per (budget, trials in flight): normalized simple regret
+((best - f*) / (median of random points - f*); noisy problems: the noise-free value of the trial
+that looked best; two objectives: 1 - HV / HV*), the mean rank of the kinds over tasks x seeds, a
+Friedman test over those blocks, and a Wilcoxon signed-rank test of hybrid against each other kind
+(Holm-adjusted). Prints tables, writes JSON.
 
-    python bench/search_quality.py --seeds 3 --budgets 25,50,100 --out /tmp/sq.json   # minutes
-    python bench/search_quality.py --problems branin-2,hartmann-6 --kinds hybrid,gp,tpe
+    python bench/search_quality.py --quick --out /tmp/sq.json     # about 2-4 minutes on 2 cores
+    python bench/search_quality.py --seeds 5 --budgets 20,50 --in-flight 1,4 --out /tmp/sq.json
+    python bench/search_quality.py --families mixed,conditional --kinds hybrid,gp,tpe
 """
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")        # one process per core; no oversubscription
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # the _quality_* modules
 
 import argparse
 import json
@@ -23,168 +30,21 @@ import math
 import multiprocessing as mp
 import platform
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+import _quality_stats as stats
+from _quality_problems import PROBLEMS, _zdt_hv, random_median
+
 KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
-
-
-# -- functions (minimized; x is a float vector) --------------------------------------------------
-
-def branin(x):
-    a, b, c, r, s, t = 1.0, 5.1 / (4 * math.pi**2), 5 / math.pi, 6.0, 10.0, 1 / (8 * math.pi)
-    return a * (x[1] - b * x[0] ** 2 + c * x[0] - r) ** 2 + s * (1 - t) * math.cos(x[0]) + s
-
-
-_H6_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14],
-                  [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
-_H6_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
-                         [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
-_H6_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
-
-
-def hartmann6(x):
-    return float(-(_H6_ALPHA * np.exp(-(_H6_A * (np.asarray(x) - _H6_P) ** 2).sum(1))).sum())
-
-
-def levy(x):
-    w = 1 + (np.asarray(x) - 1) / 4
-    head = math.sin(math.pi * w[0]) ** 2
-    mid = ((w[:-1] - 1) ** 2 * (1 + 10 * np.sin(math.pi * w[:-1] + 1) ** 2)).sum()
-    tail = (w[-1] - 1) ** 2 * (1 + math.sin(2 * math.pi * w[-1]) ** 2)
-    return float(head + mid + tail)
-
-
-def rosenbrock(x):
-    x = np.asarray(x)
-    return float((100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum())
-
-
-def ackley(x):
-    x = np.asarray(x)
-    d = len(x)
-    return float(-20 * math.exp(-0.2 * math.sqrt((x**2).sum() / d))
-                 - math.exp(np.cos(2 * math.pi * x).sum() / d) + 20 + math.e)
-
-
-def rastrigin(x):
-    x = np.asarray(x)
-    return float(10 * len(x) + (x**2 - 10 * np.cos(2 * math.pi * x)).sum())
-
-
-def styblinski_tang(x):
-    x = np.asarray(x)
-    return float(0.5 * (x**4 - 16 * x**2 + 5 * x).sum())
-
-
-def zdt(x, concave: bool):
-    x = np.asarray(x)
-    f1 = x[0]
-    g = 1 + 9 * x[1:].mean()
-    f2 = g * (1 - (f1 / g) ** 2) if concave else g * (1 - math.sqrt(f1 / g))
-    return float(f1), float(f2)
-
-
-# -- problems -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Var:
-    """One coordinate of x: a float in [low, high], an int grid, or categorical levels."""
-
-    kind: str                       # float | int | cat
-    low: float = 0.0
-    high: float = 1.0
-    levels: tuple[float, ...] = ()
-    scale: float = 1.0              # int: x = value * scale
-
-
-@dataclass(frozen=True)
-class Problem:
-    name: str
-    group: str                      # smooth | multimodal | high-dim | mixed | two-objective
-    f: Callable[[np.ndarray], Any]
-    vars: tuple[Var, ...]
-    f_opt: float = 0.0              # single objective: known minimum
-    hv_ref: tuple[float, ...] = ()  # two objectives: reference point
-    front: Callable[[np.ndarray], np.ndarray] | None = None  # f1 -> f2 on the true front
-
-    @property
-    def n_objectives(self) -> int:
-        return 2 if self.hv_ref else 1
-
-    def suggest(self, trial) -> np.ndarray:
-        x = []
-        for i, v in enumerate(self.vars):
-            if v.kind == "float":
-                x.append(trial.suggest_float(f"x{i}", v.low, v.high))
-            elif v.kind == "int":
-                x.append(trial.suggest_int(f"x{i}", int(v.low), int(v.high)) * v.scale)
-            else:
-                x.append(trial.suggest_categorical(f"x{i}", list(v.levels)))
-        return np.array(x, dtype=float)
-
-    def random_x(self, rng: np.random.RandomState) -> np.ndarray:
-        out = []
-        for v in self.vars:
-            if v.kind == "float":
-                out.append(rng.uniform(v.low, v.high))
-            elif v.kind == "int":
-                out.append(rng.randint(int(v.low), int(v.high) + 1) * v.scale)
-            else:
-                out.append(v.levels[rng.randint(len(v.levels))])
-        return np.array(out)
-
-
-def _box(d: int, low: float, high: float) -> tuple[Var, ...]:
-    return tuple(Var("float", low, high) for _ in range(d))
-
-
-def _mixed(d: int, low: float, high: float, levels: tuple[float, ...]) -> tuple[Var, ...]:
-    """A third floats, a third integers on a grid of step 1, a third categorical levels."""
-    n_float, n_int = d - 2 * (d // 3), d // 3
-    ints = tuple(Var("int", math.ceil(low), math.floor(high)) for _ in range(n_int))
-    cats = tuple(Var("cat", levels=levels) for _ in range(d // 3))
-    return _box(n_float, low, high) + ints + cats
-
-
-_ST_MIN = -39.16616570377142   # per dimension, at x = -2.903534
-
-
-def _zdt_hv(ref: tuple[float, float], concave: bool) -> float:
-    f1 = np.linspace(0, 1, 4001)
-    f2 = 1 - f1**2 if concave else 1 - np.sqrt(f1)
-    return float(np.trapezoid(ref[1] - f2, f1) + (ref[0] - 1) * ref[1])
-
-
-PROBLEMS: dict[str, Problem] = {p.name: p for p in [
-    Problem("branin-2", "smooth", branin, (Var("float", -5, 10), Var("float", 0, 15)), 0.397887),
-    Problem("hartmann-6", "smooth", hartmann6, _box(6, 0, 1), -3.32237),
-    Problem("styblinski-4", "smooth", styblinski_tang, _box(4, -5, 5), 4 * _ST_MIN),
-    Problem("rosenbrock-4", "smooth", rosenbrock, _box(4, -2, 2), 0.0),
-    Problem("ackley-5", "multimodal", ackley, _box(5, -5, 5), 0.0),
-    Problem("rastrigin-4", "multimodal", rastrigin, _box(4, -5.12, 5.12), 0.0),
-    Problem("levy-6", "multimodal", levy, _box(6, -10, 10), 0.0),
-    Problem("rosenbrock-10", "high-dim", rosenbrock, _box(10, -2, 2), 0.0),
-    Problem("styblinski-12", "high-dim", styblinski_tang, _box(12, -5, 5), 12 * _ST_MIN),
-    Problem("levy-20", "high-dim", levy, _box(20, -10, 10), 0.0),
-    Problem("mixed-ackley-6", "mixed", ackley, _mixed(6, -5, 5, (-4.0, -1.0, 0.0, 2.0, 3.5)), 0.0),
-    Problem("mixed-styblinski-9", "mixed", styblinski_tang,
-            _mixed(9, -5, 5, (-5.0, -2.903534, 0.0, 2.5, 5.0)), 9 * _ST_MIN),
-    Problem("mixed-rastrigin-6", "mixed", rastrigin, _mixed(6, -5, 5, (-3.0, -1.0, 0.0, 1.5, 4.0)), 0.0),
-    Problem("zdt1-4", "two-objective", lambda x: zdt(x, False), _box(4, 0, 1),
-            hv_ref=(1.1, 5.0), front=lambda f1: 1 - np.sqrt(f1)),
-    Problem("mixed-zdt2-5", "two-objective", lambda x: zdt(x, True),
-            _box(2, 0, 1) + (Var("int", 0, 10, scale=0.1), Var("int", 0, 4, scale=0.25),
-                             Var("cat", levels=(0.0, 0.3, 0.6, 1.0))),
-            hv_ref=(1.1, 5.0), front=lambda f1: 1 - f1**2),
-]}
-
-
-def random_median(problem: Problem, n: int = 2000) -> float:
-    rng = np.random.RandomState(12345)
-    return float(np.median([problem.f(problem.random_x(rng)) for _ in range(n)]))
+FAMILIES = ("smooth", "multimodal", "high-dim", "mixed", "conditional", "noisy", "two-objective")
+# One task of each single-objective family but high-dim (slow for GP): about 2-4 minutes, 2 cores.
+QUICK = {"problems": "branin-2,hartmann-6,rastrigin-4,mixed-styblinski-9,cond-hartmann-3arm,"
+                     "noisy-hartmann-6",
+         "seeds": 3, "budgets": "20", "in_flight": "1,4"}
 
 
 # -- one run --------------------------------------------------------------------------------------
@@ -194,13 +54,15 @@ class RunResult:
     problem: str
     kind: str
     seed: int
+    in_flight: int = 1
     regret: dict[int, float] = field(default_factory=dict)
     seconds_per_suggestion: float = 0.0
     seconds_per_suggestion_last: float = 0.0   # over the last 20 suggestions
 
 
-def run_one(task: tuple[str, str, int, tuple[int, ...]]) -> RunResult:
-    problem_name, kind, seed, budgets = task
+def run_one(task: tuple[str, str, int, tuple[int, ...], int]) -> RunResult:
+    """One optimizer on one problem: ``in_flight`` trials asked before the oldest is told."""
+    problem_name, kind, seed, budgets, in_flight = task
     import optuna
     import torch
 
@@ -211,35 +73,41 @@ def run_one(task: tuple[str, str, int, tuple[int, ...]]) -> RunResult:
     problem = PROBLEMS[problem_name]
     directions = ["minimize"] * problem.n_objectives
     study = optuna.create_study(directions=directions, sampler=build_sampler(kind, seed=seed))
-    result = RunResult(problem_name, kind, seed)
-    times, best = [], math.inf
-    normalizer = _NORMALIZERS.get(problem_name) or random_median(problem) - problem.f_opt
-    values = []
-    for n in range(1, max(budgets) + 1):
-        start = time.perf_counter()
-        trial = study.ask()
-        x = problem.suggest(trial)
-        times.append(time.perf_counter() - start)
+    result = RunResult(problem_name, kind, seed, in_flight)
+    normalizer = random_median(problem) - problem.f_opt if problem.n_objectives == 1 else 1.0
+    times: list[float] = []
+    pending: deque = deque()
+    incumbent = (math.inf, math.inf)   # (observed, noise-free) of the trial that looked best
+    values, told = [], 0
+    while told < max(budgets):
+        while len(pending) < in_flight and told + len(pending) < max(budgets):
+            start = time.perf_counter()
+            trial = study.ask()
+            x = problem.suggest(trial)
+            times.append(time.perf_counter() - start)
+            pending.append((trial, x))
+        trial, x = pending.popleft()
         value = problem.f(x)
-        study.tell(trial, value)
         if problem.n_objectives == 1:
-            best = min(best, value)
+            # The same noise for every kind at a given seed and trial number.
+            noise = problem.noise * normalizer * np.random.RandomState([seed, trial.number]).standard_normal()
+            study.tell(trial, value + noise)
+            incumbent = min(incumbent, (value + noise, value))
         else:
+            study.tell(trial, value)
             values.append(value)
-        if n in budgets:
+        told += 1
+        if told in budgets:
             if problem.n_objectives == 1:
-                result.regret[n] = max(0.0, (best - problem.f_opt) / normalizer)
+                result.regret[told] = max(0.0, (incumbent[1] - problem.f_opt) / normalizer)
             else:
-                result.regret[n] = _hv_regret(problem, np.array(values))
+                result.regret[told] = _hv_regret(problem, np.array(values))
     result.seconds_per_suggestion = float(np.mean(times))
     result.seconds_per_suggestion_last = float(np.mean(times[-20:]))
     return result
 
 
-_NORMALIZERS: dict[str, float] = {}
-
-
-def _hv_regret(problem: Problem, values: np.ndarray) -> float:
+def _hv_regret(problem, values: np.ndarray) -> float:
     from optuna._hypervolume import compute_hypervolume
 
     ref = np.array(problem.hv_ref)
@@ -251,135 +119,176 @@ def _hv_regret(problem: Problem, values: np.ndarray) -> float:
 
 # -- summary --------------------------------------------------------------------------------------
 
-def summarize(results: list[RunResult], budgets: tuple[int, ...], kinds: tuple[str, ...]) -> dict:
-    by_key = {(r.problem, r.kind, r.seed): r for r in results}
+def config_key(budget: int, in_flight: int) -> str:
+    return f"{budget} trials, {in_flight} in flight"
+
+
+def scores_of(results: list[RunResult], budget: int, in_flight: int) -> dict:
+    """Block (problem, seed) -> kind -> regret, for one budget and trials in flight."""
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for r in results:
+        if r.in_flight == in_flight and budget in r.regret:
+            out.setdefault((r.problem, r.seed), {})[r.kind] = r.regret[budget]
+    return out
+
+
+def summarize(results: list[RunResult], budgets: tuple[int, ...], in_flights: tuple[int, ...],
+              kinds: tuple[str, ...]) -> dict:
     problems = sorted({r.problem for r in results}, key=list(PROBLEMS).index)
-    seeds = sorted({r.seed for r in results})
-    median = {
-        p: {k: {b: float(np.median([by_key[p, k, s].regret[b] for s in seeds if (p, k, s) in by_key]))
-                for b in budgets} for k in kinds if any((p, k, s) in by_key for s in seeds)}
-        for p in problems
-    }
-    ranks: dict[int, dict[str, list[float]]] = {b: {k: [] for k in kinds} for b in budgets}
-    for b in budgets:
-        for p in problems:
-            for s in seeds:
-                present = [k for k in kinds if (p, k, s) in by_key]
-                if len(present) < 2:
-                    continue
-                order = _rankdata([by_key[p, k, s].regret[b] for k in present])
-                # Scale ranks to 1..7 when a kind does not apply (cmaes on two objectives).
-                scale = (len(kinds) - 1) / (len(present) - 1)
-                for k, r in zip(present, order):
-                    ranks[b][k].append(1 + (r - 1) * scale)
-    mean_rank = {b: {k: float(np.mean(v)) for k, v in ranks[b].items() if v} for b in budgets}
+    median: dict[str, dict[str, dict[str, float]]] = {}
+    tests: dict[str, dict] = {}
+    for k_flight in in_flights:
+        for b in budgets:
+            key = config_key(b, k_flight)
+            scores = scores_of(results, b, k_flight)
+            for p in problems:
+                for k in kinds:
+                    runs = [row[k] for (prob, _), row in scores.items() if prob == p and k in row]
+                    if runs:
+                        median.setdefault(p, {}).setdefault(k, {})[key] = float(np.median(runs))
+            present = [k for k in kinds if any(k in row for row in scores.values())]
+            entry: dict[str, Any] = {"friedman": stats.friedman(scores, present), "by_family": {}}
+            for family in FAMILIES:
+                sub = {blk: row for blk, row in scores.items() if PROBLEMS[blk[0]].group == family}
+                if sub:
+                    entry["by_family"][family] = stats.mean_ranks(sub, present)
+            if "hybrid" in present:
+                entry["hybrid_vs"] = stats.wilcoxon_vs(scores, "hybrid", [k for k in present if k != "hybrid"])
+                for test in entry["hybrid_vs"].values():
+                    test["verdict"] = stats.verdict(test)
+            if "evolution" in present and "random" in present:
+                entry["evolution_vs_random"] = stats.wilcoxon_vs(scores, "evolution", ["random"])["random"]
+                entry["evolution_vs_random"]["verdict"] = stats.verdict(entry["evolution_vs_random"])
+            tests[key] = entry
     speed = {
         k: {"mean": float(np.mean([r.seconds_per_suggestion for r in results if r.kind == k])),
             "last20": float(np.mean([r.seconds_per_suggestion_last for r in results if r.kind == k]))}
         for k in kinds if any(r.kind == k for r in results)
     }
-    return {"median_regret": median, "mean_rank": mean_rank, "seconds_per_suggestion": speed,
-            "targets": _targets(median, mean_rank, speed, budgets, problems)}
+    return {"median_regret": median, "tests": tests, "seconds_per_suggestion": speed}
 
 
-def _rankdata(values: list[float]) -> list[float]:
-    import scipy.stats
-
-    return scipy.stats.rankdata(values).tolist()
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
 
 
-def _targets(median, mean_rank, speed, budgets, problems) -> dict:
-    out: dict[str, Any] = {}
-    top = max(budgets)
-    if top in mean_rank and "hybrid" in mean_rank[top]:
-        overall = {k: float(np.mean([mean_rank[b][k] for b in budgets])) for k in mean_rank[top]}
-        out["mean_rank_all_budgets"] = overall
-        out["hybrid_best_mean_rank"] = min(overall, key=overall.get) == "hybrid"
-    b100 = 100 if 100 in budgets else top
-
-    def ratio(a: str, b: str, probs) -> dict[str, float]:
-        eps = 1e-6   # regret floor: both at the optimum counts as a tie
-        return {p: (median[p][a][b100] + eps) / (median[p][b][b100] + eps)
-                for p in probs if a in median[p] and b in median[p]}
-
-    vs_tpe = ratio("hybrid", "tpe", problems)
-    if vs_tpe:
-        out[f"hybrid_over_tpe_median_regret_at_{b100}"] = vs_tpe
-        out["hybrid_over_tpe_geomean"] = float(np.exp(np.mean(np.log(list(vs_tpe.values())))))
-    smooth = [p for p in problems if PROBLEMS[p].group == "smooth"]
-    vs_gp = ratio("hybrid", "gp", smooth)
-    if vs_gp:
-        out[f"hybrid_over_gp_median_regret_smooth_at_{b100}"] = vs_gp
-        out["hybrid_over_gp_smooth_geomean"] = float(np.exp(np.mean(np.log(list(vs_gp.values())))))
-    if "gp" in speed and "hybrid" in speed:
-        out["gp_over_hybrid_seconds_last20"] = speed["gp"]["last20"] / speed["hybrid"]["last20"]
-    groups = sorted({PROBLEMS[p].group for p in problems})
-    if all("evolution" in median[p] and "random" in median[p] for p in problems):
-        out[f"evolution_beats_random_at_{top}"] = {
-            g: all(median[p]["evolution"][top] <= median[p]["random"][top]
-                   for p in problems if PROBLEMS[p].group == g) for g in groups}
-    return out
-
-
-def print_tables(summary: dict, budgets: tuple[int, ...], kinds: tuple[str, ...]) -> None:
+def print_tables(summary: dict, kinds: tuple[str, ...]) -> None:
     present = [k for k in kinds if k in summary["seconds_per_suggestion"]]
-    head = "| problem | budget | " + " | ".join(present) + " |"
-    print("\nMedian normalized simple regret (two objectives: 1 - HV/HV*); lower is better\n")
-    print(head)
+    configs = list(summary["tests"])
+    print("\nMedian normalized simple regret over seeds (two objectives: 1 - HV/HV*); lower is better\n")
+    print("| problem | budget, in flight | " + " | ".join(present) + " |")
     print("|" + " --- |" * (len(present) + 2))
     for p, per_kind in summary["median_regret"].items():
-        for b in budgets:
-            row = [per_kind[k][b] if k in per_kind else None for k in present]
-            best = min(v for v in row if v is not None)
+        for key in configs:
+            row = [per_kind.get(k, {}).get(key) for k in present]
+            best = min((v for v in row if v is not None), default=None)
             cells = ["-" if v is None else (f"**{v:.3g}**" if v == best else f"{v:.3g}") for v in row]
-            print(f"| {p} | {b} | " + " | ".join(cells) + " |")
-    print("\nMean rank (1 = best of seven) over problems x seeds\n")
-    print("| budget | " + " | ".join(present) + " |")
-    print("|" + " --- |" * (len(present) + 1))
-    for b in budgets:
-        print(f"| {b} | " + " | ".join(f"{summary['mean_rank'][b].get(k, float('nan')):.2f}" for k in present) + " |")
+            print(f"| {p} | {key} | " + " | ".join(cells) + " |")
+    print("\nMean rank (1 = best) over tasks x seeds where every kind ran; Friedman test that all "
+          "kinds are alike\n")
+    print("| budget, in flight | blocks | " + " | ".join(present) + " | Friedman chi2 | p |")
+    print("|" + " --- |" * (len(present) + 4))
+    for key, entry in summary["tests"].items():
+        fr = entry["friedman"]
+        ranks = " | ".join(f"{fr['mean_rank'].get(k, float('nan')):.2f}" for k in present)
+        chi2 = "-" if fr["statistic"] is None else f"{fr['statistic']:.1f}"
+        print(f"| {key} | {fr['n_blocks']} | {ranks} | {chi2} | {_p(fr['p_value'])} |")
+    print("\nMean rank by family\n")
+    print("| budget, in flight | family | " + " | ".join(present) + " |")
+    print("|" + " --- |" * (len(present) + 2))
+    for key, entry in summary["tests"].items():
+        for family, ranks in entry["by_family"].items():
+            print(f"| {key} | {family} | " + " | ".join(f"{ranks.get(k, float('nan')):.2f}" for k in present) + " |")
+    if any("hybrid_vs" in e for e in summary["tests"].values()):
+        print("\nHybrid against each kind: Wilcoxon signed-rank over tasks x seeds, two-sided "
+              "(wins/ties/losses of hybrid; p raw and Holm-adjusted)\n")
+        print("| budget, in flight | vs | W/T/L | median diff | p | p Holm | verdict |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for key, entry in summary["tests"].items():
+            for other, t in entry.get("hybrid_vs", {}).items():
+                print(f"| {key} | {other} | {t['wins']}/{t['ties']}/{t['losses']} | {t['median_diff']:+.3g} "
+                      f"| {_p(t['p'])} | {_p(t['p_holm'])} | {t['verdict']} |")
+    if any("evolution_vs_random" in e for e in summary["tests"].values()):
+        print("\nEvolution against random (Wilcoxon, two-sided)\n")
+        print("| budget, in flight | W/T/L | median diff | p | verdict |")
+        print("| --- | --- | --- | --- | --- |")
+        for key, entry in summary["tests"].items():
+            t = entry.get("evolution_vs_random")
+            if t:
+                print(f"| {key} | {t['wins']}/{t['ties']}/{t['losses']} | {t['median_diff']:+.3g} "
+                      f"| {_p(t['p'])} | {t['verdict']} |")
     print("\nSeconds per suggestion (mean over all; mean over the last 20 of each run)\n")
     print("| kind | mean s | last-20 s |")
     print("| --- | --- | --- |")
     for k in present:
         s = summary["seconds_per_suggestion"][k]
         print(f"| {k} | {s['mean']:.4f} | {s['last20']:.4f} |")
-    print("\nTargets\n")
-    print(json.dumps(summary["targets"], indent=1))
 
 
-def main() -> None:
+# -- command line ---------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--problems", default=",".join(PROBLEMS), help="comma-separated names")
+    parser.add_argument("--quick", action="store_true",
+                        help="preset: one task per single-objective family but high-dim, "
+                             f"{QUICK['seeds']} seeds, {QUICK['budgets']} trials, {QUICK['in_flight']} in flight")
+    parser.add_argument("--problems", default=None, help="comma-separated names (default: all)")
+    parser.add_argument("--families", default=None, help=f"comma-separated: {', '.join(FAMILIES)}")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
-    parser.add_argument("--budgets", default="25,50,100,200")
+    parser.add_argument("--budgets", default="20,50,100", help="trials at which regret is read")
+    parser.add_argument("--in-flight", default="1,4,8", help="trials running at once")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default="search_quality.json")
-    args = parser.parse_args()
-    problems = tuple(args.problems.split(","))
-    kinds = tuple(args.kinds.split(","))
-    budgets = tuple(sorted(int(b) for b in args.budgets.split(",")))
-    for p in problems:
+    args = parser.parse_args(argv)
+    if args.quick:
+        given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
+        for name, value in QUICK.items():
+            if f"--{name.replace('_', '-')}" not in given:
+                setattr(args, name, value)
+    names = args.problems.split(",") if args.problems else list(PROBLEMS)
+    for p in names:
         if p not in PROBLEMS:
             parser.error(f"unknown problem {p!r}; choose from {', '.join(PROBLEMS)}")
-    tasks = [(p, k, s, budgets) for p in problems for k in kinds for s in range(args.seeds)
+    if args.families:
+        families = args.families.split(",")
+        for f in families:
+            if f not in FAMILIES:
+                parser.error(f"unknown family {f!r}; choose from {', '.join(FAMILIES)}")
+        names = [p for p in names if PROBLEMS[p].group in families]
+    args.problems = tuple(names)
+    args.kinds = tuple(args.kinds.split(","))
+    args.budgets = tuple(sorted(int(b) for b in str(args.budgets).split(",")))
+    args.in_flight = tuple(sorted(int(k) for k in str(args.in_flight).split(",")))
+    return args
+
+
+def tasks_of(args: argparse.Namespace) -> list[tuple[str, str, int, tuple[int, ...], int]]:
+    tasks = [(p, k, s, args.budgets, f) for p in args.problems for k in args.kinds
+             for s in range(args.seeds) for f in args.in_flight
              if not (k == "cmaes" and PROBLEMS[p].n_objectives > 1)]
-    # Slowest first (GP, hybrid; high dimension), so that the pool ends together.
+    # Slowest first (GP, hybrid; many parameters), so that the pool ends together.
     cost = {"gp": 10, "hybrid": 3}
-    tasks.sort(key=lambda t: -cost.get(t[1], 1) * len(PROBLEMS[t[0]].vars))
+    tasks.sort(key=lambda t: -cost.get(t[1], 1) * len(getattr(PROBLEMS[t[0]], "vars", (0,) * 8)))
+    return tasks
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tasks = tasks_of(args)
     started = time.time()
     with mp.get_context("spawn").Pool(args.workers) as pool:
         results = []
         for i, r in enumerate(pool.imap_unordered(run_one, tasks), 1):
             results.append(r)
+            top = max(args.budgets)
             print(f"[{i}/{len(tasks)} {time.time() - started:.0f}s] {r.problem} {r.kind} seed={r.seed} "
-                  f"regret@{budgets[-1]}={r.regret[budgets[-1]]:.4g} {r.seconds_per_suggestion:.3f}s/sugg",
-                  flush=True)
-    summary = summarize(results, budgets, kinds)
-    print_tables(summary, budgets, kinds)
-    meta = {"command": "python bench/search_quality.py " + " ".join(
-                f"--{k} {v}" for k, v in vars(args).items()),
+                  f"in_flight={r.in_flight} regret@{top}={r.regret[top]:.4g} "
+                  f"{r.seconds_per_suggestion:.3f}s/sugg", flush=True)
+    summary = summarize(results, args.budgets, args.in_flight, args.kinds)
+    print_tables(summary, args.kinds)
+    meta = {"command": "python bench/search_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "settings": {k: v for k, v in vars(args).items()},
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "wall_s": time.time() - started}
@@ -387,7 +296,8 @@ def main() -> None:
         json.dump({"meta": meta, "summary": summary,
                    "runs": [r.__dict__ for r in results]}, fh, indent=1, default=str)
     print(f"\nwrote {args.out} ({meta['wall_s']:.0f}s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -84,6 +84,18 @@ class GenomeCodec:
     def n_genes(self) -> int:
         return len(self.numeric) + len(self.categorical)
 
+    @property
+    def levels(self) -> list[int]:
+        """Per numeric gene: how many values a linear int or stepped float takes (each an equal
+        share of [0, 1]); 0 for continuous and log-scaled genes."""
+        out = []
+        for name in self.numeric:
+            dist = self.space[name]
+            step = dist.step   # type: ignore[attr-defined]  (None: a continuous float)
+            grid = step is not None and not dist.log   # type: ignore[attr-defined]
+            out.append(int(round((dist.high - dist.low) / step)) + 1 if grid else 0)  # type: ignore[attr-defined]
+        return out
+
     def encode(
         self, params: dict[str, Any], rng: np.random.RandomState
     ) -> tuple[list[float], list[int]]:

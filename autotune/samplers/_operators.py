@@ -1,5 +1,8 @@
 """Variation operators on genomes, from DEAP: SBX crossover and polynomial mutation for numeric
-genes in [0, 1], uniform crossover and random resets for categorical genes.
+genes in [0, 1], uniform crossover and random resets for categorical genes. Genes of integer grids
+(``levels``: L values, each an equal share of [0, 1]) mutate on their level index instead, and a
+mutation moves them at least one level: in [0, 1] most of polynomial mutation's small steps would
+round back to the value the gene had, and a population would stop exploring its integers.
 
 Owns: turning two parent genomes into one child genome, reproducibly. DEAP draws from Python's
 global ``random``; ``deap_random`` lends it a private state for the duration of a call so that
@@ -45,10 +48,13 @@ def make_child(
     variation: Variation,
     rng: random.Random | None,
     eta_mutation: float | None = None,
+    levels: Sequence[int] | None = None,
 ) -> Genome:
     """One child of two parents: crossover with ``crossover_prob``, then per-gene mutation.
 
     ``rng=None``: the caller has already entered ``deap_random`` (cheaper for many children).
+    ``levels``: per numeric gene, the number of values of its integer grid (0: continuous); None:
+    every numeric gene is continuous.
     """
     num_a, num_b = list(mother[0]), list(father[0])
     cat_a, cat_b = list(mother[1]), list(father[1])
@@ -65,9 +71,33 @@ def make_child(
                 cat_a, cat_b = tools.cxUniform(cat_a, cat_b, indpb=0.5)
         if random.random() < 0.5:
             num_a, cat_a = num_b, cat_b
-        if num_a:
-            (num_a,) = tools.mutPolynomialBounded(num_a, eta=eta_m, low=0.0, up=1.0, indpb=indpb)
+        grid = [i for i, n in enumerate(levels or ()) if n > 1]
+        continuous = [i for i in range(len(num_a)) if i not in grid]
+        if continuous:
+            genes = [num_a[i] for i in continuous]
+            (genes,) = tools.mutPolynomialBounded(genes, eta=eta_m, low=0.0, up=1.0, indpb=indpb)
+            for i, u in zip(continuous, genes):
+                num_a[i] = u
+        for i in grid:
+            if random.random() < indpb:
+                num_a[i] = _mutate_level(num_a[i], levels[i], eta_m)  # type: ignore[index]
         for i, n in enumerate(n_choices):
             if n > 1 and random.random() < indpb:
                 cat_a[i] = random.choice([c for c in range(n) if c != cat_a[i]])
     return [min(1.0, max(0.0, float(u))) for u in num_a], [int(c) for c in cat_a]
+
+
+def _mutate_level(u: float, n_levels: int, eta: float) -> float:
+    """Polynomial mutation of a grid gene's level index (0 .. n_levels-1) that moves it >= 1 level.
+
+    Returns the centre of the new level's share of [0, 1].
+    """
+    level = min(n_levels - 1, int(u * n_levels))
+    (moved,) = tools.mutPolynomialBounded([float(level)], eta=eta, low=0.0, up=n_levels - 1.0, indpb=1.0)
+    new = int(round(moved[0]))
+    if new == level:   # rounded back: step one level in the direction it leaned (or the open one)
+        direction = 1 if moved[0] > level else -1 if moved[0] < level else random.choice((-1, 1))
+        if not 0 <= level + direction < n_levels:
+            direction = -direction
+        new = level + direction
+    return (new + 0.5) / n_levels

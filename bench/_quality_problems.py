@@ -1,0 +1,240 @@
+"""The problems of bench/search_quality.py: test functions with known optima and their spaces.
+
+Owns: the functions (minimized; x is a float vector), ``Var`` / ``Problem`` (a space of floats,
+integer grids and categorical levels), ``ConditionalProblem`` (a categorical ``branch`` choosing
+among sub-spaces, each a function of its own parameters) and ``PROBLEMS`` by name, in families:
+smooth, multimodal, high-dim, mixed (integer and categorical variants), conditional, noisy (the same
+function observed with seeded Gaussian noise) and two-objective.
+Must not know about: optimizers, statistics.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+
+# -- functions (minimized; x is a float vector) --------------------------------------------------
+
+def branin(x):
+    a, b, c, r, s, t = 1.0, 5.1 / (4 * math.pi**2), 5 / math.pi, 6.0, 10.0, 1 / (8 * math.pi)
+    return a * (x[1] - b * x[0] ** 2 + c * x[0] - r) ** 2 + s * (1 - t) * math.cos(x[0]) + s
+
+
+_H6_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14],
+                  [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
+_H6_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+                         [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
+_H6_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+
+
+def hartmann6(x):
+    return float(-(_H6_ALPHA * np.exp(-(_H6_A * (np.asarray(x) - _H6_P) ** 2).sum(1))).sum())
+
+
+def levy(x):
+    w = 1 + (np.asarray(x) - 1) / 4
+    head = math.sin(math.pi * w[0]) ** 2
+    mid = ((w[:-1] - 1) ** 2 * (1 + 10 * np.sin(math.pi * w[:-1] + 1) ** 2)).sum()
+    tail = (w[-1] - 1) ** 2 * (1 + math.sin(2 * math.pi * w[-1]) ** 2)
+    return float(head + mid + tail)
+
+
+def rosenbrock(x):
+    x = np.asarray(x)
+    return float((100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum())
+
+
+def ackley(x):
+    x = np.asarray(x)
+    d = len(x)
+    return float(-20 * math.exp(-0.2 * math.sqrt((x**2).sum() / d))
+                 - math.exp(np.cos(2 * math.pi * x).sum() / d) + 20 + math.e)
+
+
+def rastrigin(x):
+    x = np.asarray(x)
+    return float(10 * len(x) + (x**2 - 10 * np.cos(2 * math.pi * x)).sum())
+
+
+def styblinski_tang(x):
+    x = np.asarray(x)
+    return float(0.5 * (x**4 - 16 * x**2 + 5 * x).sum())
+
+
+def zdt(x, concave: bool):
+    x = np.asarray(x)
+    f1 = x[0]
+    g = 1 + 9 * x[1:].mean()
+    f2 = g * (1 - (f1 / g) ** 2) if concave else g * (1 - math.sqrt(f1 / g))
+    return float(f1), float(f2)
+
+
+# -- problems -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Var:
+    """One coordinate of x: a float in [low, high], an int grid, or categorical levels."""
+
+    kind: str                       # float | int | cat
+    low: float = 0.0
+    high: float = 1.0
+    levels: tuple[float, ...] = ()
+    scale: float = 1.0              # int: x = value * scale
+
+
+@dataclass(frozen=True)
+class Problem:
+    name: str
+    group: str                      # smooth | multimodal | high-dim | mixed | noisy | two-objective
+    f: Callable[[np.ndarray], Any]
+    vars: tuple[Var, ...]
+    f_opt: float = 0.0              # single objective: known minimum
+    hv_ref: tuple[float, ...] = ()  # two objectives: reference point
+    front: Callable[[np.ndarray], np.ndarray] | None = None  # f1 -> f2 on the true front
+    noise: float = 0.0              # sd of the observation noise, as a share of (random median - f*)
+
+    @property
+    def n_objectives(self) -> int:
+        return 2 if self.hv_ref else 1
+
+    def suggest(self, trial) -> np.ndarray:
+        return np.array(_suggest_vars(trial, self.vars, "x"), dtype=float)
+
+    def random_x(self, rng: np.random.RandomState) -> np.ndarray:
+        return np.array(_random_vars(rng, self.vars))
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One arm of a conditional space: ``f(x) + offset`` over its own parameters."""
+
+    name: str
+    f: Callable[[np.ndarray], float]
+    vars: tuple[Var, ...]
+    offset: float = 0.0
+    scale: float = 1.0              # the arm's value is f(x) * scale + offset
+
+
+@dataclass(frozen=True)
+class ConditionalProblem:
+    """A categorical ``branch`` picks an arm; only that arm's parameters exist in the trial.
+
+    x is ``[arm index, *arm's coordinates]``, so ``f`` and ``random_x`` keep Problem's shape.
+    """
+
+    name: str
+    group: str
+    branches: tuple[Branch, ...]
+    f_opt: float
+    noise: float = 0.0
+    n_objectives: int = 1
+
+    def f(self, x: np.ndarray) -> float:
+        arm = self.branches[int(x[0])]
+        return float(arm.f(np.asarray(x[1:1 + len(arm.vars)])) * arm.scale + arm.offset)
+
+    def suggest(self, trial) -> np.ndarray:
+        names = [b.name for b in self.branches]
+        index = names.index(trial.suggest_categorical("branch", names))
+        arm = self.branches[index]
+        return np.array([index, *_suggest_vars(trial, arm.vars, f"{arm.name}_x")], dtype=float)
+
+    def random_x(self, rng: np.random.RandomState) -> np.ndarray:
+        index = rng.randint(len(self.branches))
+        return np.array([index, *_random_vars(rng, self.branches[index].vars)])
+
+
+def _suggest_vars(trial, variables: tuple[Var, ...], prefix: str) -> list[float]:
+    x = []
+    for i, v in enumerate(variables):
+        if v.kind == "float":
+            x.append(trial.suggest_float(f"{prefix}{i}", v.low, v.high))
+        elif v.kind == "int":
+            x.append(trial.suggest_int(f"{prefix}{i}", int(v.low), int(v.high)) * v.scale)
+        else:
+            x.append(trial.suggest_categorical(f"{prefix}{i}", list(v.levels)))
+    return x
+
+
+def _random_vars(rng: np.random.RandomState, variables: tuple[Var, ...]) -> list[float]:
+    out = []
+    for v in variables:
+        if v.kind == "float":
+            out.append(rng.uniform(v.low, v.high))
+        elif v.kind == "int":
+            out.append(rng.randint(int(v.low), int(v.high) + 1) * v.scale)
+        else:
+            out.append(v.levels[rng.randint(len(v.levels))])
+    return out
+
+
+def _box(d: int, low: float, high: float) -> tuple[Var, ...]:
+    return tuple(Var("float", low, high) for _ in range(d))
+
+
+def _mixed(d: int, low: float, high: float, levels: tuple[float, ...]) -> tuple[Var, ...]:
+    """A third floats, a third integers on a grid of step 1, a third categorical levels."""
+    n_float, n_int = d - 2 * (d // 3), d // 3
+    ints = tuple(Var("int", math.ceil(low), math.floor(high)) for _ in range(n_int))
+    cats = tuple(Var("cat", levels=levels) for _ in range(d // 3))
+    return _box(n_float, low, high) + ints + cats
+
+
+_ST_MIN = -39.16616570377142   # per dimension, at x = -2.903534
+
+
+def _zdt_hv(ref: tuple[float, float], concave: bool) -> float:
+    f1 = np.linspace(0, 1, 4001)
+    f2 = 1 - f1**2 if concave else 1 - np.sqrt(f1)
+    return float(np.trapezoid(ref[1] - f2, f1) + (ref[0] - 1) * ref[1])
+
+
+PROBLEMS: dict[str, Problem | ConditionalProblem] = {p.name: p for p in [
+    Problem("branin-2", "smooth", branin, (Var("float", -5, 10), Var("float", 0, 15)), 0.397887),
+    Problem("hartmann-6", "smooth", hartmann6, _box(6, 0, 1), -3.32237),
+    Problem("styblinski-4", "smooth", styblinski_tang, _box(4, -5, 5), 4 * _ST_MIN),
+    Problem("rosenbrock-4", "smooth", rosenbrock, _box(4, -2, 2), 0.0),
+    Problem("ackley-5", "multimodal", ackley, _box(5, -5, 5), 0.0),
+    Problem("rastrigin-4", "multimodal", rastrigin, _box(4, -5.12, 5.12), 0.0),
+    Problem("levy-6", "multimodal", levy, _box(6, -10, 10), 0.0),
+    Problem("rosenbrock-10", "high-dim", rosenbrock, _box(10, -2, 2), 0.0),
+    Problem("styblinski-12", "high-dim", styblinski_tang, _box(12, -5, 5), 12 * _ST_MIN),
+    Problem("levy-20", "high-dim", levy, _box(20, -10, 10), 0.0),
+    Problem("mixed-ackley-6", "mixed", ackley, _mixed(6, -5, 5, (-4.0, -1.0, 0.0, 2.0, 3.5)), 0.0),
+    Problem("mixed-styblinski-9", "mixed", styblinski_tang,
+            _mixed(9, -5, 5, (-5.0, -2.903534, 0.0, 2.5, 5.0)), 9 * _ST_MIN),
+    Problem("mixed-rastrigin-6", "mixed", rastrigin, _mixed(6, -5, 5, (-3.0, -1.0, 0.0, 1.5, 4.0)), 0.0),
+    Problem("zdt1-4", "two-objective", lambda x: zdt(x, False), _box(4, 0, 1),
+            hv_ref=(1.1, 5.0), front=lambda f1: 1 - np.sqrt(f1)),
+    Problem("mixed-zdt2-5", "two-objective", lambda x: zdt(x, True),
+            _box(2, 0, 1) + (Var("int", 0, 10, scale=0.1), Var("int", 0, 4, scale=0.25),
+                             Var("cat", levels=(0.0, 0.3, 0.6, 1.0))),
+            hv_ref=(1.1, 5.0), front=lambda f1: 1 - f1**2),
+    # A model-family choice: the best arm (Hartmann-6) shares the space with a decoy arm whose best
+    # is close (Branin, scaled to -2.9) and a mixed integer/categorical arm (Rastrigin-4).
+    ConditionalProblem("cond-hartmann-3arm", "conditional", (
+        Branch("h6", hartmann6, _box(6, 0, 1)),
+        Branch("branin", branin, (Var("float", -5, 10), Var("float", 0, 15)), offset=-2.9 - 0.00397887,
+               scale=0.01),
+        Branch("rastrigin", rastrigin, _mixed(4, -5, 5, (-3.0, -1.0, 0.0, 1.5, 4.0)), offset=-2.5,
+               scale=0.02),
+    ), f_opt=-3.32237),
+    ConditionalProblem("cond-styblinski-2arm", "conditional", (
+        Branch("st4", styblinski_tang, _box(4, -5, 5)),
+        Branch("st6int", styblinski_tang, tuple(Var("int", -5, 5) for _ in range(6)), scale=4 / 6),
+    ), f_opt=4 * _ST_MIN),
+    # The same functions observed with Gaussian noise (seeded per run and trial); regret is the
+    # noise-free value of the trial that looked best, the one a user would keep.
+    Problem("noisy-hartmann-6", "noisy", hartmann6, _box(6, 0, 1), -3.32237, noise=0.05),
+    Problem("noisy-mixed-ackley-6", "noisy", ackley,
+            _mixed(6, -5, 5, (-4.0, -1.0, 0.0, 2.0, 3.5)), 0.0, noise=0.05),
+    Problem("noisy-rosenbrock-4", "noisy", rosenbrock, _box(4, -2, 2), 0.0, noise=0.05),
+]}
+
+
+def random_median(problem: Problem | ConditionalProblem, n: int = 2000) -> float:
+    rng = np.random.RandomState(12345)
+    return float(np.median([problem.f(problem.random_x(rng)) for _ in range(n)]))

@@ -1,0 +1,106 @@
+"""bench/search_quality.py: its statistics, its in-flight runs and its presets (tiny sizes)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.fixture(scope="module")
+def sq():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("search_quality", BENCH / "search_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["search_quality"] = module   # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def stats(sq):
+    return sq.stats
+
+
+def table(rows):
+    return {i: dict(zip(("a", "b", "c"), row)) for i, row in enumerate(rows)}
+
+
+def test_friedman_finds_a_kind_that_is_always_best(stats):
+    rng = np.random.RandomState(0)
+    scores = table([(0.01, 0.5 + rng.rand(), 0.5 + rng.rand()) for _ in range(12)])
+    result = stats.friedman(scores, ["a", "b", "c"])
+    assert result["p_value"] < 0.01 and result["n_blocks"] == 12
+    assert result["mean_rank"]["a"] == 1.0
+
+
+def test_friedman_of_full_ties_is_no_difference(stats):
+    result = stats.friedman(table([(0.0, 0.0, 0.0)] * 5), ["a", "b", "c"])
+    assert result["p_value"] == 1.0
+
+
+def test_friedman_uses_only_blocks_where_every_kind_ran(stats):
+    scores = table([(0.1, 0.2, 0.3)] * 4)
+    scores[99] = {"a": 0.1, "b": 0.2}   # cmaes on two objectives, say
+    assert stats.friedman(scores, ["a", "b", "c"])["n_blocks"] == 4
+
+
+def test_wilcoxon_counts_wins_ties_losses_and_gives_a_verdict(stats):
+    rng = np.random.RandomState(1)
+    rows = [(0.1 * rng.rand(), 0.5 + rng.rand(), 0.5 * rng.rand()) for _ in range(15)]
+    rows.append((0.3, 0.3, 0.3))
+    result = stats.wilcoxon_vs(table(rows), "a", ["b", "c"])
+    assert (result["b"]["wins"], result["b"]["ties"], result["b"]["losses"]) == (15, 1, 0)
+    assert stats.verdict(result["b"]) == "wins"
+    reverse = stats.wilcoxon_vs(table(rows), "b", ["a"])["a"]
+    assert stats.verdict(reverse) == "trails"
+    assert result["b"]["p_holm"] >= result["b"]["p"]
+
+
+def test_wilcoxon_of_identical_kinds_ties(stats):
+    result = stats.wilcoxon_vs(table([(0.2, 0.2, 0.2)] * 6), "a", ["b"])["b"]
+    assert result["p"] == 1.0 and stats.verdict(result) == "ties"
+
+
+def test_holm_multiplies_the_smallest_by_m_and_stays_monotone(stats):
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_a_run_reads_regret_at_each_budget_and_it_never_rises(sq, in_flight):
+    result = sq.run_one(("branin-2", "random", 0, (5, 12), in_flight))
+    assert set(result.regret) == {5, 12} and result.in_flight == in_flight
+    assert result.regret[12] <= result.regret[5]
+
+
+def test_noisy_and_conditional_problems_run(sq):
+    for name in ("noisy-hartmann-6", "cond-hartmann-3arm"):
+        result = sq.run_one((name, "evolution", 1, (10,), 2))
+        assert result.regret[10] >= 0.0
+
+
+def test_quick_preset_fills_what_the_command_line_leaves_out(sq):
+    args = sq.parse_args(["--quick", "--seeds", "2"])
+    assert args.seeds == 2 and args.budgets == (20,) and args.in_flight == (1, 4)
+    assert "cond-hartmann-3arm" in args.problems and "noisy-hartmann-6" in args.problems
+
+
+def test_families_select_problems(sq):
+    args = sq.parse_args(["--families", "conditional,noisy"])
+    assert {sq.PROBLEMS[p].group for p in args.problems} == {"conditional", "noisy"}
+
+
+def test_summary_tests_hybrid_against_each_kind(sq):
+    results = []
+    for seed in range(3):
+        for kind, regret in (("hybrid", 0.1), ("random", 0.5), ("tpe", 0.3)):
+            r = sq.RunResult("branin-2", kind, seed, 1, {10: regret + 0.01 * seed})
+            results.append(r)
+    summary = sq.summarize(results, (10,), (1,), ("random", "tpe", "hybrid"))
+    entry = summary["tests"][sq.config_key(10, 1)]
+    assert entry["friedman"]["mean_rank"]["hybrid"] == 1.0
+    assert entry["hybrid_vs"]["random"]["wins"] == 3
