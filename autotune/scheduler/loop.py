@@ -1,8 +1,8 @@
 """The scheduler: hands a study's trials to crash-isolated worker processes until the budget is spent.
 
-Owns: slots and their worker processes (one per slot, 'spawn' start method, ``CUDA_VISIBLE_DEVICES``
-pinned), the claim of each trial (race-free across processes and machines), heartbeats of running
-trials, failing and retrying the trials of dead processes, budgets (trials, wall time, GPU-hours),
+Owns: slots and their worker processes (one per slot, started and killed through ``workers``),
+the claim of each trial (race-free across processes and machines), heartbeats of running trials,
+failing and retrying the trials of dead processes, budgets (trials, wall time, GPU-hours),
 per-trial time limits (killing a hung trial's process group), and a graceful Ctrl-C / SIGTERM.
 Its decisions are small pure functions (``policies``: budget spent? claim? which slots? retry?
 timed out? too many failures?); the class is the loop that applies them.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
-import os
 import signal
 import socket
 import threading
@@ -33,7 +32,8 @@ from autotune.outcomes import INTERRUPTED, INTERRUPTED_BY_ATTR, RERUN_OF_ATTR, S
 from autotune.scheduler import _worker
 from autotune.scheduler._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
                                           open_study, retry_callback)
-from autotune.scheduler.gpus import Slot, plan_slots
+from autotune.scheduler.gpus import plan_slots
+from autotune.scheduler.workers import Running, Worker, describe_exit, kill_worker, start_worker
 from autotune.scheduler import policies
 from autotune.spec_types import BudgetSpec, ParallelSpec
 
@@ -71,23 +71,6 @@ class SchedulerError(RuntimeError):
 
 
 @dataclass
-class _Running:
-    trial: optuna.trial.Trial
-    started: float
-
-
-@dataclass
-class _Worker:
-    slot: Slot
-    process: Any
-    conn: Any
-    running: _Running | None = None
-    stopping: bool = False
-    ready: bool = False          # sent "ready": its start-up (imports, unpickling) succeeded
-    started: float = field(default_factory=time.monotonic)
-
-
-@dataclass
 class _Budget:
     spec: BudgetSpec
     started: float = field(default_factory=time.monotonic)
@@ -119,48 +102,6 @@ def run_study(
                       progress=progress).run()
 
 
-def start_worker(slot: Slot, objective: Callable) -> _Worker:
-    """Start the worker process of ``slot`` with its GPU pinned and Ctrl-C ignored (the parent
-    decides what a Ctrl-C means; a terminal sends it to the whole process group)."""
-    ctx = multiprocessing.get_context("spawn")
-    parent_conn, child_conn = ctx.Pipe(duplex=True)
-    verbose = _log.isEnabledFor(logging.INFO)   # autotune -v: a failed warm-up's traceback too
-    process = ctx.Process(target=_worker.main, args=(child_conn, objective, os.getpid(), verbose),
-                          name=f"autotune-slot{slot.index}", daemon=True)
-    saved_env = {name: os.environ.get(name) for name in slot.env}
-    # The child inherits a blocked SIGINT (and ignores it once running); our own Ctrl-C arriving
-    # meanwhile stays pending and is delivered to us when we unblock.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    os.environ.update(slot.env)   # CUDA_VISIBLE_DEVICES; OMP_NUM_THREADS on CPU
-    try:
-        process.start()
-    finally:
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    child_conn.close()
-    try:   # its own process group, so that a timeout kills its subprocesses too (the worker
-        os.setpgid(process.pid, process.pid)   # does the same: whichever runs first wins)
-    except OSError:
-        pass
-    return _Worker(slot=slot, process=process, conn=parent_conn)
-
-
-def kill_worker(worker: _Worker) -> None:
-    """SIGKILL a worker and its process group (its subprocesses: data loaders, Inductor's compile
-    workers), and reap it."""
-    worker.stopping = True
-    try:
-        os.killpg(worker.process.pid, signal.SIGKILL)
-    except OSError:
-        pass   # not a group leader yet (killed just after start), or gone already
-    worker.process.kill()
-    worker.process.join(5.0)
-
-
 TRACEBACK_ATTR = "traceback"    # user attr: a failed trial's traceback text
 TRACEBACK_MAX_CHARS = 20_000    # its tail (the frames nearest the error) when longer
 
@@ -171,19 +112,6 @@ def stored_traceback(text: str, limit: int = TRACEBACK_MAX_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"[{len(text) - limit} characters cut]\n" + text[-limit:]
-
-
-def describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "worker process vanished"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        hint = " (out of memory killer?)" if -exitcode == signal.SIGKILL else ""
-        return f"worker process killed by {name}{hint}"
-    return f"worker process exited with code {exitcode}"
 
 
 HOST = socket.gethostname()
@@ -207,7 +135,7 @@ class _Scheduler:
         self.budget = _Budget(budget)
         self.retry = retry_callback(parallel.max_retries)
         self.slots = plan_slots(parallel)
-        self.workers: list[_Worker] = []
+        self.workers: list[Worker] = []
         self.heartbeats = Heartbeats(self.storage, max(1, parallel.heartbeat_interval))
         self.result = RunResult(study.study_name, slots=len(self.slots))
         self.interrupt: int | None = None
@@ -272,7 +200,7 @@ class _Scheduler:
             self._wait(POLL_S)
         self.result.stopped_by = self.stop_reason or ""
 
-    def _running(self) -> list[_Worker]:
+    def _running(self) -> list[Worker]:
         return [w for w in self.workers if w.running is not None]
 
     # --- budgets and claims ---------------------------------------------------------------
@@ -349,8 +277,8 @@ class _Scheduler:
                 continue   # another process took it first
         return None
 
-    def _start_trial(self, worker: _Worker, trial: optuna.trial.Trial) -> None:
-        worker.running = _Running(trial, time.monotonic())
+    def _start_trial(self, worker: Worker, trial: optuna.trial.Trial) -> None:
+        worker.running = Running(trial, time.monotonic())
         try:
             params = self.suggest(trial)
         except Exception as exc:
@@ -385,7 +313,7 @@ class _Scheduler:
 
     # --- results from workers -------------------------------------------------------------
     def _wait(self, timeout: float) -> None:
-        by_handle: dict[Any, tuple[str, _Worker]] = {}
+        by_handle: dict[Any, tuple[str, Worker]] = {}
         for w in self.workers:
             by_handle[w.conn] = ("conn", w)
             by_handle[w.process.sentinel] = ("exit", w)
@@ -395,7 +323,7 @@ class _Scheduler:
             if kind == "exit":
                 self._on_exit(worker)
 
-    def _drain(self, worker: _Worker) -> None:
+    def _drain(self, worker: Worker) -> None:
         while True:
             try:
                 if not worker.conn.poll():
@@ -423,7 +351,7 @@ class _Scheduler:
                     self._finish(worker, TrialState.FAIL, reason=payload, parts=parts,
                                  trace=trace)
 
-    def _on_exit(self, worker: _Worker) -> None:
+    def _on_exit(self, worker: Worker) -> None:
         worker.process.join(1.0)
         if worker.running is not None:
             self._finish(worker, TrialState.FAIL, reason=describe_exit(worker.process.exitcode),
@@ -442,7 +370,7 @@ class _Scheduler:
             self.workers.append(start_worker(worker.slot, self.objective))
             self.workers.sort(key=lambda w: w.slot.index)
 
-    def _finish(self, worker: _Worker, state: TrialState, *, values: list[float] | None = None,
+    def _finish(self, worker: Worker, state: TrialState, *, values: list[float] | None = None,
                 reason: str | None = None, retry: bool = False,
                 interrupted_by: str | None = None, parts: dict[str, float] | None = None,
                 trace: str | None = None) -> None:
