@@ -84,7 +84,7 @@ def _suggest_one(trial: optuna.trial.BaseTrial, param: Param) -> Any:
 def to_unit(dist: BaseDistribution, value: Any) -> float:
     """``value`` of ``dist`` as a point of [0, 1] (values outside the range clamped onto it).
 
-    >>> to_unit(IntDistribution(1, 4), 1), to_unit(FloatDistribution(1e-4, 1e-2, log=True), 1e-3)
+    >>> to_unit(IntDistribution(1, 4), 1), round(to_unit(FloatDistribution(1e-4, 1e-2, log=True), 1e-3), 9)
     (0.125, 0.5)
     """
     if isinstance(dist, CategoricalDistribution):
