@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autotune import store
+from autotune._optuna import study_id_of, trial_id_of
 from autotune.outcomes import INTERRUPTED, INTERRUPTED_BY_ATTR, RERUN_OF_ATTR, STOP_ATTR
 from autotune.scheduler import _worker
 from autotune.scheduler._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
@@ -152,21 +153,21 @@ class _Scheduler:
         restore_signals = self._install_signal_handlers()
         self.heartbeats.start()
         try:
-            counts = store.count_trials(self.storage, self.study._study_id)
+            counts = store.count_trials(self.storage, study_id_of(self.study))
             self.progress.start(self.study.study_name,
                                 [d.name.lower() for d in self.study.directions],
                                 list(self.study.metric_names or []), self.budget.spec.trials,
                                 counts.finished, self.budget.spec.timeout_s)
             _log.info("study %s: %d slot(s) %s", self.study.study_name, len(self.slots),
                       [s.gpu if s.gpu is not None else "cpu" for s in self.slots])
-            with store.study_lock(self.storage, self.study._study_id):   # also with the budget met
+            with store.study_lock(self.storage, study_id_of(self.study)):   # also with the budget met
                 fail_stale_trials(self.study, self.storage)
             if policies.trials_spent(counts.finished, self.budget.spec.trials):
                 self.result.stopped_by = "trials"   # nothing to do: no worker is started
                 return self.result
             if self.budget.spec.trial_timeout_s is None:   # read once; this run's own are added
                 self.complete_slot_seconds = store.trial_user_attr_values(
-                    self.storage, self.study._study_id, "slot_seconds", TrialState.COMPLETE)
+                    self.storage, study_id_of(self.study), "slot_seconds", TrialState.COMPLETE)
             self.workers = [start_worker(slot, self.objective) for slot in self.slots]
             self._loop()
         finally:
@@ -175,7 +176,7 @@ class _Scheduler:
             self.result.wall_s = round(time.monotonic() - self.budget.started, 3)
             try:
                 self.result.finished_in_study = store.count_trials(
-                    self.storage, self.study._study_id).finished
+                    self.storage, study_id_of(self.study)).finished
             finally:
                 self.progress.close()
         return self.result
@@ -216,7 +217,7 @@ class _Scheduler:
         now = time.monotonic()
         total, read_at = self.gpu_seconds_used
         if now - read_at >= 1.0:
-            total = store.sum_trial_user_attr(self.storage, self.study._study_id, "gpu_seconds")
+            total = store.sum_trial_user_attr(self.storage, study_id_of(self.study), "gpu_seconds")
             self.gpu_seconds_used = (total, now)
         return total + sum((now - w.running.started) * w.slot.share for w in self._running())
 
@@ -241,12 +242,12 @@ class _Scheduler:
         """The next trial, created (or a waiting one popped) under the study's claim lock, so that
         processes on every machine together never run more than ``budget.trials``."""
         n_wanted = self.budget.spec.trials
-        with store.study_lock(self.storage, self.study._study_id):
+        with store.study_lock(self.storage, study_id_of(self.study)):
             if time.monotonic() >= self.next_stale_check:
                 fail_stale_trials(self.study, self.storage)
                 self.next_stale_check = time.monotonic() + self.heartbeats.interval
             if n_wanted is not None:
-                counts = store.count_trials(self.storage, self.study._study_id)
+                counts = store.count_trials(self.storage, study_id_of(self.study))
                 decision = policies.claim_decision(counts.finished, counts.running, n_wanted)
                 if decision == "trials":
                     self.stop_reason = "trials"
@@ -257,22 +258,22 @@ class _Scheduler:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "heartbeat ... supposed to be used with optimize"
                     trial = self.study.ask()
-            self.storage.set_trial_system_attr(trial._trial_id, GRACE_ATTR,
+            self.storage.set_trial_system_attr(trial_id_of(trial), GRACE_ATTR,
                                                self.storage.grace_period)
-            self.storage.record_heartbeat(trial._trial_id)  # counted as running from now on
-        self.heartbeats.add(trial._trial_id)
+            self.storage.record_heartbeat(trial_id_of(trial))  # counted as running from now on
+        self.heartbeats.add(trial_id_of(trial))
         return trial
 
     def _pop_rerun(self) -> optuna.trial.Trial | None:
         """The oldest waiting copy of an interrupted trial, set running (as ``ask`` pops a waiting
         trial, but ahead of the rest of the queue): stopped work resumes first."""
-        for waiting in self.storage.get_all_trials(self.study._study_id, deepcopy=False,
+        for waiting in self.storage.get_all_trials(study_id_of(self.study), deepcopy=False,
                                                    states=(TrialState.WAITING,)):
             if RERUN_OF_ATTR not in waiting.system_attrs:
                 continue
             try:
-                if self.storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                    return optuna.trial.Trial(self.study, waiting._trial_id)
+                if self.storage.set_trial_state_values(trial_id_of(waiting), state=TrialState.RUNNING):
+                    return optuna.trial.Trial(self.study, trial_id_of(waiting))
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue   # another process took it first
         return None
@@ -289,7 +290,7 @@ class _Scheduler:
         trial.set_user_attr("host", HOST)
         self.progress.trial_started(trial.number, worker.slot.index, params)
         try:
-            worker.conn.send(("run", trial._trial_id, params))
+            worker.conn.send(("run", trial_id_of(trial), params))
         except OSError:
             pass  # the worker died; its exit is noticed in _wait and the trial retried
 
@@ -337,7 +338,7 @@ class _Scheduler:
                 self.start_failures[worker.slot.index] = 0
                 continue
             running = worker.running
-            if running is None or message[1] != running.trial._trial_id:
+            if running is None or message[1] != trial_id_of(running.trial):
                 continue
             if message[0] == "notify":
                 self.progress.trial_reported(running.trial.number, message[2], message[3])
@@ -377,7 +378,7 @@ class _Scheduler:
         running, worker.running = worker.running, None
         assert running is not None
         seconds = time.monotonic() - running.started
-        self.heartbeats.remove(running.trial._trial_id)
+        self.heartbeats.remove(trial_id_of(running.trial))
         gpu_seconds = seconds * worker.slot.share
         self.result.slot_seconds += seconds
         self.result.gpu_seconds += gpu_seconds
@@ -390,7 +391,7 @@ class _Scheduler:
                 state: TrialState, values: list[float] | None, reason: str | None,
                 retry: bool, time_s: dict[str, float], interrupted_by: str | None = None,
                 trace: str | None = None) -> None:
-        if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+        if self.storage.get_trial(trial_id_of(trial)).state != TrialState.RUNNING:
             # Failed meanwhile by another process (our heartbeat lapsed); it did the retry.
             _log.warning("trial %d was finished elsewhere; dropping its result", trial.number)
             return
