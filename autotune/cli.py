@@ -43,12 +43,8 @@ def _guarded(fn: Callable) -> Callable:
         from autotune.spec import SpecError
         from autotune.store import StoreError
         from autotune.study import StudyError
-        bad_input: tuple[type[BaseException], ...] = (SpecError, StoreError, OutputRefused, StudyError)
-        try:
-            from autotune.warmstart import WarmStartError
-            bad_input += (WarmStartError,)
-        except ImportError:
-            pass
+        from autotune.warmstart import WarmStartError
+        bad_input = (SpecError, StoreError, OutputRefused, StudyError, WarmStartError)
         try:
             return fn(*args, **kwargs)
         except bad_input as exc:

@@ -215,10 +215,10 @@ class TrialObjective:
     def _compile_costs(self, study: optuna.Study, params: Mapping[str, Any]):
         """What compiling cost and saved in the study's finished trials so far (every worker's,
         on every machine: read afresh for each trial, one query), for trials like this one."""
-        from autotune.store import open_storage, trial_user_attr_json
+        from autotune.store import open_storage, study_id_of, trial_user_attr_json
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         storage = self._storage if self._storage is not None else open_storage(self.storage_url)
-        records = [r for r in trial_user_attr_json(storage, study._study_id, "compile", finished)
+        records = [r for r in trial_user_attr_json(storage, study_id_of(study), "compile", finished)
                    if isinstance(r, dict)]
         return compile_costs_from(records, attention=params.get("attention"))
 

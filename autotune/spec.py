@@ -110,18 +110,14 @@ def _parse_optimizer(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> Optimi
     if seed is not None:
         seed = ctx.number(seed, _join(key, "seed"), integer=True, minimum=0)
     options = {k: v for k, v in raw.items() if k not in ("kind", "seed")}
+    from autotune.samplers import check_sampler_options
     try:
-        from autotune.samplers import check_sampler_options
-    except ImportError:  # samplers not importable: validated when the sampler is built
-        check_sampler_options = None
-    if check_sampler_options is not None:
-        try:
-            check_sampler_options(kind, options, n_objectives)
-        except ValueError as exc:
-            sub, _, problem = str(exc).partition(": ")
-            if not problem:
-                sub, problem = "kind", str(exc)
-            raise ctx.fail(_join(key, sub), problem) from None
+        check_sampler_options(kind, options, n_objectives)
+    except ValueError as exc:
+        sub, _, problem = str(exc).partition(": ")
+        if not problem:
+            sub, problem = "kind", str(exc)
+        raise ctx.fail(_join(key, sub), problem) from None
     return OptimizerSpec(kind, seed, tuple(sorted(options.items())))
 
 

@@ -108,11 +108,11 @@ def run_one(task: tuple[str, str, int, tuple[int, ...], int]) -> RunResult:
 
 
 def _hv_regret(problem, values: np.ndarray) -> float:
-    from optuna._hypervolume import compute_hypervolume
+    from autotune._optuna import hypervolume
 
     ref = np.array(problem.hv_ref)
     inside = values[(values < ref).all(axis=1)]
-    hv = compute_hypervolume(inside, ref) if len(inside) else 0.0
+    hv = hypervolume(inside, ref) if len(inside) else 0.0
     hv_opt = _zdt_hv(problem.hv_ref, concave=problem.name.startswith("mixed-zdt2"))
     return max(0.0, 1.0 - hv / hv_opt)
 

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune._optuna import storage_of
 from autotune.outcomes import is_feasible
 
 MAX_SCATTER_TRIALS = 1000     # slice / parallel coordinates / Pareto: best ones plus a random sample
@@ -26,11 +27,12 @@ class Snapshot(optuna.Study):
     trials several times per figure, and each ask is a full read of the store."""
 
     def __init__(self, study: optuna.Study, trials: list[FrozenTrial] | None = None) -> None:
-        super().__init__(study_name=study.study_name, storage=study._storage)
+        super().__init__(study_name=study.study_name, storage=storage_of(study))
         self._trials = trials if trials is not None else study.get_trials(deepcopy=False)
         self._front: list[FrozenTrial] | None = None     # computed once: each is O(trials^2) or a sort
         self._ranked: list[FrozenTrial] | None = None
 
+    # Optuna reads trials through this private hook (autotune._optuna.TRIALS_HOOK, pinned there)
     def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list[FrozenTrial]:
         if states is None:
             return list(self._trials)

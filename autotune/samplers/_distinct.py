@@ -26,6 +26,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune._optuna import trial_id_of
 from autotune.samplers._encoding import (
     GenomeCodec,
     proposed_params,
@@ -86,7 +87,7 @@ class DistinctSampler(BaseSampler):
             params = self.inner.sample_relative(study, trial, search_space)
         else:
             params = self._nudge(params, search_space, trial, taken)
-        self._relative = {trial._trial_id: params}
+        self._relative = {trial_id_of(trial): params}
         remember_proposal(study, trial, params)
         return params
 
@@ -96,7 +97,7 @@ class DistinctSampler(BaseSampler):
     ) -> Any:
         value = self.inner.sample_independent(study, trial, param_name, param_distribution)
         taken = self._taken_configs(study, trial)
-        planned = {**self._relative.get(trial._trial_id, {}), **trial.params}
+        planned = {**self._relative.get(trial_id_of(trial), {}), **trial.params}
 
         def repeats(v: Any) -> bool:
             return _repeats({**planned, param_name: v}, {**trial.params, param_name: v}, taken)
@@ -120,7 +121,7 @@ class DistinctSampler(BaseSampler):
     def after_trial(
         self, study: Study, trial: FrozenTrial, state: TrialState, values: Any
     ) -> None:
-        self._relative.pop(trial._trial_id, None)
+        self._relative.pop(trial_id_of(trial), None)
         self.inner.after_trial(study, trial, state, values)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -128,13 +129,13 @@ class DistinctSampler(BaseSampler):
     def _taken_configs(self, study: Study, trial: FrozenTrial) -> list[dict[str, Any]]:
         """Every other trial's configuration (running ones: what they were proposed), read once
         per trial: within one trial's suggestions no other trial of this process changes."""
-        if self._taken is None or self._taken[0] != trial._trial_id:
-            trials = study._get_trials(deepcopy=False, use_cache=False)
+        if self._taken is None or self._taken[0] != trial_id_of(trial):
+            trials = study.get_trials(deepcopy=False)
             configs = [
                 proposed_params(t) for t in trials
-                if t._trial_id != trial._trial_id and t.state != TrialState.WAITING
+                if trial_id_of(t) != trial_id_of(trial) and t.state != TrialState.WAITING
             ]
-            self._taken = (trial._trial_id, [c for c in configs if c])
+            self._taken = (trial_id_of(trial), [c for c in configs if c])
             self._space = union_search_space(t for t in trials if t.state.is_finished())
         return self._taken[1]
 

@@ -18,6 +18,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune._optuna import study_trials_cached
 from autotune.samplers._distinct import DistinctSampler
 
 SAMPLER_KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
@@ -251,4 +252,4 @@ class _WarnOnceFallback(BaseSampler):
 
 
 def _has_finished_trial(study: Study) -> bool:
-    return bool(study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True))
+    return bool(study_trials_cached(study, (TrialState.COMPLETE,), use_cache=True))

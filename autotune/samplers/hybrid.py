@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import scipy.stats
 import torch
+# optuna._gp: Optuna 5.x's GP internals (pyproject pins optuna<6); tests/test_optuna_internals.py
+# pins the names used here and that space.to_unit scales as its SearchSpace normalizes.
 from optuna._gp import acqf as gp_acqf
 from optuna._gp import gp, optim_mixed, prior
 from optuna._gp import search_space as gp_search_space
@@ -38,6 +40,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune._optuna import study_trials_cached
 from autotune.samplers._constraints import penalized_values
 from autotune.samplers._encoding import (
     GenomeCodec,
@@ -102,7 +105,7 @@ class HybridSampler(BaseSampler):
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        trials = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
+        trials = study_trials_cached(study, (TrialState.COMPLETE,), use_cache=True)
         return union_search_space(trials)
 
     def sample_relative(
@@ -110,7 +113,7 @@ class HybridSampler(BaseSampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
-        trials = study._get_trials(deepcopy=False, use_cache=False)
+        trials = study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         taken = [p for t in trials if t.number != trial.number and (p := proposed_params(t))]
         if len(complete) < self._n_startup_trials:

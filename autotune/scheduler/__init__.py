@@ -1,8 +1,9 @@
 """The scheduler: runs a study's trials in crash-isolated worker processes until the budget is spent.
 
 Public: ``run_study``, ``RunResult`` and ``SchedulerError`` (``loop.py``, the loop); ``gpus`` (GPU
-inventory and slots); ``policies`` (its decisions, as small pure functions). ``_worker`` is the
-worker process, ``_liveness`` the heartbeats, stale trials and retries across processes.
+inventory and slots); ``policies`` (its decisions, as small pure functions); ``workers`` (starting,
+killing and describing the worker processes). ``_worker`` is what runs inside a worker process,
+``_liveness`` the heartbeats, stale trials and retries across processes.
 Must not know about: the model. It runs the ``objective(trial_id, params, notify)`` it is handed.
 
 The loop (and with it Optuna and SQLAlchemy) is imported on first use (PEP 562), so that the

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autotune import store
+from autotune._optuna import study_id_of
 from autotune.scheduler import policies
 from autotune.spec_types import ParallelSpec
 
@@ -65,7 +66,7 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) 
     trial gets a ``fail_reason``. Returns how many trials it failed."""
     failed = 0
     callback = storage.get_heartbeat_stale_trial_callback()
-    for trial_id, age in store.heartbeat_ages(storage, study._study_id).items():
+    for trial_id, age in store.heartbeat_ages(storage, study_id_of(study)).items():
         grace = storage.get_trial_system_attrs(trial_id).get(GRACE_ATTR, storage.grace_period)
         if not policies.is_stale(age, grace):
             continue

@@ -1,8 +1,8 @@
 """The scheduler: hands a study's trials to crash-isolated worker processes until the budget is spent.
 
-Owns: slots and their worker processes (one per slot, 'spawn' start method, ``CUDA_VISIBLE_DEVICES``
-pinned), the claim of each trial (race-free across processes and machines), heartbeats of running
-trials, failing and retrying the trials of dead processes, budgets (trials, wall time, GPU-hours),
+Owns: slots and their worker processes (one per slot, started and killed through ``workers``),
+the claim of each trial (race-free across processes and machines), heartbeats of running trials,
+failing and retrying the trials of dead processes, budgets (trials, wall time, GPU-hours),
 per-trial time limits (killing a hung trial's process group), and a graceful Ctrl-C / SIGTERM.
 Its decisions are small pure functions (``policies``: budget spent? claim? which slots? retry?
 timed out? too many failures?); the class is the loop that applies them.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
-import os
 import signal
 import socket
 import threading
@@ -29,11 +28,14 @@ import optuna
 from optuna.trial import TrialState
 
 from autotune import store
+from autotune._optuna import study_id_of, trial_id_of
 from autotune.outcomes import INTERRUPTED, INTERRUPTED_BY_ATTR, RERUN_OF_ATTR, STOP_ATTR
 from autotune.scheduler import _worker
 from autotune.scheduler._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
                                           open_study, retry_callback)
-from autotune.scheduler.gpus import Slot, plan_slots
+from autotune.scheduler.gpus import plan_slots
+from autotune.scheduler.workers import (Running, Worker, describe_exit, kill_worker, start_worker,
+                                       terminate_worker)
 from autotune.scheduler import policies
 from autotune.spec_types import BudgetSpec, ParallelSpec
 
@@ -41,7 +43,6 @@ _log = logging.getLogger("autotune")
 
 POLL_S = 0.2                 # how often the main loop wakes up with nothing to do
 STOP_GRACE_S = 5.0           # how long a worker gets to exit after "stop"
-TERM_GRACE_S = 5.0           # how long a cut trial's worker gets to exit after SIGTERM (then SIGKILL)
 
 
 @dataclass
@@ -69,24 +70,6 @@ class RunResult:
 
 class SchedulerError(RuntimeError):
     """The scheduler cannot go on, e.g. worker processes die while starting."""
-
-
-@dataclass
-class _Running:
-    trial: optuna.trial.Trial
-    started: float
-
-
-@dataclass
-class _Worker:
-    slot: Slot
-    process: Any
-    conn: Any
-    running: _Running | None = None
-    stopping: bool = False
-    ready: bool = False          # sent "ready": its start-up (imports, unpickling) succeeded
-    started: float = field(default_factory=time.monotonic)
-    kill_at: float | None = None  # sent SIGTERM: when SIGKILL follows (monotonic)
 
 
 @dataclass
@@ -121,69 +104,6 @@ def run_study(
                       progress=progress).run()
 
 
-def start_worker(slot: Slot, objective: Callable) -> _Worker:
-    """Start the worker process of ``slot`` with its GPU pinned and Ctrl-C ignored (the parent
-    decides what a Ctrl-C means; a terminal sends it to the whole process group)."""
-    ctx = multiprocessing.get_context("spawn")
-    parent_conn, child_conn = ctx.Pipe(duplex=True)
-    verbose = _log.isEnabledFor(logging.INFO)   # autotune -v: a failed warm-up's traceback too
-    process = ctx.Process(target=_worker.main, args=(child_conn, objective, os.getpid(), verbose),
-                          name=f"autotune-slot{slot.index}", daemon=True)
-    saved_env = {name: os.environ.get(name) for name in slot.env}
-    # The child inherits a blocked SIGINT (and ignores it once running); our own Ctrl-C arriving
-    # meanwhile stays pending and is delivered to us when we unblock.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    os.environ.update(slot.env)   # CUDA_VISIBLE_DEVICES; OMP_NUM_THREADS on CPU
-    try:
-        process.start()
-    finally:
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    child_conn.close()
-    try:   # its own process group, so that a timeout kills its subprocesses too (the worker
-        os.setpgid(process.pid, process.pid)   # does the same: whichever runs first wins)
-    except OSError:
-        pass
-    return _Worker(slot=slot, process=process, conn=parent_conn)
-
-
-def terminate_worker(worker: _Worker) -> None:
-    """Ask a worker to exit now (SIGTERM, once; SIGCONT too, in case it is stopped): it runs its exit
-    handlers, which free what the trial's libraries hold outside the process (named semaphores,
-    e.g. the multiprocessing lock that tqdm creates under torch.compile; Inductor's compile
-    workers), and exits without finishing the trial. ``kill_worker`` finishes the job."""
-    worker.stopping = True
-    if worker.kill_at is not None:
-        return
-    worker.kill_at = time.monotonic() + TERM_GRACE_S
-    for sig in (signal.SIGTERM, signal.SIGCONT):
-        try:
-            os.kill(worker.process.pid, sig)
-        except OSError:
-            pass   # gone already
-
-
-def kill_worker(worker: _Worker) -> None:
-    """Stop a worker and its process group (its subprocesses: data loaders, Inductor's compile
-    workers), and reap it: SIGTERM, up to ``TERM_GRACE_S`` to exit cleanly, then SIGKILL.
-
-    A SIGKILL alone leaks the named semaphores that the worker registered with the resource
-    tracker it shares with this process (which then warns "leaked semaphore objects" at exit)."""
-    terminate_worker(worker)
-    multiprocessing.connection.wait([worker.process.sentinel],
-                                    max(0.0, worker.kill_at - time.monotonic()))
-    try:   # not reaped yet: the group's id cannot have been reused
-        os.killpg(worker.process.pid, signal.SIGKILL)
-    except OSError:
-        pass   # not a group leader yet (killed just after start), or gone already
-    worker.process.kill()
-    worker.process.join(5.0)
-
-
 TRACEBACK_ATTR = "traceback"    # user attr: a failed trial's traceback text
 TRACEBACK_MAX_CHARS = 20_000    # its tail (the frames nearest the error) when longer
 
@@ -194,19 +114,6 @@ def stored_traceback(text: str, limit: int = TRACEBACK_MAX_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"[{len(text) - limit} characters cut]\n" + text[-limit:]
-
-
-def describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "worker process vanished"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        hint = " (out of memory killer?)" if -exitcode == signal.SIGKILL else ""
-        return f"worker process killed by {name}{hint}"
-    return f"worker process exited with code {exitcode}"
 
 
 HOST = socket.gethostname()
@@ -230,7 +137,7 @@ class _Scheduler:
         self.budget = _Budget(budget)
         self.retry = retry_callback(parallel.max_retries)
         self.slots = plan_slots(parallel)
-        self.workers: list[_Worker] = []
+        self.workers: list[Worker] = []
         self.heartbeats = Heartbeats(self.storage, max(1, parallel.heartbeat_interval))
         self.result = RunResult(study.study_name, slots=len(self.slots))
         self.interrupt: int | None = None
@@ -247,21 +154,21 @@ class _Scheduler:
         restore_signals = self._install_signal_handlers()
         self.heartbeats.start()
         try:
-            counts = store.count_trials(self.storage, self.study._study_id)
+            counts = store.count_trials(self.storage, study_id_of(self.study))
             self.progress.start(self.study.study_name,
                                 [d.name.lower() for d in self.study.directions],
                                 list(self.study.metric_names or []), self.budget.spec.trials,
                                 counts.finished, self.budget.spec.timeout_s)
             _log.info("study %s: %d slot(s) %s", self.study.study_name, len(self.slots),
                       [s.gpu if s.gpu is not None else "cpu" for s in self.slots])
-            with store.study_lock(self.storage, self.study._study_id):   # also with the budget met
+            with store.study_lock(self.storage, study_id_of(self.study)):   # also with the budget met
                 fail_stale_trials(self.study, self.storage)
             if policies.trials_spent(counts.finished, self.budget.spec.trials):
                 self.result.stopped_by = "trials"   # nothing to do: no worker is started
                 return self.result
             if self.budget.spec.trial_timeout_s is None:   # read once; this run's own are added
                 self.complete_slot_seconds = store.trial_user_attr_values(
-                    self.storage, self.study._study_id, "slot_seconds", TrialState.COMPLETE)
+                    self.storage, study_id_of(self.study), "slot_seconds", TrialState.COMPLETE)
             self.workers = [start_worker(slot, self.objective) for slot in self.slots]
             self._loop()
         finally:
@@ -270,7 +177,7 @@ class _Scheduler:
             self.result.wall_s = round(time.monotonic() - self.budget.started, 3)
             try:
                 self.result.finished_in_study = store.count_trials(
-                    self.storage, self.study._study_id).finished
+                    self.storage, study_id_of(self.study)).finished
             finally:
                 self.progress.close()
         return self.result
@@ -295,7 +202,7 @@ class _Scheduler:
             self._wait(POLL_S)
         self.result.stopped_by = self.stop_reason or ""
 
-    def _running(self) -> list[_Worker]:
+    def _running(self) -> list[Worker]:
         return [w for w in self.workers if w.running is not None]
 
     # --- budgets and claims ---------------------------------------------------------------
@@ -311,7 +218,7 @@ class _Scheduler:
         now = time.monotonic()
         total, read_at = self.gpu_seconds_used
         if now - read_at >= 1.0:
-            total = store.sum_trial_user_attr(self.storage, self.study._study_id, "gpu_seconds")
+            total = store.sum_trial_user_attr(self.storage, study_id_of(self.study), "gpu_seconds")
             self.gpu_seconds_used = (total, now)
         return total + sum((now - w.running.started) * w.slot.share for w in self._running())
 
@@ -336,12 +243,12 @@ class _Scheduler:
         """The next trial, created (or a waiting one popped) under the study's claim lock, so that
         processes on every machine together never run more than ``budget.trials``."""
         n_wanted = self.budget.spec.trials
-        with store.study_lock(self.storage, self.study._study_id):
+        with store.study_lock(self.storage, study_id_of(self.study)):
             if time.monotonic() >= self.next_stale_check:
                 fail_stale_trials(self.study, self.storage)
                 self.next_stale_check = time.monotonic() + self.heartbeats.interval
             if n_wanted is not None:
-                counts = store.count_trials(self.storage, self.study._study_id)
+                counts = store.count_trials(self.storage, study_id_of(self.study))
                 decision = policies.claim_decision(counts.finished, counts.running, n_wanted)
                 if decision == "trials":
                     self.stop_reason = "trials"
@@ -352,28 +259,28 @@ class _Scheduler:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "heartbeat ... supposed to be used with optimize"
                     trial = self.study.ask()
-            self.storage.set_trial_system_attr(trial._trial_id, GRACE_ATTR,
+            self.storage.set_trial_system_attr(trial_id_of(trial), GRACE_ATTR,
                                                self.storage.grace_period)
-            self.storage.record_heartbeat(trial._trial_id)  # counted as running from now on
-        self.heartbeats.add(trial._trial_id)
+            self.storage.record_heartbeat(trial_id_of(trial))  # counted as running from now on
+        self.heartbeats.add(trial_id_of(trial))
         return trial
 
     def _pop_rerun(self) -> optuna.trial.Trial | None:
         """The oldest waiting copy of an interrupted trial, set running (as ``ask`` pops a waiting
         trial, but ahead of the rest of the queue): stopped work resumes first."""
-        for waiting in self.storage.get_all_trials(self.study._study_id, deepcopy=False,
+        for waiting in self.storage.get_all_trials(study_id_of(self.study), deepcopy=False,
                                                    states=(TrialState.WAITING,)):
             if RERUN_OF_ATTR not in waiting.system_attrs:
                 continue
             try:
-                if self.storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                    return optuna.trial.Trial(self.study, waiting._trial_id)
+                if self.storage.set_trial_state_values(trial_id_of(waiting), state=TrialState.RUNNING):
+                    return optuna.trial.Trial(self.study, trial_id_of(waiting))
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue   # another process took it first
         return None
 
-    def _start_trial(self, worker: _Worker, trial: optuna.trial.Trial) -> None:
-        worker.running = _Running(trial, time.monotonic())
+    def _start_trial(self, worker: Worker, trial: optuna.trial.Trial) -> None:
+        worker.running = Running(trial, time.monotonic())
         try:
             params = self.suggest(trial)
         except Exception as exc:
@@ -384,7 +291,7 @@ class _Scheduler:
         trial.set_user_attr("host", HOST)
         self.progress.trial_started(trial.number, worker.slot.index, params)
         try:
-            worker.conn.send(("run", trial._trial_id, params))
+            worker.conn.send(("run", trial_id_of(trial), params))
         except OSError:
             pass  # the worker died; its exit is noticed in _wait and the trial retried
 
@@ -408,7 +315,7 @@ class _Scheduler:
 
     # --- results from workers -------------------------------------------------------------
     def _wait(self, timeout: float) -> None:
-        by_handle: dict[Any, tuple[str, _Worker]] = {}
+        by_handle: dict[Any, tuple[str, Worker]] = {}
         for w in self.workers:
             by_handle[w.conn] = ("conn", w)
             by_handle[w.process.sentinel] = ("exit", w)
@@ -418,7 +325,7 @@ class _Scheduler:
             if kind == "exit":
                 self._on_exit(worker)
 
-    def _drain(self, worker: _Worker) -> None:
+    def _drain(self, worker: Worker) -> None:
         while True:
             try:
                 if not worker.conn.poll():
@@ -432,7 +339,7 @@ class _Scheduler:
                 self.start_failures[worker.slot.index] = 0
                 continue
             running = worker.running
-            if running is None or message[1] != running.trial._trial_id:
+            if running is None or message[1] != trial_id_of(running.trial):
                 continue
             if message[0] == "notify":
                 self.progress.trial_reported(running.trial.number, message[2], message[3])
@@ -446,7 +353,7 @@ class _Scheduler:
                     self._finish(worker, TrialState.FAIL, reason=payload, parts=parts,
                                  trace=trace)
 
-    def _on_exit(self, worker: _Worker) -> None:
+    def _on_exit(self, worker: Worker) -> None:
         worker.process.join(1.0)
         if worker.running is not None:
             self._finish(worker, TrialState.FAIL, reason=describe_exit(worker.process.exitcode),
@@ -465,14 +372,14 @@ class _Scheduler:
             self.workers.append(start_worker(worker.slot, self.objective))
             self.workers.sort(key=lambda w: w.slot.index)
 
-    def _finish(self, worker: _Worker, state: TrialState, *, values: list[float] | None = None,
+    def _finish(self, worker: Worker, state: TrialState, *, values: list[float] | None = None,
                 reason: str | None = None, retry: bool = False,
                 interrupted_by: str | None = None, parts: dict[str, float] | None = None,
                 trace: str | None = None) -> None:
         running, worker.running = worker.running, None
         assert running is not None
         seconds = time.monotonic() - running.started
-        self.heartbeats.remove(running.trial._trial_id)
+        self.heartbeats.remove(trial_id_of(running.trial))
         gpu_seconds = seconds * worker.slot.share
         self.result.slot_seconds += seconds
         self.result.gpu_seconds += gpu_seconds
@@ -485,7 +392,7 @@ class _Scheduler:
                 state: TrialState, values: list[float] | None, reason: str | None,
                 retry: bool, time_s: dict[str, float], interrupted_by: str | None = None,
                 trace: str | None = None) -> None:
-        if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+        if self.storage.get_trial(trial_id_of(trial)).state != TrialState.RUNNING:
             # Failed meanwhile by another process (our heartbeat lapsed); it did the retry.
             _log.warning("trial %d was finished elsewhere; dropping its result", trial.number)
             return

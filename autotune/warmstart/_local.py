@@ -35,7 +35,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.warmstart._prior import PriorSampler, _fits, _unit
+from autotune.space import from_unit, to_unit
+from autotune.warmstart._prior import PriorSampler, _fits
 from autotune.warmstart._transfer import carry_value
 
 _RELEVANCE_TO_STAY = 0.3     # below it, the sources no longer choose where to search
@@ -166,14 +167,8 @@ def perturb(dist: BaseDistribution, value: Any, step: float, rng: np.random.Rand
     grid = dist.step if dist.step is not None else (1 if isinstance(dist, IntDistribution) else None)
     if grid is not None and not dist.log:
         step = max(step, _GRID_STEPS * grid / max(float(dist.high - dist.low), grid))
-    u = _unit(dist, value) + step * rng.normal()
-    u = min(max(-u if u < 0 else (2.0 - u if u > 1 else u), 0.0), 1.0)
-    low, high = float(dist.low), float(dist.high)
-    if dist.log:
-        raw = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
-    else:
-        raw = low + u * (high - low)
-    return carry_value(raw, dist, "clip")
+    u = to_unit(dist, value) + step * rng.normal()
+    return from_unit(dist, -u if u < 0 else (2.0 - u if u > 1 else u))
 
 
 def _spread(top: list[FrozenTrial]) -> dict[str, float]:
@@ -183,7 +178,7 @@ def _spread(top: list[FrozenTrial]) -> dict[str, float]:
         dist = next(t.distributions[name] for t in top if name in t.distributions)
         if isinstance(dist, CategoricalDistribution):
             continue
-        units = [_unit(dist, t.params[name]) for t in top if name in t.params]
+        units = [to_unit(dist, t.params[name]) for t in top if name in t.params]
         spread = float(np.std(units)) if len(units) > 1 else _STEP_BOUNDS[1]
         out[name] = min(max(spread, _STEP_BOUNDS[0]), _STEP_BOUNDS[1])
     return out

@@ -46,6 +46,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune import space as space_module
 from autotune import store
+from autotune._optuna import set_trial_id, study_id_of
 from autotune.warmstart._local import LocalSearchSampler
 from autotune.warmstart._prior import PriorSampler
 from autotune.warmstart._transfer import carry_params, space_overlap
@@ -241,7 +242,7 @@ def _read_sources(spec: StudySpec, ws: WarmStartSpec, storage: BaseStorage, othe
 
 
 def _finished_trials(storage: BaseStorage, frozen_study: Any) -> list[FrozenTrial]:
-    return storage.get_all_trials(frozen_study._study_id, deepcopy=False,
+    return storage.get_all_trials(study_id_of(frozen_study), deepcopy=False,
                                   states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
@@ -266,7 +267,7 @@ def _pick_auto(spec: StudySpec, storage: BaseStorage, studies: dict[str, Any],
                 seen.setdefault(pname, set()).add(type(d))
         score = space_overlap(dists, seen)
         if trials and score >= AUTO_MIN_OVERLAP:
-            scored.append((score, s._study_id, name, trials))
+            scored.append((score, study_id_of(s), name, trials))
     scored.sort(key=lambda x: (-x[0], -x[1]))   # most overlap, then the most recent
     picked = scored[:AUTO_MAX_SOURCES]
     if not picked:
@@ -324,7 +325,7 @@ def _prior_trials(sources: list[_Source], dists: dict[str, BaseDistribution]) ->
             out.append(ft)
     for ft in out:
         ft.number = -1
-        ft._trial_id = -1
+        set_trial_id(ft, -1)
     return out
 
 

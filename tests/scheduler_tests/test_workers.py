@@ -1,0 +1,47 @@
+"""The worker processes (``autotune.scheduler.workers``): started with the slot's environment,
+killed with SIGKILL, their exits put in words."""
+from __future__ import annotations
+
+import os
+import signal
+
+from autotune.scheduler.gpus import Slot
+from autotune.scheduler.workers import describe_exit, kill_worker, start_worker
+
+
+class VisibleDevices:
+    """Returns the worker's CUDA_VISIBLE_DEVICES as its one objective value."""
+
+    def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
+        return [float(os.environ["CUDA_VISIBLE_DEVICES"])]
+
+
+def test_a_worker_runs_with_its_slot_environment_and_leaves_the_parents_alone():
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    worker = start_worker(Slot(index=0, gpu="3"), VisibleDevices())
+    try:
+        assert os.environ.get("CUDA_VISIBLE_DEVICES") == before
+        assert worker.conn.poll(60) and worker.conn.recv()[0] == "ready"
+        worker.conn.send(("run", 7, {}))
+        assert worker.conn.poll(60)
+        message = worker.conn.recv()
+        assert message[:4] == ("done", 7, "complete", [3.0])
+        assert os.getpgid(worker.process.pid) == worker.process.pid   # its own process group
+    finally:
+        kill_worker(worker)
+
+
+def test_a_killed_worker_runs_its_exit_handlers_on_sigterm_and_is_reaped():
+    worker = start_worker(Slot(index=1, gpu=None), VisibleDevices())
+    assert worker.conn.poll(60) and worker.conn.recv()[0] == "ready"
+    kill_worker(worker)
+    assert worker.stopping and not worker.process.is_alive()
+    assert worker.process.exitcode == 128 + signal.SIGTERM      # its own clean exit, before any SIGKILL
+    assert describe_exit(-signal.SIGKILL) == "worker process killed by SIGKILL (out of memory killer?)"
+
+
+def test_describe_exit_names_the_code_the_signal_or_a_vanished_process():
+    assert describe_exit(None) == "worker process vanished"
+    assert describe_exit(3) == "worker process exited with code 3"
+    assert describe_exit(-signal.SIGTERM) == "worker process killed by SIGTERM"
+    assert describe_exit(-200) == "worker process killed by signal 200"
