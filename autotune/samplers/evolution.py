@@ -25,6 +25,7 @@ from optuna.samplers import BaseGASampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune._optuna import storage_of, study_id_of, study_trials_cached, trial_id_of
 from autotune.samplers._constraints import penalized_values
 from autotune.samplers._encoding import (
     GenomeCodec,
@@ -90,7 +91,7 @@ class EvolutionSampler(BaseGASampler):
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        trials = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
+        trials = study_trials_cached(study, (TrialState.COMPLETE,), use_cache=True)
         return union_search_space(trials)
 
     def sample_relative(
@@ -135,9 +136,9 @@ class EvolutionSampler(BaseGASampler):
 
     def select_parent(self, study: Study, generation: int) -> list[FrozenTrial]:
         """Elitist survivors: best of generation-1 and its parents (NSGA-II for >1 objective)."""
-        pool = {t._trial_id: t for t in self.get_population(study, generation - 1)}
+        pool = {trial_id_of(t): t for t in self.get_population(study, generation - 1)}
         for t in self.get_parent_population(study, generation - 1):
-            pool.setdefault(t._trial_id, t)
+            pool.setdefault(trial_id_of(t), t)
         individuals = _individuals(list(pool.values()), study.directions)
         assert self.population_size is not None
         k = min(self.population_size, len(individuals))
@@ -164,7 +165,7 @@ class EvolutionSampler(BaseGASampler):
         """Fix the population size once per study, in the store, so that all workers agree."""
         if self._fixed_population_size is not None:
             return
-        stored = study._storage.get_study_system_attrs(study._study_id).get(_POPULATION_SIZE_KEY)
+        stored = storage_of(study).get_study_system_attrs(study_id_of(study)).get(_POPULATION_SIZE_KEY)
         if stored is None and n_params > 0:
             stored = evolution_population_size(n_params)
             study._storage.set_study_system_attr(study._study_id, _POPULATION_SIZE_KEY, stored)
