@@ -159,9 +159,9 @@ def _check_store(spec, file: str) -> bool:
 def _announce(spec, *, estimate: bool) -> None:
     """The lines printed once before the first trial: the flat form's defaults, the parallel plan,
     and a warning when a trial looks too long for this machine."""
-    from autotune.scheduler.gpus import describe_slots, gpus_for, plan_slots
+    from autotune.scheduler.gpus import describe_slots, gpus_for, plan_slots, usable_cores
     from autotune.spec import check_gpus_per_trial
-    check_gpus_per_trial(spec, len(gpus_for(spec.parallel)))   # issue 21: before plan_slots
+    check_gpus_per_trial(spec, len(gpus_for(spec.parallel)), usable_cores())   # before plan_slots
     if spec.flat_defaults:
         size = ("GPU (middle of studies/moe_sparse.yaml)" if spec.flat_defaults_for == "gpu"
                 else "CPU, no GPU found (quickstart size)")

@@ -35,6 +35,7 @@ from autotune.constraints import is_out_of_memory, memory_reached_mb, set_constr
 from autotune.outcomes import INFEASIBLE_ATTR, OOM
 from autotune.pruners import prune_on_curves
 from autotune.objective_ref import BUILTIN_PREFIX, import_objective, routing_problem
+from autotune.scheduler.policies import trial_width
 from autotune.spec_types import StudySpec
 
 Report = Callable[[int, Mapping[str, float]], bool]
@@ -256,18 +257,21 @@ class TrialObjective:
         set_constraints(trial, self.spec.constraints, metrics, out_of_memory=True)
         return worst
 
-    def _on_ranks(self, fn: Callable) -> Callable:
-        """``fn`` itself, or with ``parallel.gpus_per_trial`` / ``procs_per_trial`` above 1 the same
-        call run as that many ranks (``autotune.distributed``; rank 0's reports come back here)."""
-        parallel = self.spec.parallel
-        if parallel.ranks_per_trial == 1:
+    def _on_ranks(self, fn: Callable, width: int) -> Callable:
+        """``fn`` itself, or for a trial of ``width`` ranks above 1 (``parallel.gpus_per_trial`` /
+        ``procs_per_trial``, fixed or searched) the same call run as that many ranks
+        (``autotune.distributed``; rank 0's reports come back here)."""
+        if width == 1:
             return fn
         from autotune.distributed import OnRanks
-        return OnRanks(fn, parallel.ranks_per_trial, "nccl" if parallel.gpus_per_trial > 1 else "gloo")
+        return OnRanks(fn, width, "nccl" if self.spec.parallel.on_gpus else "gloo")
 
     def config(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """What the objective function sees: trainer settings, then fixed values, then the trial's."""
-        return {**self.spec.trainer_dict, **self.spec.fixed_dict, **params}
+        """What the objective function sees: trainer settings, then fixed values, then the trial's,
+        less a searched trial width (the scheduler's: the ranks see it as their world size)."""
+        width_knob = self.spec.parallel.searched_width
+        return {**self.spec.trainer_dict, **self.spec.fixed_dict,
+                **{k: v for k, v in params.items() if k != width_knob}}
 
     def __call__(self, trial_id: int, params: Mapping[str, Any], notify: Notify | None = None) -> list[float]:
         """Run the trial; ``last_time_s`` says afterwards where its time went (also when it raised)."""
@@ -329,7 +333,8 @@ class TrialObjective:
                 pruned = True
             return not pruned
 
-        fn = self._on_ranks(resolve(self.spec.objective, self.spec))
+        width = trial_width(params, self.spec.parallel)
+        fn = self._on_ranks(resolve(self.spec.objective, self.spec), width)
         started = time.perf_counter()
         try:
             if self.builtin:
@@ -356,6 +361,8 @@ class TrialObjective:
             trial.set_user_attr("compile", choice)
         metrics = _jsonable_dict(result)
         metrics.setdefault("trial_seconds", round(time.perf_counter() - started, 3))
+        if self.spec.parallel.searched_width is not None:   # OnRanks says it above 1 rank
+            metrics.setdefault("world_size", width)
         trial.set_user_attr("metrics", metrics)
         set_constraints(trial, self.spec.constraints, metrics)
         if not single:

@@ -126,6 +126,8 @@ def check_builtin_knobs(ctx: _Ctx, spec_values: dict[str, Any], space: SearchSpa
             check_name(key, name)
             _check_builtin_value(ctx, key, known[name], value)
     for p in space.params:
+        if p.name in ("gpus_per_trial", "procs_per_trial"):   # the trial's width: the scheduler's
+            continue
         check_name(_join(space_key, p.name), p.name)
         default = known[p.name]
         if p.type == "float" and isinstance(default, int) and not isinstance(default, bool):

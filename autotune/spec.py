@@ -76,7 +76,8 @@ def section_keys() -> dict[str, tuple[str, ...]]:
     level; ``flat`` / ``optimization``: the flat form's); the source of ``spec_schema``'s JSON Schema."""
     return {"": _STUDY_KEYS, "objectives[]": _OBJECTIVE_KEYS, "pruner": _PRUNER_KEYS,
             "budget": _BUDGET_KEYS, "warm_start": _WARM_START_KEYS, "space.*": _PARAM_KEYS,
-            "parallel": tuple(f.name for f in dataclasses.fields(ParallelSpec) if f.name != "evals"),
+            "parallel": tuple(f.name for f in dataclasses.fields(ParallelSpec)
+                             if f.name not in ("evals", "searched_width", "widest", "width_key")),
             "flat": _FLAT_TOP_KEYS, "optimization": _FLAT_KEYS,
             "optimization.metrics[]": _FLAT_METRIC_KEYS,
             "optimization.parameters.*": _PARAM_KEYS + tuple(_FLAT_PARAM_NAMES)}
@@ -174,8 +175,7 @@ def _parse_budget(ctx: _Ctx, raw: Any, key: str) -> BudgetSpec:
 
 def _parse_parallel(ctx: _Ctx, raw: Any, key: str) -> ParallelSpec:
     raw = ctx.mapping(raw, key)
-    fields = tuple(f.name for f in dataclasses.fields(ParallelSpec) if f.name != "evals")
-    ctx.keys(raw, key, fields)
+    ctx.keys(raw, key, section_keys()["parallel"])
     values: dict[str, Any] = {}
     gpus = raw.get("gpus", "auto")
     gkey = _join(key, "gpus")
@@ -218,8 +218,60 @@ def _check_ranks(ctx: _Ctx, spec: ParallelSpec, key: str) -> None:
                        "asks for GPUs while parallel.gpus is 0; use procs_per_trial for CPU ranks")
 
 
-def check_gpus_per_trial(spec: StudySpec, gpus_found: int) -> None:
-    """At run time: ``parallel.gpus_per_trial`` fits the GPUs this run may use (``gpus_found``)."""
+WIDTH_KNOBS = ("gpus_per_trial", "procs_per_trial")   # a trial's width, searchable in the space
+
+
+def _searched_width(ctx: _Ctx, space: SearchSpace, parallel: ParallelSpec,
+                    space_key: str) -> ParallelSpec:
+    """``parallel`` with the trial width the space searches, if any (issue 21): ``gpus_per_trial``
+    or ``procs_per_trial`` as an int or categorical parameter, every value a whole number >= 1,
+    not also set under ``parallel``."""
+    found = [p for p in space.params if p.name in WIDTH_KNOBS]
+    if not found:
+        return parallel
+    if len(found) > 1:
+        raise ctx.fail(_join(space_key, found[1].name),
+                       f"cannot be searched with {found[0].name}: a trial's ranks run on GPUs "
+                       "(gpus_per_trial, NCCL) or on the CPU (procs_per_trial, gloo)")
+    param = found[0]
+    key = _join(space_key, param.name)
+    if param.type == "int":
+        values = [param.low, param.high]
+        if param.step not in (None, 1) or param.log:
+            values = list(range(int(param.low), int(param.high) + 1))
+    elif param.type == "categorical":
+        values = list(param.choices)
+    else:
+        raise ctx.fail(key, "must be an int or categorical parameter (a number of ranks), "
+                            f"not {param.type}")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ctx.fail(key, f"every value must be a whole number >= 1 (ranks of one trial), "
+                                f"got {value!r}")
+    if parallel.ranks_per_trial > 1:
+        fixed = "gpus_per_trial" if parallel.gpus_per_trial > 1 else "procs_per_trial"
+        raise ctx.fail(key, f"is searched while parallel.{fixed} is set; keep one of them")
+    if param.name == "gpus_per_trial" and parallel.trials_per_gpu > 1:
+        raise ctx.fail("parallel.trials_per_gpu",
+                       f"must be 1 with {key} searched: a trial over several GPUs has them to itself")
+    if param.name == "gpus_per_trial" and parallel.gpus == 0:
+        raise ctx.fail(key, "asks for GPUs while parallel.gpus is 0; search procs_per_trial "
+                            "for CPU ranks")
+    return dataclasses.replace(parallel, searched_width=param.name, widest=max(values),
+                               width_key=key)
+
+
+def check_gpus_per_trial(spec: StudySpec, gpus_found: int, cores: int | None = None) -> None:
+    """At run time: ``parallel.gpus_per_trial`` fits the GPUs this run may use (``gpus_found``);
+    a searched width's largest value fits those GPUs, or ``cores`` for ``procs_per_trial``."""
+    searched = spec.parallel.searched_width
+    have = {"gpus_per_trial": gpus_found, "procs_per_trial": cores}.get(searched or "")
+    if have is not None and spec.parallel.widest > have:
+        what = "GPU(s) (parallel.gpus, CUDA_VISIBLE_DEVICES)" if searched == "gpus_per_trial" \
+            else "usable CPU core(s)"
+        raise SpecError(spec.path, spec.parallel.width_key,
+                        f"may draw {spec.parallel.widest} ranks per trial, but this run has {have} "
+                        f"{what}; lower its largest value")
     need = spec.parallel.gpus_per_trial
     if need > 1 and gpus_found < need:
         raise SpecError(spec.path, "parallel.gpus_per_trial",
@@ -446,6 +498,7 @@ def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = No
     base_dir = base_dir or (file.parent if file else Path("."))
     values = (_flat if "optimization" in raw else _native)(ctx, raw, base_dir, default_name)
     space_key = values.pop("space_key")
+    values["parallel"] = _searched_width(ctx, values["space"], values["parallel"], space_key)
     if values["objective"].startswith(BUILTIN_PREFIX):
         check_builtin_knobs(ctx, values, values["space"], space_key)
         check_batching(ctx, values, space_key)

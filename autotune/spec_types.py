@@ -103,11 +103,20 @@ class ParallelSpec:
     grace_period: int = 60              # seconds without a heartbeat before a trial is failed
     gpus_per_trial: int = 1             # ranks of one trial, one GPU each (NCCL); issue 21
     procs_per_trial: int = 1            # ranks of one trial on the CPU (gloo), GPUs hidden
+    searched_width: str | None = None   # "gpus_per_trial" / "procs_per_trial" when the space
+                                        # searches it (not a YAML key: set from the space)
+    widest: int = 1                     # the largest width the space may draw
+    width_key: str = ""                 # where the study file searches it, for errors
 
     @property
     def ranks_per_trial(self) -> int:
         """Processes one trial runs as (1: the worker runs it itself)."""
         return max(self.gpus_per_trial, self.procs_per_trial)
+
+    @property
+    def on_gpus(self) -> bool:
+        """Whether a trial's ranks run on GPUs (NCCL): ``gpus_per_trial`` set or searched."""
+        return self.gpus_per_trial > 1 or self.searched_width == "gpus_per_trial"
 
 
 @dataclass(frozen=True)

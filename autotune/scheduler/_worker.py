@@ -6,7 +6,9 @@ memory between trials. It is started by ``loop.py`` with the 'spawn' start metho
 Must not know about: the model, the study's sampler.
 
 Protocol (tuples over a duplex ``multiprocessing`` pipe):
-  parent -> worker  ``("run", trial_id, params)`` | ``("stop",)``
+  parent -> worker  ``("run", trial_id, params, devices)`` | ``("stop",)``; ``devices``: the
+                    ``CUDA_VISIBLE_DEVICES`` of the ranks the trial launches (a searched width:
+                    the GPUs the scheduler placed it on), or None: the worker's own
   worker -> parent  ``("ready", pid)`` once started, then per trial
                     ``("notify", trial_id, step, metrics)``
                     ``("done", trial_id, outcome, payload, time_s, traceback)`` with outcome
@@ -27,6 +29,7 @@ while the parent samples the first trial; its seconds are the first trial's ``wo
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import gc
 import math
@@ -38,7 +41,7 @@ import threading
 import time
 import traceback
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 _PR_SET_PDEATHSIG = 1
 
@@ -139,6 +142,24 @@ def run_one(objective: Callable, trial_id: int, params: dict, conn: Any
     return "complete", values, None
 
 
+@contextlib.contextmanager
+def _visible_devices(devices: str | None) -> Iterator[None]:
+    """``CUDA_VISIBLE_DEVICES`` set to ``devices`` for one trial (the ranks it starts inherit it;
+    CUDA in this process, if started, keeps its own GPU), then back to the worker's."""
+    if devices is None:
+        yield
+        return
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = devices
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
+
+
 def _warm_up(objective: Callable, verbose: bool) -> None:
     warm_up = getattr(objective, "warm_up", None)
     if warm_up is None:
@@ -173,9 +194,10 @@ def main(conn: Any, objective: Callable, parent_pid: int, verbose: bool = False)
             return
         if message[0] == "stop":
             return
-        _, trial_id, params = message
+        _, trial_id, params, devices = message
         started = time.perf_counter()
-        outcome, payload, trace = run_one(objective, trial_id, params, conn)
+        with _visible_devices(devices):
+            outcome, payload, trace = run_one(objective, trial_id, params, conn)
         tick = time.perf_counter()
         _free_gpu_memory()
         time_s = dict(getattr(objective, "last_time_s", None) or {"objective": tick - started})

@@ -97,6 +97,8 @@ def plan_slots(parallel: ParallelSpec, available: list[str] | None = None) -> li
     ``procs_per_trial: N``: CPU slots (GPUs hidden), no more than cores / N with ``fit_cores``.
     """
     gpus = _chosen_gpus(parallel, available)
+    if parallel.searched_width is not None:
+        return _unit_slots(parallel, gpus)
     if parallel.procs_per_trial > 1:   # CPU ranks (gloo): GPUs hidden from them
         gpus = []
     if parallel.gpus_per_trial > 1:
@@ -124,6 +126,20 @@ def _wide_slots(gpus: list[str], width: int) -> list[Slot]:
             for i in range(len(gpus) // width)]
 
 
+def _unit_slots(parallel: ParallelSpec, gpus: list[str]) -> list[Slot]:
+    """A searched trial width: one slot (unit) per GPU, or per CPU core for ``procs_per_trial``
+    (with ``fit_cores: false`` ``workers``, at least the widest trial); the scheduler places a
+    trial of width N on N free units, its lead unit's worker launching the ranks."""
+    if parallel.searched_width == "gpus_per_trial":
+        if len(gpus) < parallel.widest:
+            raise ValueError(f"gpus_per_trial up to {parallel.widest}: only {len(gpus)} GPU(s) to run on")
+        return [Slot(i, gpu, 1.0) for i, gpu in enumerate(gpus)]
+    cores = usable_cores()
+    n = cores if parallel.fit_cores else max(parallel.workers or 1, parallel.widest)
+    threads = _env_threads() or max(1, cores // n)
+    return [Slot(i, None, threads=threads) for i in range(n)]
+
+
 def gpus_for(parallel: ParallelSpec) -> list[str]:
     """The GPUs a run with ``parallel`` may use (``parallel.gpus`` of those found)."""
     return _chosen_gpus(parallel, None)
@@ -146,6 +162,10 @@ def _env_threads() -> int | None:
 
 def describe_slots(parallel: ParallelSpec, slots: list[Slot]) -> str:
     """One line: what ran where, and why fewer than asked (``parallel: 8 workers asked, ...``)."""
+    if parallel.searched_width is not None:
+        units = "GPU" if parallel.searched_width == "gpus_per_trial" else "CPU core"
+        return (f"parallel: {len(slots)} {units}s; each trial takes as many as its searched "
+                f"{parallel.searched_width} (1 to {parallel.widest})")
     if parallel.gpus_per_trial > 1:
         return (f"parallel: {len(slots)} trial(s) at a time, {parallel.gpus_per_trial} GPUs each "
                 f"({', '.join(s.gpu or '' for s in slots)})")

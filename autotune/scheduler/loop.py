@@ -148,6 +148,7 @@ class _Scheduler:
         self.start_failures: dict[int, int] = {}   # slot index -> workers dead before "ready"
         self.failure_streak = 0                    # trials in a row of this run that failed
         self.complete_slot_seconds: list[float] = []   # the study's, for the default trial limit
+        self.held: tuple[Any, dict, int] | None = None  # claimed, waiting for its width in slots
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -188,10 +189,13 @@ class _Scheduler:
                 self.result.interrupted, self.stop_reason = True, "interrupted"
                 by = signal.Signals(self.interrupt).name
                 _log.warning("%s: interrupting running trials", by)
+                self._release_held(by)
                 self._cancel_running(interrupted_by=by)
                 break
             if self.stop_reason is None:
                 self.stop_reason = self._budget_spent()
+            if self.stop_reason is not None:
+                self._release_held(self.stop_reason)
             if self.stop_reason is not None and self.hard_stop:
                 self._cancel_running(interrupted_by=self.stop_reason)
             self._stop_overdue_trials()
@@ -220,24 +224,64 @@ class _Scheduler:
         if now - read_at >= 1.0:
             total = store.sum_trial_user_attr(self.storage, study_id_of(self.study), "gpu_seconds")
             self.gpu_seconds_used = (total, now)
-        return total + sum((now - w.running.started) * w.slot.share for w in self._running())
+        return total + sum((now - w.running.started) * w.running.share for w in self._running())
 
     def _hand_out(self) -> None:
-        now = time.monotonic()
-        if now < self.next_claim:
+        """Claim trials while slots are free and place each on the slots its width needs. A trial
+        that does not fit yet (a searched width above the free slots) is held, and nothing more is
+        claimed until it starts, so that narrow trials never starve a wide one."""
+        if time.monotonic() < self.next_claim:
             return
-        by_slot = {w.slot.index: w for w in self.workers}
-        states = [policies.SlotState(w.slot.index, busy=w.running is not None, ready=w.ready,
-                            alive=w.process.is_alive()) for w in self.workers]
-        for index in policies.free_slots(states):
-            worker = by_slot[index]
-            tick = time.monotonic()
-            trial = store.retrying(self._claim)
-            if trial is None:
-                self.next_claim = time.monotonic() + 1.0
-                return
-            self._start_trial(worker, trial)
-            self.result.handout_s += time.monotonic() - tick
+        while True:
+            free = self._free_units()
+            if self.held is None:
+                if not free:
+                    return
+                tick = time.monotonic()
+                trial = store.retrying(self._claim)
+                if trial is None:
+                    self.next_claim = time.monotonic() + 1.0
+                    return
+                self.held = self._sample(self._worker_of(free[0]), trial)
+                self.result.handout_s += time.monotonic() - tick
+            trial, params, width = self.held
+            units = policies.place(width, free)
+            if units is None:
+                return   # held until enough slots are free
+            self.held = None
+            self._start_trial(trial, params, units)
+
+    def _free_units(self) -> list[int]:
+        held = {u for w in self._running() for u in w.running.units}
+        return policies.free_slots(
+            policies.SlotState(w.slot.index, busy=w.slot.index in held, ready=w.ready,
+                               alive=w.process.is_alive()) for w in self.workers)
+
+    def _worker_of(self, index: int) -> Worker:
+        return next(w for w in self.workers if w.slot.index == index)
+
+    def _sample(self, worker: Worker, trial: optuna.trial.Trial) -> tuple[Any, dict, int]:
+        """``(trial, params, slots it needs)``: its parameters sampled here (a failure fails the
+        trial on ``worker``'s slot) and, with a searched width, its width."""
+        worker.running = Running(trial, time.monotonic(), (worker.slot.index,), worker.slot.share)
+        try:
+            params = self.suggest(trial)
+        except Exception as exc:
+            self._finish(worker, TrialState.FAIL, reason=f"suggest failed: {_worker._reason(exc)}")
+            raise
+        worker.running = None
+        searched = self.parallel.searched_width is not None
+        return trial, params, policies.trial_width(params, self.parallel) if searched else 1
+
+    def _release_held(self, interrupted_by: str) -> None:
+        """A claimed trial that never started (the run stops while it waits for slots): stored
+        as interrupted and re-queued, as a cut running trial is; no time is counted."""
+        if self.held is None:
+            return
+        trial, self.held = self.held[0], None
+        self.heartbeats.remove(trial_id_of(trial))
+        store.retrying(self._record, trial, 0.0, 0.0, TrialState.FAIL, None, None, False,
+                       policies.slot_time_split(None, 0.0), interrupted_by)
 
     def _claim(self) -> optuna.trial.Trial | None:
         """The next trial, created (or a waiting one popped) under the study's claim lock, so that
@@ -279,19 +323,22 @@ class _Scheduler:
                 continue   # another process took it first
         return None
 
-    def _start_trial(self, worker: Worker, trial: optuna.trial.Trial) -> None:
-        worker.running = Running(trial, time.monotonic())
-        try:
-            params = self.suggest(trial)
-        except Exception as exc:
-            self._finish(worker, TrialState.FAIL, reason=f"suggest failed: {_worker._reason(exc)}")
-            raise
+    def _start_trial(self, trial: optuna.trial.Trial, params: dict, units: tuple[int, ...]) -> None:
+        """Run ``trial`` on the slots ``units``: the first one's worker launches its ranks, on
+        all of their GPUs; the others stay idle, held, until it ends."""
+        worker = self._worker_of(units[0])
+        slots = [self._worker_of(u).slot for u in units]
+        worker.running = Running(trial, time.monotonic(), units, sum(s.share for s in slots))
+        gpus = [s.gpu for s in slots if s.gpu is not None]
+        devices = ",".join(gpus) if self.parallel.searched_width is not None and gpus else None
         trial.set_user_attr("slot", worker.slot.index)
-        trial.set_user_attr("gpu", worker.slot.gpu)
+        trial.set_user_attr("gpu", devices or worker.slot.gpu)
+        if len(units) > 1:
+            trial.set_user_attr("slots", list(units))
         trial.set_user_attr("host", HOST)
         self.progress.trial_started(trial.number, worker.slot.index, params)
         try:
-            worker.conn.send(("run", trial_id_of(trial), params))
+            worker.conn.send(("run", trial_id_of(trial), params, devices))
         except OSError:
             pass  # the worker died; its exit is noticed in _wait and the trial retried
 
@@ -380,7 +427,7 @@ class _Scheduler:
         assert running is not None
         seconds = time.monotonic() - running.started
         self.heartbeats.remove(trial_id_of(running.trial))
-        gpu_seconds = seconds * worker.slot.share
+        gpu_seconds = seconds * running.share   # all the GPUs the trial held
         self.result.slot_seconds += seconds
         self.result.gpu_seconds += gpu_seconds
         tick = time.monotonic()
@@ -466,6 +513,10 @@ class _Scheduler:
                              retry=True)
 
     def _shutdown(self) -> None:
+        try:
+            self._release_held("scheduler stopped")
+        except Exception as exc:  # noqa: BLE001 - keep the first error; its heartbeat expires
+            _log.error("could not re-queue the waiting trial: %s", exc)
         if self._running():  # only after an error in the loop itself
             try:
                 self._cancel_running()

@@ -1,7 +1,7 @@
 """The scheduler's decisions, as small pure functions: the loop reads the clock and the store, these decide.
 
 Owns: whether the budget is spent (trials, wall time, GPU-hours) and whether a trial may be claimed,
-which slots take the next trials, whether a failed trial is retried, whether a trial's scheduler is
+which slots take the next trials, a trial's width (ranks) and the units it is placed on, whether a failed trial is retried, whether a trial's scheduler is
 gone (its heartbeat older than its grace period), a trial's time limit (``budget.trial_timeout``,
 else one learnt from the study's own complete trials) and whether it has passed it, when failures in
 a row stop a run or a slot, and how a trial's time in its slot splits into parts.
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
+
+from autotune.spec_types import ParallelSpec
 
 MEDIAN_FACTOR = 5.0     # a trial may take this many times the median complete trial ...
 MIN_COMPLETE = 3        # ... once this many trials are complete (fewer say too little) ...
@@ -85,6 +87,39 @@ def free_slots(slots: Iterable[SlotState]) -> list[int]:
     """
     return [s.index for s in sorted(slots, key=lambda s: s.index)
             if not s.busy and s.ready and s.alive]
+
+
+def trial_width(params: Mapping[str, Any], parallel: ParallelSpec) -> int:
+    """The ranks (GPUs or CPU processes) a trial runs as: its searched ``gpus_per_trial`` /
+    ``procs_per_trial``, else the study's fixed one (1 unless set).
+
+        >>> searched = ParallelSpec(searched_width="procs_per_trial", widest=4)
+        >>> trial_width({"procs_per_trial": 4, "lr": 0.1}, searched), trial_width({"lr": 0.1}, searched)
+        (4, 1)
+        >>> trial_width({}, ParallelSpec(gpus_per_trial=2))
+        2
+    """
+    if parallel.searched_width is not None and parallel.searched_width in params:
+        return int(params[parallel.searched_width])
+    return parallel.ranks_per_trial
+
+
+def place(width: int, free_units: Iterable[int]) -> tuple[int, ...] | None:
+    """The ``width`` free units (GPUs, or CPU cores) a trial runs on, or None until that many are
+    free: the lowest run of adjacent units that fits (neighbouring GPUs share the fastest links and
+    a run leaves fewer holes), else the lowest ``width`` units. The first is the trial's lead unit:
+    its worker launches the ranks.
+
+        >>> place(2, [0, 2, 3]), place(2, [0, 2, 5]), place(3, [1, 4])
+        ((2, 3), (0, 2), None)
+    """
+    free = sorted(set(free_units))
+    if width < 1 or len(free) < width:
+        return None
+    for i in range(len(free) - width + 1):
+        if free[i + width - 1] - free[i] == width - 1:
+            return tuple(free[i:i + width])
+    return tuple(free[:width])
 
 
 def slot_broken(start_failures: int) -> bool:

@@ -31,6 +31,8 @@ TERM_GRACE_S = 5.0           # how long a cut trial's worker gets to exit after 
 class Running:
     trial: optuna.trial.Trial
     started: float
+    units: tuple[int, ...] = ()   # the slots the trial holds (a searched width: all N of them)
+    share: float = 1.0            # GPUs it holds, for GPU-hours: its slots' shares summed
 
 
 @dataclass

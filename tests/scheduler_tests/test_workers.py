@@ -22,7 +22,7 @@ def test_a_worker_runs_with_its_slot_environment_and_leaves_the_parents_alone():
     try:
         assert os.environ.get("CUDA_VISIBLE_DEVICES") == before
         assert worker.conn.poll(60) and worker.conn.recv()[0] == "ready"
-        worker.conn.send(("run", 7, {}))
+        worker.conn.send(("run", 7, {}, None))
         assert worker.conn.poll(60)
         message = worker.conn.recv()
         assert message[:4] == ("done", 7, "complete", [3.0])
