@@ -236,3 +236,82 @@ def test_two_ranks_with_gradient_accumulation_learn_what_one_rank_learns(tmp_pat
         assert train2 == pytest.approx(train1, rel=2e-3)
     assert [(tmp_path / f"syncs-rank{r}").read_text() for r in (0, 1)] == ["12", "12"]
     assert result["world_size"] == 2
+
+
+# --- a searched width (issue 21 item 2) ----------------------------------------------------------
+
+def spec_searching(width: dict, parallel: dict | None = None, **extra):
+    space = {"lr": {"type": "float", "low": 0.001, "high": 0.01}, **width}
+    return parse_spec({"study": "s", "space": space, "budget": {"trials": 1},
+                       "objectives": [{"metric": "val_loss", "direction": "minimize"}],
+                       "parallel": parallel or {}, **extra}, file=Path("s.yaml"))
+
+
+@pytest.mark.parametrize("width", [
+    {"procs_per_trial": {"type": "categorical", "choices": [1, 2]}},
+    {"gpus_per_trial": {"type": "int", "low": 1, "high": 4}},
+])
+def test_the_builtin_objective_accepts_a_searched_width(width):
+    spec = spec_searching(width)
+    (name,) = width
+    assert (spec.parallel.searched_width, spec.parallel.widest) == (name, {"procs_per_trial": 2}.get(name, 4))
+    assert spec.parallel.width_key == f"space.{name}"
+
+
+@pytest.mark.parametrize("width, parallel, key, problem", [
+    ({"procs_per_trial": {"type": "float", "low": 1, "high": 2}}, {}, "space.procs_per_trial",
+     "int or categorical"),
+    ({"procs_per_trial": {"type": "categorical", "choices": [0, 2]}}, {}, "space.procs_per_trial",
+     "whole number >= 1"),
+    ({"gpus_per_trial": {"type": "categorical", "choices": [1, 2.5]}}, {}, "space.gpus_per_trial",
+     "whole number >= 1"),
+    ({"procs_per_trial": {"type": "int", "low": 1, "high": 2}}, {"procs_per_trial": 2},
+     "space.procs_per_trial", "parallel.procs_per_trial is set"),
+    ({"procs_per_trial": {"type": "int", "low": 1, "high": 2},
+      "gpus_per_trial": {"type": "int", "low": 1, "high": 2}}, {}, "space.gpus_per_trial",
+     "cannot be searched with"),
+    ({"gpus_per_trial": {"type": "int", "low": 1, "high": 2}}, {"gpus": 0}, "space.gpus_per_trial",
+     "parallel.gpus is 0"),
+])
+def test_a_bad_searched_width_names_file_and_key(width, parallel, key, problem):
+    with pytest.raises(SpecError) as err:
+        spec_searching(width, parallel)
+    assert key in str(err.value) and problem in str(err.value) and "s.yaml" in str(err.value)
+
+
+def test_a_searched_width_wider_than_the_machine_is_refused_at_run_time():
+    gpus = spec_searching({"gpus_per_trial": {"type": "categorical", "choices": [1, 4]}})
+    check_gpus_per_trial(gpus, 4, cores=1)
+    with pytest.raises(SpecError, match=r"s.yaml.*space.gpus_per_trial.*4 ranks.*2 GPU"):
+        check_gpus_per_trial(gpus, 2, cores=64)
+    procs = spec_searching({"procs_per_trial": {"type": "int", "low": 1, "high": 3}})
+    with pytest.raises(SpecError, match=r"space.procs_per_trial.*3 ranks.*2 usable CPU core"):
+        check_gpus_per_trial(procs, 8, cores=2)
+
+
+def test_the_trainer_never_sees_the_searched_width():
+    from autotune.objective import TrialObjective
+    spec = spec_searching({"procs_per_trial": {"type": "categorical", "choices": [1, 2]}})
+    config = TrialObjective(spec, "sqlite://").config({"lr": 0.005, "procs_per_trial": 2})
+    assert "procs_per_trial" not in config and config["lr"] == 0.005
+
+
+@pytest.mark.slow   # six trials, half of them 2 gloo ranks: ~35 s on 2 cores
+def test_each_trial_runs_at_its_own_searched_width(tmp_path):
+    path = study_file(tmp_path, "tests.rank_objectives:reports_its_world", trials=6,
+                      parallel={"fit_cores": False, "workers": 2})
+    doc = yaml.safe_load(path.read_text())
+    doc["space"]["procs_per_trial"] = {"type": "categorical", "choices": [1, 2]}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    trials = stored(tmp_path)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6, result.output
+    for trial in trials:
+        metrics, width = trial.user_attrs["metrics"], trial.params["procs_per_trial"]
+        assert metrics["world_size"] == metrics["ranks_seen"] == width
+        assert metrics["width_in_params"] == 0
+        assert len(trial.user_attrs.get("slots", [trial.user_attrs["slot"]])) == width
+        assert trial.user_attrs["gpu_seconds"] == pytest.approx(     # every slot it held counts
+            width * trial.user_attrs["slot_seconds"], abs=0.01)
+    assert {t.params["procs_per_trial"] for t in trials} == {1, 2}
