@@ -19,7 +19,9 @@ intermediate value) learn that such configurations were stopped; the others igno
 ignore the study's own pruned trials. Once the study has pruned trials of its own, a shown pruned
 source trial's curve is replaced by the (last step, value) of the own pruned trial at the same rank,
 the same mapping as for complete trials; the relevance and the value mapping read complete trials
-only.
+only. A genetic-algorithm sampler (NSGA-II, ``EvolutionSampler``) is shown the study's own trials
+only: its generations are the study's own trials (see ``_StudyView``), so the prior leaves it as it
+is; the ``enqueue`` strategy is the one that hands it earlier configurations.
 Must not know about: the model, storages, how the trials were carried.
 """
 from __future__ import annotations
@@ -31,11 +33,12 @@ from typing import Any, Container, Sequence
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
-from optuna.samplers import BaseSampler
+from optuna.samplers import BaseGASampler, BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune._optuna import contains, study_trials_cached
+from autotune.space import to_unit
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _MIN_OWN_FOR_RESCALE = 3   # own values needed before source values are mapped onto them
@@ -162,26 +165,14 @@ def relevance(sources: Sequence[FrozenTrial], own: Sequence[FrozenTrial]) -> flo
 
 def _encode(trials: Sequence[FrozenTrial], names: list[str],
             dists: dict[str, BaseDistribution]) -> np.ndarray:
-    """(n_trials, n_params): numeric parameters scaled to [0, 1], categoricals as their index,
-    NaN where a trial lacks the parameter."""
+    """(n_trials, n_params): each parameter as its point of [0, 1] (``space.to_unit``; only
+    equality counts for categoricals), NaN where a trial lacks the parameter."""
     x = np.full((len(trials), len(names)), np.nan)
     for i, t in enumerate(trials):
         for k, n in enumerate(names):
             if n in t.params and _fits(dists[n], t.params[n]):
-                x[i, k] = _relevance_unit(dists[n], t.params[n])
+                x[i, k] = to_unit(dists[n], t.params[n])
     return x
-
-
-def _relevance_unit(dist: BaseDistribution, value: Any) -> float:
-    # Not space.to_unit: ints are not widened by half a step here. With to_unit, the relevance of
-    # tests/warmstart_tests/test_warmstart_prior.py's conditional space changes and NSGA-II under
-    # the prior view then picks parents from an empty population (issue 18 item 5, left open).
-    if isinstance(dist, CategoricalDistribution):
-        return float(dist.to_internal_repr(value))
-    low, high, v = float(dist.low), float(dist.high), float(value)
-    if dist.log:
-        low, high, v = math.log(low), math.log(high), math.log(v)
-    return (v - low) / (high - low) if high > low else 0.0
 
 
 def _rescale(t: FrozenTrial, complete_sources: list[FrozenTrial],
@@ -224,11 +215,19 @@ def _rerank_pruned(t: FrozenTrial, source_keys: list[tuple[float, float]],
 class _StudyView:
     """The study as the inner sampler sees it: the real study (storage, directions, attrs, system
     attrs, which samplers may write) except that listing trials prepends the visible source trials,
-    each tagged with the distributions the own trials use for that parameter."""
+    each tagged with the distributions the own trials use for that parameter.
+
+    Not for a genetic-algorithm sampler (``BaseGASampler``: NSGA-II, ``EvolutionSampler``): it
+    sees the study's own trials only. It keeps generations of the study's own trials, finding a
+    trial at the list position of its number and its parents by trial id in the study's system
+    attributes; source trials (number and id -1, their count changing as they fade) stood in the
+    own trials' places there, became parents, and once faded out left an empty parent population.
+    Trials without a generation of the study could not be bred from anyway."""
 
     def __init__(self, study: optuna.Study, prior: PriorSampler) -> None:
         self._study = study
         self._prior = prior
+        self._shows_sources = not isinstance(prior.inner, BaseGASampler)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
@@ -237,9 +236,11 @@ class _StudyView:
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
         own = study_trials_cached(self._study, use_cache=use_cache)
-        directions = self._study.directions
-        direction = directions[0] if len(directions) == 1 else StudyDirection.MINIMIZE
-        sources = _align_distributions(self._prior.visible_sources(own, direction), own)
+        sources: list[FrozenTrial] = []
+        if self._shows_sources:
+            directions = self._study.directions
+            direction = directions[0] if len(directions) == 1 else StudyDirection.MINIMIZE
+            sources = _align_distributions(self._prior.visible_sources(own, direction), own)
         trials = [t for t in sources + own if states is None or t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
 

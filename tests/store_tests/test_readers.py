@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autotune import outcomes, store
+from autotune import outcomes, store, store_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report_tests"))
 from synthetic import build_study  # noqa: E402
@@ -76,7 +76,7 @@ def test_summaries_from_two_queries_match_the_ones_from_every_trial(url):
     _fill(url)
     reader = store.open_reader(url)
     fast = store.summarize_studies(reader)
-    plain = [store._summary_from_trials(reader, s) for s in reader.get_all_studies()]
+    plain = [store_summary._summary_from_trials(reader, s) for s in reader.get_all_studies()]
     assert [s.name for s in fast] == ["single", "double", "odd"]
     for a, b in zip(fast, plain):
         assert (a.name, a.directions, a.counts, a.best_values, a.n_trials, a.user_attrs, a.outcomes) == \

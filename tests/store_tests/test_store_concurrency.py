@@ -10,7 +10,7 @@ import optuna
 import pytest
 import sqlalchemy
 
-from autotune import store
+from autotune import store, store_engine
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -71,7 +71,7 @@ def test_count_trials_counts_running_trials_with_a_heartbeat_only(url):
 def test_retrying_rides_out_connection_errors_and_gives_up_after_the_last_attempt(monkeypatch):
     import sqlalchemy.exc
 
-    monkeypatch.setattr(store.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(store_engine.time, "sleep", lambda _s: None)
     calls = []
 
     def flaky(fail_times: int) -> str:

@@ -13,7 +13,7 @@ import sqlalchemy
 import pytest
 from click.testing import CliRunner
 
-from autotune import store
+from autotune import store, store_engine, store_urls
 from autotune.cli import main
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -314,11 +314,11 @@ def test_errors_caused_by_a_dropped_connection_are_retried_and_others_are_not():
     assert not store.is_transient(optuna.exceptions.StorageInternalError("bad data"))
     assert not store.is_transient(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE")))
     assert not store.is_transient(store.StorageUnavailable("gave up already"))
-    assert "server closed the connection" in store._first_line(wrapped)
+    assert "server closed the connection" in store_urls.first_error_line(wrapped)
 
 
 def test_storage_methods_retry_then_fail_with_reason_storage(monkeypatch):
-    monkeypatch.setattr(store.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(store_engine.time, "sleep", lambda _s: None)
     calls = []
 
     def set_attr(_storage, fail_times: int) -> str:   # a storage method whose connection drops
@@ -327,7 +327,7 @@ def test_storage_methods_retry_then_fail_with_reason_storage(monkeypatch):
             raise _dropped()
         return "stored"
 
-    retried = store._retried(set_attr)
+    retried = store_engine._retried(set_attr)
     assert retried(None, 2) == "stored" and len(calls) == 3
     calls.clear()
     with pytest.raises(store.StorageUnavailable, match="^storage: .*server closed the connection"):

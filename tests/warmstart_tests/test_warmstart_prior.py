@@ -6,7 +6,9 @@ import optuna
 import pytest
 
 from autotune import space, store, warmstart
-from autotune.warmstart._prior import relevance
+from autotune._optuna import storage_of, study_id_of, trial_id_of
+from autotune.samplers.evolution import EvolutionSampler
+from autotune.warmstart._prior import PriorSampler, relevance
 from autotune.spec_types import SearchSpace
 
 from .helpers import add_source, cat, fl, it, make_spec
@@ -123,7 +125,8 @@ def test_source_values_are_ranked_into_the_own_values_once_there_are_some():
     lambda: optuna.samplers.CmaEsSampler(seed=0, n_startup_trials=2),
     lambda: optuna.samplers.GPSampler(seed=0, n_startup_trials=2),
     lambda: optuna.samplers.NSGAIISampler(seed=0, population_size=4),
-], ids=["tpe", "tpe-group", "random", "cmaes", "gp", "nsga2"])
+    lambda: EvolutionSampler(seed=0, population_size=4),
+], ids=["tpe", "tpe-group", "random", "cmaes", "gp", "nsga2", "evolution"])
 @pytest.mark.parametrize("strategy", ["prior", "local"])
 def test_prior_wraps_every_kind_of_sampler_over_a_conditional_space(url, storage, make, strategy):
     old = SearchSpace((cat("attention", "dense", "sparse"),
@@ -147,6 +150,28 @@ def test_prior_wraps_every_kind_of_sampler_over_a_conditional_space(url, storage
     assert len(study.trials) == 6
     for t in study.trials:
         assert ("keep_ratio" in t.params) == (t.params["attention"] == "sparse")
+
+
+@pytest.mark.parametrize("make_ga", [
+    lambda: optuna.samplers.NSGAIISampler(seed=0, population_size=4),
+    lambda: EvolutionSampler(seed=0, population_size=4),
+], ids=["nsga2", "evolution"])
+def test_a_genetic_sampler_under_the_prior_breeds_from_the_own_trials_only(make_ga):
+    # GA samplers find a trial at the list position of its number and their parents by trial id;
+    # source trials shown before the own ones (and fading out) took those places and became
+    # parents, then vanished: an empty parent population once the sources had faded.
+    sources = _trials([(i / 12, 1 - i / 12) for i in range(12)], bowl)
+    for t in sources:
+        t.number = -1
+    study = optuna.create_study(sampler=PriorSampler(make_ga(), sources, fade_trials=6))
+    study.optimize(lambda t: bowl(space.suggest(t, SPACE)), n_trials=16)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 16
+    own_ids = {trial_id_of(t) for t in study.trials}
+    system_attrs = storage_of(study).get_study_system_attrs(study_id_of(study))
+    parents = {k: v for k, v in system_attrs.items() if ":parent:" in k}
+    assert parents and all(set(ids) <= own_ids for ids in parents.values())
+    view = study.sampler._view(study)
+    assert [t.number for t in view._get_trials(deepcopy=False, use_cache=True)] == list(range(16))
 
 
 def test_prior_with_multi_objective_source(url, storage):
