@@ -323,6 +323,21 @@ def _parse_warm_start(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> WarmS
     return WarmStartSpec(**values)
 
 
+GENETIC_KINDS = ("evolution", "nsga2")   # breed only from the study's own generations
+
+
+def _check_warm_start_fits_optimizer(ctx: _Ctx, warm_start: WarmStartSpec | None,
+                                     optimizer: OptimizerSpec) -> None:
+    """The ``prior`` strategy shows earlier trials to the optimizer as if they were the study's;
+    a genetic algorithm's generations are the study's own trials, so the prior would change
+    nothing for it: say so instead of warm-starting silently in name only."""
+    if warm_start is not None and warm_start.strategy == "prior" and optimizer.kind in GENETIC_KINDS:
+        raise ctx.fail("warm_start.strategy",
+                       f"prior cannot inform optimizer {optimizer.kind} (a genetic algorithm breeds "
+                       "only from the study's own generations); use strategy enqueue, which "
+                       "re-evaluates the earlier studies' best configurations first")
+
+
 def _parse_storage(ctx: _Ctx, raw: Any, key: str) -> str:
     from autotune.store import StoreError, check_storage_url
     url = ctx.text(raw, key)
@@ -498,6 +513,7 @@ def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = No
     base_dir = base_dir or (file.parent if file else Path("."))
     values = (_flat if "optimization" in raw else _native)(ctx, raw, base_dir, default_name)
     space_key = values.pop("space_key")
+    _check_warm_start_fits_optimizer(ctx, values["warm_start"], values["optimizer"])
     values["parallel"] = _searched_width(ctx, values["space"], values["parallel"], space_key)
     if values["objective"].startswith(BUILTIN_PREFIX):
         check_builtin_knobs(ctx, values, values["space"], space_key)
