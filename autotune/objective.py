@@ -4,8 +4,9 @@ Owns: merging ``trainer`` + ``fixed`` + sampled parameters; loading the user's o
 (``package.module:function``, through ``objective_ref``, which also holds the built-in objective's
 checks of a study file) or the built-in ``moe_lm``; turning ``report(step, metrics)`` into
 ``trial.report`` / ``trial.should_prune`` (several objectives: the pruner's ``metric`` judged
-against finished trials' stored curves, ``pruners.prune_on_curves``); turning returned metrics
-into the study's objective values, stored with all metrics as user attributes, and the study's
+against finished trials' stored curves, ``pruners.prune_on_curves``, or with ``kind: pareto`` every
+objective the trial reports, against finished and running trials' curves,
+``pruners.prune_on_front``); turning returned metrics into the study's objective values, stored with all metrics as user attributes, and the study's
 constraint values; recording a trial that ran out of GPU memory as infeasible
 (``_out_of_memory``) rather than failed.
 Must not know about: kernel details, processes (the scheduler runs ``TrialObjective`` in a worker).
@@ -33,7 +34,7 @@ import optuna
 
 from autotune.constraints import is_out_of_memory, memory_reached_mb, set_constraints
 from autotune.outcomes import INFEASIBLE_ATTR, OOM
-from autotune.pruners import prune_on_curves
+from autotune.pruners import judged_metrics, prune_on_curves, prune_on_front
 from autotune.objective_ref import BUILTIN_PREFIX, import_objective, routing_problem
 from autotune.scheduler.policies import trial_width
 from autotune.spec_types import StudySpec
@@ -292,7 +293,9 @@ class TrialObjective:
         curve_saved_at = -math.inf   # several objectives: when the growing curve was last stored
         config = self.config(params)
         last_step = _last_step(self.spec.pruner.max_steps, config.get("steps"))
-        # Several objectives: Optuna forbids trial.report, so the pruner judges stored curves.
+        # Several objectives: Optuna forbids trial.report, so the pruner judges stored curves:
+        # one named metric's (median / percentile) or every objective's (pareto).
+        pareto = not single and self.spec.pruner.kind == "pareto"
         prune_on = self.spec.pruner.metric if not single and self.spec.pruner.kind != "none" else None
         direction_of = dict(zip(self.spec.metrics, self.spec.directions))
         minimize = prune_on is None or direction_of[prune_on] == "minimize"
@@ -300,12 +303,23 @@ class TrialObjective:
 
         def others() -> list:
             if time.monotonic() - peers["read_at"] >= PEER_CURVES_S:
-                states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-                peers["curves"] = [_metric_curve(t.user_attrs["curve"], prune_on)
+                # pareto also reads running trials' curves (stored as they grow): peers at the rung
+                states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) + \
+                    ((optuna.trial.TrialState.RUNNING,) if pareto else ())
+                peers["curves"] = [t.user_attrs["curve"] if pareto else
+                                   _metric_curve(t.user_attrs["curve"], prune_on)
                                    for t in study.get_trials(deepcopy=False, states=states)
-                                   if isinstance(t.user_attrs.get("curve"), list)]
+                                   if t._trial_id != trial_id and isinstance(t.user_attrs.get("curve"), list)]
                 peers["read_at"] = time.monotonic()
             return peers["curves"]
+
+        def should_stop(step: int) -> bool:
+            if last_step is not None and step >= last_step:
+                return False   # the run is over: stopping it now saves nothing, so it completes
+            if pareto:
+                return prune_on_front(self.spec.pruner, curve, others(), direction_of)
+            return prune_on is not None and prune_on_curves(
+                self.spec.pruner, _metric_curve(curve, prune_on), others(), minimize)
 
         def report(step: int, metrics: Mapping[str, float]) -> bool:
             nonlocal pruned, curve_saved_at
@@ -319,9 +333,7 @@ class TrialObjective:
                 curve_saved_at = time.monotonic()
             value = metrics.get(metric)
             if not single:
-                if prune_on is not None and (last_step is None or step < last_step) \
-                        and prune_on_curves(self.spec.pruner, _metric_curve(curve, prune_on),
-                                            others(), minimize):
+                if should_stop(step):
                     pruned = True
                 return not pruned
             if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -368,7 +380,8 @@ class TrialObjective:
         if not single:
             trial.set_user_attr("curve", curve)
         if pruned:
-            raise optuna.TrialPruned(f"pruned by {self.spec.pruner.kind} at step {curve[-1][0]}")
+            on = f" (dominated on {', '.join(judged_metrics(curve, direction_of))})" if pareto else ""
+            raise optuna.TrialPruned(f"pruned by {self.spec.pruner.kind} at step {curve[-1][0]}{on}")
         values = []
         for name in self.spec.metrics:
             if name not in metrics:

@@ -131,10 +131,21 @@ def _parse_pruner(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> PrunerSpe
     values: dict[str, Any] = {"kind": kind}
     if raw.get("metric") is not None:
         values["metric"] = ctx.text(raw["metric"], _join(key, "metric"))
-    if kind != "none" and n_objectives > 1 and (kind not in ("median", "percentile")
-                                               or "metric" not in values):
-        raise ctx.fail(_join(key, "kind"), "with several objectives, prune with kind: median or "
-                                           "percentile and metric: one of the objectives' metrics")
+    if kind == "pareto" and n_objectives < 2:
+        raise ctx.fail(_join(key, "kind"), "pareto judges several objectives; with one, prune with "
+                                           "kind: median, percentile, sha or hyperband")
+    if kind == "pareto" and "metric" in values:
+        raise ctx.fail(_join(key, "metric"), "pareto judges every objective; drop metric, or prune "
+                                             "on that one with kind: median or percentile")
+    if kind not in ("none", "pareto") and n_objectives > 1 and (kind not in ("median", "percentile")
+                                                              or "metric" not in values):
+        raise ctx.fail(_join(key, "kind"), "with several objectives, prune with kind: pareto, or "
+                                           "median or percentile and metric: one of the objectives' metrics")
+    if "dominated_by" in raw:
+        share = ctx.number(raw["dominated_by"], _join(key, "dominated_by"))
+        if not 0 < share <= 1:
+            raise ctx.fail(_join(key, "dominated_by"), f"must be a share of the peers in (0, 1], got {share}")
+        values["dominated_by"] = float(share)
     for name in ("min_steps", "reduction_factor", "startup_trials", "interval_steps"):
         if name in raw:
             values[name] = ctx.number(raw[name], _join(key, name), integer=True, minimum=0)
@@ -151,6 +162,19 @@ def _parse_pruner(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> PrunerSpe
     if values.get("interval_steps", 1) < 1:
         raise ctx.fail(_join(key, "interval_steps"), "must be >= 1")
     return PrunerSpec(**values)
+
+
+def _check_pareto_can_judge(ctx: _Ctx, objective: str, pruner: PrunerSpec,
+                            objectives: tuple[ObjectiveSpec, ...]) -> None:
+    """The built-in trainer returns some metrics only at the end (``BUILTIN_FINAL_METRICS``):
+    pareto cannot judge those at a rung, and refuses a study whose objectives are all such."""
+    if pruner.kind != "pareto" or not objective.startswith(BUILTIN_PREFIX):
+        return
+    from autotune.train_config import BUILTIN_FINAL_METRICS
+    if all(o.metric in BUILTIN_FINAL_METRICS for o in objectives):
+        raise ctx.fail("pruner.kind", f"pareto judges the objectives as reported at each evaluation, "
+                                      f"and {objective} reports {', '.join(o.metric for o in objectives)} "
+                                      "only at the end; prune with kind: none")
 
 
 def _parse_budget(ctx: _Ctx, raw: Any, key: str) -> BudgetSpec:
@@ -526,6 +550,7 @@ def parse_spec(raw: Any, *, file: Path | None = None, base_dir: Path | None = No
     if prune_on is not None and prune_on not in [o.metric for o in values["objectives"]]:
         raise ctx.fail("pruner.metric", f"{prune_on!r} is not an objective's metric; "
                                         f"choose one of {', '.join(o.metric for o in values['objectives'])}")
+    _check_pareto_can_judge(ctx, values["objective"], values["pruner"], values["objectives"])
     from autotune.store import DEFAULT_STORAGE, ENV_STORAGE
     values["storage"] = values["storage"] or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
     return StudySpec(path=file, **values)

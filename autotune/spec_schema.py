@@ -76,7 +76,8 @@ _VALUES: dict[str, dict[str, Any]] = {
                      "parameters": {"$ref": "#/$defs/flat_space"}},
     "optimization.metrics[]": {"name": _TEXT, "goal": _DIRECTION},
     "pruner": {"kind": {"enum": list(PRUNER_KINDS)}, "percentile": {"type": "number", "exclusiveMinimum": 0,
-                                                                    "exclusiveMaximum": 100}},
+                                                                    "exclusiveMaximum": 100},
+               "dominated_by": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
     "parallel": {"gpus": {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 0},
                                     {"type": "array", "items": {"type": "integer", "minimum": 0}}]}},
 }

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 OPTIMIZER_KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
-PRUNER_KINDS = ("none", "median", "percentile", "sha", "hyperband")
+PRUNER_KINDS = ("none", "median", "percentile", "sha", "hyperband", "pareto")
 WARM_START_STRATEGIES = ("enqueue", "prior", "local")
 
 
@@ -80,6 +80,8 @@ class PrunerSpec:
     startup_trials: int = 5             # median / percentile: trials before pruning starts
     interval_steps: int = 1
     metric: str | None = None           # several objectives: median / percentile on this one's curve
+    dominated_by: float = 0.25          # pareto: prune when at least this share of the peers at the
+                                        # step dominate the trial on every judged objective
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,10 @@ BUILTIN_METRICS = (
                          # the result's ``time_s`` mapping (setup, compile, train, eval, latency, report)
 )
 
+# Returned only at the end of a run, never in the reports at evaluations: a rule that judges the
+# curves (the pareto pruner) cannot see them.
+BUILTIN_FINAL_METRICS = ("latency_ms", "latency", "mfu", "steps", "train_s")
+
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 BATCHINGS = ("tokens", "cost")
 DEVICES = ("auto", "cpu", "cuda")

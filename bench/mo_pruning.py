@@ -8,14 +8,16 @@ The objective is ``_mo_curves.learning_curve``: seeded synthetic learning curves
 ``--eval-every`` steps, with a fixed amount of arithmetic per step, so compute is counted in steps.
 
 Rules: ``none``; ``median`` on ``val_loss`` (autotune's named-metric rule); ``percentile-75`` on
-``val_loss`` (the same rule, pruning only the worst quarter). These are the rules autotune accepts
-for several objectives. Every rule of a seed has the same sampler seed and the same noise and the
+``val_loss`` (the same rule, pruning only the worst quarter); ``pareto`` (the rung-wise Pareto rule
+on both objectives, its default ``dominated_by: 0.25``). These are the rules autotune accepts for
+several objectives. Every rule of a seed has the same sampler seed and the same noise and the
 same trial budget (COMPLETE + PRUNED trials).
 
 Per run: steps trained (all trials, pruned ones up to where they stopped), hypervolume of the
 COMPLETE trials' Pareto front (objectives scaled by fixed bounds to [0, 1], reference point
 (1, 1); ``autotune._optuna.hypervolume``), that hypervolume as a share of the true front's (dense
-noise-free sampling of the family), wall time; and for ``none`` the hypervolume it had reached
+noise-free sampling of the family), wall time, the low-latency end (the fastest COMPLETE trial's
+``latency_ms``; the share of pruned trials faster than ``FAST_MS``); and for ``none`` the hypervolume it had reached
 when it had trained as many steps as each pruned run (equal compute rather than equal trials).
 
     python bench/mo_pruning.py --quick --out /tmp/mo_pruning.json     # about 2 minutes on 2 cores
@@ -59,7 +61,9 @@ LOW = np.array([1.0, 0.0])
 REFERENCE = np.array([4.0, 20.0])
 RULES = {"none": None,
          "median": {"kind": "median", "metric": "val_loss"},
-         "percentile-75": {"kind": "percentile", "percentile": 75.0, "metric": "val_loss"}}
+         "percentile-75": {"kind": "percentile", "percentile": 75.0, "metric": "val_loss"},
+         "pareto": {"kind": "pareto"}}   # rung-wise Pareto on both objectives, default dominated_by
+FAST_MS = 2.0   # latency_ms below which a trial counts as the front's low-latency end
 PRESETS = {"quick": {"seeds": 3, "trials": 30, "steps": 200, "eval_every": 10, "work_units": 20},
            "full": {"seeds": 5, "trials": 60, "steps": 300, "eval_every": 10, "work_units": 20}}
 
@@ -131,7 +135,11 @@ def run_one(args: argparse.Namespace, rule: str, seed: int, workdir: Path) -> di
     # (cumulative steps when the trial finished, its values or None when pruned): in finishing order
     timeline = [(int(np.sum(steps[:i + 1])), t.values if t.state == optuna.trial.TrialState.COMPLETE else None)
                 for i, t in enumerate(finished)]
+    latency = [curves.latency_ms(t.params["width"], t.params["depth"]) for t in finished]
+    pruned_ms = [ms for ms, t in zip(latency, finished) if t.state == optuna.trial.TrialState.PRUNED]
     return {"rule": rule, "seed": seed, "trials": len(finished), "complete": len(complete),
+            "fastest_complete_ms": min((t.values[1] for t in complete), default=None),
+            "pruned_fast_share": (sum(ms < FAST_MS for ms in pruned_ms) / len(pruned_ms)) if pruned_ms else 0.0,
             "pruned": len(finished) - len(complete), "failed": result.failed,
             "steps": int(sum(steps)), "hv": hypervolume([t.values for t in complete]),
             "front_size": len(_front(np.array([t.values for t in complete]))) if complete else 0,
@@ -154,7 +162,10 @@ def summarize(runs: list[dict], rules: list[str], hv_true: float) -> dict:
                "hv": _stats([r["hv"] for r in rows]),
                "hv_of_true": _stats([r["hv"] / hv_true for r in rows]),
                "wall_s": _stats([r["wall_s"] for r in rows]),
-               "pruned": _stats([r["pruned"] for r in rows])}
+               "pruned": _stats([r["pruned"] for r in rows]),
+               "fastest_complete_ms": _stats([r["fastest_complete_ms"] for r in rows
+                                              if r["fastest_complete_ms"] is not None]),
+               "pruned_fast_share": _stats([r["pruned_fast_share"] for r in rows])}
         if base is not None:
             out["steps_vs_none"] = _stats([r["steps"] / b["steps"] for r, b in zip(rows, base)])
             out["hv_vs_none"] = _stats([r["hv"] / b["hv"] for r, b in zip(rows, base)])
@@ -177,7 +188,8 @@ def print_table(summary: dict, hv_true: float) -> None:
     print(f"\nHV: scaled hypervolume of the COMPLETE trials' front (true front {hv_true:.4f}); "
           "mean ± sd over seeds [min, max]")
     header = (f"{'rule':<14} {'steps':>14} {'steps/none':>18} {'pruned':>7} {'HV':>16} {'HV/none':>22} "
-              f"{'HV/none @=steps':>22} {'wall s':>12} {'wall/none':>10}")
+              f"{'HV/none @=steps':>22} {'wall s':>12} {'wall/none':>10} {'fastest ms':>12} "
+              f"{'pruned fast':>11}")
     print(header)
     print("-" * len(header))
     for rule, s in summary.items():
@@ -192,7 +204,8 @@ def print_table(summary: dict, hv_true: float) -> None:
               f"{s['pruned']['mean']:>7.1f} {ms('hv', '.4f'):>16} "
               f"{ms('hv_vs_none', '.3f') + rng('hv_vs_none'):>22} "
               f"{ms('hv_vs_none_at_equal_steps', '.3f') + rng('hv_vs_none_at_equal_steps'):>22} "
-              f"{ms('wall_s', '.1f'):>12} {ms('wall_vs_none', '.2f'):>10}")
+              f"{ms('wall_s', '.1f'):>12} {ms('wall_vs_none', '.2f'):>10} "
+              f"{ms('fastest_complete_ms', '.2f'):>12} {s['pruned_fast_share']['mean']:>11.2f}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

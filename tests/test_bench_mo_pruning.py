@@ -82,13 +82,16 @@ def test_the_quick_path_writes_every_rule_and_pruning_trains_fewer_steps(mo, tmp
              "--out", str(out)])
     report = json.loads(out.read_text())
     assert {"command", "date", "machine", "config", "hv_true", "runs", "summary"} <= set(report)
-    assert [r["rule"] for r in report["runs"]] == ["none", "median", "percentile-75"]
+    assert [r["rule"] for r in report["runs"]] == ["none", "median", "percentile-75", "pareto"]
     for run in report["runs"]:
         assert run["trials"] == 14 and run["failed"] == 0
         assert run["complete"] + run["pruned"] == 14 and 0 <= run["hv"] <= report["hv_true"]
     none, median = (next(r for r in report["runs"] if r["rule"] == rule) for rule in ("none", "median"))
     assert none["pruned"] == 0 and none["steps"] == 14 * 40
     assert median["pruned"] > 0 and median["steps"] < none["steps"]
+    pareto = next(r for r in report["runs"] if r["rule"] == "pareto")
+    assert pareto["steps"] <= none["steps"] and 0 <= pareto["pruned_fast_share"] <= 1
+    assert none["fastest_complete_ms"] > 0
     summary = report["summary"]["median"]
     assert {"steps", "hv", "hv_of_true", "wall_s", "steps_vs_none", "hv_vs_none",
             "none_hv_at_equal_steps", "hv_vs_none_at_equal_steps"} <= set(summary)

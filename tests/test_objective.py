@@ -138,7 +138,7 @@ def test_several_objectives_without_pruner_never_prune(tmp_path):
 
 
 @pytest.mark.parametrize("pruner, problem", [
-    ({"kind": "median"}, r"pruner.kind: with several objectives, prune with kind: median or percentile and metric"),
+    ({"kind": "median"}, r"pruner.kind: with several objectives, prune with kind: pareto, or median or percentile and metric"),
     ({"kind": "sha", "metric": "val_loss"}, r"pruner.kind: with several objectives"),
     ({"kind": "median", "metric": "accuracy"}, r"pruner.metric: 'accuracy' is not an objective's metric"),
 ])

@@ -189,7 +189,7 @@ BAD = [
     ("gpus text", with_change("parallel", {"gpus": "all"}), "parallel.gpus", "not one of"),
     ("pruner with two objectives", with_change("objectives", [{"metric": "val_loss", "direction": "minimize"},
                                                               {"metric": "latency_ms", "direction": "minimize"}]),
-     "pruner.kind", "with several objectives, prune with kind: median or percentile and metric"),
+     "pruner.kind", "with several objectives, prune with kind: pareto, or median or percentile and metric"),
     ("unknown trainer knob", with_change("trainer.stepz", 10), "trainer.stepz", "did you mean 'steps'"),
     ("unknown fixed knob", with_change("fixed.d_modle", 10), "fixed.d_modle", "did you mean 'd_model'"),
     ("fixed wrong type", with_change("fixed.d_model", "big"), "fixed.d_model", "must be int"),
