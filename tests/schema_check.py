@@ -13,7 +13,7 @@ from typing import Any
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 _KNOWN = {"$schema", "$id", "$defs", "$ref", "title", "description", "type", "enum", "const",
           "properties", "additionalProperties", "required", "minProperties", "items", "minItems",
-          "minLength", "pattern", "minimum", "exclusiveMinimum", "exclusiveMaximum", "anyOf",
+          "minLength", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "anyOf",
           "allOf", "not", "if", "then", "else"}
 
 
@@ -48,6 +48,8 @@ def errors(schema: dict, value: Any, root: dict | None = None, path: str = "") -
     if _is(value, "number"):
         if "minimum" in schema and value < schema["minimum"]:
             out.append(f"{here}: {value} < {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            out.append(f"{here}: {value} > {schema['maximum']}")
         if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
             out.append(f"{here}: {value} <= {schema['exclusiveMinimum']}")
         if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:

@@ -148,6 +148,46 @@ def test_a_pruner_for_several_objectives_needs_a_median_rule_on_an_objectives_me
         _run_two(tmp_path, [], pruner)
 
 
+# --- several objectives: the rung-wise Pareto rule ------------------------------------------
+
+def loss_and_latency_curve(params, report):
+    """val_loss falls as slope / step; latency_ms is the trial's own, reported at every step."""
+    loss = 1.0
+    for step in range(1, int(params["steps"]) + 1):
+        loss = params["slope"] / step
+        if not report(step, {"val_loss": loss, "latency_ms": params["latency"]}):
+            break
+    return {"val_loss": loss, "latency_ms": params["latency"]}
+
+
+def test_pareto_prunes_a_dominated_trial_and_keeps_a_fast_one_median_on_val_loss_would_stop(tmp_path):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    pruner = {"kind": "pareto", "startup_trials": 3, "min_steps": 2, "dominated_by": 0.5}
+    spec = parse_spec({"study": "p", "storage": url,
+                       "space": {"slope": {"type": "float", "low": 0, "high": 9},
+                                 "latency": {"type": "float", "low": 0, "high": 9}},
+                       "objectives": [{"metric": "val_loss", "direction": "minimize"},
+                                      {"metric": "latency_ms", "direction": "minimize"}],
+                       "objective": f"{__name__}:loss_and_latency_curve", "trainer": {"steps": 6},
+                       "pruner": pruner}, base_dir=tmp_path, default_name="p")
+    study = store.create_or_load_study(store.open_storage(url), "p", ["minimize", "minimize"])
+    objective = TrialObjective(spec, url)
+    dist = optuna.distributions.FloatDistribution(0, 9)
+    messages = []
+    # three peers, then: slow and worse (dominated by all), fast and worse (dominated by none)
+    for slope, latency in [(1.0, 5.0), (1.2, 4.0), (0.8, 6.0), (3.0, 7.0), (3.0, 0.5)]:
+        trial = study.ask({"slope": dist, "latency": dist})
+        try:
+            study.tell(trial, objective(trial._trial_id, {"slope": slope, "latency": latency}))
+        except optuna.TrialPruned as exc:
+            messages.append(str(exc))
+            study.tell(trial, state=TrialState.PRUNED)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED, TrialState.COMPLETE]
+    assert [step for step, _ in trials[3].user_attrs["curve"]] == [1, 2]   # stopped at min_steps
+    assert messages == ["pruned by pareto at step 2 (dominated on val_loss, latency_ms)"]
+
+
 def _compiled(attention, eager_ms, compiled_ms, compile_s):
     return {"compiled": True, "attention": attention, "eager_step_ms": eager_ms,
             "compiled_step_ms": compiled_ms, "compile_s": compile_s}
