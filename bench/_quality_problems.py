@@ -203,6 +203,9 @@ PROBLEMS: dict[str, Problem | ConditionalProblem] = {p.name: p for p in [
     Problem("rosenbrock-10", "high-dim", rosenbrock, _box(10, -2, 2), 0.0),
     Problem("styblinski-12", "high-dim", styblinski_tang, _box(12, -5, 5), 12 * _ST_MIN),
     Problem("levy-20", "high-dim", levy, _box(20, -10, 10), 0.0),
+    # High-dimensional and mixed: 8 floats, 8 integers (-10..10) and 8 categoricals; the optimum
+    # (every coordinate 1) lies on the integer grid and among the levels, so f* = 0 is reachable.
+    Problem("mixed-levy-24", "high-dim", levy, _mixed(24, -10, 10, (-6.0, -2.0, 1.0, 3.5, 7.0)), 0.0),
     Problem("mixed-ackley-6", "mixed", ackley, _mixed(6, -5, 5, (-4.0, -1.0, 0.0, 2.0, 3.5)), 0.0),
     Problem("mixed-styblinski-9", "mixed", styblinski_tang,
             _mixed(9, -5, 5, (-5.0, -2.903534, 0.0, 2.5, 5.0)), 9 * _ST_MIN),

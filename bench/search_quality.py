@@ -8,12 +8,14 @@ Each run keeps K trials in flight (Optuna's ask/tell: K asked before the oldest 
 scheduler runs K trials at once). Reported per (budget, trials in flight): normalized simple regret
 ((best - f*) / (median of random points - f*); noisy problems: the noise-free value of the trial
 that looked best; two objectives: 1 - HV / HV*), the mean rank of the kinds over tasks x seeds, a
-Friedman test over those blocks, and a Wilcoxon signed-rank test of hybrid against each other kind
-(Holm-adjusted). Prints tables, writes JSON.
+Friedman test over those blocks, and a Wilcoxon signed-rank test of a reference kind (``--reference``,
+default hybrid) against each other kind (Holm-adjusted). Prints tables, writes JSON.
 
     python bench/search_quality.py --quick --out /tmp/sq.json     # about 2-4 minutes on 2 cores
     python bench/search_quality.py --seeds 5 --budgets 20,50 --in-flight 1,4 --out /tmp/sq.json
     python bench/search_quality.py --families mixed,conditional --kinds hybrid,gp,tpe
+    python bench/search_quality.py --families high-dim,mixed --budgets 50,100,200 --in-flight 8 \
+        --kinds random,tpe,cmaes,hybrid,evolution --reference evolution
 """
 from __future__ import annotations
 
@@ -133,7 +135,8 @@ def scores_of(results: list[RunResult], budget: int, in_flight: int) -> dict:
 
 
 def summarize(results: list[RunResult], budgets: tuple[int, ...], in_flights: tuple[int, ...],
-              kinds: tuple[str, ...]) -> dict:
+              kinds: tuple[str, ...], reference: str = "hybrid") -> dict:
+    """Medians, Friedman ranks, and ``reference`` against each other kind (key ``<reference>_vs``)."""
     problems = sorted({r.problem for r in results}, key=list(PROBLEMS).index)
     median: dict[str, dict[str, dict[str, float]]] = {}
     tests: dict[str, dict] = {}
@@ -152,10 +155,11 @@ def summarize(results: list[RunResult], budgets: tuple[int, ...], in_flights: tu
                 sub = {blk: row for blk, row in scores.items() if PROBLEMS[blk[0]].group == family}
                 if sub:
                     entry["by_family"][family] = stats.mean_ranks(sub, present)
-            if "hybrid" in present:
-                entry["hybrid_vs"] = stats.wilcoxon_vs(scores, "hybrid", [k for k in present if k != "hybrid"])
-                for test in entry["hybrid_vs"].values():
+            if reference in present:
+                vs = stats.wilcoxon_vs(scores, reference, [k for k in present if k != reference])
+                for test in vs.values():
                     test["verdict"] = stats.verdict(test)
+                entry[f"{reference}_vs"] = vs
             if "evolution" in present and "random" in present:
                 entry["evolution_vs_random"] = stats.wilcoxon_vs(scores, "evolution", ["random"])["random"]
                 entry["evolution_vs_random"]["verdict"] = stats.verdict(entry["evolution_vs_random"])
@@ -165,7 +169,8 @@ def summarize(results: list[RunResult], budgets: tuple[int, ...], in_flights: tu
             "last20": float(np.mean([r.seconds_per_suggestion_last for r in results if r.kind == k]))}
         for k in kinds if any(r.kind == k for r in results)
     }
-    return {"median_regret": median, "tests": tests, "seconds_per_suggestion": speed}
+    return {"median_regret": median, "tests": tests, "seconds_per_suggestion": speed,
+            "reference": reference}
 
 
 def _p(value: float | None) -> str:
@@ -199,13 +204,14 @@ def print_tables(summary: dict, kinds: tuple[str, ...]) -> None:
     for key, entry in summary["tests"].items():
         for family, ranks in entry["by_family"].items():
             print(f"| {key} | {family} | " + " | ".join(f"{ranks.get(k, float('nan')):.2f}" for k in present) + " |")
-    if any("hybrid_vs" in e for e in summary["tests"].values()):
-        print("\nHybrid against each kind: Wilcoxon signed-rank over tasks x seeds, two-sided "
-              "(wins/ties/losses of hybrid; p raw and Holm-adjusted)\n")
+    ref = summary.get("reference", "hybrid")
+    if any(f"{ref}_vs" in e for e in summary["tests"].values()):
+        print(f"\n{ref.capitalize()} against each kind: Wilcoxon signed-rank over tasks x seeds, two-sided "
+              f"(wins/ties/losses of {ref}; p raw and Holm-adjusted)\n")
         print("| budget, in flight | vs | W/T/L | median diff | p | p Holm | verdict |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for key, entry in summary["tests"].items():
-            for other, t in entry.get("hybrid_vs", {}).items():
+            for other, t in entry.get(f"{ref}_vs", {}).items():
                 print(f"| {key} | {other} | {t['wins']}/{t['ties']}/{t['losses']} | {t['median_diff']:+.3g} "
                       f"| {_p(t['p'])} | {_p(t['p_holm'])} | {t['verdict']} |")
     if any("evolution_vs_random" in e for e in summary["tests"].values()):
@@ -235,6 +241,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--problems", default=None, help="comma-separated names (default: all)")
     parser.add_argument("--families", default=None, help=f"comma-separated: {', '.join(FAMILIES)}")
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--reference", default=None,
+                        help="the kind tested against each other kind (Wilcoxon, Holm); one of --kinds "
+                             "(default: hybrid, when it runs)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
     parser.add_argument("--budgets", default="20,50,100", help="trials at which regret is read")
     parser.add_argument("--in-flight", default="1,4,8", help="trials running at once")
@@ -258,6 +267,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         names = [p for p in names if PROBLEMS[p].group in families]
     args.problems = tuple(names)
     args.kinds = tuple(args.kinds.split(","))
+    for k in args.kinds:
+        if k not in KINDS:
+            parser.error(f"unknown kind {k!r}; choose from {', '.join(KINDS)}")
+    if args.reference is None:
+        args.reference = "hybrid"
+    elif args.reference not in args.kinds:
+        parser.error(f"--reference {args.reference!r} is not among --kinds ({', '.join(args.kinds)})")
     args.budgets = tuple(sorted(int(b) for b in str(args.budgets).split(",")))
     args.in_flight = tuple(sorted(int(k) for k in str(args.in_flight).split(",")))
     return args
@@ -285,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i}/{len(tasks)} {time.time() - started:.0f}s] {r.problem} {r.kind} seed={r.seed} "
                   f"in_flight={r.in_flight} regret@{top}={r.regret[top]:.4g} "
                   f"{r.seconds_per_suggestion:.3f}s/sugg", flush=True)
-    summary = summarize(results, args.budgets, args.in_flight, args.kinds)
+    summary = summarize(results, args.budgets, args.in_flight, args.kinds, args.reference)
     print_tables(summary, args.kinds)
     meta = {"command": "python bench/search_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "settings": {k: v for k, v in vars(args).items()},

@@ -104,3 +104,33 @@ def test_summary_tests_hybrid_against_each_kind(sq):
     entry = summary["tests"][sq.config_key(10, 1)]
     assert entry["friedman"]["mean_rank"]["hybrid"] == 1.0
     assert entry["hybrid_vs"]["random"]["wins"] == 3
+
+
+def test_reference_kind_is_tested_against_each_other_kind(sq):
+    results = []
+    for seed in range(3):
+        for kind, regret in (("evolution", 0.1), ("random", 0.5), ("tpe", 0.3)):
+            results.append(sq.RunResult("levy-20", kind, seed, 8, {200: regret + 0.01 * seed}))
+    summary = sq.summarize(results, (200,), (8,), ("random", "tpe", "evolution"), reference="evolution")
+    entry = summary["tests"][sq.config_key(200, 8)]
+    assert set(entry["evolution_vs"]) == {"random", "tpe"} and "hybrid_vs" not in entry
+    assert entry["evolution_vs"]["tpe"]["wins"] == 3 and entry["evolution_vs"]["random"]["losses"] == 0
+    assert entry["evolution_vs"]["random"]["p_holm"] >= entry["evolution_vs"]["random"]["p"]
+
+
+def test_reference_option_defaults_to_hybrid_and_must_be_a_running_kind(sq):
+    assert sq.parse_args([]).reference == "hybrid"
+    assert sq.parse_args(["--kinds", "random,evolution", "--reference", "evolution"]).reference == "evolution"
+    with pytest.raises(SystemExit):
+        sq.parse_args(["--kinds", "random,tpe", "--reference", "evolution"])
+
+
+def test_high_dimensional_mixed_problem_evaluates_and_has_its_optimum(sq):
+    problem = sq.PROBLEMS["mixed-levy-24"]
+    kinds = [v.kind for v in problem.vars]
+    assert len(kinds) == 24 and {"float", "int", "cat"} == set(kinds) and problem.group == "high-dim"
+    assert problem.f(np.ones(24)) == pytest.approx(problem.f_opt, abs=1e-12)
+    rng = np.random.RandomState(0)
+    assert min(problem.f(problem.random_x(rng)) for _ in range(200)) > problem.f_opt + 1.0
+    result = sq.run_one(("mixed-levy-24", "evolution", 0, (12, 30), 4))
+    assert 0.0 < result.regret[30] <= result.regret[12]
