@@ -219,8 +219,9 @@ class TrialObjective:
         on every machine: read afresh for each trial, one query), for trials like this one."""
         from autotune.store import open_storage, study_id_of, trial_user_attr_json
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        storage = self._storage if self._storage is not None else open_storage(self.storage_url)
-        records = [r for r in trial_user_attr_json(storage, study_id_of(study), "compile", finished)
+        if self._storage is None:       # a study handed in rather than opened by _load_study
+            self._storage = open_storage(self.storage_url)
+        records = [r for r in trial_user_attr_json(self._storage, study_id_of(study), "compile", finished)
                    if isinstance(r, dict)]
         return compile_costs_from(records, attention=params.get("attention"))
 

@@ -61,6 +61,17 @@ def build_pruner(pruner_spec: PrunerSpec, steps: int | None) -> optuna.pruners.B
     raise ValueError(f"pruner kind {kind!r}: expected one of {', '.join(PRUNER_KINDS)}")
 
 
+def _judges_now(pruner_spec: PrunerSpec, curve: Sequence, others: Sequence) -> bool:
+    """The gates every rule of several objectives shares: a curve so far, enough peers
+    (``startup_trials``), its last step at or past ``min_steps`` and on the ``interval_steps`` grid."""
+    if not curve:
+        return False
+    step = curve[-1][0]
+    if len(others) < pruner_spec.startup_trials or step < pruner_spec.min_steps:
+        return False
+    return (step - pruner_spec.min_steps) % max(1, pruner_spec.interval_steps) == 0
+
+
 def prune_on_curves(pruner_spec: PrunerSpec, curve: Curve, others: Sequence[Curve],
                     minimize: bool) -> bool:
     """Whether a trial whose ``curve`` (its metric so far) ends at its current step should stop,
@@ -73,13 +84,9 @@ def prune_on_curves(pruner_spec: PrunerSpec, curve: Curve, others: Sequence[Curv
     >>> prune_on_curves(spec, [(1, 1.0), (2, 0.45)], others, minimize=True)
     False
     """
-    if pruner_spec.kind not in ("median", "percentile") or not curve:
+    if pruner_spec.kind not in ("median", "percentile") or not _judges_now(pruner_spec, curve, others):
         return False
     step = curve[-1][0]
-    if len(others) < pruner_spec.startup_trials or step < pruner_spec.min_steps:
-        return False
-    if (step - pruner_spec.min_steps) % max(1, pruner_spec.interval_steps):
-        return False
     at_step = [v for other in others for s, v in other if s == step and math.isfinite(v)]
     if not at_step:
         return False
@@ -135,13 +142,9 @@ def prune_on_front(pruner_spec: PrunerSpec, curve: Reports, others: Sequence[Rep
     >>> prune_on_front(spec, [(1, {"val_loss": 3.0, "latency_ms": 0.5})], others, d)   # the fastest
     False
     """
-    if pruner_spec.kind != "pareto" or not curve:
+    if pruner_spec.kind != "pareto" or not _judges_now(pruner_spec, curve, others):
         return False
     step = curve[-1][0]
-    if len(others) < pruner_spec.startup_trials or step < pruner_spec.min_steps:
-        return False
-    if (step - pruner_spec.min_steps) % max(1, pruner_spec.interval_steps):
-        return False
     judged = judged_metrics(curve, directions)
     if not judged:
         return False

@@ -336,11 +336,9 @@ def begin_trial_graphs() -> bool:
     config = torch._dynamo.config
     if hasattr(config, "fail_on_recompile_limit_hit"):
         config.fail_on_recompile_limit_hit = True
-    for name in ("recompile_limit", "cache_size_limit"):       # one is an alias of the other
-        if hasattr(config, name):
-            setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
-            break
-    limit = getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 8))
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch
+    limit = max(getattr(config, name), RECOMPILE_LIMIT)
+    setattr(config, name, limit)
     if _graphs.blocks_compiled or compiled_graph_count() + GRAPHS_PER_EAGER_TRIAL > limit:
         torch._dynamo.reset()
         _graphs.blocks_compiled = False
