@@ -282,15 +282,17 @@ def shard_batches(batches: Iterator[Any]) -> Iterator[Any]:
 
 
 def shard_batch(batch: Any, rank: int, ranks: int) -> Any:
-    """Rank ``rank``'s slice of ``batch`` (``inputs`` / ``targets``: [B, T]); ``num_tokens`` its
-    share of the batch's real tokens, by sequences."""
+    """Rank ``rank``'s slice of ``batch`` (``inputs`` / ``targets``: [B, T]); ``num_tokens`` (and
+    ``pairs``, where the batch has them) its share of the batch's real tokens, by sequences."""
     size = batch.inputs.shape[0]
     if size < ranks:
         raise ValueError(f"a batch of {size} sequence(s) cannot be split over {ranks} ranks; "
                          "raise batch_size (or tokens_per_batch)")
     lo, hi = rank * size // ranks, (rank + 1) * size // ranks
     tokens = batch.num_tokens * (hi - lo) // size
-    return type(batch)(batch.inputs[lo:hi], batch.targets[lo:hi], tokens)
+    pairs = getattr(batch, "pairs", None)
+    extra = {} if pairs is None else {"pairs": pairs * (hi - lo) / size}
+    return type(batch)(batch.inputs[lo:hi], batch.targets[lo:hi], tokens, **extra)
 
 
 def wrap_model(model: Any, sharding: str = "ddp") -> Any:

@@ -216,11 +216,15 @@ def count_parameters(model: torch.nn.Module, active: bool, active_experts: float
     return float(sum(p.numel() for p in model.parameters()))
 
 
-def flops_per_token(model: torch.nn.Module, seq_len: int, active_experts: float | None = None) -> float:
+def flops_per_token(model: torch.nn.Module, seq_len: int, active_experts: float | None = None,
+                    visited_keys: float | None = None) -> float:
     """Training FLOPs (forward + backward) per token over ``active_experts`` routed experts (None:
-    ``top_k``); 6 x active parameters if the model cannot say."""
+    ``top_k``) and ``visited_keys`` keys a query visited on average (None: as at ``seq_len``); 6 x
+    active parameters if the model cannot say."""
     if hasattr(model, "flops_per_token"):
         extra = {} if active_experts is None else {"active_experts": active_experts}
+        if visited_keys is not None:
+            extra["visited_keys"] = visited_keys
         return float(model.flops_per_token(seq_len, **extra))
     return 6.0 * count_parameters(model, active=True)
 
@@ -378,6 +382,9 @@ class _Trainer:
         self.train_batches = prefetch(batches, pin_memory=True) if device.type == "cuda" else batches
         self.params_total = count_parameters(self.model, active=False)
         self.routed: list[float] = []       # routed experts per token of each training step so far
+        self.visited_pairs = 0.0            # (query, key) pairs attention visited among real tokens, and
+        self.pair_tokens = 0                # the real tokens of those batches: for FLOPs at varying lengths
+        self._shares: dict[int, float] = {}
 
     def compile(self) -> None:
         """Compile the model by regions: each repeated block (the graph is traced once and serves
@@ -420,6 +427,7 @@ class _Trainer:
             per_token = getattr(aux, "experts_per_token", None)          # a model without experts: NaN
             experts_sum = experts_sum + (per_token.detach().float() if per_token is not None else math.nan)
             tokens += batch.num_tokens
+            self.count_pairs(batch)
         self.scaler.unscale_(self.optimizer)
         grad_norm = full_tensor(   # issue 21: FSDP2's norm is a DTensor
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf))
@@ -477,9 +485,22 @@ class _Trainer:
         return {"params_total": self.params_total,
                 "params_active": count_parameters(self.model, active=True, active_experts=self.active_experts())}
 
+    def count_pairs(self, batch: Batch) -> None:
+        """Add ``batch``'s attention pairs (its causal pairs x the share the pattern keeps at its
+        length) and real tokens to the trial's totals."""
+        length = int(batch.inputs.shape[1])
+        if length not in self._shares:
+            keep_share = getattr(self.model, "keep_share", None)
+            self._shares[length] = float(keep_share(length)) if keep_share is not None else 1.0
+        self.visited_pairs += self._shares[length] * batch.causal_pairs
+        self.pair_tokens += batch.num_tokens
+
     def flops_per_token(self) -> float:
-        """Training FLOPs per token at ``seq_len``, over the experts that ran."""
-        return flops_per_token(self.model, self.cfg.seq_len, active_experts=self.active_experts())
+        """Training FLOPs per token, over the experts that ran and the keys attention visited in the
+        batches trained on (variable-length text: each row's own length, not ``seq_len``)."""
+        visited = self.visited_pairs / self.pair_tokens if self.pair_tokens else None
+        return flops_per_token(self.model, self.cfg.seq_len, active_experts=self.active_experts(),
+                               visited_keys=visited)
 
     def mfu(self, tokens_per_s: float) -> float:
         if self.device.type != "cuda":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -31,16 +31,27 @@ class Batch:
         targets: ``(B, T)`` int64; ``targets[b, t]`` is the token to predict after ``inputs[b, :t+1]``,
             or ``IGNORE_INDEX`` where no loss is taken (padding; non-answer positions of a task).
         num_tokens: real (non-padding) input tokens, what throughput counts.
+        pairs: (query, key) pairs causal attention has among the real tokens, summed over rows
+            (``L (L + 1) / 2`` for a row of ``L`` real tokens: what model FLOPs count); None: every
+            row is full (``B T (T + 1) / 2``).
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     num_tokens: int
+    pairs: float | None = None
+
+    @property
+    def causal_pairs(self) -> float:
+        if self.pairs is not None:
+            return self.pairs
+        rows, length = self.inputs.shape
+        return float(rows * attention_pairs(length))
 
     def to(self, device: torch.device | str) -> "Batch":
         non_blocking = torch.device(device).type == "cuda"
-        return Batch(self.inputs.to(device, non_blocking=non_blocking),
-                     self.targets.to(device, non_blocking=non_blocking), self.num_tokens)
+        return replace(self, inputs=self.inputs.to(device, non_blocking=non_blocking),
+                       targets=self.targets.to(device, non_blocking=non_blocking))
 
 
 def padded_length(length: int, cap: int | None = None) -> int:
@@ -199,7 +210,8 @@ def collate(pieces: list[np.ndarray], *, cap: int | None = None) -> Batch:
         inputs[row, :n] = piece[:-1]
         targets[row, :n] = piece[1:]
     num_tokens = sum(len(p) - 1 for p in pieces)
-    return Batch(torch.from_numpy(inputs), torch.from_numpy(targets), num_tokens)
+    pairs = float(sum(attention_pairs(len(p) - 1) for p in pieces))
+    return Batch(torch.from_numpy(inputs), torch.from_numpy(targets), num_tokens, pairs)
 
 
 _DONE = object()
@@ -227,7 +239,7 @@ def prefetch(batches: Iterator[Batch], depth: int = 2, *, pin_memory: bool = Fal
         try:
             for batch in batches:
                 if pin_memory:
-                    batch = Batch(batch.inputs.pin_memory(), batch.targets.pin_memory(), batch.num_tokens)
+                    batch = replace(batch, inputs=batch.inputs.pin_memory(), targets=batch.targets.pin_memory())
                 if not offer(batch):
                     return
             offer(_DONE)

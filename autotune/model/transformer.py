@@ -207,14 +207,16 @@ class Transformer(nn.Module):
                 total -= per_expert * (self.cfg.num_experts - used)
         return total
 
-    def flops_per_token(self, seq_len: int, active_experts: float | None = None) -> float:
+    def flops_per_token(self, seq_len: int, active_experts: float | None = None,
+                        visited_keys: float | None = None) -> float:
         """Training FLOPs (forward + backward) per token: 6 x active matmul parameters (embedding
         lookup and norms excluded; routed experts: ``top_k`` or the realised ``active_experts``, see
         ``num_parameters``) + attention's q.k and p.v over the keys the pattern visits
-        (12 x layers x d_model x mean visited keys per query)."""
+        (12 x layers x d_model x mean visited keys per query: at ``seq_len``, or ``visited_keys``
+        where the caller counted them over batches of varying lengths)."""
         embeddings = self.embed.weight.numel() + (self.positions.weight.numel() if self.positions is not None else 0)
         matmul_params = self.num_parameters(active=True, active_experts=active_experts) - embeddings - sum(
             m.weight.numel() for m in self.modules() if isinstance(m, nn.RMSNorm))
-        share = self.keep_share(seq_len)
-        visited_keys = share * (seq_len + 1) / 2
+        if visited_keys is None:
+            visited_keys = self.keep_share(seq_len) * (seq_len + 1) / 2
         return 6.0 * matmul_params + 12.0 * self.cfg.n_layers * self.cfg.d_model * visited_keys

@@ -3,8 +3,8 @@
 Owns: finding the GPUs of this machine without initialising CUDA in the calling process
 (``nvidia-smi -L``, else ``torch.cuda.device_count()`` in a child process), and turning
 ``parallel: {gpus, trials_per_gpu, workers}`` into slots, each with the environment its worker
-process gets (``CUDA_VISIBLE_DEVICES``; on CPU ``OMP_NUM_THREADS``: the cores split among the
-workers, never more workers than cores).
+process gets (``CUDA_VISIBLE_DEVICES``, and ``OMP_NUM_THREADS``: the cores split among the
+workers; on CPU never more workers than cores).
 Must not know about: Optuna, the model.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autotune.spec_types import ParallelSpec
 
@@ -27,7 +27,7 @@ class Slot:
     index: int
     gpu: str | None          # the CUDA_VISIBLE_DEVICES value; None: CPU worker (GPUs hidden)
     share: float = 1.0       # the GPUs the slot holds: 1 / trials_per_gpu, or gpus_per_trial
-    threads: int | None = None   # CPU worker: torch threads (OMP_NUM_THREADS); None: torch decides
+    threads: int | None = None   # torch CPU threads (OMP_NUM_THREADS): the cores split among the slots
 
     @property
     def visible_devices(self) -> str:
@@ -98,11 +98,11 @@ def plan_slots(parallel: ParallelSpec, available: list[str] | None = None) -> li
     """
     gpus = _chosen_gpus(parallel, available)
     if parallel.searched_width is not None:
-        return _unit_slots(parallel, gpus)
+        return _split_cores(_unit_slots(parallel, gpus))
     if parallel.procs_per_trial > 1:   # CPU ranks (gloo): GPUs hidden from them
         gpus = []
     if parallel.gpus_per_trial > 1:
-        return _wide_slots(gpus, parallel.gpus_per_trial)
+        return _split_cores(_wide_slots(gpus, parallel.gpus_per_trial))
     if not gpus:
         cores = usable_cores()
         n = max(1, parallel.workers or 1)
@@ -113,8 +113,19 @@ def plan_slots(parallel: ParallelSpec, available: list[str] | None = None) -> li
     per_gpu = max(1, parallel.trials_per_gpu)
     if parallel.evals:
         per_gpu = math.ceil(parallel.evals / len(gpus))
-    return [Slot(i * per_gpu + k, gpu, 1.0 / per_gpu)
-            for i, gpu in enumerate(gpus) for k in range(per_gpu)]
+    return _split_cores([Slot(i * per_gpu + k, gpu, 1.0 / per_gpu)
+                         for i, gpu in enumerate(gpus) for k in range(per_gpu)])
+
+
+def _split_cores(slots: list[Slot]) -> list[Slot]:
+    """GPU slots share the CPU too: each worker gets ``cores // slots`` torch threads (at least 1;
+    ``OMP_NUM_THREADS`` where set), as torchrun does for its ranks. Left to torch, every worker
+    would start one thread per core (4 workers on 16 cores: 64 threads contending for the host
+    work of their steps: data, launches, the optimizer's bookkeeping)."""
+    if not slots or slots[0].gpu is None:
+        return slots
+    threads = _env_threads() or max(1, usable_cores() // len(slots))
+    return [replace(s, threads=threads) for s in slots]
 
 
 def _wide_slots(gpus: list[str], width: int) -> list[Slot]:

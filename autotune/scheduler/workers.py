@@ -59,7 +59,7 @@ def start_worker(slot: Slot, objective: Callable) -> Worker:
     # The child inherits a blocked SIGINT (and ignores it once running); our own Ctrl-C arriving
     # meanwhile stays pending and is delivered to us when we unblock.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    os.environ.update(slot.env)   # CUDA_VISIBLE_DEVICES; OMP_NUM_THREADS on CPU
+    os.environ.update(slot.env)   # CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS
     try:
         process.start()
     finally:

@@ -69,3 +69,20 @@ def test_gpus_are_found_without_cuda_visible_devices(monkeypatch):
     assert detect_gpus() == [str(i) for i in range(torch.cuda.device_count())]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
     assert detect_gpus() == ["1", "3"]
+
+
+@pytest.mark.parametrize("parallel, n_slots", [
+    (ParallelSpec(gpus="auto", trials_per_gpu=4), 4),
+    (ParallelSpec(gpus="auto", trials_per_gpu=1), 1),
+    (ParallelSpec(gpus=[0], trials_per_gpu=32), 32),
+])
+def test_gpu_slots_split_the_cores_among_their_workers(parallel, n_slots, monkeypatch):
+    """Each GPU worker gets cores // slots torch threads (at least 1), not one per core each."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("autotune.scheduler.gpus.usable_cores", lambda: 16)
+    slots = plan_slots(parallel, available=["0"])
+    assert len(slots) == n_slots
+    assert {s.env["OMP_NUM_THREADS"] for s in slots} == {str(max(1, 16 // n_slots))}
+    assert {s.env["CUDA_VISIBLE_DEVICES"] for s in slots} == {"0"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")                         # the user's setting wins
+    assert {s.threads for s in plan_slots(parallel, available=["0"])} == {3}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from autotune.data import (IGNORE_INDEX, PAD_TOKEN, AssociativeRecall, TextFile, build_dataset, prefetch,
+from autotune.data import (IGNORE_INDEX, PAD_TOKEN, AssociativeRecall, Batch, TextFile, build_dataset, prefetch,
                            collate, load_tokens, split_pieces, token_budget_batches)
 
 
@@ -297,3 +297,13 @@ def test_a_cost_model_that_arrives_mid_epoch_regroups_the_pieces_not_yet_drawn(l
         assert B == 1 or (cost(B, T) <= cost(160 // 48, 48) and B <= 12 and B * T <= 400)
     assert sum(b.num_tokens for b in drawn) == epoch_tokens                 # every piece once, then a new epoch
     assert any(b.inputs.numel() > 160 for b in drawn[3:])                   # cost batches of short pieces hold more
+
+
+def test_a_batch_counts_the_causal_attention_pairs_of_its_real_tokens_only():
+    """Model FLOPs of variable-length text: each row's own triangle, not the padded one."""
+    batch = collate([np.arange(4), np.arange(11)])                    # 3 and 10 real input tokens, padded to 16
+    assert batch.inputs.shape == (2, 16)
+    assert batch.causal_pairs == 3 * 4 / 2 + 10 * 11 / 2
+    full = Batch(torch.zeros(3, 5, dtype=torch.long), torch.zeros(3, 5, dtype=torch.long), 15)
+    assert full.causal_pairs == 3 * 5 * 6 / 2                        # fixed-length tasks: every row full
+    assert batch.to("cpu").causal_pairs == batch.causal_pairs

@@ -317,3 +317,28 @@ def test_cost_batching_fits_its_model_on_steps_timed_alone_after_the_warm_up(tin
 def test_token_batching_reports_no_cost_model(tiny_model, lines_txt):
     cfg = replace(QUICK, task="text", data_path=str(lines_txt), eot_token=10, tokens_per_batch=128, task_vocab=None)
     assert "batching" not in train(tiny_model, cfg)
+
+
+def test_flops_and_mfu_of_variable_length_text_count_each_rows_own_attention(lines_txt):
+    """Rows of 2-60 tokens padded together: attention FLOPs follow the real lengths (and the
+    pattern's share at each padded length), not ``seq_len``; on fixed-length data both agree."""
+    from autotune.train import _Trainer
+    model_cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, num_experts=0, attention="sparse",
+                            block_size=16, window=16, keep_ratio=0.5)
+    cfg = replace(QUICK, task="text", data_path=str(lines_txt), eot_token=10, tokens_per_batch=128,
+                  task_vocab=None, seq_len=64, steps=4)
+    trainer = _Trainer(model_cfg, cfg)
+    seen = []
+    count = trainer.count_pairs
+    trainer.count_pairs = lambda batch: seen.append(batch) or count(batch)
+    for i in range(4):
+        trainer.step(i)
+    model = trainer.model
+    expected_keys = sum(model.keep_share(b.inputs.shape[1]) * sum(
+        n * (n + 1) / 2 for n in (b.targets != -100).sum(dim=1).tolist()) for b in seen) / sum(b.num_tokens for b in seen)
+    assert trainer.flops_per_token() == pytest.approx(model.flops_per_token(64, visited_keys=expected_keys))
+    assert trainer.flops_per_token() < model.flops_per_token(64)       # short rows visit fewer keys
+
+    fixed = _Trainer(model_cfg, replace(QUICK, steps=2))               # the recall task: every row seq_len long
+    fixed.step(0)
+    assert fixed.flops_per_token() == pytest.approx(fixed.model.flops_per_token(QUICK.seq_len))
