@@ -6,21 +6,18 @@ modules it calls.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import math
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, Callable, NoReturn
 
 import click
 import yaml
 
-from autotune._output import csv_safe, file_name_part, printable, refuse_existing, write_new
+from autotune._output import file_name_part, printable, refuse_existing, write_new
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -605,34 +602,6 @@ def best(study_name: str, storage: str | None, as_json: bool) -> None:
             click.echo("---")
 
 
-def _export_rows(study) -> list[dict[str, Any]]:
-    metrics = ((study.user_attrs.get("autotune") or {}).get("metrics")
-               or [f"value_{i}" for i in range(len(study.directions))])
-    from autotune.outcomes import outcome
-    from autotune.store import study_trials
-    rows = []
-    for t in study_trials(study):
-        values = dict(zip(metrics, t.values)) if t.values else {}
-        rows.append({
-            "number": t.number, "state": t.state.name, "outcome": outcome(t),
-            "values": values, "params": dict(t.params), "user_attrs": dict(t.user_attrs),
-            "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
-            "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
-            "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
-        })
-    return rows
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
 @main.command()
 @click.argument("study_name", metavar="STUDY")
 @click.option("--storage", metavar="URL", help="Study store URL.")
@@ -647,9 +616,10 @@ def export(study_name: str, storage: str | None, fmt: str, out: str | None, forc
     Example:
       autotune export quickstart --format csv --out trials.csv
     """
+    from autotune.export import csv_chunks, json_chunks, trial_rows
     url = _storage_url(storage)
-    rows = _export_rows(_load_existing(_open_reader(url), study_name, url))
-    chunks = _json_chunks(rows) if fmt == "json" else _csv_chunks(rows)
+    rows = trial_rows(_load_existing(_open_reader(url), study_name, url))
+    chunks = json_chunks(rows) if fmt == "json" else csv_chunks(rows)
     if out:
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="") as f:
@@ -659,48 +629,6 @@ def export(study_name: str, storage: str | None, fmt: str, out: str | None, forc
     else:
         for chunk in chunks:
             click.echo(chunk, nl=False)
-
-
-def _json_chunks(rows: list[dict[str, Any]]) -> Iterator[str]:
-    """``json.dumps(_clean(rows), indent=2) + "\n"``, a trial at a time."""
-    if not rows:
-        yield "[]\n"
-        return
-    for i, row in enumerate(rows):
-        item = json.dumps(_clean(row), indent=2).replace("\n", "\n  ")   # strings hold no raw newline
-        yield ("[\n  " if i == 0 else ",\n  ") + item
-    yield "\n]\n"
-
-
-def _csv_chunks(rows: list[dict[str, Any]]) -> Iterator[str]:
-    """One flat row per trial (values, params, metrics, other user attrs as columns), a trial at
-    a time after the header; the columns are every row's, in first-seen order."""
-    flat = [_flat_row(r) for r in rows]
-    columns: dict[str, None] = {}
-    for row in flat:
-        columns.update(dict.fromkeys(row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns))
-    writer.writeheader()
-    for row in flat:
-        writer.writerow({k: csv_safe(v) for k, v in row.items()})
-        yield buf.getvalue()
-        buf.seek(0)
-        buf.truncate()
-    yield buf.getvalue()
-
-
-def _flat_row(r: dict[str, Any]) -> dict[str, Any]:
-    row = {"number": r["number"], "state": r["state"], "outcome": r["outcome"],
-           "datetime_start": r["datetime_start"], "datetime_complete": r["datetime_complete"]}
-    row.update({f"value.{k}": v for k, v in r["values"].items()})
-    row.update({f"param.{k}": v for k, v in r["params"].items()})
-    for k, v in r["user_attrs"].items():
-        if isinstance(v, dict) and k == "metrics":
-            row.update({f"metric.{mk}": mv for mk, mv in v.items() if not isinstance(mv, (list, dict))})
-        else:
-            row[f"attr.{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
-    return row
 
 
 @main.command()
