@@ -184,8 +184,10 @@ def describe_slots(parallel: ParallelSpec, slots: list[Slot]) -> str:
         gpus = sorted({s.gpu for s in slots})
         per_gpu = len(slots) // len(gpus)
         asked = f"{parallel.evals} concurrent trials asked, " if parallel.evals else ""
+        threads = slots[0].threads
+        each = f", {threads} CPU thread{'s' if threads != 1 else ''} each" if threads else ""
         return (f"parallel: {asked}{len(gpus)} GPU(s): {per_gpu} trial(s) per GPU, "
-                f"{len(slots)} at a time")
+                f"{len(slots)} at a time{each}")
     asked = max(1, parallel.workers or 1)
     threads = slots[0].threads if slots else None
     each = f", {threads} torch thread{'s' if threads != 1 else ''} each" if threads else ""

@@ -46,9 +46,9 @@ def test_omp_num_threads_set_by_the_user_is_kept(two_cores, monkeypatch):
 def test_parallel_evals_on_gpus_become_trials_per_gpu(two_cores):
     slots = plan_slots(ParallelSpec(workers=8, evals=8, fit_cores=True), available=["0", "1", "2"])
     assert [s.gpu for s in slots] == ["0"] * 3 + ["1"] * 3 + ["2"] * 3   # ceil(8 / 3) per GPU
-    assert all(s.share == pytest.approx(1 / 3) and s.threads is None for s in slots)
+    assert all(s.share == pytest.approx(1 / 3) and s.threads == 1 for s in slots)   # 2 cores, 9 slots
     assert describe_slots(ParallelSpec(evals=8), slots) == \
-        "parallel: 8 concurrent trials asked, 3 GPU(s): 3 trial(s) per GPU, 9 at a time"
+        "parallel: 8 concurrent trials asked, 3 GPU(s): 3 trial(s) per GPU, 9 at a time, 1 CPU thread each"
 
 
 def test_gpu_detection_without_torch_finds_none_where_cuda_is_hidden(monkeypatch):
