@@ -42,7 +42,8 @@ import _quality_stats as stats
 from _quality_problems import PROBLEMS, _zdt_hv, random_median
 
 KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
-FAMILIES = ("smooth", "multimodal", "high-dim", "mixed", "conditional", "noisy", "two-objective")
+FAMILIES = ("smooth", "multimodal", "high-dim", "mixed", "conditional", "noisy", "two-objective",
+            "categorical")
 # One task of each single-objective family but high-dim (slow for GP): about 2-4 minutes, 2 cores.
 QUICK = {"problems": "branin-2,hartmann-6,rastrigin-4,mixed-styblinski-9,cond-hartmann-3arm,"
                      "noisy-hartmann-6",
