@@ -4,7 +4,9 @@ Owns: the functions (minimized; x is a float vector), ``Var`` / ``Problem`` (a s
 integer grids and categorical levels), ``ConditionalProblem`` (a categorical ``branch`` choosing
 among sub-spaces, each a function of its own parameters) and ``PROBLEMS`` by name, in families:
 smooth, multimodal, high-dim, mixed (integer and categorical variants), conditional, noisy (the same
-function observed with seeded Gaussian noise) and two-objective.
+function observed with seeded Gaussian noise), two-objective, and categorical (architecture-like:
+NK landscapes, a cell of pairwise-interacting ops, per-layer choices with floats; ``NKLandscape``,
+``PairwiseGrid``, ``NKWithFloats``, each with its exact minimum by dynamic programming).
 Must not know about: optimizers, statistics.
 """
 from __future__ import annotations
@@ -72,6 +74,102 @@ def zdt(x, concave: bool):
     return float(f1), float(f2)
 
 
+# -- categorical, architecture-like problems (tables fixed at import; optimum by dynamic programming)
+
+class NKLandscape:
+    """Kauffman's NK model with adjacent, circular neighbourhoods, minimized: N genes of A levels;
+    gene i contributes ``table[i][x_i, x_i+1, ..., x_i+K]`` (indices mod N), a fixed uniform draw
+    in [0, 1); f is the mean contribution. ``minimum`` is exact (dynamic programming over windows of
+    K genes, for each of the A^K values of the first K genes)."""
+
+    def __init__(self, n: int, a: int, k: int, seed: int) -> None:
+        if not 1 <= k < n:
+            raise ValueError("NK: need 1 <= K < N")
+        self.n, self.a, self.k = n, a, k
+        self.table = np.random.RandomState(seed).uniform(size=(n,) + (a,) * (k + 1))
+
+    def __call__(self, x) -> float:
+        g = [int(round(v)) for v in x[: self.n]]
+        return float(sum(self.table[i][tuple(g[(i + j) % self.n] for j in range(self.k + 1))]
+                         for i in range(self.n)) / self.n)
+
+    def minimum(self) -> float:
+        n, a, k, t = self.n, self.a, self.k, self.table
+        best = math.inf
+        for head in np.ndindex(*(a,) * k):            # x_0 .. x_{K-1}
+            # cost[s] over the last K assigned genes s = (x_{j-K}, ..., x_{j-1}); only one state so far
+            cost = np.full((a,) * k, math.inf)
+            cost[head] = 0.0
+            for j in range(k, n):                    # assign x_j: gene j-K's window is complete
+                cost = (cost[..., None] + t[j - k]).min(axis=0)
+            for tail in np.ndindex(*(a,) * k):       # x_{N-K} .. x_{N-1}: the wrapped genes remain
+                genes = tail + head
+                rest = sum(t[n - k + m][genes[m:m + k + 1]] for m in range(k))
+                best = min(best, cost[tail] + rest)
+        return float(best / n)
+
+
+class PairwiseGrid:
+    """A 'cell' search space: R cells x E edges, each edge one of A ops; f is a sum of fixed random
+    unary terms (op on edge) and pairwise terms between consecutive edges of a cell and between the
+    same edge of consecutive cells (an energy on an R x E grid, as in pairwise Markov random fields).
+    ``minimum`` is exact: dynamic programming over the E columns, each state the R ops of a column."""
+
+    def __init__(self, rows: int, edges: int, a: int, seed: int) -> None:
+        rng = np.random.RandomState(seed)
+        self.rows, self.edges, self.a = rows, edges, a
+        self.unary = rng.uniform(size=(rows, edges, a))
+        self.along = rng.uniform(size=(rows, edges - 1, a, a))      # edge e -- edge e+1 of a cell
+        self.across = rng.uniform(size=(max(0, rows - 1), edges, a, a))   # cell r -- cell r+1
+
+    def _column(self, e: int, ops: tuple[int, ...]) -> float:
+        return float(sum(self.unary[r, e, ops[r]] for r in range(self.rows))
+                     + sum(self.across[r, e, ops[r], ops[r + 1]] for r in range(self.rows - 1)))
+
+    def __call__(self, x) -> float:
+        g = np.array([int(round(v)) for v in x[: self.rows * self.edges]]).reshape(self.rows, self.edges)
+        total = sum(self._column(e, tuple(g[:, e])) for e in range(self.edges))
+        total += sum(self.along[r, e, g[r, e], g[r, e + 1]]
+                     for r in range(self.rows) for e in range(self.edges - 1))
+        return float(total / (self.rows * self.edges))
+
+    def minimum(self) -> float:
+        states = list(np.ndindex(*(self.a,) * self.rows))
+        cost = np.array([self._column(0, s) for s in states])
+        for e in range(1, self.edges):
+            step = np.array([[sum(self.along[r, e - 1, s[r], u[r]] for r in range(self.rows))
+                              for u in states] for s in states])
+            cost = (cost[:, None] + step).min(axis=0) + np.array([self._column(e, u) for u in states])
+        return float(cost.min() / (self.rows * self.edges))
+
+
+class NKWithFloats:
+    """Per-layer categorical choices (an NK landscape) plus learning-rate-like floats in [0, 1]
+    whose best value depends on the first choice: ``nk(x_cat) + weight * sum_j (u_j - c_j[x_0])^2``.
+    Every architecture can reach the float term's minimum 0, so f* is the landscape's minimum."""
+
+    def __init__(self, nk: NKLandscape, n_float: int, weight: float, seed: int) -> None:
+        self.nk, self.n_float, self.weight = nk, n_float, weight
+        self.centre = np.random.RandomState(seed).uniform(0.15, 0.85, size=(n_float, nk.a))
+
+    def __call__(self, x) -> float:
+        first = int(round(x[0]))
+        u = np.asarray(x[self.nk.n: self.nk.n + self.n_float], dtype=float)
+        return self.nk(x) + float(self.weight * ((u - self.centre[:, first]) ** 2).sum())
+
+
+def _cats(n: int, a: int) -> tuple[Var, ...]:
+    """n categorical genes whose levels are the op indices 0 .. a-1 (unordered for samplers)."""
+    return tuple(Var("cat", levels=tuple(float(i) for i in range(a))) for _ in range(n))
+
+
+# Fixed tables (seeds chosen once, before any sampler ran on them).
+_NK16 = NKLandscape(16, 4, 2, seed=1601)
+_NK32 = NKLandscape(32, 4, 2, seed=3201)
+_CELL = PairwiseGrid(2, 6, 5, seed=1205)
+_NK12_FLOATS = NKWithFloats(NKLandscape(12, 4, 2, seed=1204), n_float=4, weight=0.5, seed=1214)
+
+
 # -- problems -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -88,7 +186,7 @@ class Var:
 @dataclass(frozen=True)
 class Problem:
     name: str
-    group: str                      # smooth | multimodal | high-dim | mixed | noisy | two-objective
+    group: str                      # smooth | multimodal | high-dim | mixed | noisy | two-objective | categorical
     f: Callable[[np.ndarray], Any]
     vars: tuple[Var, ...]
     f_opt: float = 0.0              # single objective: known minimum
@@ -235,6 +333,14 @@ PROBLEMS: dict[str, Problem | ConditionalProblem] = {p.name: p for p in [
     Problem("noisy-mixed-ackley-6", "noisy", ackley,
             _mixed(6, -5, 5, (-4.0, -1.0, 0.0, 2.0, 3.5)), 0.0, noise=0.05),
     Problem("noisy-rosenbrock-4", "noisy", rosenbrock, _box(4, -2, 2), 0.0, noise=0.05),
+    # Architecture-like spaces of many categorical choices (an op per layer / edge), with exact f*:
+    # NK landscapes (N genes, A = 4 levels, each gene interacting with its K = 2 right neighbours),
+    # a 2-cell x 6-edge x 5-op cell with pairwise terms, and per-layer choices with 4 floats.
+    Problem("nk-16", "categorical", _NK16, _cats(16, 4), _NK16.minimum()),
+    Problem("nk-32", "categorical", _NK32, _cats(32, 4), _NK32.minimum()),
+    Problem("cell-2x6", "categorical", _CELL, _cats(12, 5), _CELL.minimum()),
+    Problem("mixed-nk-16", "categorical", _NK12_FLOATS, _cats(12, 4) + _box(4, 0, 1),
+            _NK12_FLOATS.nk.minimum()),
 ]}
 
 

@@ -3,7 +3,8 @@
 All seven kinds of ``autotune.samplers.build_sampler`` run at equal trial budgets over several
 seeds on the families of ``_quality_problems``: smooth, multimodal and high-dimensional functions
 (Branin, Hartmann-6, Levy, Rosenbrock, Ackley, Rastrigin, Styblinski-Tang; 2 to 20 dimensions),
-mixed integer/categorical variants, conditional spaces, noisy objectives and two-objective problems.
+mixed integer/categorical variants, conditional spaces, noisy objectives, two-objective problems
+and architecture-like categorical spaces (NK landscapes, a cell of ops; exact optima).
 Each run keeps K trials in flight (Optuna's ask/tell: K asked before the oldest is told, as the
 scheduler runs K trials at once). Reported per (budget, trials in flight): normalized simple regret
 ((best - f*) / (median of random points - f*); noisy problems: the noise-free value of the trial
@@ -42,7 +43,8 @@ import _quality_stats as stats
 from _quality_problems import PROBLEMS, _zdt_hv, random_median
 
 KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
-FAMILIES = ("smooth", "multimodal", "high-dim", "mixed", "conditional", "noisy", "two-objective")
+FAMILIES = ("smooth", "multimodal", "high-dim", "mixed", "conditional", "noisy", "two-objective",
+            "categorical")
 # One task of each single-objective family but high-dim (slow for GP): about 2-4 minutes, 2 cores.
 QUICK = {"problems": "branin-2,hartmann-6,rastrigin-4,mixed-styblinski-9,cond-hartmann-3arm,"
                      "noisy-hartmann-6",

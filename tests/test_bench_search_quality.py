@@ -134,3 +134,41 @@ def test_high_dimensional_mixed_problem_evaluates_and_has_its_optimum(sq):
     assert min(problem.f(problem.random_x(rng)) for _ in range(200)) > problem.f_opt + 1.0
     result = sq.run_one(("mixed-levy-24", "evolution", 0, (12, 30), 4))
     assert 0.0 < result.regret[30] <= result.regret[12]
+
+
+def test_nk_minimum_by_dynamic_programming_equals_brute_force(sq):
+    import itertools
+
+    problems = sys.modules["_quality_problems"]
+    for n, a, k, seed in ((6, 3, 2, 0), (7, 2, 1, 1), (5, 2, 3, 2)):
+        nk = problems.NKLandscape(n, a, k, seed=seed)
+        brute = min(nk(x) for x in itertools.product(range(a), repeat=n))
+        assert nk.minimum() == pytest.approx(brute, abs=1e-12)
+
+
+def test_cell_grid_minimum_by_dynamic_programming_equals_brute_force(sq):
+    import itertools
+
+    problems = sys.modules["_quality_problems"]
+    for rows, edges, a, seed in ((2, 3, 3, 0), (3, 3, 2, 2)):
+        grid = problems.PairwiseGrid(rows, edges, a, seed=seed)
+        brute = min(grid(x) for x in itertools.product(range(a), repeat=rows * edges))
+        assert grid.minimum() == pytest.approx(brute, abs=1e-12)
+
+
+def test_categorical_family_problems_reach_their_optimum_and_run(sq):
+    problems = sys.modules["_quality_problems"]
+    names = sq.parse_args(["--families", "categorical"]).problems
+    assert set(names) == {"nk-16", "nk-32", "cell-2x6", "mixed-nk-16"}
+    for name in names:
+        problem = sq.PROBLEMS[name]
+        cats = [v for v in problem.vars if v.kind == "cat"]
+        assert len(cats) >= 12 and len(cats) >= 0.75 * len(problem.vars)
+        rng = np.random.RandomState(0)
+        assert min(problem.f(problem.random_x(rng)) for _ in range(200)) > problem.f_opt
+    # mixed-nk-16: the landscape's minimum plus floats at the centres of the first gene's choice
+    mixed = problems._NK12_FLOATS
+    x = [0.0] * 12 + list(mixed.centre[:, 0])
+    assert mixed(np.array(x)) == pytest.approx(mixed.nk(np.array(x)))
+    result = sq.run_one(("nk-16", "evolution", 0, (12, 30), 4))
+    assert 0.0 < result.regret[30] <= result.regret[12]

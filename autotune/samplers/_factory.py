@@ -97,7 +97,7 @@ _OPTIONS: dict[str, dict[str, tuple[Any, Callable[[Any], str | None]]]] = {
         "crossover_prob": (0.9, _probability),
         "eta_crossover": (15.0, _positive),
         "eta_mutation": (20.0, _positive),
-        "tournament_size": (2, _int_at_least(1)),
+        "tournament_size": (6, _int_at_least(1)),
     },
     "hybrid": {
         "n_startup_trials": (10, _int_at_least(2)),
