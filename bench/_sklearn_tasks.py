@@ -43,7 +43,8 @@ class SklearnTask:
     """x (decoded by ``params``: names in the order of the problem's vars) -> validation error.
 
     ``MODELS[model](params)`` builds the estimator; the error is 1 - mean CV accuracy (classification) or
-    mean CV MSE / var(y), i.e. 1 - R^2 (regression), over ``folds`` shuffled folds (seed 0).
+    mean CV MSE / var(y), i.e. 1 - R^2, at most 10 (regression), over ``folds`` shuffled folds
+    (seed 0). A fit that fails scores as the worst value (1, or 10).
     """
 
     dataset: str
@@ -78,7 +79,8 @@ class SklearnTask:
                 return 1.0 if not self.regression else 10.0
         if self.regression:
             value = float(-np.mean(scores) / np.var(y))
-            return min(value, 10.0) if np.isfinite(value) else 10.0   # a diverged fit: 10x predicting the mean
+            # A diverged fit (sigmoid or polynomial kernel, tiny alpha) counts as 10x predicting the mean.
+            return min(value, 10.0) if np.isfinite(value) else 10.0
         return float(1.0 - np.mean(scores)) if np.all(np.isfinite(scores)) else 1.0
 
 

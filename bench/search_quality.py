@@ -276,7 +276,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     needs_sklearn = [p for p in names if PROBLEMS[p].group == "sklearn"]
     if needs_sklearn and not sklearn_available():
         if args.problems or args.families:   # asked for by name or family
-            parser.error(f"{INSTALL_HINT} (scikit-learn is not installed; asked for {', '.join(needs_sklearn)})")
+            parser.error(f"{INSTALL_HINT} (scikit-learn is not installed; asked for "
+                         f"{', '.join(needs_sklearn)})")
         print(f"note: {INSTALL_HINT}; running without it", file=sys.stderr)
         names = [p for p in names if p not in needs_sklearn]
     args.problems = tuple(names)

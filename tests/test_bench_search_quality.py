@@ -195,3 +195,12 @@ def test_sklearn_family_without_sklearn_names_the_extra(sq, monkeypatch, capsys)
     args = sq.parse_args([])            # everything: the sklearn tasks are left out, with a note
     assert not any(sq.PROBLEMS[p].group == "sklearn" for p in args.problems) and "branin-2" in args.problems
     assert 'pip install -e ".[bench]"' in capsys.readouterr().err
+
+
+def test_the_suite_imports_without_importing_sklearn():
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import search_quality; "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(BENCH)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
