@@ -3,8 +3,10 @@
 All seven kinds of ``autotune.samplers.build_sampler`` run at equal trial budgets over several
 seeds on the families of ``_quality_problems``: smooth, multimodal and high-dimensional functions
 (Branin, Hartmann-6, Levy, Rosenbrock, Ackley, Rastrigin, Styblinski-Tang; 2 to 20 dimensions),
-mixed integer/categorical variants, conditional spaces, noisy objectives, two-objective problems
-and architecture-like categorical spaces (NK landscapes, a cell of ops; exact optima).
+mixed integer/categorical variants, conditional spaces, noisy objectives, two-objective problems,
+architecture-like categorical spaces (NK landscapes, a cell of ops; exact optima) and real
+scikit-learn hyperparameter optimisation (family ``sklearn``: needs the extra ``bench``; regret
+against the best value known).
 Each run keeps K trials in flight (Optuna's ask/tell: K asked before the oldest is told, as the
 scheduler runs K trials at once). Reported per (budget, trials in flight): normalized simple regret
 ((best - f*) / (median of random points - f*); noisy problems: the noise-free value of the trial
@@ -17,6 +19,8 @@ default hybrid) against each other kind (Holm-adjusted). Prints tables, writes J
     python bench/search_quality.py --families mixed,conditional --kinds hybrid,gp,tpe
     python bench/search_quality.py --families high-dim,mixed --budgets 50,100,200 --in-flight 8 \
         --kinds random,tpe,cmaes,hybrid,evolution --reference evolution
+    python bench/search_quality.py --families sklearn --kinds tpe,gp,cmaes,random,evolution,hybrid \
+        --seeds 5 --budgets 20,50 --in-flight 1,4 --workers 1     # pip install -e ".[bench]"
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")        # one process per core; no oversubscription
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # this checkout's autotune
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # the _quality_* modules
 
 import argparse
@@ -41,10 +46,11 @@ import numpy as np
 
 import _quality_stats as stats
 from _quality_problems import PROBLEMS, _zdt_hv, random_median
+from _sklearn_tasks import INSTALL_HINT, sklearn_available
 
 KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
 FAMILIES = ("smooth", "multimodal", "high-dim", "mixed", "conditional", "noisy", "two-objective",
-            "categorical")
+            "categorical", "sklearn")
 # One task of each single-objective family but high-dim (slow for GP): about 2-4 minutes, 2 cores.
 QUICK = {"problems": "branin-2,hartmann-6,rastrigin-4,mixed-styblinski-9,cond-hartmann-3arm,"
                      "noisy-hartmann-6",
@@ -62,6 +68,7 @@ class RunResult:
     regret: dict[int, float] = field(default_factory=dict)
     seconds_per_suggestion: float = 0.0
     seconds_per_suggestion_last: float = 0.0   # over the last 20 suggestions
+    best_value: float | None = None             # single objective: noise-free value of the kept trial
 
 
 def run_one(task: tuple[str, str, int, tuple[int, ...], int]) -> RunResult:
@@ -106,6 +113,8 @@ def run_one(task: tuple[str, str, int, tuple[int, ...], int]) -> RunResult:
                 result.regret[told] = max(0.0, (incumbent[1] - problem.f_opt) / normalizer)
             else:
                 result.regret[told] = _hv_regret(problem, np.array(values))
+    if problem.n_objectives == 1:
+        result.best_value = float(incumbent[1])
     result.seconds_per_suggestion = float(np.mean(times))
     result.seconds_per_suggestion_last = float(np.mean(times[-20:]))
     return result
@@ -267,6 +276,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             if f not in FAMILIES:
                 parser.error(f"unknown family {f!r}; choose from {', '.join(FAMILIES)}")
         names = [p for p in names if PROBLEMS[p].group in families]
+    needs_sklearn = [p for p in names if PROBLEMS[p].group == "sklearn"]
+    if needs_sklearn and not sklearn_available():
+        if args.problems or args.families:   # asked for by name or family
+            parser.error(f"{INSTALL_HINT} (scikit-learn is not installed; asked for "
+                         f"{', '.join(needs_sklearn)})")
+        print(f"note: {INSTALL_HINT}; running without it", file=sys.stderr)
+        names = [p for p in names if p not in needs_sklearn]
     args.problems = tuple(names)
     args.kinds = tuple(args.kinds.split(","))
     for k in args.kinds:
@@ -302,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             top = max(args.budgets)
             print(f"[{i}/{len(tasks)} {time.time() - started:.0f}s] {r.problem} {r.kind} seed={r.seed} "
                   f"in_flight={r.in_flight} regret@{top}={r.regret[top]:.4g} "
+                  + ("" if r.best_value is None else f"best={r.best_value:.6g} ") +
                   f"{r.seconds_per_suggestion:.3f}s/sugg", flush=True)
     summary = summarize(results, args.budgets, args.in_flight, args.kinds, args.reference)
     print_tables(summary, args.kinds)

@@ -172,3 +172,71 @@ def test_categorical_family_problems_reach_their_optimum_and_run(sq):
     assert mixed(np.array(x)) == pytest.approx(mixed.nk(np.array(x)))
     result = sq.run_one(("nk-16", "evolution", 0, (12, 30), 4))
     assert 0.0 < result.regret[30] <= result.regret[12]
+# -- the sklearn family (real hyperparameter optimisation; scikit-learn is the extra "bench") ------
+
+SKLEARN_TASKS = ("svc-breast-cancer", "sgd-digits", "mlp-wine", "hgb-breast-cancer", "kernel-ridge-diabetes")
+
+
+def test_sklearn_family_has_its_tasks_with_a_smaller_normalizer(sq, monkeypatch):
+    monkeypatch.setattr(sq, "sklearn_available", lambda: True)
+    assert set(sq.parse_args(["--families", "sklearn"]).problems) == set(SKLEARN_TASKS)
+    for name in SKLEARN_TASKS:
+        assert sq.PROBLEMS[name].n_random == 200 and any(v.log for v in sq.PROBLEMS[name].vars)
+    assert sq.PROBLEMS["branin-2"].n_random == 2000
+
+
+@pytest.mark.parametrize("name", SKLEARN_TASKS)
+def test_sklearn_task_is_finite_deterministic_and_its_best_known_is_below_random(sq, name):
+    pytest.importorskip("sklearn")
+    problem = sq.PROBLEMS[name]
+    rng = np.random.RandomState(7)
+    xs = [problem.random_x(rng) for _ in range(2)]
+    values = [problem.f(x) for x in xs]
+    assert all(np.isfinite(v) and 0.0 <= v <= 10.0 for v in values)
+    assert problem.f(xs[0]) == values[0]                        # same x, same value
+    assert min(values) >= problem.f_opt and max(values) > problem.f_opt   # a random point has regret > 0
+
+
+def test_log_scale_reaches_optuna_and_random_points(sq):
+    import optuna
+
+    problem = sq.PROBLEMS["svc-breast-cancer"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    x = problem.suggest(trial)
+    assert trial.distributions["C"].log and trial.distributions["gamma"].log
+    assert not trial.distributions["degree"].log
+    assert trial.params["kernel"] in ("rbf", "poly", "sigmoid") and x[2] in (0, 1, 2)   # a level's index
+    rng = np.random.RandomState(0)
+    c = np.array([problem.random_x(rng)[0] for _ in range(400)])
+    assert 1e-3 <= c.min() and c.max() <= 1e3 and 0.1 < np.median(c) < 10   # log-uniform, not uniform
+    qp = sys.modules["_quality_problems"]
+    ints = [qp._random_vars(rng, (qp.Var("int", 2, 64, log=True),))[0] for _ in range(400)]
+    assert min(ints) == 2 and max(ints) <= 64 and 6 <= np.median(ints) <= 16   # geometric middle ~11
+
+
+def test_existing_problems_draw_the_same_random_points(sq):
+    x = sq.PROBLEMS["branin-2"].random_x(np.random.RandomState(0))
+    rng = np.random.RandomState(0)
+    assert x.tolist() == [rng.uniform(-5, 10), rng.uniform(0, 15)]
+    mixed = sq.PROBLEMS["mixed-ackley-6"].random_x(np.random.RandomState(3))
+    assert all(v in (-4.0, -1.0, 0.0, 2.0, 3.5) for v in mixed[4:])
+
+
+def test_sklearn_family_without_sklearn_names_the_extra(sq, monkeypatch, capsys):
+    monkeypatch.setattr(sq, "sklearn_available", lambda: False)
+    with pytest.raises(SystemExit):
+        sq.parse_args(["--families", "sklearn"])
+    assert 'pip install -e ".[bench]"' in capsys.readouterr().err
+    args = sq.parse_args([])            # everything: the sklearn tasks are left out, with a note
+    assert not any(sq.PROBLEMS[p].group == "sklearn" for p in args.problems) and "branin-2" in args.problems
+    assert 'pip install -e ".[bench]"' in capsys.readouterr().err
+
+
+def test_the_suite_imports_without_importing_sklearn():
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import search_quality; "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(BENCH)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
