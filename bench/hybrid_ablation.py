@@ -1,9 +1,10 @@
 """Ablation of the hybrid sampler's start-up design and exploration, on held-out seeds.
 
-Variants (monkeypatched on ``autotune.samplers.hybrid``, nothing else changes): ``base`` (the
-shipped sampler: maximin start-up of 100 random points, exploration 0.1), ``random`` (plain random
-start-up), ``sobol`` (scrambled Sobol start-up for the numeric genes, random categoricals),
-``noexplore`` (exploration 0), ``sobol_noexp`` (both). One trial in flight; regret as in
+Variants (monkeypatched on ``autotune.samplers.hybrid``, nothing else changes): ``shipped`` (the
+sampler as it is: scrambled Sobol start-up for the numeric genes, random categoricals, exploration
+0.1), ``maximin`` (its start-up before 2026-12-05: each start-up trial the one of 100 random points
+farthest from the trials so far), ``random`` (plain random start-up), ``noexplore`` (exploration 0),
+``maximin_noexp`` (both). One trial in flight; regret as in
 ``search_quality.py`` (normalized; noisy problems: the noise-free value of the trial that looked
 best). Prints per-problem medians, the mean of medians and the mean rank over problem x seed.
 
@@ -23,25 +24,25 @@ import argparse
 import itertools
 import json
 import multiprocessing as mp
-import warnings
 
 import numpy as np
 
-VARIANTS = {"base": {}, "random": {"startup": "random"}, "sobol": {"startup": "sobol"},
-            "noexplore": {"exploration": 0.0}, "sobol_noexp": {"startup": "sobol", "exploration": 0.0}}
+VARIANTS = {"shipped": {}, "maximin": {"startup": "maximin"}, "random": {"startup": "random"},
+            "noexplore": {"exploration": 0.0}, "maximin_noexp": {"startup": "maximin", "exploration": 0.0}}
 BUDGETS = (20, 50)
+_ORIGINAL: dict = {}   # the sampler's own functions, as imported in this process
 
 
-def _patch_startup(hybrid, kind: str, seed: int) -> None:
-    from scipy.stats import qmc
-
-    def space_filling(codec, taken, rng, n=100):
-        if kind == "random":
+def _patch_startup(hybrid, kind: str) -> None:
+    def space_filling(codec, taken, rng, seed):
+        if kind == "random" or not taken:
             return codec.decode(*hybrid._random_genome(codec, rng))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")      # Sobol's balance wants powers of 2; we take a prefix
-            num = qmc.Sobol(len(codec.numeric), scramble=True, seed=seed).random(len(taken) + 1)[-1]
-        return codec.decode([float(u) for u in num], [int(rng.randint(k)) for k in codec.n_choices])
+        candidates = [codec.decode(*hybrid._random_genome(codec, rng)) for _ in range(100)]
+        X, T = codec.unit_matrix(candidates), codec.unit_matrix(taken)
+        k = len(codec.numeric)
+        distance = ((X[:, None, :k] - T[None, :, :k]) ** 2).sum(-1)
+        distance += (X[:, None, k:] != T[None, :, k:]).sum(-1)
+        return candidates[int(np.argmax(distance.min(axis=1)))]
     hybrid._space_filling = space_filling
 
 
@@ -55,8 +56,10 @@ def run(task: tuple[str, str, int]) -> tuple[str, str, int, dict[int, float]]:
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     options = dict(VARIANTS[variant])
+    # A pool process runs many tasks: undo the previous task's patch before applying this one's.
+    hybrid._space_filling = _ORIGINAL.setdefault("space_filling", hybrid._space_filling)
     if "startup" in options:
-        _patch_startup(hybrid, options.pop("startup"), seed)
+        _patch_startup(hybrid, options.pop("startup"))
     problem = PROBLEMS[name]
     study = optuna.create_study(sampler=hybrid.HybridSampler(seed=seed, **options))
     normalizer = random_median(problem) - problem.f_opt
