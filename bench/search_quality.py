@@ -260,6 +260,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--in-flight", default="1,4,8", help="trials running at once")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default="search_quality.json")
+    parser.add_argument("--reuse", metavar="JSON", default=None,
+                        help="take the runs an earlier --out holds (same problem, kind, seed, trials in "
+                             "flight, every budget) instead of running them again")
+    parser.add_argument("--rerun", default="", metavar="KINDS",
+                        help="with --reuse: kinds whose code changed since, run afresh (comma-separated)")
     args = parser.parse_args(argv)
     if args.quick:
         given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
@@ -294,7 +299,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--reference {args.reference!r} is not among --kinds ({', '.join(args.kinds)})")
     args.budgets = tuple(sorted(int(b) for b in str(args.budgets).split(",")))
     args.in_flight = tuple(sorted(int(k) for k in str(args.in_flight).split(",")))
+    args.rerun = tuple(k for k in args.rerun.split(",") if k)
     return args
+
+
+def reused_runs(path: str, tasks: list, rerun: tuple[str, ...]) -> dict[tuple, RunResult]:
+    """The runs of ``path`` (an earlier ``--out``) that answer ``tasks``, by task key, except
+    those of the ``rerun`` kinds."""
+    with open(path) as fh:
+        runs = json.load(fh)["runs"]
+    found = {}
+    for run in runs:
+        if run["kind"] in rerun:
+            continue
+        result = RunResult(**{**run, "regret": {int(b): v for b, v in run["regret"].items()}})
+        found[(result.problem, result.kind, result.seed, result.in_flight)] = result
+    out = {}
+    for problem, kind, seed, budgets, in_flight in tasks:
+        old = found.get((problem, kind, seed, in_flight))
+        if old is not None and all(b in old.regret for b in budgets):
+            out[(problem, kind, seed, in_flight)] = old
+    return out
 
 
 def tasks_of(args: argparse.Namespace) -> list[tuple[str, str, int, tuple[int, ...], int]]:
@@ -310,9 +335,13 @@ def tasks_of(args: argparse.Namespace) -> list[tuple[str, str, int, tuple[int, .
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     tasks = tasks_of(args)
+    reused = reused_runs(args.reuse, tasks, args.rerun) if args.reuse else {}
+    tasks = [t for t in tasks if (t[0], t[1], t[2], t[4]) not in reused]
+    if reused:
+        print(f"reusing {len(reused)} runs of {args.reuse}; running {len(tasks)}", flush=True)
     started = time.time()
     with mp.get_context("spawn").Pool(args.workers) as pool:
-        results = []
+        results = [r for r in reused.values()]
         for i, r in enumerate(pool.imap_unordered(run_one, tasks), 1):
             results.append(r)
             top = max(args.budgets)
@@ -326,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {k: v for k, v in vars(args).items()},
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "wall_s": time.time() - started}
+            "wall_s": time.time() - started, "reused": len(reused)}
     with open(args.out, "w") as fh:
         json.dump({"meta": meta, "summary": summary,
                    "runs": [r.__dict__ for r in results]}, fh, indent=1, default=str)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -240,3 +241,18 @@ def test_the_suite_imports_without_importing_sklearn():
             "print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(BENCH)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_reuse_takes_earlier_runs_but_not_the_kinds_asked_to_rerun(sq, tmp_path):
+    """--reuse: a run of an earlier JSON answers a task with the same problem, kind, seed and trials
+    in flight when it has every budget; --rerun kinds and missing budgets run again."""
+    runs = [sq.RunResult("branin-2", "tpe", 0, 1, {20: 0.1, 50: 0.05}),
+            sq.RunResult("branin-2", "hybrid", 0, 1, {20: 0.2, 50: 0.01}),
+            sq.RunResult("branin-2", "random", 0, 1, {20: 0.3})]          # no 50-trial figure
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"runs": [r.__dict__ for r in runs]}))
+    tasks = [("branin-2", k, 0, (20, 50), 1) for k in ("tpe", "hybrid", "random")] + \
+            [("branin-2", "tpe", 0, (20, 50), 4)]
+    reused = sq.reused_runs(str(path), tasks, rerun=("hybrid",))
+    assert list(reused) == [("branin-2", "tpe", 0, 1)]
+    assert reused[("branin-2", "tpe", 0, 1)].regret == {20: 0.1, 50: 0.05}
