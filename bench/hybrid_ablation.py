@@ -4,9 +4,11 @@ Variants (monkeypatched on ``autotune.samplers.hybrid``, nothing else changes): 
 sampler as it is: scrambled Sobol start-up for the numeric genes, random categoricals, exploration
 0.1), ``maximin`` (its start-up before 2026-12-05: each start-up trial the one of 100 random points
 farthest from the trials so far), ``random`` (plain random start-up), ``noexplore`` (exploration 0),
-``maximin_noexp`` (both). One trial in flight; regret as in
-``search_quality.py`` (normalized; noisy problems: the noise-free value of the trial that looked
-best). Prints per-problem medians, the mean of medians and the mean rank over problem x seed.
+``maximin_noexp`` (both), ``proposed_startup`` (the start-up ends once ``n_startup_trials``
+trials are proposed, running ones included, and half of them are complete; shipped: once that many
+are complete, so with K in flight up to K - 1 more start-up points). K trials in flight
+(``--in-flight``, default 1); regret as in ``search_quality.py`` (normalized; noisy problems: the
+noise-free value of the trial that looked best). Prints per-problem medians, the mean of medians and the mean rank over problem x seed.
 
     python bench/hybrid_ablation.py --problems branin-2,hartmann-6,svc-breast-cancer --seeds 5 --workers 2
 """
@@ -28,7 +30,8 @@ import multiprocessing as mp
 import numpy as np
 
 VARIANTS = {"shipped": {}, "maximin": {"startup": "maximin"}, "random": {"startup": "random"},
-            "noexplore": {"exploration": 0.0}, "maximin_noexp": {"startup": "maximin", "exploration": 0.0}}
+            "noexplore": {"exploration": 0.0}, "maximin_noexp": {"startup": "maximin", "exploration": 0.0},
+            "proposed_startup": {"count": "proposed"}}
 BUDGETS = (20, 50)
 _ORIGINAL: dict = {}   # the sampler's own functions, as imported in this process
 
@@ -46,8 +49,8 @@ def _patch_startup(hybrid, kind: str) -> None:
     hybrid._space_filling = space_filling
 
 
-def run(task: tuple[str, str, int]) -> tuple[str, str, int, dict[int, float]]:
-    name, variant, seed = task
+def run(task: tuple[str, str, int, int]) -> tuple[str, str, int, dict[int, float]]:
+    name, variant, seed, in_flight = task
     import optuna
     import torch
 
@@ -58,21 +61,28 @@ def run(task: tuple[str, str, int]) -> tuple[str, str, int, dict[int, float]]:
     options = dict(VARIANTS[variant])
     # A pool process runs many tasks: undo the previous task's patch before applying this one's.
     hybrid._space_filling = _ORIGINAL.setdefault("space_filling", hybrid._space_filling)
+    hybrid.HybridSampler._in_startup = _ORIGINAL.setdefault("in_startup", hybrid.HybridSampler._in_startup)
+    if options.pop("count", None) == "proposed":
+        hybrid.HybridSampler._in_startup = lambda self, n_complete, n_taken: (
+            n_taken < self._n_startup_trials or n_complete < self._n_startup_trials // 2)
     if "startup" in options:
         _patch_startup(hybrid, options.pop("startup"))
     problem = PROBLEMS[name]
     study = optuna.create_study(sampler=hybrid.HybridSampler(seed=seed, **options))
     normalizer = random_median(problem) - problem.f_opt
-    best, out = (np.inf, np.inf), {}
-    for i in range(max(BUDGETS)):
-        trial = study.ask()
-        x = problem.suggest(trial)
+    best, out, pending, told = (np.inf, np.inf), {}, [], 0
+    while told < max(BUDGETS):   # ``in_flight`` trials asked before the oldest is told
+        while len(pending) < in_flight and told + len(pending) < max(BUDGETS):
+            trial = study.ask()
+            pending.append((trial, problem.suggest(trial)))
+        trial, x = pending.pop(0)
         value = problem.f(x)
         noise = problem.noise * normalizer * np.random.RandomState([seed, trial.number]).standard_normal()
         study.tell(trial, value + noise)
         best = min(best, (value + noise, value))
-        if i + 1 in BUDGETS:
-            out[i + 1] = max(0.0, (best[1] - problem.f_opt) / normalizer)
+        told += 1
+        if told in BUDGETS:
+            out[told] = max(0.0, (best[1] - problem.f_opt) / normalizer)
     return name, variant, seed, out
 
 
@@ -82,18 +92,19 @@ def main() -> None:
     parser.add_argument("--problems", required=True, help="comma-separated names of _quality_problems")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seeds", type=int, default=5, help="seeds 100, 101, ... (held out from the suite's 0-5)")
+    parser.add_argument("--in-flight", type=int, default=1, help="trials asked before the oldest is told")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", help="JSON of every run")
     args = parser.parse_args()
     problems, variants = args.problems.split(","), args.variants.split(",")
-    tasks = list(itertools.product(problems, variants, range(100, 100 + args.seeds)))
+    tasks = list(itertools.product(problems, variants, range(100, 100 + args.seeds), [args.in_flight]))
     with mp.get_context("spawn").Pool(args.workers) as pool:
         results = pool.map(run, tasks, chunksize=1)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f)
     for budget in BUDGETS:
-        print(f"\n{budget} trials, 1 in flight: median normalized regret over seeds\n")
+        print(f"\n{budget} trials, {args.in_flight} in flight: median normalized regret over seeds\n")
         print("| problem | " + " | ".join(variants) + " |")
         print("|" + " --- |" * (len(variants) + 1))
         medians = {}

@@ -122,7 +122,7 @@ class HybridSampler(BaseSampler):
         trials = study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         taken = [p for t in trials if t.number != trial.number and (p := proposed_params(t))]
-        if len(complete) < self._n_startup_trials:
+        if self._in_startup(len(complete), len(taken)):
             params = _space_filling(GenomeCodec(search_space), taken, self._np_rng, self._sobol_seed)
             remember_proposal(study, trial, params)
             return params
@@ -136,6 +136,11 @@ class HybridSampler(BaseSampler):
             params = self._propose(study, search_space, complete, running, taken)
         remember_proposal(study, trial, params)
         return params
+
+    def _in_startup(self, n_complete: int, n_taken: int) -> bool:
+        """Whether the next proposal is a start-up point: until ``n_startup_trials`` trials are
+        complete (with K in flight, up to K - 1 more start-up points than that are proposed)."""
+        return n_complete < self._n_startup_trials
 
     def sample_independent(
         self,
