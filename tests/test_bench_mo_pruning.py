@@ -1,25 +1,17 @@
 """bench/mo_pruning.py: its synthetic curves, its hypervolume, and its quick path (tiny sizes)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from tests.bench_scripts import load_bench
 
 
 @pytest.fixture(scope="module")
 def mo():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("mo_pruning", BENCH / "mo_pruning.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mo_pruning"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("mo_pruning")
 
 
 PARAMS = {"width": 256, "depth": 4, "lr": 3e-3, "dropout": 0.1, "noise_seed": 0,

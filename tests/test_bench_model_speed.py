@@ -1,20 +1,15 @@
 """bench/model_speed.py's argument handling on a machine without a GPU (the benchmark itself needs one)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "model_speed.py"
+from tests.bench_scripts import load_bench
 
 
 @pytest.fixture(scope="module")
 def model_speed():
-    spec = importlib.util.spec_from_file_location("model_speed", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("model_speed")
 
 
 def test_attention_runs_32k_and_64k_as_one_sequence_a_batch(model_speed):

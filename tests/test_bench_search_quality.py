@@ -1,25 +1,19 @@
 """bench/search_quality.py: its statistics, its in-flight runs and its presets (tiny sizes)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from tests.bench_scripts import BENCH, load_bench
+
 
 
 @pytest.fixture(scope="module")
 def sq():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("search_quality", BENCH / "search_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["search_quality"] = module   # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("search_quality")
 
 
 @pytest.fixture(scope="module")
