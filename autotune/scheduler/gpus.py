@@ -91,40 +91,39 @@ def plan_slots(parallel: ParallelSpec, available: list[str] | None = None) -> li
     ``gpus: auto`` takes every GPU found; ``[0, 2]`` those indices; ``N`` the first N. On GPUs the
     flat form's ``parallel_evals`` (``evals``) sets ``trials_per_gpu`` to ``ceil(evals / GPUs)``.
     With no GPU, ``workers`` (default 1) CPU slots with GPUs hidden, but no more than the cores
-    this process may use (``fit_cores``, what study files ask); each gets ``cores // slots`` (at
-    least 1) torch threads (``OMP_NUM_THREADS``, unless
-    that is set already: then that). ``gpus_per_trial: N``: slots of N GPUs each;
+    this process may use (``fit_cores``, what study files ask). Every slot, CPU or GPU, gets
+    ``cores // slots`` (at least 1) torch threads (``OMP_NUM_THREADS``, unless that is set already:
+    then that). ``gpus_per_trial: N``: slots of N GPUs each;
     ``procs_per_trial: N``: CPU slots (GPUs hidden), no more than cores / N with ``fit_cores``.
     """
     gpus = _chosen_gpus(parallel, available)
+    return _split_cores(_slots_on(parallel, gpus))
+
+
+def _slots_on(parallel: ParallelSpec, gpus: list[str]) -> list[Slot]:
     if parallel.searched_width is not None:
-        return _split_cores(_unit_slots(parallel, gpus))
+        return _unit_slots(parallel, gpus)
     if parallel.procs_per_trial > 1:   # CPU ranks (gloo): GPUs hidden from them
         gpus = []
     if parallel.gpus_per_trial > 1:
-        return _split_cores(_wide_slots(gpus, parallel.gpus_per_trial))
+        return _wide_slots(gpus, parallel.gpus_per_trial)
     if not gpus:
-        cores = usable_cores()
         n = max(1, parallel.workers or 1)
         if parallel.fit_cores:   # a trial of procs_per_trial ranks takes that many cores
-            n = min(n, max(1, cores // parallel.procs_per_trial))
-        threads = _env_threads() or max(1, cores // n)
-        return [Slot(i, None, threads=threads) for i in range(n)]
+            n = min(n, max(1, usable_cores() // parallel.procs_per_trial))
+        return [Slot(i, None) for i in range(n)]
     per_gpu = max(1, parallel.trials_per_gpu)
     if parallel.evals:
         per_gpu = math.ceil(parallel.evals / len(gpus))
-    return _split_cores([Slot(i * per_gpu + k, gpu, 1.0 / per_gpu)
-                         for i, gpu in enumerate(gpus) for k in range(per_gpu)])
+    return [Slot(i * per_gpu + k, gpu, 1.0 / per_gpu) for i, gpu in enumerate(gpus) for k in range(per_gpu)]
 
 
 def _split_cores(slots: list[Slot]) -> list[Slot]:
-    """GPU slots share the CPU too: each worker gets ``cores // slots`` torch threads (at least 1;
-    ``OMP_NUM_THREADS`` where set), as torchrun does for its ranks. Left to torch, every worker
-    would start one thread per core (4 workers on 16 cores: 64 threads contending for the host
-    work of their steps: data, launches, the optimizer's bookkeeping)."""
-    if not slots or slots[0].gpu is None:
-        return slots
-    threads = _env_threads() or max(1, usable_cores() // len(slots))
+    """The slots share the CPU: each worker gets ``cores // slots`` torch threads (at least 1;
+    ``OMP_NUM_THREADS`` where set), on GPU slots too, as torchrun does for its ranks. Left to
+    torch, every GPU worker would start one thread per core (4 workers on 16 cores: 64 threads
+    contending for the host work of their steps: data, launches, the optimizer's bookkeeping)."""
+    threads = _env_threads() or max(1, usable_cores() // max(1, len(slots)))
     return [replace(s, threads=threads) for s in slots]
 
 
@@ -145,10 +144,8 @@ def _unit_slots(parallel: ParallelSpec, gpus: list[str]) -> list[Slot]:
         if len(gpus) < parallel.widest:
             raise ValueError(f"gpus_per_trial up to {parallel.widest}: only {len(gpus)} GPU(s) to run on")
         return [Slot(i, gpu, 1.0) for i, gpu in enumerate(gpus)]
-    cores = usable_cores()
-    n = cores if parallel.fit_cores else max(parallel.workers or 1, parallel.widest)
-    threads = _env_threads() or max(1, cores // n)
-    return [Slot(i, None, threads=threads) for i in range(n)]
+    n = usable_cores() if parallel.fit_cores else max(parallel.workers or 1, parallel.widest)
+    return [Slot(i, None) for i in range(n)]
 
 
 def gpus_for(parallel: ParallelSpec) -> list[str]:
