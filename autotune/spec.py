@@ -213,6 +213,7 @@ def _parse_parallel(ctx: _Ctx, raw: Any, key: str) -> ParallelSpec:
     else:
         values["gpus"] = ctx.number(gpus, gkey, integer=True, minimum=0)
     values["fit_cores"] = ctx.boolean(raw.get("fit_cores", True), _join(key, "fit_cores"))
+    values["mps"] = ctx.boolean(raw.get("mps", False), _join(key, "mps"))
     for name, minimum in (("trials_per_gpu", 1), ("workers", 1), ("max_retries", 0),
                           ("heartbeat_interval", 1), ("grace_period", 1), ("gpus_per_trial", 1),
                           ("procs_per_trial", 1)):

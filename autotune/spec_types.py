@@ -105,6 +105,7 @@ class ParallelSpec:
     grace_period: int = 60              # seconds without a heartbeat before a trial is failed
     gpus_per_trial: int = 1             # ranks of one trial, one GPU each (NCCL); issue 21
     procs_per_trial: int = 1            # ranks of one trial on the CPU (gloo), GPUs hidden
+    mps: bool = False                   # the trials of a GPU run through a private CUDA MPS daemon
     searched_width: str | None = None   # "gpus_per_trial" / "procs_per_trial" when the space
                                         # searches it (not a YAML key: set from the space)
     widest: int = 1                     # the largest width the space may draw

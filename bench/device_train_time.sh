@@ -4,7 +4,8 @@
 #   PART=check  bash bench/device_train_time.sh   # GPU tests (no recompiles, no unfused fallback), then
 #                                                 # a short gpu_smoke run with its per-trial split
 #   PART=vs     bash bench/device_train_time.sh   # bench/vs_optuna.py on bench/gpu_smoke.yaml, VS_TIMEOUT s a side
-#                                                 # (VS_SIDES="autotune" or "plain": one side a call)
+#                                                 # (VS_SIDES="autotune" or "plain": one side a call;
+#                                                 #  VS_TRIALS: autotune's --trials, 100 as in the issue)
 #   PART=moe    bash bench/device_train_time.sh   # studies/moe_sparse.yaml for MOE_TIMEOUT, SM utilisation alongside
 # Optuna, SQLAlchemy & co. travel as wheels in .whl (carry it; bench/device_env.sh says how to fill it).
 . bench/device_env.sh /tmp/train_time_out
@@ -48,7 +49,7 @@ if [ "$PART" = check ]; then
   awk '$1 ~ /^[0-9]+$/ {s += $2; n++} END {if (n) print "mean SM util %:", s / n}' "$OUT/smoke_dmon.log"
 fi
 if [ "$PART" = vs ]; then
-  python3 bench/vs_optuna.py bench/gpu_smoke.yaml --timeout "${VS_TIMEOUT:-270}" --sides ${VS_SIDES:-autotune plain} \
+  python3 bench/vs_optuna.py bench/gpu_smoke.yaml --timeout "${VS_TIMEOUT:-270}" --trials "${VS_TRIALS:-100}" --sides ${VS_SIDES:-autotune plain} \
     --out "$OUT/vs_optuna.json" 2>&1 | tee "$OUT/vs.log"
 fi
 if [ "$PART" = moe ]; then

@@ -28,6 +28,7 @@ class Slot:
     gpu: str | None          # the CUDA_VISIBLE_DEVICES value; None: CPU worker (GPUs hidden)
     share: float = 1.0       # the GPUs the slot holds: 1 / trials_per_gpu, or gpus_per_trial
     threads: int | None = None   # torch CPU threads (OMP_NUM_THREADS): the cores split among the slots
+    extra_env: tuple[tuple[str, str], ...] = ()   # e.g. the run's MPS pipe (scheduler/mps.py)
 
     @property
     def visible_devices(self) -> str:
@@ -39,7 +40,14 @@ class Slot:
         env = {"CUDA_VISIBLE_DEVICES": self.visible_devices}
         if self.threads is not None:
             env["OMP_NUM_THREADS"] = str(self.threads)
+        env.update(self.extra_env)
         return env
+
+
+def shared_gpus(slots: list[Slot]) -> list[str]:
+    """The GPUs (CUDA_VISIBLE_DEVICES entries) that several slots share, in order."""
+    gpus = [s.gpu for s in slots if s.gpu is not None]
+    return sorted({g for g in gpus if gpus.count(g) > 1}, key=gpus.index)
 
 
 def usable_cores() -> int:
@@ -183,7 +191,8 @@ def describe_slots(parallel: ParallelSpec, slots: list[Slot]) -> str:
         asked = f"{parallel.evals} concurrent trials asked, " if parallel.evals else ""
         threads = slots[0].threads
         each = f", {threads} CPU thread{'s' if threads != 1 else ''} each" if threads else ""
-        return (f"parallel: {asked}{len(gpus)} GPU(s): {per_gpu} trial(s) per GPU, "
+        mps = ", side by side through MPS" if parallel.mps and per_gpu > 1 else ""
+        return (f"parallel: {asked}{len(gpus)} GPU(s): {per_gpu} trial(s) per GPU{mps}, "
                 f"{len(slots)} at a time{each}")
     asked = max(1, parallel.workers or 1)
     threads = slots[0].threads if slots else None

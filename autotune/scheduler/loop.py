@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import optuna
@@ -33,7 +33,8 @@ from autotune.outcomes import INTERRUPTED, INTERRUPTED_BY_ATTR, RERUN_OF_ATTR, S
 from autotune.scheduler import _worker
 from autotune.scheduler._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
                                           open_study, retry_callback)
-from autotune.scheduler.gpus import plan_slots
+from autotune.scheduler.gpus import plan_slots, shared_gpus
+from autotune.scheduler.mps import Mps, start_mps
 from autotune.scheduler.workers import (Running, Worker, describe_exit, kill_worker, start_worker,
                                        terminate_worker)
 from autotune.scheduler import policies
@@ -149,6 +150,7 @@ class _Scheduler:
         self.failure_streak = 0                    # trials in a row of this run that failed
         self.complete_slot_seconds: list[float] = []   # the study's, for the default trial limit
         self.held: tuple[Any, dict, int] | None = None  # claimed, waiting for its width in slots
+        self.mps = Mps()                                # parallel.mps: the run's daemon, if any
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -170,10 +172,12 @@ class _Scheduler:
             if self.budget.spec.trial_timeout_s is None:   # read once; this run's own are added
                 self.complete_slot_seconds = store.trial_user_attr_values(
                     self.storage, study_id_of(self.study), "slot_seconds", TrialState.COMPLETE)
+            self._start_mps()
             self.workers = [start_worker(slot, self.objective) for slot in self.slots]
             self._loop()
         finally:
             self._shutdown()
+            self.mps.stop()
             restore_signals()
             self.result.wall_s = round(time.monotonic() - self.budget.started, 3)
             try:
@@ -182,6 +186,15 @@ class _Scheduler:
             finally:
                 self.progress.close()
         return self.result
+
+    def _start_mps(self) -> None:
+        """parallel.mps: one MPS daemon for the run; the shared GPUs' slots reach it."""
+        self.mps = start_mps(self.parallel.mps, shared_gpus(self.slots))
+        if self.mps.note:
+            _log.log(logging.INFO if self.mps.env else logging.WARNING, "%s", self.mps.note)
+        if self.mps.env:
+            extra = tuple(self.mps.env.items())
+            self.slots = [replace(s, extra_env=extra) for s in self.slots]
 
     def _loop(self) -> None:
         while True:

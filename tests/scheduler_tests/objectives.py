@@ -196,3 +196,17 @@ class WaitsToBeStopped:
         Path(self.pid_file).write_text(str(os.getpid()))
         threading.Event().wait()
         return [0.0]
+
+
+@dataclass
+class SeesEnv:
+    """Writes the named environment variables its worker sees to ``out_dir/<trial_id>.json``."""
+
+    out_dir: str
+    names: tuple[str, ...]
+
+    def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
+        import json as json_
+        seen = {name: os.environ.get(name) for name in self.names}
+        Path(self.out_dir, f"{trial_id}.json").write_text(json_.dumps(seen))
+        return [params["x"] ** 2]

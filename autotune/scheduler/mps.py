@@ -1,0 +1,106 @@
+"""CUDA MPS for the trials that share a GPU (``parallel.mps``).
+
+Without MPS the trials of one GPU (``trials_per_gpu`` above 1) each own a CUDA context and the GPU
+time-slices between them: a small model's kernels fill a fraction of the SMs and the rest wait for
+the next slice. Through an MPS server their kernels run side by side.
+
+Owns: a private MPS control daemon for one run (its own pipe and log folders in a temporary
+folder, so it neither joins nor disturbs a daemon someone else runs on the machine), the check that
+a CUDA context really opens through it (a child process, ``libcuda`` through ctypes: no torch), the
+environment the workers get to reach it, and its stop at the end of the run.
+Must not know about: Optuna, the model.
+
+The price, said in the README: MPS puts the clients of a GPU in one shared context, so a fatal GPU
+fault in one trial (an illegal memory access, a device-side assert; not an out-of-memory error)
+ends every trial on that GPU; the scheduler reruns those whose worker died (``max_retries``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+_log = logging.getLogger("autotune.scheduler")
+
+CONTROL = "nvidia-cuda-mps-control"
+START_TIMEOUT_S = 20.0
+# Opens a CUDA context on the first visible GPU through the driver API and exits 0, or prints why not.
+_CHECK = r"""
+import ctypes, sys
+try:
+    cuda = ctypes.CDLL("libcuda.so.1")
+except OSError as e:
+    sys.exit(f"no libcuda: {e}")
+dev, ctx = ctypes.c_int(), ctypes.c_void_p()
+for step, rc in (("cuInit", lambda: cuda.cuInit(0)), ("cuDeviceGet", lambda: cuda.cuDeviceGet(ctypes.byref(dev), 0)),
+                 ("cuCtxCreate", lambda: cuda.cuCtxCreate_v2(ctypes.byref(ctx), 0, dev))):
+    code = rc()
+    if code:
+        sys.exit(f"{step} returned CUDA error {code}")
+cuda.cuCtxDestroy_v2(ctx)
+"""
+
+
+@dataclass
+class Mps:
+    """The run's MPS daemon: ``env`` for the workers (empty when MPS is off or failed to start),
+    ``note`` for the run's plan line."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+    folder: str | None = None
+
+    def stop(self) -> None:
+        """Quit the daemon (its server ends with it) and remove its folders; safe to call twice."""
+        if self.folder is None:
+            return
+        if self.env:
+            try:
+                subprocess.run([CONTROL], input="quit\n", text=True, capture_output=True,
+                               env={**os.environ, **self.env}, timeout=START_TIMEOUT_S)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                _log.warning("MPS daemon did not quit: %s", exc)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder, self.env = None, {}
+
+
+def start_mps(wanted: bool, shared_gpus: list[str]) -> Mps:
+    """Start a private MPS daemon when ``wanted`` and some GPU is shared by several slots
+    (``shared_gpus``: their CUDA_VISIBLE_DEVICES entries), and check that a context opens through
+    it on each. When it cannot run (no ``nvidia-cuda-mps-control``, the daemon or the check fails),
+    the run goes on time-sliced and ``note`` says why: a study file asking for MPS still runs on a
+    machine without it."""
+    if not wanted:
+        return Mps()
+    if not shared_gpus:
+        return Mps(note="MPS not used: no GPU runs several trials")
+    if shutil.which(CONTROL) is None:
+        return Mps(note=f"MPS asked for, but {CONTROL} is not on PATH: GPUs time-sliced")
+    folder = tempfile.mkdtemp(prefix="autotune-mps-")
+    env = {"CUDA_MPS_PIPE_DIRECTORY": os.path.join(folder, "pipe"),
+           "CUDA_MPS_LOG_DIRECTORY": os.path.join(folder, "log")}
+    for path in env.values():
+        os.makedirs(path, exist_ok=True)
+    mps = Mps(env=env, folder=folder)
+    # The daemon sees every GPU (the slots' CUDA_VISIBLE_DEVICES entries are the machine's own
+    # indices or UUIDs; a client's entry counts among the devices its server sees).
+    daemon_env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    try:
+        subprocess.run([CONTROL, "-d"], env={**daemon_env, **env}, capture_output=True, text=True,
+                       timeout=START_TIMEOUT_S, check=True)
+        for gpu in shared_gpus:
+            check = subprocess.run([sys.executable, "-c", _CHECK], capture_output=True, text=True,
+                                   env={**os.environ, **env, "CUDA_VISIBLE_DEVICES": gpu},
+                                   timeout=START_TIMEOUT_S)
+            if check.returncode:
+                raise RuntimeError(f"GPU {gpu}: {(check.stderr or check.stdout).strip()[-300:]}")
+    except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+        why = exc.stderr.strip()[-300:] if isinstance(exc, subprocess.CalledProcessError) and exc.stderr else exc
+        mps.stop()
+        return Mps(note=f"MPS asked for, but it did not start ({why}): GPUs time-sliced")
+    mps.note = f"MPS: the trials of each GPU run side by side ({len(shared_gpus)} GPU(s))"
+    return mps
