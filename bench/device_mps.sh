@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Device machine, issue 15: does MPS pay, then the GPU quick study end to end with the better layout.
-#   bash bench/device_mps.sh        # PROBE_STEPS (200), VS_TIMEOUT (300), TESTS_TIMEOUT (0: no GPU tests)
+#   bash bench/device_mps.sh        # PROBE_STEPS (150), VS_TIMEOUT (300), TESTS_TIMEOUT (0: no GPU tests)
 # 1. bench/mps_probe.py: 4 time-sliced processes against 4 through MPS (training steps only);
 # 2. bench/vs_optuna.py, autotune side, on bench/gpu_smoke.yaml with parallel.mps set to whichever won;
 # 3. the GPU tests, if TESTS_TIMEOUT > 0.
 . bench/device_env.sh /tmp/mps_out
-timeout 200 python3 bench/mps_probe.py --procs 4 --steps "${PROBE_STEPS:-200}" --layouts shared mps \
+timeout 170 python3 bench/mps_probe.py --procs 4 --steps "${PROBE_STEPS:-150}" --layouts shared mps \
   --out "$OUT/mps_probe.json" 2>&1 | grep -v -i warn | tail -8 | tee "$OUT/mps.log"
 MPS=$(python3 -c "
 import json, sys
