@@ -3,7 +3,9 @@
 Owns: ``HybridSampler``. After ``n_startup_trials`` space-filling trials, each suggestion
 1. fits Optuna's GP (Matern-5/2, ARD, Hamming distance for categorical genes) to the finished
    trials' genomes (``_encoding``) and their objective, power-transformed (Yeo-Johnson, robust to
-   heavy tails); several objectives are scalarised by random Chebyshev weights (ParEGO);
+   heavy tails); several objectives are scalarised by random Chebyshev weights (ParEGO); pruned
+   trials join below every complete one (as TPE ranks them: later step, then better last value),
+   so that a region whose trials are pruned loses its promise;
 2. adds RUNNING trials to the GP at their predicted mean (kriging believer), so that parallel
    workers are steered away from each other;
 3. breeds ``n_candidates`` offspring of the elite with DEAP operators (``_operators``), scores
@@ -121,6 +123,7 @@ class HybridSampler(BaseSampler):
             return {}
         trials = study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        pruned = [t for t in trials if t.state == TrialState.PRUNED and t.params]
         taken = [p for t in trials if t.number != trial.number and (p := proposed_params(t))]
         if self._in_startup(len(complete), len(taken)):
             params = _space_filling(GenomeCodec(search_space), taken, self._np_rng, self._sobol_seed)
@@ -133,7 +136,7 @@ class HybridSampler(BaseSampler):
         ]
         # One thread: the many small GP calls are 100x slower when OpenMP and OpenBLAS contend.
         with torch.device("cpu"), limit_threads_in_optimization():
-            params = self._propose(study, search_space, complete, running, taken)
+            params = self._propose(study, search_space, complete, pruned, running, taken)
         remember_proposal(study, trial, params)
         return params
 
@@ -160,16 +163,21 @@ class HybridSampler(BaseSampler):
         study: Study,
         space: dict[str, BaseDistribution],
         complete: list[FrozenTrial],
+        pruned: list[FrozenTrial],
         running: list[dict[str, Any]],
         taken: list[dict[str, Any]],
     ) -> dict[str, Any]:
         codec = GenomeCodec(space)
         score = _scalar_scores(complete, study.directions, self._np_rng)   # higher is better
-        model_idx = self._model_subset(score)
-        X = codec.unit_matrix([complete[i].params for i in model_idx])
-        y = _normal_scores(score[model_idx])
+        # Pruned trials join the model below every complete one: without them a region whose
+        # trials are always pruned keeps its promise and is proposed again and again.
+        seen = complete + pruned
+        seen_score = np.concatenate([score, _pruned_scores(pruned, score, study.directions)])
+        model_idx = self._model_subset(seen_score)
+        X = codec.unit_matrix([seen[i].params for i in model_idx])
+        y = _normal_scores(seen_score[model_idx])
         is_categorical = np.array([False] * len(codec.numeric) + [True] * len(codec.categorical))
-        gpr = self._fit(X, y, is_categorical, len(complete))
+        gpr = self._fit(X, y, is_categorical, len(seen))
         if running:
             # Kriging believer: running trials join the data at the posterior mean, so the
             # acquisition does not propose them again. Refit-free: the same kernel parameters.
@@ -357,6 +365,34 @@ def _scalar_scores(
     weights = rng.dirichlet(np.ones(values.shape[1]))
     loss = (normalized * weights).max(axis=1) + 0.05 * (normalized * weights).sum(axis=1)
     return -loss
+
+
+def _pruned_scores(
+    pruned: Sequence[FrozenTrial], score: np.ndarray, directions: Sequence[StudyDirection]
+) -> np.ndarray:
+    """Scores of pruned trials, below every complete trial's ``score`` (higher is better), as
+    Optuna's TPE ranks them: a trial pruned at a later step above one pruned earlier, and at the
+    same step the better last reported value (of the first objective) above the worse. They span
+    0.1 to 1 times the complete trials' range below the worst complete trial."""
+    if not pruned:
+        return np.zeros(0)
+    sign = 1.0 if directions[0] == StudyDirection.MAXIMIZE else -1.0
+
+    def rank_key(t: FrozenTrial) -> tuple[float, float]:
+        if not t.intermediate_values:
+            return (-1.0, -np.inf)
+        step = max(t.intermediate_values)
+        value = sign * float(t.intermediate_values[step])
+        return (float(step), value if np.isfinite(value) else -np.inf)
+
+    order = sorted(range(len(pruned)), key=lambda i: rank_key(pruned[i]), reverse=True)   # best first
+    span = float(score.max() - score.min()) if len(score) else 0.0
+    span = span if span > 1e-12 else 1.0
+    low = float(score.min()) if len(score) else 0.0
+    out = np.empty(len(pruned))
+    for k, i in enumerate(order):
+        out[i] = low - span * (0.1 + 0.9 * k / max(len(pruned) - 1, 1))
+    return out
 
 
 def _normal_scores(score: np.ndarray) -> np.ndarray:
