@@ -10,6 +10,7 @@ the GP's noise variance (standardized scores: 1 = all of the variance) and the g
 best transformed score and the best posterior mean, averaged over the model-guided suggestions.
 
     python bench/hybrid_trace.py --problem sgd-digits --seeds 3 --trials 50
+    python bench/hybrid_trace.py --problem sgd-digits --kinds hybrid --no-refine   # without local search
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _unit(value: float, dist) -> float:
     return (value - low) / (high - low) if high > low else 0.5
 
 
-def trace(problem_name: str, kind: str, seed: int, n_trials: int) -> dict:
+def trace(problem_name: str, kind: str, seed: int, n_trials: int, refine: bool = True) -> dict:
     import optuna
     import torch
     from optuna.distributions import CategoricalDistribution
@@ -57,6 +58,9 @@ def trace(problem_name: str, kind: str, seed: int, n_trials: int) -> dict:
         return mean if kind == "hybrid_plugin" else original(gpr, X, y)
 
     hybrid._incumbent = incumbent
+    original_refine = hybrid.HybridSampler._refine
+    if not refine:   # no local search: the candidates of the surrogate evolution as they are
+        hybrid.HybridSampler._refine = lambda self, gpr, codec, best, threshold: []
     try:
         problem = PROBLEMS[problem_name]
         sampler = build_sampler("hybrid" if kind.startswith("hybrid") else kind, seed=seed)
@@ -67,6 +71,7 @@ def trace(problem_name: str, kind: str, seed: int, n_trials: int) -> dict:
             study.tell(trial, problem.f(x))
     finally:
         hybrid._incumbent = original
+        hybrid.HybridSampler._refine = original_refine
     late = study.trials[10:]   # after the start-up (10 trials for hybrid and TPE)
     edge, numeric, levels = 0, 0, collections.defaultdict(collections.Counter)
     for t in late:
@@ -91,9 +96,11 @@ def main() -> None:
     parser.add_argument("--kinds", default="tpe,hybrid,hybrid_plugin")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--no-refine", action="store_true",
+                        help="hybrid without the local search that polishes its two best candidates")
     parser.add_argument("--out", help="JSON of every trial")
     args = parser.parse_args()
-    runs = [trace(args.problem, k, s, args.trials) for k in args.kinds.split(",") for s in range(args.seeds)]
+    runs = [trace(args.problem, k, s, args.trials, not args.no_refine) for k in args.kinds.split(",") for s in range(args.seeds)]
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(runs, fh, default=str)
