@@ -6,9 +6,12 @@ sampler as it is: scrambled Sobol start-up for the numeric genes, random categor
 farthest from the trials so far), ``random`` (plain random start-up), ``noexplore`` (exploration 0),
 ``maximin_noexp`` (both), ``proposed_startup`` (the start-up ends once ``n_startup_trials``
 trials are proposed, running ones included, and half of them are complete; shipped: once that many
-are complete, so with K in flight up to K - 1 more start-up points). K trials in flight
+are complete, so with K in flight up to K - 1 more start-up points), ``plugin_ei`` (expected
+improvement over the best GP posterior mean at a finished trial instead of the best observed
+score: "plug-in" EI for noisy or jumpy objectives). K trials in flight
 (``--in-flight``, default 1); regret as in ``search_quality.py`` (normalized; noisy problems: the
-noise-free value of the trial that looked best). Prints per-problem medians, the mean of medians and the mean rank over problem x seed.
+noise-free value of the trial that looked best). Prints per-problem medians, the mean of medians, the mean rank over problem x seed and, when
+``shipped`` runs, each variant against it (Wilcoxon signed-rank over problem x seed, two-sided).
 
     python bench/hybrid_ablation.py --problems branin-2,hartmann-6,svc-breast-cancer --seeds 5 --workers 2
 """
@@ -31,7 +34,7 @@ import numpy as np
 
 VARIANTS = {"shipped": {}, "maximin": {"startup": "maximin"}, "random": {"startup": "random"},
             "noexplore": {"exploration": 0.0}, "maximin_noexp": {"startup": "maximin", "exploration": 0.0},
-            "proposed_startup": {"count": "proposed"}}
+            "proposed_startup": {"count": "proposed"}, "plugin_ei": {"incumbent": "posterior_mean"}}
 BUDGETS = (20, 50)
 _ORIGINAL: dict = {}   # the sampler's own functions, as imported in this process
 
@@ -49,6 +52,15 @@ def _patch_startup(hybrid, kind: str) -> None:
     hybrid._space_filling = space_filling
 
 
+def _posterior_mean_incumbent(gpr, X, y) -> float:
+    """Plug-in EI's incumbent: the best posterior mean at a finished trial, not the best
+    observation (which, on a jumpy or noisy objective, is a lucky draw above the GP's trend)."""
+    import torch
+    with torch.no_grad():
+        mean, _ = gpr.posterior(torch.from_numpy(X))
+    return float(mean.max())
+
+
 def run(task: tuple[str, str, int, int]) -> tuple[str, str, int, dict[int, float]]:
     name, variant, seed, in_flight = task
     import optuna
@@ -62,6 +74,9 @@ def run(task: tuple[str, str, int, int]) -> tuple[str, str, int, dict[int, float
     # A pool process runs many tasks: undo the previous task's patch before applying this one's.
     hybrid._space_filling = _ORIGINAL.setdefault("space_filling", hybrid._space_filling)
     hybrid.HybridSampler._in_startup = _ORIGINAL.setdefault("in_startup", hybrid.HybridSampler._in_startup)
+    hybrid._incumbent = _ORIGINAL.setdefault("incumbent", hybrid._incumbent)
+    if options.pop("incumbent", None) == "posterior_mean":
+        hybrid._incumbent = _posterior_mean_incumbent
     if options.pop("count", None) == "proposed":
         hybrid.HybridSampler._in_startup = lambda self, n_complete, n_taken: (
             n_taken < self._n_startup_trials or n_complete < self._n_startup_trials // 2)
@@ -88,6 +103,8 @@ def run(task: tuple[str, str, int, int]) -> tuple[str, str, int, dict[int, float
 
 def main() -> None:
     from scipy.stats import rankdata
+
+    import _quality_stats as stats
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", required=True, help="comma-separated names of _quality_problems")
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -119,6 +136,14 @@ def main() -> None:
             blocks.setdefault((name, seed), {})[variant] = regret[budget]
         ranks = np.array([rankdata([row[v] for v in variants]) for row in blocks.values()]).mean(axis=0)
         print(f"| mean rank ({len(blocks)} blocks) | " + " | ".join(f"{r:.2f}" for r in ranks) + " |")
+        if "shipped" in variants and len(variants) > 1:
+            # Paired over problem x seed, two-sided; W/T/L are the variant's (regret below shipped's).
+            others = [v for v in variants if v != "shipped"]
+            tests = stats.wilcoxon_vs(blocks, "shipped", others)
+            print("| vs shipped: W/T/L, p (Wilcoxon) | " + " | ".join(
+                "-" if v == "shipped" else
+                f"{tests[v]['losses']}/{tests[v]['ties']}/{tests[v]['wins']}, p = {tests[v]['p']:.2g}"
+                for v in variants) + " |")
 
 
 if __name__ == "__main__":

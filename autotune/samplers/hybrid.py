@@ -178,6 +178,7 @@ class HybridSampler(BaseSampler):
         y = _normal_scores(seen_score[model_idx])
         is_categorical = np.array([False] * len(codec.numeric) + [True] * len(codec.categorical))
         gpr = self._fit(X, y, is_categorical, len(seen))
+        gpr_data = gpr   # the GP on the finished trials only, before the kriging believer
         if running:
             # Kriging believer: running trials join the data at the posterior mean, so the
             # acquisition does not propose them again. Refit-free: the same kernel parameters.
@@ -193,7 +194,7 @@ class HybridSampler(BaseSampler):
         order = np.argsort(-score)
         elite_size = self._population_size or default_population_size(codec.n_genes)
         elite = [codec.encode(complete[i].params, self._np_rng) for i in order[:elite_size]]
-        threshold = float(y.max())
+        threshold = _incumbent(gpr_data, X, y)
         # Global candidates: uniform points, so that EI can pull the search out of a local basin.
         genomes = [_random_genome(codec, self._np_rng) for _ in range(self._n_candidates)]
         values = _log_ei(gpr, codec.genome_matrix(genomes), threshold)
@@ -338,6 +339,11 @@ def _space_filling(
         if not is_taken(params, taken):
             break
     return params
+
+
+def _incumbent(gpr: gp.GPRegressor, X: np.ndarray, y: np.ndarray) -> float:
+    """The value expected improvement is measured from: the best (transformed) score observed."""
+    return float(y.max())
 
 
 def _random_genome(codec: GenomeCodec, rng: np.random.RandomState) -> tuple[list[float], list[int]]:
