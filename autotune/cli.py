@@ -324,7 +324,8 @@ def validate(file: str, offline: bool) -> None:
     elif p.gpus == 0:
         click.echo(f"  parallel   {cpu}, no GPU")
     else:
-        click.echo(f"  parallel   {gpus}, {p.trials_per_gpu} trial(s) per GPU; {cpu} where there is none")
+        mps = " through MPS" if p.mps and p.trials_per_gpu > 1 else ""
+        click.echo(f"  parallel   {gpus}, {p.trials_per_gpu} trial(s) per GPU{mps}; {cpu} where there is none")
     ws = spec.warm_start
     if ws is not None:
         detail = {"enqueue": f", best {ws.best_k} of each", "local": f", {ws.local_trials} local trials"}

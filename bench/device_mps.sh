@@ -12,7 +12,7 @@ import json, sys
 r = {x['layout']: x['steps_per_s'] for x in json.load(open('$OUT/mps_probe.json'))['results']}
 print('true' if r.get('mps', 0) > 1.03 * r.get('shared', 0) else 'false')" 2>/dev/null || echo false)
 echo "parallel.mps: $MPS"
-sed "s/trials_per_gpu: 4}/trials_per_gpu: 4, mps: $MPS}/" bench/gpu_smoke.yaml > /tmp/gpu_smoke_run.yaml
+sed -E "s/(trials_per_gpu: 4)(, mps: (true|false))?}/\1, mps: $MPS}/" bench/gpu_smoke.yaml > /tmp/gpu_smoke_run.yaml
 grep parallel /tmp/gpu_smoke_run.yaml
 timeout $(( ${VS_TIMEOUT:-300} + 60 )) python3 bench/vs_optuna.py /tmp/gpu_smoke_run.yaml --timeout "${VS_TIMEOUT:-300}" \
   --trials 400 --sides autotune --out "$OUT/vs_autotune.json" 2>&1 | tail -25 | tee "$OUT/vs.log"

@@ -71,6 +71,10 @@ def summarize(rows: list[dict], wall_s: float, window_s: float) -> dict:
     later = [r for r in rows if first_of_slot.get(r["slot"]) != r["number"]]
     total = sum(r["total_s"] for r in rows)
     return {"trials_finished": len(finished), "trials_complete": sum(r["state"] == "COMPLETE" for r in finished),
+            # what the GPU did, whatever the sampler chose and the pruner cut: training steps and
+            # tokens of the trials finished in the window, per second of the window
+            "steps_per_s": round(sum(r.get("steps", 0.0) for r in finished) / window_s, 2),
+            "tokens_per_s": round(sum(r.get("tokens", 0.0) for r in finished) / window_s),
             "finished_after_window": sum(r["state"] in ("COMPLETE", "PRUNED") for r in rows) - len(finished),
             "wall_s": round(wall_s, 1),
             "share_in_steps": round(sum(r["train_s"] for r in rows) / total, 4) if total else None,
@@ -117,7 +121,8 @@ def run_plain(study_file: Path, timeout_s: float) -> dict:
         try:
             m = train(ModelConfig(**{k: v for k, v in params.items() if k in model_names}),
                       TrainConfig(**{k: v for k, v in params.items() if k in train_names}), report)
-            row.update(train_s=m["time_s"]["train"], parts=m["time_s"])
+            row.update(train_s=m["time_s"]["train"], parts=m["time_s"], steps=m.get("steps", 0.0),
+                       tokens=m.get("tokens_per_s", 0.0) * m["time_s"]["train"])
             if pruned:
                 row["state"] = "PRUNED"
                 raise optuna.TrialPruned()
@@ -152,12 +157,15 @@ def run_autotune(study_file: Path, timeout_s: float, trials: int, workdir: Path,
     rows = []
     for t in study.get_trials(deepcopy=False):
         parts = t.user_attrs.get("time_s") or {}
+        metrics = t.user_attrs.get("metrics") or {}
         if not parts or t.datetime_start is None:
             continue
         rows.append({"number": t.number, "slot": t.user_attrs.get("slot"), "state": t.state.name,
                      "start": t.datetime_start.timestamp() - began, "total_s": parts.get("total", 0.0),
                      "end": t.datetime_complete.timestamp() - began if t.datetime_complete else math.inf,
                      "train_s": parts.get("train", 0.0), "parts": parts,
+                     "steps": metrics.get("steps", 0.0),
+                     "tokens": metrics.get("tokens_per_s", 0.0) * parts.get("train", 0.0),
                      "value": t.values[0] if t.values else None,
                      "compiled": (t.user_attrs.get("compile") or {}).get("compiled")})
     out = summarize(rows, wall, timeout_s)
@@ -183,8 +191,8 @@ def main() -> None:
                              else run_autotune(args.study.resolve(), args.timeout, args.trials, Path(tmp),
                                                args.out.with_suffix(".autotune.log")))
             print(json.dumps(results[side]), flush=True)
-    cols = ["trials_finished", "trials_complete", "share_in_steps", "median_overhead_s_after_first",
-            "gpu_util_pct", "best"]
+    cols = ["trials_finished", "trials_complete", "steps_per_s", "tokens_per_s", "share_in_steps",
+            "median_overhead_s_after_first", "gpu_util_pct", "best"]
     print("\n| side | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1))
     for side, r in results.items():
         print(f"| {side} | " + " | ".join(str(r.get(c)) for c in cols) + " |")

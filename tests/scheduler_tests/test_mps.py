@@ -135,3 +135,16 @@ def test_parallel_mps_must_be_true_or_false():
     assert parse_spec(base).parallel.mps is False
     with pytest.raises(SpecError, match=r"parallel\.mps: must be true or false, got"):
         parse_spec({**base, "parallel": {"mps": "yes"}})
+
+
+def test_validate_says_the_trials_of_a_gpu_run_through_mps(tmp_path):
+    from click.testing import CliRunner
+
+    from autotune.cli import main
+    study = tmp_path / "s.yaml"
+    study.write_text("space: {lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}\n"
+                     "objectives: [{metric: val_loss, direction: minimize}]\n"
+                     "parallel: {trials_per_gpu: 3, mps: true}\n")
+    out = CliRunner().invoke(main, ["validate", str(study), "--offline"])
+    assert out.exit_code == 0, out.output
+    assert "3 trial(s) per GPU through MPS" in out.output
