@@ -78,7 +78,7 @@ def run(task: tuple[str, str, int, int]) -> tuple[str, str, int, dict[int, float
     if options.pop("incumbent", None) == "posterior_mean":
         hybrid._incumbent = _posterior_mean_incumbent
     if options.pop("count", None) == "proposed":
-        hybrid.HybridSampler._in_startup = lambda self, n_complete, n_taken: (
+        hybrid.HybridSampler._in_startup = lambda self, n_complete, n_taken, n_pruned=0: (
             n_taken < self._n_startup_trials or n_complete < self._n_startup_trials // 2)
     if "startup" in options:
         _patch_startup(hybrid, options.pop("startup"))

@@ -256,3 +256,12 @@ def test_a_region_whose_trials_are_pruned_is_left(kind):
     late = study.trials[20:]
     assert sum(t.state == TrialState.PRUNED for t in late) <= 10, [t.params for t in late]
     assert study.best_value < 0.05
+
+
+def test_the_hybrid_start_up_counts_pruned_trials_as_tpe_does():
+    from autotune.samplers.hybrid import HybridSampler
+    sampler = HybridSampler(n_startup_trials=10, seed=0)
+    assert sampler._in_startup(9, 9) and not sampler._in_startup(10, 10)   # no pruner: as before
+    assert not sampler._in_startup(3, 11, n_pruned=7)                      # 3 complete + 7 pruned
+    assert sampler._in_startup(1, 11, n_pruned=9)                          # the model needs 2 complete
+    assert sampler._in_startup(3, 9, n_pruned=6)
