@@ -38,6 +38,7 @@ RUNGS = 4
 
 def _sampler(variant: str, seed: int):
     from autotune.samplers import build_sampler
+    from autotune.samplers._distinct import DistinctSampler
     from autotune.samplers.hybrid import HybridSampler
     if variant != "hybrid_complete_only":
         return build_sampler(variant, seed=seed)
@@ -52,7 +53,7 @@ def _sampler(variant: str, seed: int):
         def _propose(self, study, space, complete, pruned, running, taken):
             return super()._propose(study, space, complete, [], running, taken)
 
-    return CompleteOnly(seed=seed)
+    return DistinctSampler(CompleteOnly(seed=seed), seed=seed)   # as build_sampler wraps every kind
 
 
 def _unit(problem, x: np.ndarray) -> np.ndarray:
