@@ -8,7 +8,8 @@ farthest from the trials so far), ``random`` (plain random start-up), ``noexplor
 trials are proposed, running ones included, and half of them are complete; shipped: once that many
 are complete, so with K in flight up to K - 1 more start-up points), ``plugin_ei`` (expected
 improvement over the best GP posterior mean at a finished trial instead of the best observed
-score: "plug-in" EI for noisy or jumpy objectives). K trials in flight
+score: "plug-in" EI for noisy or jumpy objectives), ``norefine`` (no local search polishing the
+best candidates on log EI: the surrogate evolution's candidates as they are). K trials in flight
 (``--in-flight``, default 1); regret as in ``search_quality.py`` (normalized; noisy problems: the
 noise-free value of the trial that looked best). Prints per-problem medians, the mean of medians, the mean rank over problem x seed and, when
 ``shipped`` runs, each variant against it (Wilcoxon signed-rank over problem x seed, two-sided).
@@ -34,7 +35,8 @@ import numpy as np
 
 VARIANTS = {"shipped": {}, "maximin": {"startup": "maximin"}, "random": {"startup": "random"},
             "noexplore": {"exploration": 0.0}, "maximin_noexp": {"startup": "maximin", "exploration": 0.0},
-            "proposed_startup": {"count": "proposed"}, "plugin_ei": {"incumbent": "posterior_mean"}}
+            "proposed_startup": {"count": "proposed"}, "plugin_ei": {"incumbent": "posterior_mean"},
+            "norefine": {"refine": False}}
 BUDGETS = (20, 50)
 _ORIGINAL: dict = {}   # the sampler's own functions, as imported in this process
 
@@ -75,6 +77,9 @@ def run(task: tuple[str, str, int, int]) -> tuple[str, str, int, dict[int, float
     hybrid._space_filling = _ORIGINAL.setdefault("space_filling", hybrid._space_filling)
     hybrid.HybridSampler._in_startup = _ORIGINAL.setdefault("in_startup", hybrid.HybridSampler._in_startup)
     hybrid._incumbent = _ORIGINAL.setdefault("incumbent", hybrid._incumbent)
+    hybrid.HybridSampler._refine = _ORIGINAL.setdefault("refine", hybrid.HybridSampler._refine)
+    if options.pop("refine", True) is False:   # no local search: the surrogate evolution's candidates as they are
+        hybrid.HybridSampler._refine = lambda self, gpr, codec, best, threshold: []
     if options.pop("incumbent", None) == "posterior_mean":
         hybrid._incumbent = _posterior_mean_incumbent
     if options.pop("count", None) == "proposed":
