@@ -26,11 +26,6 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH))   # this checkout's autotune
 sys.path.insert(0, BENCH)                    # _quality_problems
 
-import argparse
-import itertools
-import json
-import multiprocessing as mp
-
 import numpy as np
 
 VARIANTS = {"shipped": {}, "maximin": {"startup": "maximin"}, "random": {"startup": "random"},
@@ -109,22 +104,10 @@ def run(task: tuple[str, str, int, int]) -> tuple[str, str, int, dict[int, float
 def main() -> None:
     from scipy.stats import rankdata
 
+    import _held_out as held_out
     import _quality_stats as stats
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--problems", required=True, help="comma-separated names of _quality_problems")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 100, 101, ... (held out from the suite's 0-5)")
-    parser.add_argument("--in-flight", type=int, default=1, help="trials asked before the oldest is told")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", help="JSON of every run")
-    args = parser.parse_args()
-    problems, variants = args.problems.split(","), args.variants.split(",")
-    tasks = list(itertools.product(problems, variants, range(100, 100 + args.seeds), [args.in_flight]))
-    with mp.get_context("spawn").Pool(args.workers) as pool:
-        results = pool.map(run, tasks, chunksize=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f)
+    args = held_out.parse_args(__doc__.split("\n\n")[0], list(VARIANTS), problems=None, seeds=5, in_flight=1)
+    problems, variants, results = held_out.run_all(run, args)
     for budget in BUDGETS:
         print(f"\n{budget} trials, {args.in_flight} in flight: median normalized regret over seeds\n")
         print("| problem | " + " | ".join(variants) + " |")

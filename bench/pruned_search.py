@@ -24,10 +24,6 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH))   # this checkout's autotune
 sys.path.insert(0, BENCH)                    # _quality_problems
 
-import argparse
-import itertools
-import json
-import multiprocessing as mp
 
 import numpy as np
 
@@ -103,23 +99,11 @@ def run(task: tuple[str, str, int, int]) -> tuple[str, str, int, dict]:
 
 
 def main() -> None:
-    from scipy.stats import rankdata, wilcoxon
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--problems", default="branin-2,hartmann-6,styblinski-4,rosenbrock-4,ackley-5")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--seeds", type=int, default=4, help="seeds 100, 101, ... (held out from the suite's 0-5)")
-    parser.add_argument("--in-flight", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", help="JSON of every run")
-    args = parser.parse_args()
-    problems, variants = args.problems.split(","), args.variants.split(",")
-    tasks = list(itertools.product(problems, variants, range(100, 100 + args.seeds), [args.in_flight]))
-    with mp.get_context("spawn").Pool(args.workers) as pool:
-        results = pool.map(run, tasks, chunksize=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f)
+    import _held_out as held_out
+    import _quality_stats as stats
+    args = held_out.parse_args(__doc__.split("\n\n")[0], VARIANTS, seeds=4, in_flight=4,
+                               problems="branin-2,hartmann-6,styblinski-4,rosenbrock-4,ackley-5")
+    problems, variants, results = held_out.run_all(run, args)
     for budget in BUDGETS:
         print(f"\n{budget} trials, {args.in_flight} in flight: median normalized regret (complete trials)\n")
         print("| problem | " + " | ".join(variants) + " |")
@@ -134,17 +118,12 @@ def main() -> None:
         blocks: dict[tuple[str, int], dict[str, float]] = {}
         for name, variant, seed, out in results:
             blocks.setdefault((name, seed), {})[variant] = out[budget]["regret"]
-        ranks = np.array([rankdata([row[v] for v in variants]) for row in blocks.values()]).mean(axis=0)
-        print(f"| mean rank ({len(blocks)} blocks) | " + " | ".join(f"{r:.2f}" for r in ranks) + " |")
+        ranks = stats.mean_ranks(blocks, variants)
+        print(f"| mean rank ({len(blocks)} blocks) | " + " | ".join(f"{ranks[v]:.2f}" for v in variants) + " |")
         if "hybrid" in variants:
-            for v in variants:
-                if v == "hybrid":
-                    continue
-                a = np.array([row["hybrid"] for row in blocks.values()])
-                b = np.array([row[v] for row in blocks.values()])
-                w, t, l = int((a < b).sum()), int((a == b).sum()), int((a > b).sum())
-                p = wilcoxon(a, b).pvalue if (a != b).any() else 1.0
-                print(f"hybrid vs {v}: hybrid better/tied/worse {w}/{t}/{l}, Wilcoxon p = {p:.3g}")
+            for v, t in stats.wilcoxon_vs(blocks, "hybrid", [v for v in variants if v != "hybrid"]).items():
+                print(f"hybrid vs {v}: hybrid better/tied/worse {t['wins']}/{t['ties']}/{t['losses']}, "
+                      f"Wilcoxon p = {t['p']:.3g}")
 
 
 if __name__ == "__main__":

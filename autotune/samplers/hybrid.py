@@ -395,9 +395,9 @@ def _pruned_scores(
         return (float(step), value if np.isfinite(value) else -np.inf)
 
     order = sorted(range(len(pruned)), key=lambda i: rank_key(pruned[i]), reverse=True)   # best first
-    span = float(score.max() - score.min()) if len(score) else 0.0
+    low = float(score.min())            # the start-up leaves at least 2 complete trials
+    span = float(score.max()) - low
     span = span if span > 1e-12 else 1.0
-    low = float(score.min()) if len(score) else 0.0
     out = np.empty(len(pruned))
     for k, i in enumerate(order):
         out[i] = low - span * (0.1 + 0.9 * k / max(len(pruned) - 1, 1))
