@@ -166,10 +166,6 @@ def _announce(spec, *, estimate: bool) -> None:
         click.echo(f"flat study: model/trainer defaults for {size}: {settings} "
                    "(set any under trainer: or fixed: to change it)")
     click.echo(describe_slots(spec.parallel, plan_slots(spec.parallel)))
-    if spec.optimizer.kind == "gp" and spec.pruner.kind != "none":
-        click.echo(f"note: optimizer gp (Optuna's GPSampler) learns from complete trials only, so with "
-                   f"pruner {spec.pruner.kind} it proposes again where trials were pruned; hybrid and "
-                   "tpe learn from pruned trials too", err=True)
     if estimate:
         from autotune.estimate import warning_for
         text = warning_for(spec)

@@ -8,7 +8,9 @@ good configurations start slowly, as low learning rates do. Optuna's MedianPrune
 trials) judges rungs 1-3; a trial that survives returns ``f(x)``. K trials are in flight (asked
 before the oldest is run). Variants: ``hybrid`` (as shipped: pruned trials join its model below the
 complete ones and count towards its start-up), ``hybrid_complete_only`` (the hybrid shown the
-complete trials only: its behaviour before 2026-12-06), ``tpe``. Prints the median normalized
+complete trials only: its behaviour before 2026-12-06), ``tpe``, ``gp`` (as shipped: Optuna's GP
+behind ``PrunedAsComplete``, which shows it pruned trials as complete ones below the rest) and
+``gp_complete_only`` (Optuna's GPSampler as it is, complete trials only). Prints the median normalized
 regret of the best complete trial at each budget, the mean rank, the complete trials, and the
 Wilcoxon test of each variant against the shipped hybrid (over problem x seed).
 
@@ -27,7 +29,7 @@ sys.path.insert(0, BENCH)                    # _quality_problems
 
 import numpy as np
 
-VARIANTS = ("hybrid", "hybrid_complete_only", "tpe")
+VARIANTS = ("hybrid", "hybrid_complete_only", "tpe", "gp", "gp_complete_only")
 BUDGETS = (50, 100)
 RUNGS = 4
 
@@ -36,6 +38,9 @@ def _sampler(variant: str, seed: int):
     from autotune.samplers import build_sampler
     from autotune.samplers._distinct import DistinctSampler
     from autotune.samplers.hybrid import HybridSampler
+    if variant == "gp_complete_only":
+        import optuna
+        return DistinctSampler(optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False), seed=seed)
     if variant != "hybrid_complete_only":
         return build_sampler(variant, seed=seed)
 

@@ -477,15 +477,3 @@ def test_validate_shows_the_per_trial_limit_and_the_constraints(tmp_path):
     assert "constraints peak_mem_mb <= 40000; latency_ms <= 5" in result.output
 
 
-@pytest.mark.parametrize("kind, pruner, noted", [("gp", "median", True), ("gp", "none", False),
-                                                 ("hybrid", "median", False)])
-def test_run_notes_that_gp_does_not_learn_from_pruned_trials(kind, pruner, noted, capsys):
-    from autotune.cli import _announce
-    from autotune.spec import parse_spec
-    spec = parse_spec({"space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
-                       "objectives": [{"metric": "val_loss", "direction": "minimize"}],
-                       "optimizer": {"kind": kind}, "pruner": {"kind": pruner},
-                       "parallel": {"gpus": 0}})
-    _announce(spec, estimate=False)
-    err = capsys.readouterr().err
-    assert ("optimizer gp (Optuna's GPSampler) learns from complete trials only" in err) is noted

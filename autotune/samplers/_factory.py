@@ -168,7 +168,10 @@ def _build_tpe(seed: int | None, opts: dict[str, Any]) -> BaseSampler:
 
 
 def _build_gp(seed: int | None, opts: dict[str, Any]) -> BaseSampler:
-    return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False, **opts)
+    from autotune.samplers._pruned import PrunedAsComplete
+
+    # Optuna's GP models complete trials only; behind PrunedAsComplete it sees pruned ones too.
+    return PrunedAsComplete(optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False, **opts))
 
 
 def _build_cmaes(seed: int | None, opts: dict[str, Any]) -> BaseSampler:

@@ -56,6 +56,7 @@ from autotune.samplers._encoding import (
     union_search_space,
 )
 from autotune.samplers._operators import Variation, deap_random, make_child
+from autotune.samplers._pruned import pruned_scores
 from autotune.samplers.evolution import default_population_size
 
 _N_ROUNDS = 3          # rounds of breeding on the surrogate
@@ -175,7 +176,7 @@ class HybridSampler(BaseSampler):
         # Pruned trials join the model below every complete one: without them a region whose
         # trials are always pruned keeps its promise and is proposed again and again.
         seen = complete + pruned
-        seen_score = np.concatenate([score, _pruned_scores(pruned, score, study.directions)])
+        seen_score = np.concatenate([score, pruned_scores(pruned, score, study.directions)])
         model_idx = self._model_subset(seen_score)
         X = codec.unit_matrix([seen[i].params for i in model_idx])
         y = _normal_scores(seen_score[model_idx])
@@ -374,34 +375,6 @@ def _scalar_scores(
     weights = rng.dirichlet(np.ones(values.shape[1]))
     loss = (normalized * weights).max(axis=1) + 0.05 * (normalized * weights).sum(axis=1)
     return -loss
-
-
-def _pruned_scores(
-    pruned: Sequence[FrozenTrial], score: np.ndarray, directions: Sequence[StudyDirection]
-) -> np.ndarray:
-    """Scores of pruned trials, below every complete trial's ``score`` (higher is better), as
-    Optuna's TPE ranks them: a trial pruned at a later step above one pruned earlier, and at the
-    same step the better last reported value (of the first objective) above the worse. They span
-    0.1 to 1 times the complete trials' range below the worst complete trial."""
-    if not pruned:
-        return np.zeros(0)
-    sign = 1.0 if directions[0] == StudyDirection.MAXIMIZE else -1.0
-
-    def rank_key(t: FrozenTrial) -> tuple[float, float]:
-        if not t.intermediate_values:
-            return (-1.0, -np.inf)
-        step = max(t.intermediate_values)
-        value = sign * float(t.intermediate_values[step])
-        return (float(step), value if np.isfinite(value) else -np.inf)
-
-    order = sorted(range(len(pruned)), key=lambda i: rank_key(pruned[i]), reverse=True)   # best first
-    low = float(score.min())            # the start-up leaves at least 2 complete trials
-    span = float(score.max()) - low
-    span = span if span > 1e-12 else 1.0
-    out = np.empty(len(pruned))
-    for k, i in enumerate(order):
-        out[i] = low - span * (0.1 + 0.9 * k / max(len(pruned) - 1, 1))
-    return out
 
 
 def _normal_scores(score: np.ndarray) -> np.ndarray:

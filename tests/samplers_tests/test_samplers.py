@@ -246,11 +246,11 @@ def _pruned_corner(trial: optuna.Trial) -> float:
     return value
 
 
-@pytest.mark.parametrize("kind", ["hybrid", "tpe", "evolution"])
+@pytest.mark.parametrize("kind", ["hybrid", "tpe", "evolution", "gp"])
 def test_a_region_whose_trials_are_pruned_is_left(kind):
     # Before pruned trials joined the hybrid's model, 26 to 27 of trials 20-49 were pruned there
     # (the corner kept its promise: the live GPU study proposed one configuration 27 times).
-    # Optuna's GP learns from complete trials only: 30 of 30 (autotune run says so).
+    # Optuna's GP alone learns from complete trials only: 30 of 30 before PrunedAsComplete.
     study = optuna.create_study(sampler=build_sampler(kind, seed=1))
     study.optimize(_pruned_corner, n_trials=50)
     late = study.trials[20:]
