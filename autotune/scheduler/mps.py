@@ -7,7 +7,9 @@ the next slice. Through an MPS server their kernels run side by side.
 Owns: a private MPS control daemon for one run (its own pipe and log folders in a temporary
 folder, so it neither joins nor disturbs a daemon someone else runs on the machine), the check that
 a CUDA context really opens through it (a child process, ``libcuda`` through ctypes: no torch), the
-environment the workers get to reach it, and its stop at the end of the run.
+environment the workers get to reach it, and its stop at the end of the run; also the daemons that
+runs killed without their ``finally`` (SIGKILL) left behind: each folder names its run's process,
+and the next run that starts MPS quits the daemons whose run is gone.
 Must not know about: Optuna, the model.
 
 The price, said in the README: MPS puts the clients of a GPU in one shared context, so a fatal GPU
@@ -29,6 +31,8 @@ _log = logging.getLogger("autotune.scheduler")
 
 CONTROL = "nvidia-cuda-mps-control"
 START_TIMEOUT_S = 20.0
+PREFIX = "autotune-mps-"
+OWNER = "owner.pid"    # in the run's folder: the process id of the run that started the daemon
 # Opens a CUDA context on the first visible GPU through the driver API and exits 0, or prints why not.
 _CHECK = r"""
 import ctypes, sys
@@ -60,13 +64,59 @@ class Mps:
         if self.folder is None:
             return
         if self.env:
-            try:
-                subprocess.run([CONTROL], input="quit\n", text=True, capture_output=True,
-                               env={**os.environ, **self.env}, timeout=START_TIMEOUT_S)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                _log.warning("MPS daemon did not quit: %s", exc)
+            _quit(self.env)
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder, self.env = None, {}
+
+
+def _env_of(folder: str) -> dict[str, str]:
+    return {"CUDA_MPS_PIPE_DIRECTORY": os.path.join(folder, "pipe"),
+            "CUDA_MPS_LOG_DIRECTORY": os.path.join(folder, "log")}
+
+
+def _quit(env: dict[str, str]) -> None:
+    try:
+        subprocess.run([CONTROL], input="quit\n", text=True, capture_output=True,
+                       env={**os.environ, **env}, timeout=START_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _log.warning("MPS daemon did not quit: %s", exc)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True   # someone else's process
+    return True
+
+
+def quit_orphans(tmp: str | None = None) -> list[str]:
+    """Quit the MPS daemons of earlier runs that were killed before they could (their folder's
+    ``owner.pid`` names a process that is gone) and remove their folders; the folders quit."""
+    tmp = tmp or tempfile.gettempdir()
+    quit = []
+    try:
+        names = sorted(n for n in os.listdir(tmp) if n.startswith(PREFIX))
+    except OSError:
+        return quit
+    for name in names:
+        folder = os.path.join(tmp, name)
+        try:
+            if os.stat(folder).st_uid != os.getuid():
+                continue
+            with open(os.path.join(folder, OWNER)) as f:
+                owner = int(f.read().strip())
+        except (OSError, ValueError):
+            continue    # not ours, or a run still writing it
+        if _alive(owner):
+            continue
+        _quit(_env_of(folder))
+        shutil.rmtree(folder, ignore_errors=True)
+        _log.info("quit the MPS daemon that a killed run (process %d) left in %s", owner, folder)
+        quit.append(folder)
+    return quit
 
 
 def start_mps(wanted: bool, shared_gpus: list[str]) -> Mps:
@@ -81,11 +131,13 @@ def start_mps(wanted: bool, shared_gpus: list[str]) -> Mps:
         return Mps(note="MPS not used: no GPU runs several trials")
     if shutil.which(CONTROL) is None:
         return Mps(note=f"MPS asked for, but {CONTROL} is not on PATH: GPUs time-sliced")
-    folder = tempfile.mkdtemp(prefix="autotune-mps-")
-    env = {"CUDA_MPS_PIPE_DIRECTORY": os.path.join(folder, "pipe"),
-           "CUDA_MPS_LOG_DIRECTORY": os.path.join(folder, "log")}
+    quit_orphans()
+    folder = tempfile.mkdtemp(prefix=PREFIX)
+    env = _env_of(folder)
     for path in env.values():
         os.makedirs(path, exist_ok=True)
+    with open(os.path.join(folder, OWNER), "w") as f:
+        f.write(str(os.getpid()))
     mps = Mps(env=env, folder=folder)
     # The daemon sees every GPU (the slots' CUDA_VISIBLE_DEVICES entries are the machine's own
     # indices or UUIDs; a client's entry counts among the devices its server sees).

@@ -86,6 +86,30 @@ def test_the_daemon_starts_in_a_private_folder_sees_every_gpu_and_quits_at_stop(
     assert not folder.exists() and got.env == {}
 
 
+def test_a_daemon_left_by_a_killed_run_is_quit_by_the_next_run(tmp_path, monkeypatch, check_sees_pipe):
+    import subprocess
+    import sys
+    import tempfile
+    log = _fake_control(tmp_path, monkeypatch)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    orphan, running = tmp / f"{mps_mod.PREFIX}killed", tmp / f"{mps_mod.PREFIX}running"
+    for folder, pid in ((orphan, gone.stdout.strip()), (running, str(os.getpid()))):
+        (folder / "pipe").mkdir(parents=True)
+        (folder / mps_mod.OWNER).write_text(pid)
+    got = mps_mod.start_mps(True, ["0"])
+    quit_call, start = _calls(log)[:2]
+    assert quit_call["stdin"] == "quit\n" and quit_call["pipe"] == str(orphan / "pipe")
+    assert start["args"] == ["-d"] and start["pipe"] == got.env[PIPE]
+    assert not orphan.exists() and running.is_dir()       # a live run's daemon is left alone
+    assert (Path(got.folder) / mps_mod.OWNER).read_text() == str(os.getpid())
+    got.stop()
+    assert sorted(p.name for p in tmp.iterdir()) == [running.name]
+
+
 def test_a_daemon_that_fails_to_start_is_named_and_leaves_nothing(tmp_path, monkeypatch, check_sees_pipe):
     _fake_control(tmp_path, monkeypatch, rc=1, stderr="An instance of this daemon is already running")
     got = mps_mod.start_mps(True, ["0"])
