@@ -147,7 +147,9 @@ def build_sampler(kind: str, seed: int | None = None, **options: Any) -> BaseSam
 
     Constraint values that trials set (``Trial.set_constraint``; <= 0: satisfied) are used by
     Optuna's TPE, GP and NSGA-II, and by our hybrid and evolution samplers (infeasible trials
-    rank below feasible ones, by total violation); CMA-ES and random ignore them.
+    rank below feasible ones, by total violation); CMA-ES and random ignore them. Pruned trials
+    inform every model-based kind: TPE and the hybrid rank them below complete trials, and
+    Optuna's GP, which models complete trials only, sees them so through ``PrunedAsComplete``.
 
     Example:
         >>> import optuna
