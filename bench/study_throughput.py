@@ -171,6 +171,15 @@ def steady_state(rows: list[dict]) -> dict[str, float | None]:
                "gap": round(statistics.fmean(gaps), 3)}}
 
 
+def fresh_stores(workdir: Path) -> None:
+    """Remove the study stores an earlier run left in ``workdir`` (a study of the same name would
+    otherwise count its old trials against the budget and report them: a run with other --steps
+    once printed the previous run's figures). The corpus and the compile caches stay."""
+    for name in ("throughput.db", "hyperband.db"):
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            (workdir / f"{name}{suffix}").unlink(missing_ok=True)
+
+
 def throughput(args: argparse.Namespace, n_gpus: int) -> list[dict]:
     out = []
     for k in args.per_gpu:
@@ -329,6 +338,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     args.workdir.mkdir(parents=True, exist_ok=True)
+    fresh_stores(args.workdir)
     if args.task == "text":
         corpus = args.corpus or stdlib_corpus(args.workdir / f"stdlib_corpus_{args.corpus_mb:g}MiB.txt",
                                               int(args.corpus_mb * 2**20))
