@@ -493,6 +493,9 @@ def _status_of(study, url: str) -> None:
     elif complete:
         click.echo(f"  pareto      {len(pareto_front(trials, study.directions))} trials "
                    f"(autotune best {study.study_name})")
+    from autotune.edges import edge_notes
+    for line in edge_notes(trials, study.directions):
+        click.echo(printable(f"  range       {line}"))
     for t in (t for t in trials if t.state.name == "RUNNING"):
         where = t.user_attrs.get("host", "?"), t.user_attrs.get("slot", "?")
         started = t.datetime_start.strftime("%Y-%m-%d %H:%M:%S") if t.datetime_start else "?"

@@ -33,6 +33,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from autotune.edges import edge_notes
 from autotune.outcomes import (INTERRUPTED_BY_ATTR, describe, is_feasible, is_interrupted,
                                is_out_of_memory, outcome_counts)
 
@@ -453,6 +454,8 @@ def print_summary(study: optuna.Study, storage_label: str, *, console: Console |
     console.print(table)
     if len(directions) > 1 and counts.get("complete"):
         console.print(_pareto_table(study.best_trials, names, directions))
+    for line in edge_notes(trials, study.directions):
+        console.print(f"note: {line}", markup=False, highlight=False)
 
 
 def _key_metrics(trial: FrozenTrial, exclude: Sequence[str]) -> str:
