@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Container, Iterable, Sequence
 
 import numpy as np
 import optuna
@@ -71,6 +71,31 @@ def study_trials_cached(study: optuna.Study, states: Iterable[TrialState] | None
 # states, use_cache)``); a Study subclass that shows samplers other trials (the warm start's
 # prior view, the report's snapshot) overrides it.
 TRIALS_HOOK = "_get_trials"
+
+
+class StudyView:
+    """A study as a sampler sees it: the real study (storage, directions, attributes, which
+    samplers may write) except the trials it lists, which a subclass shows through
+    ``_get_trials(deepcopy, states, use_cache)``, the hook above (the warm start's prior view,
+    the GP's view of pruned trials)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
+                    use_cache: bool = False) -> list[FrozenTrial]:
+        raise NotImplementedError
+
+    def get_trials(self, deepcopy: bool = True,
+                   states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy, states, use_cache=False)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
 
 
 def contains(dist: BaseDistribution, value: Any) -> bool:

@@ -19,7 +19,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune._optuna import study_trials_cached
+from autotune._optuna import StudyView, study_trials_cached
 
 
 def pruned_scores(
@@ -87,15 +87,9 @@ def shown_as_complete(trials: Sequence[FrozenTrial],
     return [shown.get(t.number, t) if t.state == TrialState.PRUNED else t for t in trials]
 
 
-class _StudyView:
+class _StudyView(StudyView):
     """The study with its pruned trials shown as complete (``shown_as_complete``) when a sampler
     lists trials; everything else (storage, directions, attributes) is the real study's."""
-
-    def __init__(self, study: Study) -> None:
-        self._study = study
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
 
     # Optuna's samplers read trials through this private hook (autotune._optuna.TRIALS_HOOK, pinned there)
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
@@ -104,14 +98,6 @@ class _StudyView:
                                    self._study.directions)
         trials = [t for t in trials if states is None or t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
-
-    def get_trials(self, deepcopy: bool = True,
-                   states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy, states, use_cache=False)
-
-    @property
-    def trials(self) -> list[FrozenTrial]:
-        return self.get_trials()
 
 
 class PrunedAsComplete(BaseSampler):

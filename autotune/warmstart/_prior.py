@@ -37,7 +37,7 @@ from optuna.samplers import BaseGASampler, BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune._optuna import contains, study_trials_cached
+from autotune._optuna import StudyView, contains, study_trials_cached
 from autotune.space import to_unit
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -212,7 +212,7 @@ def _rerank_pruned(t: FrozenTrial, source_keys: list[tuple[float, float]],
     return c
 
 
-class _StudyView:
+class _StudyView(StudyView):
     """The study as the inner sampler sees it: the real study (storage, directions, attrs, system
     attrs, which samplers may write) except that listing trials prepends the visible source trials,
     each tagged with the distributions the own trials use for that parameter.
@@ -225,12 +225,9 @@ class _StudyView:
     Trials without a generation of the study could not be bred from anyway."""
 
     def __init__(self, study: optuna.Study, prior: PriorSampler) -> None:
-        self._study = study
+        super().__init__(study)
         self._prior = prior
         self._shows_sources = not isinstance(prior.inner, BaseGASampler)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
 
     # Optuna's samplers read trials through this private hook (autotune._optuna.TRIALS_HOOK, pinned there)
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
@@ -243,14 +240,6 @@ class _StudyView:
             sources = _align_distributions(self._prior.visible_sources(own, direction), own)
         trials = [t for t in sources + own if states is None or t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
-
-    def get_trials(self, deepcopy: bool = True,
-                   states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy, states, use_cache=False)
-
-    @property
-    def trials(self) -> list[FrozenTrial]:
-        return self.get_trials()
 
 
 def _align_distributions(sources: list[FrozenTrial], own: list[FrozenTrial]) -> list[FrozenTrial]:
