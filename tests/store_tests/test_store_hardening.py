@@ -297,7 +297,9 @@ def test_connections_cut_mid_study_fail_no_trial_and_the_study_meets_its_budget(
         child.kill()
     assert cuts >= 3
     assert child.returncode == 0, err
-    assert json.loads(out.splitlines()[-1])["failed"] == 0
+    failed = [(t.number, t.user_attrs.get("fail_reason")) for t in helpers.trials(url, "cut")
+              if t.state == TrialState.FAIL]
+    assert json.loads(out.splitlines()[-1])["failed"] == 0, (failed, err[-4000:])
     states = [t.state for t in helpers.trials(url, "cut")]
     assert states.count(TrialState.COMPLETE) == n_trials
     assert TrialState.FAIL not in states
