@@ -112,10 +112,15 @@ def is_transient(exc: BaseException) -> bool:
             return False
         if isinstance(seen, _CONNECTION_ERRORS) or getattr(seen, "connection_invalidated", False):
             return True
+        if str(getattr(getattr(seen, "orig", None), "sqlstate", None) or "").startswith(_CONNECTION_SQLSTATES):
+            return True   # a lost connection that the driver raised as another error class
         seen = seen.__cause__ or seen.__context__
     return False
 
 
+# SQLSTATEs of a lost or refused connection: class 08 (connection exception) and 57P01-57P03 (the
+# server shut down or terminated the backend, or cannot take connections yet).
+_CONNECTION_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 _CONNECTION_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
                       sqlalchemy.exc.DisconnectionError, sqlalchemy.exc.PendingRollbackError)
 

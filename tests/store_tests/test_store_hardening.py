@@ -319,6 +319,21 @@ def test_errors_caused_by_a_dropped_connection_are_retried_and_others_are_not():
     assert "server closed the connection" in store_urls.first_error_line(wrapped)
 
 
+class _DriverError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize("sqlstate, transient", [("57P01", True), ("08006", True), ("08003", True),
+                                                 ("57P03", True), ("23505", False), ("42P01", False)])
+def test_a_lost_connection_raised_as_another_error_class_is_retried(sqlstate, transient):
+    # A driver may raise a terminated backend (57P01) or a broken connection (08xxx) as a plain
+    # DatabaseError; its SQLSTATE still says what happened.
+    error = sqlalchemy.exc.DatabaseError("SELECT 1", {}, _DriverError(sqlstate))
+    assert store.is_transient(error) is transient
+
+
 def test_storage_methods_retry_then_fail_with_reason_storage(monkeypatch):
     monkeypatch.setattr(store_engine.time, "sleep", lambda _s: None)
     calls = []
