@@ -5,7 +5,7 @@ its feasible complete trials, 3 to 10 of them, once 10 are complete; the Pareto 
 objectives) sit at one end of a numeric parameter's range (within 2 % of it, on the log scale for
 log ranges), the optimum probably lies beyond that end, and the search keeps spending trials on
 the bound: each such parameter gets a line that says so. ``autotune status STUDY`` and the run's
-summary print them.
+summary and the report's summary print them.
 Must not know about: the model, the scheduler, the spec (it reads the trials' distributions).
 
     edge_notes(study.trials, study.directions)

@@ -81,3 +81,13 @@ def test_status_and_the_run_summary_say_it(tmp_path):
     console = Console(record=True, width=200)
     print_summary(study, url, console=console)
     assert "note: lr: 3 of the 3 best trials are at the low end" in console.export_text()
+
+
+def test_the_report_summary_says_it(tmp_path):
+    from autotune import report
+    study = optuna.create_study(study_name="edges", storage=f"sqlite:///{tmp_path / 'r.db'}")
+    for t in _study([1e-3, 1e-3, 1.01e-3]):
+        study.add_trial(t)
+    page = report.write_report(study, tmp_path / "r.html").read_text()
+    summary = page.split('id="summary"')[1].split("</section>")[0]
+    assert "<td>range</td><td>lr: 3 of the 3 best trials are at the low end of its range (0.001)" in summary

@@ -26,6 +26,7 @@ import plotly.io as pio
 import plotly.offline
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.edges import edge_notes
 from autotune.report import figures as figs
 from autotune.report.snapshot import Snapshot, completed, metrics_of, ranked
 from autotune.outcomes import describe, failed_on_their_own, outcome_counts
@@ -204,6 +205,7 @@ def _summary_html(study: Snapshot, names: Sequence[str]) -> str:
         b = best[0]
         rows.append(("best trial", f"#{b.number}: {names[0]}={format_value(b.values[0])}"))
         rows.append(("best params", _params_text(b)))
+    rows.extend(("range", line) for line in edge_notes(trials, study.directions))
     return _table(("", ""), rows)
 
 
