@@ -13,6 +13,7 @@ Must not know about: the model, the scheduler, study files.
 """
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 from dataclasses import dataclass
@@ -75,9 +76,9 @@ TRIALS_HOOK = "_get_trials"
 
 class StudyView:
     """A study as a sampler sees it: the real study (storage, directions, attributes, which
-    samplers may write) except the trials it lists, which a subclass shows through
-    ``_get_trials(deepcopy, states, use_cache)``, the hook above (the warm start's prior view,
-    the GP's view of pruned trials)."""
+    samplers may write) except the trials it lists: the study's own, through ``_shown``, which a
+    subclass overrides (the warm start's prior view adds source trials; the GP's view shows pruned
+    trials as complete). Samplers list them through ``_get_trials``, the hook above."""
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study
@@ -85,9 +86,16 @@ class StudyView:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
 
+    def _shown(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        """The trials samplers see, given the study's own (every state, not copied)."""
+        return trials
+
+    # Optuna's samplers read trials through this private hook (TRIALS_HOOK, pinned there)
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
-        raise NotImplementedError
+        trials = [t for t in self._shown(study_trials_cached(self._study, use_cache=use_cache))
+                  if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
 
     def get_trials(self, deepcopy: bool = True,
                    states: Container[TrialState] | None = None) -> list[FrozenTrial]:

@@ -14,6 +14,7 @@ Must not know about: the model, the scheduler, the spec (it reads the trials' di
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Sequence
 
 from optuna.distributions import FloatDistribution, IntDistribution
@@ -53,30 +54,28 @@ def _position(dist: FloatDistribution | IntDistribution, value: float) -> float:
 def edge_notes(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> list[str]:
     """One line per numeric parameter whose best trials mostly sit at one end of its range."""
     best = best_trials(trials, directions)
-    ends: dict[str, dict[str, list]] = {}
-    carried: dict[str, int] = {}
+    carried: Counter[str] = Counter()                 # best trials with the parameter
+    at_end: Counter[tuple[str, str]] = Counter()      # ... of them at (parameter, "low" | "high")
+    dists: dict[str, FloatDistribution | IntDistribution] = {}
     for t in best:
         for name, dist in t.distributions.items():
             if not isinstance(dist, (FloatDistribution, IntDistribution)) or dist.high <= dist.low:
                 continue
-            carried[name] = carried.get(name, 0) + 1
+            carried[name] += 1
+            dists[name] = dist
             u = _position(dist, t.params[name])
-            end = "low" if u <= NEAR else "high" if u >= 1 - NEAR else None
-            if end:
-                ends.setdefault(name, {}).setdefault(end, []).append(dist)
+            if u <= NEAR or u >= 1 - NEAR:
+                at_end[name, "low" if u <= NEAR else "high"] += 1
     notes = []
-    for name, by_end in ends.items():
-        for end, dists in by_end.items():
-            n, m = len(dists), carried[name]
-            if n < MIN_AT_END or n < SHARE * m:
-                continue
-            dist = dists[-1]
-            bound = dist.low if end == "low" else dist.high
-            shown = f"{bound:.4g}" if isinstance(bound, float) else str(bound)
-            beyond = "below" if end == "low" else "above"
-            notes.append(f"{name}: {n} of the {m} best trials are at the {end} end of its range "
-                         f"({shown}): better values may lie {beyond} it; widen the range")
+    for (name, end), n in at_end.items():
+        m = carried[name]
+        if n < MIN_AT_END or n < SHARE * m:
+            continue
+        bound = dists[name].low if end == "low" else dists[name].high
+        shown = f"{bound:.4g}" if isinstance(bound, float) else str(bound)
+        beyond = "below" if end == "low" else "above"
+        notes.append(f"{name}: {n} of the {m} best trials are at the {end} end of its range "
+                     f"({shown}): better values may lie {beyond} it; widen the range")
     return notes
-
 
 __all__ = ["best_trials", "edge_notes"]

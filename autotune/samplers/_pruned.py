@@ -10,7 +10,7 @@ Must not know about: the model, the scheduler, the spec.
 from __future__ import annotations
 
 import copy
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune._optuna import StudyView, study_trials_cached
+from autotune._optuna import StudyView
 
 
 def pruned_scores(
@@ -91,13 +91,8 @@ class _StudyView(StudyView):
     """The study with its pruned trials shown as complete (``shown_as_complete``) when a sampler
     lists trials; everything else (storage, directions, attributes) is the real study's."""
 
-    # Optuna's samplers read trials through this private hook (autotune._optuna.TRIALS_HOOK, pinned there)
-    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
-                    use_cache: bool = False) -> list[FrozenTrial]:
-        trials = shown_as_complete(study_trials_cached(self._study, use_cache=use_cache),
-                                   self._study.directions)
-        trials = [t for t in trials if states is None or t.state in states]
-        return copy.deepcopy(trials) if deepcopy else trials
+    def _shown(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        return shown_as_complete(trials, self._study.directions)
 
 
 class PrunedAsComplete(BaseSampler):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Container, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import optuna
@@ -37,7 +37,7 @@ from optuna.samplers import BaseGASampler, BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune._optuna import StudyView, contains, study_trials_cached
+from autotune._optuna import StudyView, contains
 from autotune.space import to_unit
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -229,17 +229,12 @@ class _StudyView(StudyView):
         self._prior = prior
         self._shows_sources = not isinstance(prior.inner, BaseGASampler)
 
-    # Optuna's samplers read trials through this private hook (autotune._optuna.TRIALS_HOOK, pinned there)
-    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
-                    use_cache: bool = False) -> list[FrozenTrial]:
-        own = study_trials_cached(self._study, use_cache=use_cache)
-        sources: list[FrozenTrial] = []
-        if self._shows_sources:
-            directions = self._study.directions
-            direction = directions[0] if len(directions) == 1 else StudyDirection.MINIMIZE
-            sources = _align_distributions(self._prior.visible_sources(own, direction), own)
-        trials = [t for t in sources + own if states is None or t.state in states]
-        return copy.deepcopy(trials) if deepcopy else trials
+    def _shown(self, own: list[FrozenTrial]) -> list[FrozenTrial]:
+        if not self._shows_sources:
+            return own
+        directions = self._study.directions
+        direction = directions[0] if len(directions) == 1 else StudyDirection.MINIMIZE
+        return _align_distributions(self._prior.visible_sources(own, direction), own) + own
 
 
 def _align_distributions(sources: list[FrozenTrial], own: list[FrozenTrial]) -> list[FrozenTrial]:
