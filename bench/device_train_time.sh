@@ -25,7 +25,9 @@ for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.datetime_start
     if t.state.name in ("COMPLETE", "PRUNED"):     # finished; trials cut by the timeout are rerun later
         rows.append((t.number, first[slot] == t.number, ts))
     print(t.number, t.state.name, t.params.get("attention"), "val_loss=%s acc=%s" % (m.get("val_loss"), m.get("accuracy")),
-          "compiled" if c.get("compiled") else "eager", {k: round(v, 2) for k, v in ts.items()}, "|", c.get("reason", "")[:160])
+          "compiled" if c.get("compiled") else "eager", {k: round(v, 2) for k, v in ts.items()}, "|", c.get("reason", "")[:160],
+          {k: c[k] for k in ("ahead", "ahead_s", "compile_s", "eager_step_ms", "compiled_step_ms") if k in c},
+          t.user_attrs.get("fail_reason") or t.system_attrs.get("fail_reason") or "")
 later = [ts for n, f, ts in rows if not f]
 for name, group in (("finished trials", [ts for _, _, ts in rows]), ("finished, after each slot's first", later)):
     total = sum(ts["total"] for ts in group)

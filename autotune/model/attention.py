@@ -297,7 +297,10 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, *, block_size: int, window
     if not isinstance(keep_ratio, Tensor) and kept_share(T, block_size, window, keep_ratio) >= 1.0:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if impl == "flex" or (impl == "auto" and flex_available(q)):
-        if torch.compiler.is_compiling():
+        # Dynamo's own flag (True only while it traces this code): torch.compiler.is_compiling() is
+        # also True in eager code while another thread compiles (compile_ahead.py), which would run
+        # FlexAttention unfused here
+        if torch.compiler.is_dynamo_compiling():
             return _flex_sparse(q, k, v, block_size, window, keep_ratio)
         return _eager_flex(q, k, v, block_size, window)(q, k, v, block_size, window, keep_ratio)
     return sparse_attention_reference(q, k, v, block_size, window, keep_ratio)

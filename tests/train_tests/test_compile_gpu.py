@@ -100,3 +100,41 @@ def test_sparse_attention_on_variable_length_text_stays_under_the_recompile_limi
     m = train(ModelConfig(**MODEL, keep_ratio=0.3), cfg)
     assert math.isfinite(m["val_loss"])
     assert compiled_graph_count() <= torch._dynamo.config.recompile_limit
+
+
+def test_sparse_trial_compiled_ahead_switches_without_building_a_graph_in_the_foreground(graphs_built_in,
+                                                                                        monkeypatch):
+    """``compile: auto`` compiles the blocks on a side thread while the trial trains eager; after
+    the switch no training step, evaluation or latency pass builds a graph of its own. (The test
+    waits for the thread at its start, so that the switch comes within the run whatever the load.)"""
+    from autotune.compile_ahead import CompileAhead
+    from autotune.train import CompileCosts
+
+    start = CompileAhead.start
+
+    def start_and_wait(self):
+        start(self)
+        self._thread.join()
+    monkeypatch.setattr(CompileAhead, "start", start_and_wait)
+
+    costs = CompileCosts(speedup=10.0, compile_s=0.0, ahead_s=0.0, trials=1)     # always worth it
+    built_at = {}
+
+    def report(step, metrics):
+        built_at[step] = _graphs()
+        return True
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = train(ModelConfig(**MODEL, keep_ratio=0.3), TrainConfig(**{**TASK, "eval_every": 50}, steps=200),
+                  report, compile_costs=costs)
+    choice = m["compile"]
+    assert choice["ahead"] is True and choice["compiled"], choice
+    assert 0 < choice["ahead_s"], choice
+    # once compiled, the graph count stays put: evaluations and the latency pass reuse what the thread built
+    steady = [built_at[s] for s in sorted(built_at) if s >= 100]
+    assert len(set(steady)) == 1, built_at
+    assert graphs_built_in["measure_latency_ms"] == 0, graphs_built_in
+    assert m["time_s"]["train"] > 0 and sum(m["time_s"].values()) == pytest.approx(m["train_s"], rel=0.01)
+    texts = [str(w.message) for w in caught]
+    assert not [t for t in texts if "recompile" in t.lower() or "materializ" in t.lower()], texts
