@@ -26,10 +26,9 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from autotune.compile_ahead import CompileAhead
 from autotune.data import IGNORE_INDEX, Batch, CostProbe, build_dataset, prefetch
 from autotune.distributed import (full_tensor, gradient_sync, rank0_decides,  # issue 21: several ranks
-                                  shard_batches, world, wrap_model)
+                                  shard_batches, wrap_model)
 from autotune.train_config import BUILTIN_METRICS, DEVICES, PRECISIONS, TrainConfig  # noqa: F401 - re-exported
 from autotune.model.config import ModelConfig
 
@@ -40,7 +39,6 @@ TIMING_SKIP_STEPS = 2        # first steps left out of step time (compilation, a
 CHECK_EVERY = 32             # steps between host syncs that check the loss (and always at evaluations)
 LATENCY_RUNS = 5             # timed forward passes for latency; the median is reported
 COST_FIT_STEPS = 8           # batching: cost: steady steps timed one by one to fit the batch cost model
-COMPILE_BACKEND = "inductor"  # torch.compile's backend for the blocks (tests: a cheaper one on CPU)
 
 
 class TrainingDiverged(RuntimeError):
@@ -181,7 +179,8 @@ def measure_latency_ms(model: torch.nn.Module, seq_len: int, vocab_size: int, de
     untimed warm-up passes)``. The warm-up is where a compiled model builds its batch-1 inference
     graph: a caller accounts it as compile time, not latency."""
     model.eval()
-    tokens = latency_tokens(seq_len, vocab_size, device)
+    tokens = torch.randint(vocab_size, (1, seq_len), device=device,
+                           generator=torch.Generator(device=device).manual_seed(0))
     times, warmup_s = [], 0.0
     for i in range(runs + 2):                       # two untimed runs warm caches (and compile)
         _sync(device)
@@ -195,12 +194,6 @@ def measure_latency_ms(model: torch.nn.Module, seq_len: int, vocab_size: int, de
             warmup_s += time.perf_counter() - start
     model.train()
     return statistics.median(times), warmup_s
-
-
-def latency_tokens(seq_len: int, vocab_size: int, device: torch.device) -> torch.Tensor:
-    """The latency pass's input: one ``seq_len``-token sequence, the same in every trial."""
-    return torch.randint(vocab_size, (1, seq_len), device=device,
-                         generator=torch.Generator(device=device).manual_seed(0))
 
 
 def _sync(device: torch.device) -> None:
@@ -243,13 +236,10 @@ class CompileCosts:
     """What compiling is expected to cost and save, from the study's earlier compiled trials or a
     prior: ``speedup`` = eager step time / compiled step time, ``compile_s`` = seconds the compile
     adds to a trial (its first compiled steps and its first evaluation, less their steady time).
-    ``ahead_s`` = wall seconds a compile on the side thread takes while the trial trains eager
-    (``CompileAhead``; ``compile_s`` is then only what it slows the trial down).
     ``trials``: how many measured trials the figures come from (0: the prior)."""
 
     speedup: float = 1.3        # prior: compiled train steps of the moe_sparse model (bench/RESULTS.md)
     compile_s: float = 30.0     # prior: regional compile, forward + backward, caches cold (H100/H200)
-    ahead_s: float = 30.0       # prior: the same compile's wall time on the side thread
     trials: int = 0
 
 
@@ -262,20 +252,15 @@ def auto_compiles(device: torch.device) -> bool:
 
 
 def compile_choice(mode: str | bool, remaining_steps: int, eager_step_s: float,
-                   costs: CompileCosts, ahead: bool = False) -> tuple[bool, str]:
+                   costs: CompileCosts) -> tuple[bool, str]:
     """Whether to compile the rest of a run, and why. ``auto``: when the time the remaining steps
-    would save (``remaining_steps x eager_step_s x (1 - 1 / speedup)``) exceeds the compile cost.
-    ``ahead``: compiled on the side thread, so the steps of its ``ahead_s`` still run eager and save
-    nothing: ``(remaining_steps x eager_step_s - ahead_s) x (1 - 1 / speedup)``."""
+    would save (``remaining_steps x eager_step_s x (1 - 1 / speedup)``) exceeds the compile cost."""
     if mode is True or mode is False:
         return mode, f"compile: {str(mode).lower()} in the study"
-    eager_s = remaining_steps * eager_step_s
-    saving = max(0.0, eager_s - (costs.ahead_s if ahead else 0.0)) * (1.0 - 1.0 / max(costs.speedup, 1e-9))
+    saving = remaining_steps * eager_step_s * (1.0 - 1.0 / max(costs.speedup, 1e-9))
     source = f"from {costs.trials} compiled trial(s)" if costs.trials else "prior"
     verdict = ">" if saving > costs.compile_s else "<="
-    run = (f"({remaining_steps} steps x {eager_step_s * 1e3:.1f} ms - {costs.ahead_s:.1f} s compiling ahead)"
-           if ahead else f"{remaining_steps} steps x {eager_step_s * 1e3:.1f} ms")
-    reason = (f"auto: {run} x (1 - 1/{costs.speedup:.2f}) = "
+    reason = (f"auto: {remaining_steps} steps x {eager_step_s * 1e3:.1f} ms x (1 - 1/{costs.speedup:.2f}) = "
               f"{saving:.1f} s saved {verdict} {costs.compile_s:.1f} s to compile ({source})")
     return saving > costs.compile_s, reason
 
@@ -286,18 +271,14 @@ class _StepClock:
     """Wall time and tokens of the optimizer steps, measured between host syncs (the loop syncs
     every step while warming up, then every ``CHECK_EVERY`` steps and at evaluations, so that the
     GPU may run ahead of Python in between). Steps are counted per mode (``eager`` / ``compiled``),
-    warm-up steps (the first ones of each mode: compilation, allocator and kernel warm-up) apart.
-    Mode ``ahead``: eager steps while the blocks compile on the side thread, all counted as warm-up
-    against the eager steady step (their slow-down is the compile's cost to the trial)."""
-
-    STEADY = {"ahead": "eager"}     # the mode whose steady step a mode's warm-up is measured against
+    warm-up steps (the first ones of each mode: compilation, allocator and kernel warm-up) apart."""
 
     def __init__(self) -> None:
         self.mode = "eager"
         self.totals: dict[tuple[str, bool], list[float]] = {}    # (mode, warm-up) -> [s, steps, tokens]
 
     def add(self, seconds: float, steps: int, tokens: int, *, warmup: bool) -> None:
-        totals = self.totals.setdefault((self.mode, warmup or self.mode == "ahead"), [0.0, 0, 0])
+        totals = self.totals.setdefault((self.mode, warmup), [0.0, 0, 0])
         totals[0] += seconds
         totals[1] += steps
         totals[2] += tokens
@@ -311,20 +292,19 @@ class _StepClock:
     def step_seconds(self) -> float:
         return sum(t[0] for t in self.totals.values())
 
-    def compile_s(self, only: tuple[str, ...] | None = None) -> float:
+    def compile_s(self, only: str | None = None) -> float:
         """Warm-up time beyond what those steps would have taken steady: compilation and the like
-        (of every mode, or of the modes ``only`` names)."""
+        (of every mode, or ``only`` one)."""
         extra = 0.0
         for (mode, warm), (seconds, steps, _) in self.totals.items():
-            if warm and (only is None or mode in only):
-                steady = self.step_s(self.STEADY.get(mode, mode))
+            if warm and only in (None, mode):
+                steady = self.step_s(mode)
                 extra += max(0.0, seconds - steps * steady) if steady is not None else 0.0
         return extra
 
     def rates(self) -> dict[str, float]:
         """Step time and throughput of the current mode's steady steps (its warm-up if none yet)."""
-        mode = self.STEADY.get(self.mode, self.mode)
-        seconds, steps, tokens = self.totals.get((mode, False)) or self.totals.get((mode, True))
+        seconds, steps, tokens = self.totals.get((self.mode, False)) or self.totals.get((self.mode, True))
         return {"step_ms": 1e3 * seconds / max(1, steps),
                 "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
 
@@ -410,44 +390,12 @@ class _Trainer:
         """Compile the model by regions: each repeated block (the graph is traced once and serves
         every layer, so compile time does not grow with depth); embedding, head and loss stay eager.
         The synthetic task has fixed shapes (static graphs); text batches vary (dynamic)."""
-        for module in self._regions():
-            module.compile(dynamic=self._dynamic(), backend=COMPILE_BACKEND)
+        dynamic = None if self.cfg.task == "text" else False
+        blocks = getattr(self.model, "blocks", None)
+        for module in (blocks if blocks is not None else [self.model]):
+            module.compile(dynamic=dynamic)
         self.compiled = True
         _graphs.blocks_compiled = True
-
-    def _regions(self) -> list[torch.nn.Module]:
-        blocks = getattr(self.model, "blocks", None)
-        return list(blocks) if blocks is not None else [self.model]
-
-    def _dynamic(self) -> bool | None:
-        return None if self.cfg.task == "text" else False
-
-    def compile_ahead(self) -> tuple[CompileAhead | None, str]:
-        """A ``CompileAhead`` for this run's blocks, or None and why the compile must stall the
-        trial instead: several ranks (their forward passes are collective), or too little free GPU
-        memory for a copy of one block's forward and backward beside training."""
-        if world()[1] > 1:
-            return None, "several ranks"
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            free += torch.cuda.memory_reserved(self.device) - torch.cuda.max_memory_allocated(self.device)
-            at_rest = torch.cuda.memory_allocated(self.device)
-            need = 2 * (torch.cuda.max_memory_allocated(self.device) - at_rest) / max(1, len(self._regions()))
-            if free < need:
-                return None, f"{free / 2**20:.0f} MiB free < {need / 2**20:.0f} MiB for a block's copy"
-        _graphs.blocks_compiled = True       # graphs of these blocks: reset before the next trial
-        return CompileAhead(self._regions(), autocast=self.autocast, backend=COMPILE_BACKEND,
-                            dynamic=self._dynamic()), ""
-
-    def latency_forward(self) -> None:
-        """A forward pass as ``measure_latency_ms`` runs it (outputs dropped; ``CompileAhead``
-        stops it at the first block, whose inputs it records)."""
-        self.model.eval()
-        try:
-            with torch.no_grad(), self.autocast():
-                self.model(latency_tokens(self.cfg.seq_len, self.data.vocab_size, self.device))
-        finally:
-            self.model.train()
 
     def autocast(self):
         if self.dtype is None:
@@ -610,8 +558,6 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     clock, losses, metrics = _StepClock(), [], {}
     clock.mode = "compiled" if trainer.compiled else "eager"
     warm_until = TIMING_SKIP_STEPS
-    ahead: CompileAhead | None = None      # compiling on the side thread, while the steps run eager
-    ahead_wait = 0.0                       # seconds the run waited for that thread
     pending: list[torch.Tensor] = []       # stats of the steps since the last sync
     tick, tokens, stopped, step = time.perf_counter(), 0, False, 0
     try:
@@ -619,14 +565,11 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
             stats, n = trainer.step(step - 1)
             pending.append(stats)
             tokens += n
-            if ahead is not None and not ahead.started and ahead.captured:
-                ahead.start()
             evaluate_now = step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
             warming = step <= warm_until
             probing = (probe is not None and not probe.done and not warming
                        and (decide_at is None or step > decide_at))   # steady steps, each timed alone
-            switch = ahead is not None and ahead.done                 # its graphs are ready
-            if not (warming or probing or evaluate_now or switch or step % CHECK_EVERY == 0 or step == decide_at):
+            if not (warming or probing or evaluate_now or step % CHECK_EVERY == 0 or step == decide_at):
                 continue
             rows = torch.stack(pending).tolist()                      # the sync
             elapsed = time.perf_counter() - tick
@@ -643,31 +586,12 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
                 progress(step, {"train_loss": statistics.fmean(new_losses)})
             if step == decide_at:
                 eager_s = clock.step_s("eager")
-                ahead, why_not = trainer.compile_ahead()
                 # issue 21: ranks time their own steps; all follow rank 0, so all run the same code
                 go, choice["reason"] = rank0_decides(
-                    compile_choice("auto", cfg.steps - step, eager_s or 0.0, costs, ahead=ahead is not None))
-                if go and ahead is not None:          # compile on the side thread, train eager meanwhile
-                    choice["ahead"] = True
-                    ahead.capture()
-                    ahead.capture_eval(trainer.latency_forward)
-                    clock.mode = "ahead"
-                elif go:
-                    choice["ahead"] = f"no: {why_not}"
+                    compile_choice("auto", cfg.steps - step, eager_s or 0.0, costs))
+                if go:
                     trainer.compile()
                     choice["compiled"], clock.mode, warm_until = True, "compiled", step + TIMING_SKIP_STEPS
-                if not go:
-                    ahead = None
-            elif switch:
-                ahead_wait += ahead.join()
-                choice["ahead_s"] = round(ahead.seconds, 3)
-                if ahead.error is None:
-                    trainer.compile()                 # the blocks' first calls find the graphs built
-                    choice["compiled"], clock.mode, warm_until = True, "compiled", step + TIMING_SKIP_STEPS
-                else:
-                    choice["reason"] += f"; the compile failed, trained eager: {ahead.error!r}"[:300]
-                    clock.mode = "eager"
-                ahead = None
             if evaluate_now:
                 tick = time.perf_counter()
                 metrics = {**trainer.evaluate(), "train_loss": statistics.fmean(losses), **clock.rates(),
@@ -684,14 +608,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     finally:
         if hasattr(trainer.train_batches, "close"):
             trainer.train_batches.close()
-        if ahead is not None:                 # the run ended first: Dynamo must be idle before the next trial
-            ahead_wait += ahead.join()
-            if ahead.started:
-                choice["ahead_s"] = round(ahead.seconds, 3)
-                choice["reason"] += "; the run ended before the compile did"
     time_s["compile"] = clock.compile_s()
     time_s["train"] = clock.step_seconds - time_s["compile"]
-    time_s["compile"] += ahead_wait
     final = {**metrics, "steps": float(step), "mfu": trainer.mfu(metrics.get("tokens_per_s", 0.0))}
     if not stopped:
         tick = time.perf_counter()
@@ -708,8 +626,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     for side in ("eager", "compiled"):
         step_s = clock.step_s(side)
         choice[f"{side}_step_ms"] = round(step_s * 1e3, 3) if step_s is not None else None
-    if choice["compiled"]:            # what compiling cost the trial: the warm-up of the compiled steps,
-        # the eager steps' slow-down while the side thread compiled, and any wait for it
-        choice["compile_s"] = round(clock.compile_s(("ahead", "compiled")) + ahead_wait, 3)
+    if choice["compiled"]:
+        choice["compile_s"] = round(clock.compile_s("compiled"), 3)   # the compiled steps' warm-up
     result = {**final, "time_s": time_s, "compile": choice}
     return result if batching is None else {**result, "batching": batching}

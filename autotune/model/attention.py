@@ -298,8 +298,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, *, block_size: int, window
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if impl == "flex" or (impl == "auto" and flex_available(q)):
         # Dynamo's own flag (True only while it traces this code): torch.compiler.is_compiling() is
-        # also True in eager code while another thread compiles (compile_ahead.py), which would run
-        # FlexAttention unfused here
+        # also True in eager code while another thread compiles (torch 2.13 holds a global flag
+        # for the whole compile), which would run FlexAttention unfused here
         if torch.compiler.is_dynamo_compiling():
             return _flex_sparse(q, k, v, block_size, window, keep_ratio)
         return _eager_flex(q, k, v, block_size, window)(q, k, v, block_size, window, keep_ratio)
