@@ -99,7 +99,8 @@ def use_compile_cache(directory: Path) -> None:
 
 def compile_costs_from(records: list[Mapping[str, Any]], attention: str | None = None):
     """``CompileCosts`` from earlier trials' ``compile`` user attrs: the median eager/compiled step
-    ratio and compile seconds of those that compiled; the prior where none did. With
+    ratio, compile seconds and side-thread compile seconds (``ahead_s``) of those that compiled;
+    the prior where none did. With
     ``attention`` (``sparse`` / ``dense``), only trials of that attention count when any compiled:
     what compiling saves differs between them (e.g. 2.1x sparse, 1.1x dense on moe_sparse)."""
     from autotune.train import CompileCosts
@@ -109,11 +110,13 @@ def compile_costs_from(records: list[Mapping[str, Any]], attention: str | None =
     compiled = alike or compiled
     ratios = [r["eager_step_ms"] / r["compiled_step_ms"] for r in compiled if r.get("eager_step_ms")]
     seconds = [r["compile_s"] for r in compiled if isinstance(r.get("compile_s"), (int, float))]
+    ahead = [r["ahead_s"] for r in compiled if isinstance(r.get("ahead_s"), (int, float))]
     prior = CompileCosts()
     if not compiled:
         return prior
     return CompileCosts(speedup=statistics.median(ratios) if ratios else prior.speedup,
                         compile_s=statistics.median(seconds) if seconds else prior.compile_s,
+                        ahead_s=statistics.median(ahead) if ahead else prior.ahead_s,
                         trials=len(compiled))
 
 

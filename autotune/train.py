@@ -26,9 +26,10 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from autotune.compile_ahead import CompileAhead
 from autotune.data import IGNORE_INDEX, Batch, CostProbe, build_dataset, prefetch
 from autotune.distributed import (full_tensor, gradient_sync, rank0_decides,  # issue 21: several ranks
-                                  shard_batches, wrap_model)
+                                  shard_batches, world, wrap_model)
 from autotune.train_config import BUILTIN_METRICS, DEVICES, PRECISIONS, TrainConfig  # noqa: F401 - re-exported
 from autotune.model.config import ModelConfig
 
@@ -39,6 +40,7 @@ TIMING_SKIP_STEPS = 2        # first steps left out of step time (compilation, a
 CHECK_EVERY = 32             # steps between host syncs that check the loss (and always at evaluations)
 LATENCY_RUNS = 5             # timed forward passes for latency; the median is reported
 COST_FIT_STEPS = 8           # batching: cost: steady steps timed one by one to fit the batch cost model
+COMPILE_BACKEND = "inductor"  # torch.compile's backend for the blocks (tests: a cheaper one on CPU)
 
 
 class TrainingDiverged(RuntimeError):
@@ -179,8 +181,7 @@ def measure_latency_ms(model: torch.nn.Module, seq_len: int, vocab_size: int, de
     untimed warm-up passes)``. The warm-up is where a compiled model builds its batch-1 inference
     graph: a caller accounts it as compile time, not latency."""
     model.eval()
-    tokens = torch.randint(vocab_size, (1, seq_len), device=device,
-                           generator=torch.Generator(device=device).manual_seed(0))
+    tokens = latency_tokens(seq_len, vocab_size, device)
     times, warmup_s = [], 0.0
     for i in range(runs + 2):                       # two untimed runs warm caches (and compile)
         _sync(device)
@@ -194,6 +195,12 @@ def measure_latency_ms(model: torch.nn.Module, seq_len: int, vocab_size: int, de
             warmup_s += time.perf_counter() - start
     model.train()
     return statistics.median(times), warmup_s
+
+
+def latency_tokens(seq_len: int, vocab_size: int, device: torch.device) -> torch.Tensor:
+    """The latency pass's input: one ``seq_len``-token sequence, the same in every trial."""
+    return torch.randint(vocab_size, (1, seq_len), device=device,
+                         generator=torch.Generator(device=device).manual_seed(0))
 
 
 def _sync(device: torch.device) -> None:
@@ -236,10 +243,13 @@ class CompileCosts:
     """What compiling is expected to cost and save, from the study's earlier compiled trials or a
     prior: ``speedup`` = eager step time / compiled step time, ``compile_s`` = seconds the compile
     adds to a trial (its first compiled steps and its first evaluation, less their steady time).
+    ``ahead_s`` = wall seconds the helper process compiling ahead takes while the trial trains
+    eager (``CompileAhead``; ``compile_s`` is then the trial's own cost: loading the graphs it built).
     ``trials``: how many measured trials the figures come from (0: the prior)."""
 
     speedup: float = 1.3        # prior: compiled train steps of the moe_sparse model (bench/RESULTS.md)
     compile_s: float = 30.0     # prior: regional compile, forward + backward, caches cold (H100/H200)
+    ahead_s: float = 40.0       # prior: the same compile in a helper process, with its start
     trials: int = 0
 
 
@@ -252,15 +262,20 @@ def auto_compiles(device: torch.device) -> bool:
 
 
 def compile_choice(mode: str | bool, remaining_steps: int, eager_step_s: float,
-                   costs: CompileCosts) -> tuple[bool, str]:
+                   costs: CompileCosts, ahead: bool = False) -> tuple[bool, str]:
     """Whether to compile the rest of a run, and why. ``auto``: when the time the remaining steps
-    would save (``remaining_steps x eager_step_s x (1 - 1 / speedup)``) exceeds the compile cost."""
+    would save (``remaining_steps x eager_step_s x (1 - 1 / speedup)``) exceeds the compile cost.
+    ``ahead``: compiled in a helper process, so the steps of its ``ahead_s`` still run eager and
+    save nothing: ``(remaining_steps x eager_step_s - ahead_s) x (1 - 1 / speedup)``."""
     if mode is True or mode is False:
         return mode, f"compile: {str(mode).lower()} in the study"
-    saving = remaining_steps * eager_step_s * (1.0 - 1.0 / max(costs.speedup, 1e-9))
+    eager_s = remaining_steps * eager_step_s
+    saving = max(0.0, eager_s - (costs.ahead_s if ahead else 0.0)) * (1.0 - 1.0 / max(costs.speedup, 1e-9))
     source = f"from {costs.trials} compiled trial(s)" if costs.trials else "prior"
     verdict = ">" if saving > costs.compile_s else "<="
-    reason = (f"auto: {remaining_steps} steps x {eager_step_s * 1e3:.1f} ms x (1 - 1/{costs.speedup:.2f}) = "
+    run = (f"({remaining_steps} steps x {eager_step_s * 1e3:.1f} ms - {costs.ahead_s:.1f} s compiling ahead)"
+           if ahead else f"{remaining_steps} steps x {eager_step_s * 1e3:.1f} ms")
+    reason = (f"auto: {run} x (1 - 1/{costs.speedup:.2f}) = "
               f"{saving:.1f} s saved {verdict} {costs.compile_s:.1f} s to compile ({source})")
     return saving > costs.compile_s, reason
 
@@ -271,14 +286,18 @@ class _StepClock:
     """Wall time and tokens of the optimizer steps, measured between host syncs (the loop syncs
     every step while warming up, then every ``CHECK_EVERY`` steps and at evaluations, so that the
     GPU may run ahead of Python in between). Steps are counted per mode (``eager`` / ``compiled``),
-    warm-up steps (the first ones of each mode: compilation, allocator and kernel warm-up) apart."""
+    warm-up steps (the first ones of each mode: compilation, allocator and kernel warm-up) apart.
+    Mode ``ahead``: eager steps while a helper process compiles the blocks, all counted as warm-up
+    against the eager steady step (any slow-down, e.g. from sharing the CPU, is the compile's cost)."""
+
+    STEADY = {"ahead": "eager"}     # the mode whose steady step a mode's warm-up is measured against
 
     def __init__(self) -> None:
         self.mode = "eager"
         self.totals: dict[tuple[str, bool], list[float]] = {}    # (mode, warm-up) -> [s, steps, tokens]
 
     def add(self, seconds: float, steps: int, tokens: int, *, warmup: bool) -> None:
-        totals = self.totals.setdefault((self.mode, warmup), [0.0, 0, 0])
+        totals = self.totals.setdefault((self.mode, warmup or self.mode == "ahead"), [0.0, 0, 0])
         totals[0] += seconds
         totals[1] += steps
         totals[2] += tokens
@@ -292,19 +311,20 @@ class _StepClock:
     def step_seconds(self) -> float:
         return sum(t[0] for t in self.totals.values())
 
-    def compile_s(self, only: str | None = None) -> float:
+    def compile_s(self, only: tuple[str, ...] | None = None) -> float:
         """Warm-up time beyond what those steps would have taken steady: compilation and the like
-        (of every mode, or ``only`` one)."""
+        (of every mode, or of the modes ``only`` names)."""
         extra = 0.0
         for (mode, warm), (seconds, steps, _) in self.totals.items():
-            if warm and only in (None, mode):
-                steady = self.step_s(mode)
+            if warm and (only is None or mode in only):
+                steady = self.step_s(self.STEADY.get(mode, mode))
                 extra += max(0.0, seconds - steps * steady) if steady is not None else 0.0
         return extra
 
     def rates(self) -> dict[str, float]:
         """Step time and throughput of the current mode's steady steps (its warm-up if none yet)."""
-        seconds, steps, tokens = self.totals.get((self.mode, False)) or self.totals.get((self.mode, True))
+        mode = self.STEADY.get(self.mode, self.mode)
+        seconds, steps, tokens = self.totals.get((mode, False)) or self.totals.get((mode, True))
         return {"step_ms": 1e3 * seconds / max(1, steps),
                 "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
 
@@ -390,12 +410,46 @@ class _Trainer:
         """Compile the model by regions: each repeated block (the graph is traced once and serves
         every layer, so compile time does not grow with depth); embedding, head and loss stay eager.
         The synthetic task has fixed shapes (static graphs); text batches vary (dynamic)."""
-        dynamic = None if self.cfg.task == "text" else False
-        blocks = getattr(self.model, "blocks", None)
-        for module in (blocks if blocks is not None else [self.model]):
-            module.compile(dynamic=dynamic)
+        for module in self._regions():
+            module.compile(dynamic=self._dynamic(), backend=COMPILE_BACKEND)
         self.compiled = True
         _graphs.blocks_compiled = True
+
+    def _regions(self) -> list[torch.nn.Module]:
+        blocks = getattr(self.model, "blocks", None)
+        return list(blocks) if blocks is not None else [self.model]
+
+    def _dynamic(self) -> bool | None:
+        return None if self.cfg.task == "text" else False
+
+    def compile_ahead(self) -> tuple[CompileAhead | None, str]:
+        """A ``CompileAhead`` for this run's first block, or None and why the compile must stall
+        the trial instead: several ranks (their forward passes are collective), a model without
+        alike blocks, or too little free GPU memory for the helper (its CUDA context and a copy of
+        one block's forward and backward)."""
+        if world()[1] > 1:
+            return None, "several ranks"
+        blocks = getattr(self.model, "blocks", None)
+        if not blocks:
+            return None, "no repeated blocks"
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+            need = 2**30 + 2 * (peak - torch.cuda.memory_allocated(self.device)) / len(blocks)
+            if free < need:
+                return None, f"{free / 2**20:.0f} MiB free < {need / 2**20:.0f} MiB for the helper"
+        autocast = (self.device.type, self.dtype) if self.dtype is not None else None
+        return CompileAhead(blocks[0], autocast=autocast, backend=COMPILE_BACKEND, dynamic=self._dynamic()), ""
+
+    def latency_forward(self) -> None:
+        """A forward pass as ``measure_latency_ms`` runs it (outputs dropped; ``CompileAhead``
+        stops it at the first block, whose inputs it records)."""
+        self.model.eval()
+        try:
+            with torch.no_grad(), self.autocast():
+                self.model(latency_tokens(self.cfg.seq_len, self.data.vocab_size, self.device))
+        finally:
+            self.model.train()
 
     def autocast(self):
         if self.dtype is None:
@@ -558,6 +612,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     clock, losses, metrics = _StepClock(), [], {}
     clock.mode = "compiled" if trainer.compiled else "eager"
     warm_until = TIMING_SKIP_STEPS
+    ahead: CompileAhead | None = None      # compiling in a helper process, while the steps run eager
     pending: list[torch.Tensor] = []       # stats of the steps since the last sync
     tick, tokens, stopped, step = time.perf_counter(), 0, False, 0
     try:
@@ -565,11 +620,14 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
             stats, n = trainer.step(step - 1)
             pending.append(stats)
             tokens += n
+            if ahead is not None and not ahead.started and ahead.captured:
+                ahead.start()
             evaluate_now = step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
             warming = step <= warm_until
             probing = (probe is not None and not probe.done and not warming
                        and (decide_at is None or step > decide_at))   # steady steps, each timed alone
-            if not (warming or probing or evaluate_now or step % CHECK_EVERY == 0 or step == decide_at):
+            switch = ahead is not None and ahead.done                 # its graphs are ready
+            if not (warming or probing or evaluate_now or switch or step % CHECK_EVERY == 0 or step == decide_at):
                 continue
             rows = torch.stack(pending).tolist()                      # the sync
             elapsed = time.perf_counter() - tick
@@ -586,12 +644,29 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
                 progress(step, {"train_loss": statistics.fmean(new_losses)})
             if step == decide_at:
                 eager_s = clock.step_s("eager")
+                ahead, why_not = trainer.compile_ahead()
                 # issue 21: ranks time their own steps; all follow rank 0, so all run the same code
                 go, choice["reason"] = rank0_decides(
-                    compile_choice("auto", cfg.steps - step, eager_s or 0.0, costs))
-                if go:
+                    compile_choice("auto", cfg.steps - step, eager_s or 0.0, costs, ahead=ahead is not None))
+                if go and ahead is not None:          # compile in a helper process, train eager meanwhile
+                    choice["ahead"] = True
+                    ahead.capture()
+                    ahead.capture_eval(trainer.latency_forward)
+                    clock.mode = "ahead"
+                elif go:
+                    choice["ahead"] = f"no: {why_not}"
                     trainer.compile()
                     choice["compiled"], clock.mode, warm_until = True, "compiled", step + TIMING_SKIP_STEPS
+                if not go:
+                    ahead = None
+            elif switch:
+                choice["ahead_s"] = round(ahead.seconds, 3)
+                if not ahead.ok:                      # compile here as without a helper
+                    choice["ahead"] = f"failed, compiled here: {ahead.error}"[:500]
+                ahead.stop()
+                ahead = None
+                trainer.compile()                     # the blocks' first calls load the helper's graphs
+                choice["compiled"], clock.mode, warm_until = True, "compiled", step + TIMING_SKIP_STEPS
             if evaluate_now:
                 tick = time.perf_counter()
                 metrics = {**trainer.evaluate(), "train_loss": statistics.fmean(losses), **clock.rates(),
@@ -608,6 +683,10 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     finally:
         if hasattr(trainer.train_batches, "close"):
             trainer.train_batches.close()
+        if ahead is not None:                 # the run ended before the helper did: it has no use now
+            if ahead.started:
+                choice["reason"] += "; the run ended before the compile did"
+            ahead.stop()
     time_s["compile"] = clock.compile_s()
     time_s["train"] = clock.step_seconds - time_s["compile"]
     final = {**metrics, "steps": float(step), "mfu": trainer.mfu(metrics.get("tokens_per_s", 0.0))}
@@ -626,7 +705,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     for side in ("eager", "compiled"):
         step_s = clock.step_s(side)
         choice[f"{side}_step_ms"] = round(step_s * 1e3, 3) if step_s is not None else None
-    if choice["compiled"]:
-        choice["compile_s"] = round(clock.compile_s("compiled"), 3)   # the compiled steps' warm-up
+    if choice["compiled"]:            # what compiling cost the trial: the warm-up of the compiled steps
+        # (with a helper: loading its graphs) and the eager steps' slow-down while it compiled
+        choice["compile_s"] = round(clock.compile_s(("ahead", "compiled")), 3)
     result = {**final, "time_s": time_s, "compile": choice}
     return result if batching is None else {**result, "batching": batching}

@@ -100,3 +100,43 @@ def test_sparse_attention_on_variable_length_text_stays_under_the_recompile_limi
     m = train(ModelConfig(**MODEL, keep_ratio=0.3), cfg)
     assert math.isfinite(m["val_loss"])
     assert compiled_graph_count() <= torch._dynamo.config.recompile_limit
+
+
+def test_sparse_trial_compiled_ahead_loads_its_graphs_from_the_helper(monkeypatch, tmp_path):
+    """``compile: auto`` compiles the blocks in a helper process while the trial trains eager; after
+    the switch, training steps, evaluations and the latency pass load the helper's graphs from the
+    caches and compile none of their own. (The test waits for the helper at its start, so that the
+    switch comes within the run whatever the load.)"""
+    from torch._dynamo.utils import counters
+
+    from autotune.compile_ahead import CompileAhead
+    from autotune.train import CompileCosts, _Trainer
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))
+    start, compile_blocks = CompileAhead.start, _Trainer.compile
+    at_switch = {}
+
+    def start_and_wait(self):
+        start(self)
+        self._proc.wait()
+
+    def compile_and_count(self):
+        at_switch.update(miss=counters["inductor"]["fxgraph_cache_miss"],
+                         hit=counters["aot_autograd"]["autograd_cache_hit"])
+        compile_blocks(self)
+    monkeypatch.setattr(CompileAhead, "start", start_and_wait)
+    monkeypatch.setattr(_Trainer, "compile", compile_and_count)
+    costs = CompileCosts(speedup=10.0, compile_s=0.0, ahead_s=0.0, trials=1)     # always worth it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = train(ModelConfig(**MODEL, keep_ratio=0.3), TrainConfig(**{**TASK, "eval_every": 50}, steps=200),
+                  compile_costs=costs)
+    choice = m["compile"]
+    assert choice["ahead"] is True and choice["compiled"] and choice["ahead_s"] > 0, choice
+    assert counters["inductor"]["fxgraph_cache_miss"] == at_switch["miss"], "compiled here after the switch"
+    assert counters["aot_autograd"]["autograd_cache_hit"] >= at_switch["hit"] + 2    # training + latency
+    assert choice["compile_s"] < 10, choice                  # loading, not compiling
+    assert m["time_s"]["train"] > 0 and sum(m["time_s"].values()) == pytest.approx(m["train_s"], rel=0.01)
+    texts = [str(w.message) for w in caught]
+    assert not [t for t in texts if "recompile" in t.lower() or "materializ" in t.lower()], texts

@@ -1,0 +1,266 @@
+"""Compile a model's repeated block in a helper process while the trial trains eager (issue 15).
+
+Owns: ``CompileAhead``: capture the first block's inputs from one training forward pass (and from
+one latency pass: eval mode, batch 1), save a copy of the block and those inputs, and run this
+module as a helper process that compiles the copy through ``torch.compile`` with the backend and
+``dynamic`` setting the trial will use: forward and backward (the training graph) and the eval-mode
+forward (the latency pass's). Compiling fills the on-disk caches the trial's process reads
+(Inductor's FX graph cache, AOTAutograd's cache and Triton's kernels, in ``TORCHINDUCTOR_CACHE_DIR``
+and ``TRITON_CACHE_DIR``, which the helper inherits); when the helper is done, the caller compiles
+its real blocks and their first calls load the graphs instead of building them (1.9 s against 18 s
+measured on a CPU; a graph depends on the block's structure and its inputs' shapes, dtypes and grad
+flags, not on the weights). Must not know about: the training loop, Optuna, the model's classes.
+
+Why a process: a thread would share the GIL with the trial's eager steps, which are launch-bound
+exactly where compiling pays, and compile 2.5x slower while slowing the steps by a quarter
+(measured on an H100: the trial took 20 % longer than compiling in the foreground; bench/RESULTS.md).
+
+    ahead = CompileAhead(model.blocks[0], autocast=("cuda", torch.bfloat16))
+    ahead.capture()                       # the next training forward records the block's inputs
+    ahead.capture_eval(latency_forward)   # and the latency pass's, up to the first block
+    loss = step(); ahead.start()
+    ...
+    if ahead.done: compile_blocks()       # the graphs load from the caches
+    ahead.stop()                          # always: ends a helper still running, removes its files
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class _Captured(Exception):
+    """Stops ``capture_eval``'s forward pass once the first block's inputs are recorded."""
+
+
+def _clone(value: Any) -> Any:
+    """A tensor's detached copy with the same grad flag (guards check it); other values as they are."""
+    if torch.is_tensor(value):
+        return value.detach().clone().requires_grad_(value.requires_grad)
+    return value
+
+
+class CompileAhead:
+    """Compile ``block`` (the first of a model's alike blocks) in a helper process.
+
+    ``autocast``: ``(device type, dtype)`` of the autocast the training forward runs under, or None
+    (Dynamo guards on it). ``backend`` / ``dynamic``: as the caller's ``module.compile`` will use
+    them (a cached graph serves only what built it)."""
+
+    def __init__(self, block: nn.Module, *, autocast: tuple[str, torch.dtype] | None,
+                 backend: str = "inductor", dynamic: bool | None = False) -> None:
+        self.block = block
+        self.autocast, self.backend, self.dynamic = autocast, backend, dynamic
+        self.inputs: tuple[tuple, dict] | None = None          # the training forward's (args, kwargs)
+        self.eval_inputs: tuple[tuple, dict, bool] | None = None   # an eval pass's, and its grad mode
+        self.seconds = 0.0                                      # the helper's wall time, once done
+        self._hook = None
+        self._proc: subprocess.Popen | None = None
+        self._dir: str | None = None
+        self._started = 0.0
+
+    # --- capture -----------------------------------------------------------------------------
+    def capture(self) -> None:
+        """Record the block's inputs at its next training forward pass (autograd on, train mode)."""
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if module.training and torch.is_grad_enabled() and self.inputs is None:
+                self.inputs = (tuple(_clone(a) for a in args), {k: _clone(v) for k, v in kwargs.items()})
+                self._remove_hook()
+        self._hook = self.block.register_forward_pre_hook(hook, with_kwargs=True)
+
+    def capture_eval(self, forward: Callable[[], Any]) -> None:
+        """Record the block's inputs and the grad mode in ``forward()`` (an eval-mode pass, e.g. the
+        latency pass's), stopping it there: nothing after the first block runs."""
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            self.eval_inputs = (tuple(_clone(a) for a in args), {k: _clone(v) for k, v in kwargs.items()},
+                                torch.is_grad_enabled())
+            raise _Captured
+        handle = self.block.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            forward()
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+
+    @property
+    def captured(self) -> bool:
+        return self.inputs is not None
+
+    def _remove_hook(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    # --- the helper process --------------------------------------------------------------------
+    def start(self) -> None:
+        """Save the block's copy and its inputs, and start the helper (after ``captured``)."""
+        self._dir = tempfile.mkdtemp(prefix="autotune-compile-ahead-")
+        payload = Path(self._dir) / "payload.pt"
+        device = next((p.device for p in self.block.parameters()), torch.device("cpu"))
+        torch.save({"module": copy.deepcopy(self.block).cpu(), "device": str(device),
+                    "inputs": _to_cpu(self.inputs), "eval_inputs": _to_cpu(self.eval_inputs),
+                    "autocast": self.autocast, "backend": self.backend, "dynamic": self.dynamic,
+                    "settings": global_settings()}, payload)
+        self.inputs = self.eval_inputs = None                 # memory back
+        self._log = open(Path(self._dir) / "log.txt", "w+")
+        self._started = time.perf_counter()
+        self._proc = subprocess.Popen([sys.executable, "-m", "autotune.compile_ahead", str(payload), str(os.getpid())],
+                                      stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env=os.environ.copy())
+
+    @property
+    def started(self) -> bool:
+        return self._proc is not None
+
+    @property
+    def done(self) -> bool:
+        """The helper has exited (``ok`` says how)."""
+        if self._proc is None or self._proc.poll() is None:
+            return False
+        if not self.seconds:
+            self.seconds = time.perf_counter() - self._started
+        return True
+
+    @property
+    def ok(self) -> bool:
+        return self.done and self._proc.returncode == 0
+
+    @property
+    def error(self) -> str:
+        """Why the helper failed: its exit status and the last lines it printed ('' while ok)."""
+        if not self.done or self.ok:
+            return ""
+        self._log.seek(0)
+        tail = [ln for ln in self._log.read().splitlines() if ln.strip()][-3:]
+        return f"helper exited {self._proc.returncode}: " + " | ".join(tail)[-400:]
+
+    def stop(self) -> None:
+        """End the helper if it still runs (a run that ends first has no use for its graphs) and
+        remove its files."""
+        self._remove_hook()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._dir is not None:
+            self._log.close()
+            for name in os.listdir(self._dir):
+                os.unlink(os.path.join(self._dir, name))
+            os.rmdir(self._dir)
+            self._dir = None
+
+
+# The process-wide settings a cached graph's key holds (AOTAutograd's and Inductor's: matmul
+# precision, threads, determinism, default dtype); the helper must match the trial's, or its graphs
+# are cached under another key and the trial misses them (seen: fp32_precision 'none' vs 'ieee').
+# (``allow_tf32`` before ``fp32_precision``: setting the older flag rewrites the newer one)
+_BACKEND_FLAGS = (("cuda.matmul", ("allow_tf32", "fp32_precision", "allow_fp16_reduced_precision_reduction",
+                                   "allow_bf16_reduced_precision_reduction")),
+                  ("cudnn", ("allow_tf32", "fp32_precision")))
+
+
+def global_settings() -> dict[str, Any]:
+    """This process's settings that a cached graph's key holds."""
+    flags = {}
+    for where, names in _BACKEND_FLAGS:
+        module = torch.backends
+        for part in where.split("."):
+            module = getattr(module, part)
+        for name in names:
+            if hasattr(module, name):
+                flags[f"{where}.{name}"] = getattr(module, name)
+    return {"flags": flags, "threads": torch.get_num_threads(), "default_dtype": torch.get_default_dtype(),
+            "deterministic": (torch.are_deterministic_algorithms_enabled(),
+                              torch.is_deterministic_algorithms_warn_only_enabled())}
+
+
+def apply_settings(settings: dict[str, Any]) -> None:
+    """Make this process's settings ``settings`` (``global_settings()`` of another)."""
+    for key, value in settings["flags"].items():
+        where, name = key.rsplit(".", 1)
+        module = torch.backends
+        for part in where.split("."):
+            module = getattr(module, part)
+        if hasattr(module, name):
+            setattr(module, name, value)
+    torch.set_num_threads(settings["threads"])
+    torch.set_default_dtype(settings["default_dtype"])
+    on, warn_only = settings["deterministic"]
+    torch.use_deterministic_algorithms(on, warn_only=warn_only)
+
+
+def _to_cpu(captured: tuple | None) -> tuple | None:
+    """Captured inputs with their tensors on the CPU (saved), grad flags kept."""
+    if captured is None:
+        return None
+    move = lambda v: v.detach().cpu().requires_grad_(v.requires_grad) if torch.is_tensor(v) else v
+    args, kwargs, *rest = captured
+    return (tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}, *rest)
+
+
+def _to_device(captured: tuple, device: torch.device) -> tuple:
+    move = lambda v: v.detach().to(device).requires_grad_(v.requires_grad) if torch.is_tensor(v) else v
+    args, kwargs, *rest = captured
+    return (tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}, *rest)
+
+
+def compile_payload(path: str) -> dict[str, float]:
+    """The helper's work: compile the saved block's training graph (forward and backward) and, if
+    captured, its eval-mode forward; seconds of each."""
+    payload = torch.load(path, weights_only=False)
+    device = torch.device(payload["device"])
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    apply_settings(payload["settings"])
+    block = payload["module"].to(device)
+    block.train()
+    kind = payload["autocast"]
+    autocast = (lambda: torch.autocast(kind[0], dtype=kind[1])) if kind else nullcontext
+    fn = torch.compile(block._call_impl, backend=payload["backend"], dynamic=payload["dynamic"])
+    seconds = {}
+    tick = time.perf_counter()
+    args, kwargs = _to_device(payload["inputs"], device)
+    with torch.enable_grad(), autocast():
+        out = fn(*args, **kwargs)
+        outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if torch.is_tensor(o) and o.requires_grad]
+        wrt = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a) and a.requires_grad]
+        if outs and wrt:
+            torch.autograd.grad(sum(o.float().sum() for o in outs), wrt, allow_unused=True)
+    seconds["train_graph_s"] = time.perf_counter() - tick
+    if payload["eval_inputs"] is not None:
+        tick = time.perf_counter()
+        args, kwargs, grad = _to_device(payload["eval_inputs"], device)
+        block.eval()
+        with torch.set_grad_enabled(grad), autocast():
+            fn(*args, **kwargs)
+        seconds["eval_graph_s"] = time.perf_counter() - tick
+    return seconds
+
+
+def _exit_with(parent: int) -> None:
+    """Exit as soon as ``parent`` (the trial's process) is gone: a killed trial's helper has no one
+    to compile for, and should not hold the GPU until its compile ends."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(3)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+if __name__ == "__main__":           # python -m autotune.compile_ahead PAYLOAD TRIAL_PID
+    _exit_with(int(sys.argv[2]))
+    print(json.dumps(compile_payload(sys.argv[1])), flush=True)
