@@ -54,12 +54,15 @@ def _latency_forward(model):
     return forward
 
 
-def _wait(ahead, step):
-    """Train on until the helper exits (its own end, not a clock): the trial's steps meanwhile."""
+def _wait(ahead, step, most=20):
+    """Train on while the helper runs (at most ``most`` steps, so that on a 2-core machine the two
+    do not halve each other for long), then wait for its exit (its own end, not a clock)."""
     steps = 0
-    while not ahead.done:
+    while not ahead.done and steps < most:
         step()
         steps += 1
+    ahead._proc.wait()
+    assert ahead.done
     return steps
 
 
