@@ -220,6 +220,7 @@ def compile_payload(path: str) -> dict[str, float]:
     """The helper's work: compile the saved block's training graph (forward and backward) and, if
     captured, its eval-mode forward; seconds of each."""
     payload = torch.load(path, weights_only=False)
+    os.unlink(path)                 # the block's copy and a batch of activations: gone even if killed
     device = torch.device(payload["device"])
     if device.type == "cuda":
         torch.cuda.set_device(device)
