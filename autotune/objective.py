@@ -99,8 +99,9 @@ def use_compile_cache(directory: Path) -> None:
 
 def compile_costs_from(records: list[Mapping[str, Any]], attention: str | None = None):
     """``CompileCosts`` from earlier trials' ``compile`` user attrs: the median eager/compiled step
-    ratio, compile seconds and side-thread compile seconds (``ahead_s``) of those that compiled;
-    the prior where none did. With
+    ratio of those that compiled, and their compile seconds: of those that compiled in the foreground
+    (``compile_s``) and of those that had a helper compile ahead (``ahead_compile_s``, and the
+    helper's own ``ahead_s``); the prior where none did. With
     ``attention`` (``sparse`` / ``dense``), only trials of that attention count when any compiled:
     what compiling saves differs between them (e.g. 2.1x sparse, 1.1x dense on moe_sparse)."""
     from autotune.train import CompileCosts
@@ -109,14 +110,20 @@ def compile_costs_from(records: list[Mapping[str, Any]], attention: str | None =
     alike = [r for r in compiled if attention is not None and r.get("attention") == attention]
     compiled = alike or compiled
     ratios = [r["eager_step_ms"] / r["compiled_step_ms"] for r in compiled if r.get("eager_step_ms")]
-    seconds = [r["compile_s"] for r in compiled if isinstance(r.get("compile_s"), (int, float))]
-    ahead = [r["ahead_s"] for r in compiled if isinstance(r.get("ahead_s"), (int, float))]
+
+    def median_of(key: str, rows: list, default: float) -> float:
+        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        return statistics.median(values) if values else default
+
     prior = CompileCosts()
     if not compiled:
         return prior
+    with_helper = [r for r in compiled if r.get("ahead") is True]
+    alone = [r for r in compiled if r.get("ahead") is not True]
     return CompileCosts(speedup=statistics.median(ratios) if ratios else prior.speedup,
-                        compile_s=statistics.median(seconds) if seconds else prior.compile_s,
-                        ahead_s=statistics.median(ahead) if ahead else prior.ahead_s,
+                        compile_s=median_of("compile_s", alone, prior.compile_s),
+                        ahead_s=median_of("ahead_s", with_helper, prior.ahead_s),
+                        ahead_compile_s=median_of("compile_s", with_helper, prior.ahead_compile_s),
                         trials=len(compiled))
 
 

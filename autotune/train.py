@@ -244,12 +244,14 @@ class CompileCosts:
     prior: ``speedup`` = eager step time / compiled step time, ``compile_s`` = seconds the compile
     adds to a trial (its first compiled steps and its first evaluation, less their steady time).
     ``ahead_s`` = wall seconds the helper process compiling ahead takes while the trial trains
-    eager (``CompileAhead``; ``compile_s`` is then the trial's own cost: loading the graphs it built).
+    eager (``CompileAhead``), and ``ahead_compile_s`` what compiling then costs the trial itself
+    (loading the helper's graphs; ``compile_s`` is the cost without a helper).
     ``trials``: how many measured trials the figures come from (0: the prior)."""
 
     speedup: float = 1.3        # prior: compiled train steps of the moe_sparse model (bench/RESULTS.md)
     compile_s: float = 30.0     # prior: regional compile, forward + backward, caches cold (H100/H200)
     ahead_s: float = 40.0       # prior: the same compile in a helper process, with its start
+    ahead_compile_s: float = 30.0   # prior: as without a helper, until a study has measured one
     trials: int = 0
 
 
@@ -266,18 +268,20 @@ def compile_choice(mode: str | bool, remaining_steps: int, eager_step_s: float,
     """Whether to compile the rest of a run, and why. ``auto``: when the time the remaining steps
     would save (``remaining_steps x eager_step_s x (1 - 1 / speedup)``) exceeds the compile cost.
     ``ahead``: compiled in a helper process, so the steps of its ``ahead_s`` still run eager and
-    save nothing: ``(remaining_steps x eager_step_s - ahead_s) x (1 - 1 / speedup)``."""
+    save nothing: ``(remaining_steps x eager_step_s - ahead_s) x (1 - 1 / speedup)``, against
+    ``ahead_compile_s``."""
     if mode is True or mode is False:
         return mode, f"compile: {str(mode).lower()} in the study"
     eager_s = remaining_steps * eager_step_s
     saving = max(0.0, eager_s - (costs.ahead_s if ahead else 0.0)) * (1.0 - 1.0 / max(costs.speedup, 1e-9))
     source = f"from {costs.trials} compiled trial(s)" if costs.trials else "prior"
-    verdict = ">" if saving > costs.compile_s else "<="
+    cost = costs.ahead_compile_s if ahead else costs.compile_s
+    verdict = ">" if saving > cost else "<="
     run = (f"({remaining_steps} steps x {eager_step_s * 1e3:.1f} ms - {costs.ahead_s:.1f} s compiling ahead)"
            if ahead else f"{remaining_steps} steps x {eager_step_s * 1e3:.1f} ms")
     reason = (f"auto: {run} x (1 - 1/{costs.speedup:.2f}) = "
-              f"{saving:.1f} s saved {verdict} {costs.compile_s:.1f} s to compile ({source})")
-    return saving > costs.compile_s, reason
+              f"{saving:.1f} s saved {verdict} {cost:.1f} s to compile ({source})")
+    return saving > cost, reason
 
 
 # --- the loop ------------------------------------------------------------------------------------

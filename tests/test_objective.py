@@ -207,6 +207,21 @@ def test_compile_costs_come_from_compiled_trials_of_the_same_attention_when_ther
     assert compile_costs_from([{"compiled": False}], attention="sparse").trials == 0
 
 
+def test_compile_costs_keep_trials_with_a_helper_apart_from_those_that_compiled_alone():
+    """A helper's trial pays seconds to load graphs where one alone pays the whole compile: each
+    decision is judged by its own kind (issue 15)."""
+    from autotune.objective import compile_costs_from
+    from autotune.train import CompileCosts
+
+    helped = [{**_compiled("sparse", 144.0, 70.0, 2.5), "ahead": True, "ahead_s": 48.0},
+              {**_compiled("sparse", 140.0, 70.0, 3.5), "ahead": True, "ahead_s": 52.0}]
+    alone = [{**_compiled("sparse", 144.0, 70.0, 40.0), "ahead": "no: several ranks"}]
+    costs = compile_costs_from(helped + alone, attention="sparse")
+    assert (costs.compile_s, costs.ahead_compile_s, costs.ahead_s, costs.trials) == (40.0, 3.0, 50.0, 3)
+    only_helped = compile_costs_from(helped, attention="sparse")
+    assert only_helped.compile_s == CompileCosts().compile_s and only_helped.ahead_compile_s == 3.0
+
+
 def test_each_trial_reads_the_compile_figures_other_workers_stored_since(tmp_path):
     url = f"sqlite:///{tmp_path / 'c.db'}"
     spec = parse_spec({"study": "c", "storage": url, "space": {"lr": {"type": "float", "low": 0.001, "high": 0.1}},

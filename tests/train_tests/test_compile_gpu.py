@@ -127,7 +127,7 @@ def test_sparse_trial_compiled_ahead_loads_its_graphs_from_the_helper(monkeypatc
         compile_blocks(self)
     monkeypatch.setattr(CompileAhead, "start", start_and_wait)
     monkeypatch.setattr(_Trainer, "compile", compile_and_count)
-    costs = CompileCosts(speedup=10.0, compile_s=0.0, ahead_s=0.0, trials=1)     # always worth it
+    costs = CompileCosts(speedup=10.0, compile_s=0.0, ahead_s=0.0, ahead_compile_s=0.0, trials=1)     # always worth it
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         m = train(ModelConfig(**MODEL, keep_ratio=0.3), TrainConfig(**{**TASK, "eval_every": 50}, steps=200),
