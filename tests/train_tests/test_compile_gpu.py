@@ -123,7 +123,7 @@ def test_sparse_trial_compiled_ahead_loads_its_graphs_from_the_helper(monkeypatc
 
     def compile_and_count(self):
         at_switch.update(miss=counters["inductor"]["fxgraph_cache_miss"],
-                         hit=counters["aot_autograd"]["autograd_cache_hit"])
+                         hit=counters["aot_autograd"]["autograd_cache_hit"] + counters["inductor"]["fxgraph_cache_hit"])
         compile_blocks(self)
     monkeypatch.setattr(CompileAhead, "start", start_and_wait)
     monkeypatch.setattr(_Trainer, "compile", compile_and_count)
@@ -135,7 +135,10 @@ def test_sparse_trial_compiled_ahead_loads_its_graphs_from_the_helper(monkeypatc
     choice = m["compile"]
     assert choice["ahead"] is True and choice["compiled"] and choice["ahead_s"] > 0, choice
     assert counters["inductor"]["fxgraph_cache_miss"] == at_switch["miss"], "compiled here after the switch"
-    assert counters["aot_autograd"]["autograd_cache_hit"] >= at_switch["hit"] + 2    # training + latency
+    # training and latency graphs loaded: from AOTAutograd's cache, or (where it passes a graph by)
+    # from Inductor's FX graph cache, forward and backward apart
+    loaded = counters["aot_autograd"]["autograd_cache_hit"] + counters["inductor"]["fxgraph_cache_hit"]
+    assert loaded >= at_switch["hit"] + 2, (dict(counters["aot_autograd"]), dict(counters["inductor"]))
     assert choice["compile_s"] < 10, choice                  # loading, not compiling
     assert m["time_s"]["train"] > 0 and sum(m["time_s"].values()) == pytest.approx(m["train_s"], rel=0.01)
     texts = [str(w.message) for w in caught]
