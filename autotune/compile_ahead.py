@@ -69,7 +69,9 @@ class CompileAhead:
         self._hook = None
         self._proc: subprocess.Popen | None = None
         self._dir: str | None = None
+        self._log = None
         self._started = 0.0
+        self._start_error = ""                                  # why the helper could not start
 
     # --- capture -----------------------------------------------------------------------------
     def capture(self) -> None:
@@ -106,7 +108,17 @@ class CompileAhead:
 
     # --- the helper process --------------------------------------------------------------------
     def start(self) -> None:
-        """Save the block's copy and its inputs, and start the helper (after ``captured``)."""
+        """Save the block's copy and its inputs, and start the helper (after ``captured``). If that
+        fails (a full disk, a block that does not pickle), ``done`` at once and not ``ok``."""
+        self._started = time.perf_counter()
+        try:
+            self._start()
+        except Exception as exc:
+            self._start_error = f"helper not started: {exc!r}"
+        finally:
+            self.inputs = self.eval_inputs = None             # memory back
+
+    def _start(self) -> None:
         self._dir = tempfile.mkdtemp(prefix="autotune-compile-ahead-")
         payload = Path(self._dir) / "payload.pt"
         device = next((p.device for p in self.block.parameters()), torch.device("cpu"))
@@ -114,21 +126,19 @@ class CompileAhead:
                     "inputs": _to_cpu(self.inputs), "eval_inputs": _to_cpu(self.eval_inputs),
                     "autocast": self.autocast, "backend": self.backend, "dynamic": self.dynamic,
                     "settings": global_settings()}, payload)
-        self.inputs = self.eval_inputs = None                 # memory back
         self._log = open(Path(self._dir) / "log.txt", "w+")
-        self._started = time.perf_counter()
         self._proc = subprocess.Popen([sys.executable, "-m", "autotune.compile_ahead", str(payload), str(os.getpid())],
                                       stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       env=os.environ.copy())
 
     @property
     def started(self) -> bool:
-        return self._proc is not None
+        return self._proc is not None or bool(self._start_error)
 
     @property
     def done(self) -> bool:
-        """The helper has exited (``ok`` says how)."""
-        if self._proc is None or self._proc.poll() is None:
+        """The helper has exited, or could not start (``ok`` says how)."""
+        if not self._start_error and (self._proc is None or self._proc.poll() is None):
             return False
         if not self.seconds:
             self.seconds = time.perf_counter() - self._started
@@ -136,13 +146,15 @@ class CompileAhead:
 
     @property
     def ok(self) -> bool:
-        return self.done and self._proc.returncode == 0
+        return self.done and not self._start_error and self._proc.returncode == 0
 
     @property
     def error(self) -> str:
         """Why the helper failed: its exit status and the last lines it printed ('' while ok)."""
         if not self.done or self.ok:
             return ""
+        if self._start_error:
+            return self._start_error[:400]
         self._log.seek(0)
         tail = [ln for ln in self._log.read().splitlines() if ln.strip()][-3:]
         return f"helper exited {self._proc.returncode}: " + " | ".join(tail)[-400:]
@@ -154,8 +166,10 @@ class CompileAhead:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-        if self._dir is not None:
+        if self._log is not None:
             self._log.close()
+            self._log = None
+        if self._dir is not None:
             for name in os.listdir(self._dir):
                 os.unlink(os.path.join(self._dir, name))
             os.rmdir(self._dir)

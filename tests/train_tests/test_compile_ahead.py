@@ -209,3 +209,22 @@ def test_a_helper_whose_trial_is_killed_exits_too(tmp_path):
     while running() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not running(), "the helper outlived its trial"
+
+
+def test_a_helper_that_cannot_start_is_done_at_once_and_says_why(monkeypatch):
+    model = Transformer(PLAIN)
+    ahead = CompileAhead(model.blocks[0], autocast=AUTOCAST)
+    ahead.capture()
+    _step(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.randint(0, 32, (2, 16)))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", full_disk)
+    ahead.start()
+    try:
+        assert ahead.started and ahead.done and not ahead.ok
+        assert "helper not started" in ahead.error and "No space left" in ahead.error
+        assert ahead.inputs is None
+    finally:
+        ahead.stop()
+    assert ahead._dir is None
