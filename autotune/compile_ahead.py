@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -123,7 +124,7 @@ class CompileAhead:
         payload = Path(self._dir) / "payload.pt"
         device = next((p.device for p in self.block.parameters()), torch.device("cpu"))
         torch.save({"module": copy.deepcopy(self.block).cpu(), "device": str(device),
-                    "inputs": _to_cpu(self.inputs), "eval_inputs": _to_cpu(self.eval_inputs),
+                    "inputs": _moved(self.inputs, "cpu"), "eval_inputs": _moved(self.eval_inputs, "cpu"),
                     "autocast": self.autocast, "backend": self.backend, "dynamic": self.dynamic,
                     "settings": global_settings()}, payload)
         self._log = open(Path(self._dir) / "log.txt", "w+")
@@ -185,13 +186,19 @@ _BACKEND_FLAGS = (("cuda.matmul", ("allow_tf32", "fp32_precision", "allow_fp16_r
                   ("cudnn", ("allow_tf32", "fp32_precision")))
 
 
+def _backend(where: str) -> Any:
+    """``torch.backends`` + ``where`` (e.g. ``cuda.matmul``)."""
+    module = torch.backends
+    for part in where.split("."):
+        module = getattr(module, part)
+    return module
+
+
 def global_settings() -> dict[str, Any]:
     """This process's settings that a cached graph's key holds."""
     flags = {}
     for where, names in _BACKEND_FLAGS:
-        module = torch.backends
-        for part in where.split("."):
-            module = getattr(module, part)
+        module = _backend(where)
         for name in names:
             if hasattr(module, name):
                 flags[f"{where}.{name}"] = getattr(module, name)
@@ -204,9 +211,7 @@ def apply_settings(settings: dict[str, Any]) -> None:
     """Make this process's settings ``settings`` (``global_settings()`` of another)."""
     for key, value in settings["flags"].items():
         where, name = key.rsplit(".", 1)
-        module = torch.backends
-        for part in where.split("."):
-            module = getattr(module, part)
+        module = _backend(where)
         if hasattr(module, name):
             setattr(module, name, value)
     torch.set_num_threads(settings["threads"])
@@ -215,16 +220,11 @@ def apply_settings(settings: dict[str, Any]) -> None:
     torch.use_deterministic_algorithms(on, warn_only=warn_only)
 
 
-def _to_cpu(captured: tuple | None) -> tuple | None:
-    """Captured inputs with their tensors on the CPU (saved), grad flags kept."""
+def _moved(captured: tuple | None, device: torch.device | str) -> tuple | None:
+    """Captured ``(args, kwargs, ...)`` with their tensors on ``device`` (the CPU to be saved, the
+    GPU in the helper), grad flags kept."""
     if captured is None:
         return None
-    move = lambda v: v.detach().cpu().requires_grad_(v.requires_grad) if torch.is_tensor(v) else v
-    args, kwargs, *rest = captured
-    return (tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}, *rest)
-
-
-def _to_device(captured: tuple, device: torch.device) -> tuple:
     move = lambda v: v.detach().to(device).requires_grad_(v.requires_grad) if torch.is_tensor(v) else v
     args, kwargs, *rest = captured
     return (tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}, *rest)
@@ -246,7 +246,7 @@ def compile_payload(path: str) -> dict[str, float]:
     fn = torch.compile(block._call_impl, backend=payload["backend"], dynamic=payload["dynamic"])
     seconds = {}
     tick = time.perf_counter()
-    args, kwargs = _to_device(payload["inputs"], device)
+    args, kwargs = _moved(payload["inputs"], device)
     with torch.enable_grad(), autocast():
         out = fn(*args, **kwargs)
         outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if torch.is_tensor(o) and o.requires_grad]
@@ -256,7 +256,7 @@ def compile_payload(path: str) -> dict[str, float]:
     seconds["train_graph_s"] = time.perf_counter() - tick
     if payload["eval_inputs"] is not None:
         tick = time.perf_counter()
-        args, kwargs, grad = _to_device(payload["eval_inputs"], device)
+        args, kwargs, grad = _moved(payload["eval_inputs"], device)
         block.eval()
         with torch.set_grad_enabled(grad), autocast():
             fn(*args, **kwargs)
@@ -267,8 +267,6 @@ def compile_payload(path: str) -> dict[str, float]:
 def _exit_with(parent: int) -> None:
     """Exit as soon as ``parent`` (the trial's process) is gone: a killed trial's helper has no one
     to compile for, and should not hold the GPU until its compile ends."""
-    import threading
-
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)

@@ -652,17 +652,17 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
                 # issue 21: ranks time their own steps; all follow rank 0, so all run the same code
                 go, choice["reason"] = rank0_decides(
                     compile_choice("auto", cfg.steps - step, eager_s or 0.0, costs, ahead=ahead is not None))
-                if go and ahead is not None:          # compile in a helper process, train eager meanwhile
+                if not go:
+                    ahead = None
+                elif ahead is not None:               # compile in a helper process, train eager meanwhile
                     choice["ahead"] = True
                     ahead.capture()
                     ahead.capture_eval(trainer.latency_forward)
                     clock.mode = "ahead"
-                elif go:
+                else:
                     choice["ahead"] = f"no: {why_not}"
                     trainer.compile()
                     choice["compiled"], clock.mode, warm_until = True, "compiled", step + TIMING_SKIP_STEPS
-                if not go:
-                    ahead = None
             elif switch:
                 choice["ahead_s"] = round(ahead.seconds, 3)
                 if not ahead.ok:                      # compile here as without a helper
