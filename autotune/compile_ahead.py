@@ -67,6 +67,7 @@ class CompileAhead:
         self.inputs: tuple[tuple, dict] | None = None          # the training forward's (args, kwargs)
         self.eval_inputs: tuple[tuple, dict, bool] | None = None   # an eval pass's, and its grad mode
         self.seconds = 0.0                                      # the helper's wall time, once done
+        self.phases: dict[str, float] = {}                      # and where it went (``compile_payload``)
         self._hook = None
         self._proc: subprocess.Popen | None = None
         self._dir: str | None = None
@@ -128,7 +129,8 @@ class CompileAhead:
                     "autocast": self.autocast, "backend": self.backend, "dynamic": self.dynamic,
                     "settings": global_settings()}, payload)
         self._log = open(Path(self._dir) / "log.txt", "w+")
-        self._proc = subprocess.Popen([sys.executable, "-m", "autotune.compile_ahead", str(payload), str(os.getpid())],
+        self._proc = subprocess.Popen([sys.executable, "-m", "autotune.compile_ahead", str(payload), str(os.getpid()),
+                                       repr(time.time())],
                                       stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       env=os.environ.copy())
 
@@ -143,7 +145,21 @@ class CompileAhead:
             return False
         if not self.seconds:
             self.seconds = time.perf_counter() - self._started
+            self.phases = self._read_phases()
         return True
+
+    def _read_phases(self) -> dict[str, float]:
+        """The seconds the helper printed last (its start, loading, each graph), or {}."""
+        if self._log is None:
+            return {}
+        self._log.seek(0)
+        for line in reversed(self._log.read().splitlines()):
+            if line.startswith("{"):
+                try:
+                    return {k: round(float(v), 3) for k, v in json.loads(line).items()}
+                except ValueError:
+                    return {}
+        return {}
 
     @property
     def ok(self) -> bool:
@@ -230,9 +246,12 @@ def _moved(captured: tuple | None, device: torch.device | str) -> tuple | None:
     return (tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}, *rest)
 
 
-def compile_payload(path: str) -> dict[str, float]:
+def compile_payload(path: str, started: float | None = None) -> dict[str, float]:
     """The helper's work: compile the saved block's training graph (forward and backward) and, if
-    captured, its eval-mode forward; seconds of each."""
+    captured, its eval-mode forward; seconds of each, of loading the payload, and (given
+    ``started``, the ``time.time()`` at which the trial launched the helper) of the process's start."""
+    seconds = {"start_s": time.time() - started} if started is not None else {}
+    tick = time.perf_counter()
     payload = torch.load(path, weights_only=False)
     os.unlink(path)                 # the block's copy and a batch of activations: gone even if killed
     device = torch.device(payload["device"])
@@ -244,7 +263,7 @@ def compile_payload(path: str) -> dict[str, float]:
     kind = payload["autocast"]
     autocast = (lambda: torch.autocast(kind[0], dtype=kind[1])) if kind else nullcontext
     fn = torch.compile(block._call_impl, backend=payload["backend"], dynamic=payload["dynamic"])
-    seconds = {}
+    seconds["load_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     args, kwargs = _moved(payload["inputs"], device)
     with torch.enable_grad(), autocast():
@@ -274,6 +293,6 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-if __name__ == "__main__":           # python -m autotune.compile_ahead PAYLOAD TRIAL_PID
+if __name__ == "__main__":           # python -m autotune.compile_ahead PAYLOAD TRIAL_PID [LAUNCHED_AT]
     _exit_with(int(sys.argv[2]))
-    print(json.dumps(compile_payload(sys.argv[1])), flush=True)
+    print(json.dumps(compile_payload(sys.argv[1], float(sys.argv[3]) if len(sys.argv) > 3 else None)), flush=True)

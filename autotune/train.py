@@ -326,9 +326,12 @@ class _StepClock:
         return extra
 
     def rates(self) -> dict[str, float]:
-        """Step time and throughput of the current mode's steady steps (its warm-up if none yet)."""
+        """Step time and throughput of the current mode's steady steps (its warm-up if none yet; the
+        latest mode's that ran any, when it has not run yet: an evaluation right at the switch to
+        compiled steps)."""
         mode = self.STEADY.get(self.mode, self.mode)
-        seconds, steps, tokens = self.totals.get((mode, False)) or self.totals.get((mode, True))
+        keys = [(mode, False), (mode, True), *reversed(self.totals)]
+        seconds, steps, tokens = next((self.totals[k] for k in keys if self.totals.get(k, (0, 0))[1]), (0.0, 0, 0))
         return {"step_ms": 1e3 * seconds / max(1, steps),
                 "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
 
@@ -665,6 +668,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
                     choice["compiled"], clock.mode, warm_until = True, "compiled", step + TIMING_SKIP_STEPS
             elif switch:
                 choice["ahead_s"] = round(ahead.seconds, 3)
+                if ahead.phases:
+                    choice["ahead_phases"] = ahead.phases
                 if not ahead.ok:                      # compile here as without a helper
                     choice["ahead"] = f"failed, compiled here: {ahead.error}"[:500]
                 ahead.stop()
@@ -712,5 +717,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
     if choice["compiled"]:            # what compiling cost the trial: the warm-up of the compiled steps
         # (with a helper: loading its graphs) and the eager steps' slow-down while it compiled
         choice["compile_s"] = round(clock.compile_s(("ahead", "compiled")), 3)
+        if choice.get("ahead") is True:          # of which the switch: loading the helper's graphs
+            choice["load_s"] = round(clock.compile_s(("compiled",)), 3)
     result = {**final, "time_s": time_s, "compile": choice}
     return result if batching is None else {**result, "batching": batching}

@@ -63,7 +63,8 @@ def run_variant(args) -> dict:
     steps_done = sorted(graphs)
     after = graphs[steps_done[-1]] - graphs[steps_done[len(steps_done) // 2]] if len(steps_done) > 1 else 0
     return {"variant": args.variant, "wall_s": m["train_s"], "train_share": parts["train"] / m["train_s"],
-            "compile_s": parts["compile"], "ahead_s": c.get("ahead_s"), "compiled": c["compiled"],
+            "compile_s": parts["compile"], "ahead_s": c.get("ahead_s"),
+            "ahead_phases": c.get("ahead_phases"), "compiled": c["compiled"],
             "eager_step_ms": c.get("eager_step_ms"), "compiled_step_ms": c.get("compiled_step_ms"),
             "fx_compiled_second_half": after, "latency_ms": m.get("latency_ms"), "val_loss": m.get("val_loss"),
             "time_s": parts, "reason": c.get("reason")}
@@ -99,7 +100,7 @@ def main() -> None:
     if args.variant:
         print("RESULT " + json.dumps(run_variant(args)), flush=True)
         return
-    rows = []
+    rows, failed = [], []
     for variant in args.variants:
         with tempfile.TemporaryDirectory() as cache:
             env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
@@ -109,9 +110,13 @@ def main() -> None:
             lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
             if out.returncode or not lines:
                 print(out.stdout[-3000:], out.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"variant {variant} failed (exit {out.returncode})")
+                print(f"variant {variant} failed (exit {out.returncode})", file=sys.stderr, flush=True)
+                failed.append(variant)
+                continue
             rows.append(json.loads(lines[-1][len("RESULT "):]))
             print(rows[-1], flush=True)
+            if rows[-1].get("ahead_phases"):
+                print(f"{variant}: the helper's seconds {rows[-1]['ahead_phases']}", flush=True)
     header = ["variant", "wall s", "in steps", "compile s", "ahead s", "eager ms", "compiled ms", "FX graphs compiled, 2nd half"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     fmt = lambda v: "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
@@ -119,7 +124,9 @@ def main() -> None:
         print("| " + " | ".join(fmt(r[k]) for k in ("variant", "wall_s", "train_share", "compile_s", "ahead_s",
                                                      "eager_step_ms", "compiled_step_ms", "fx_compiled_second_half")) + " |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "failed": failed}, indent=2))
+    if failed:
+        raise SystemExit(f"failed: {' '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ def test_the_helper_fills_the_caches_and_the_trial_loads_its_graphs_while_traini
         _wait(ahead, lambda: _step(model, opt, tokens))
         assert ahead.ok, ahead.error
         assert ahead.seconds > 0
+        phases = ahead.phases            # where the helper's time went, each part within its wall time
+        assert set(phases) == {"start_s", "load_s", "train_graph_s", "eval_graph_s"}, phases
+        assert all(0 <= v <= ahead.seconds for v in phases.values()) and phases["train_graph_s"] > 0
     finally:
         ahead.stop()
     assert counters["aot_autograd"]["autograd_cache_miss"] == 0       # nothing compiled here yet
@@ -153,6 +156,8 @@ def test_train_switches_once_the_helper_is_done_and_accounts_for_it(monkeypatch,
     choice = m["compile"]
     assert choice["compiled"] and choice["ahead_s"] > 0, choice
     assert choice["ahead"] is True if ok else choice["ahead"].startswith("failed, compiled here: helper exited")
+    assert ("train_graph_s" in choice.get("ahead_phases", {})) is ok
+    assert ("load_s" in choice) is ok and choice.get("load_s", 0) <= choice["compile_s"]
     assert choice["compiled_step_ms"] > 0 and choice["compile_s"] >= 0
     assert reports == [20, 40, 60] and math.isfinite(m["val_loss"]) and m["steps"] == 60
     parts = m["time_s"]
@@ -228,3 +233,18 @@ def test_a_helper_that_cannot_start_is_done_at_once_and_says_why(monkeypatch):
     finally:
         ahead.stop()
     assert ahead._dir is None
+
+
+def test_an_evaluation_right_at_the_switch_reports_the_steps_that_ran():
+    """The switch to compiled steps and an evaluation at the same step: no compiled step has run
+    yet, so the rates are those of the latest steps that did (this crashed a trial on an H100)."""
+    from autotune.train import _StepClock
+    clock = _StepClock()
+    clock.add(1.0, 10, 1000, warmup=False)
+    clock.mode = "ahead"
+    clock.add(3.0, 20, 2000, warmup=False)
+    clock.mode = "compiled"
+    assert clock.rates() == {"step_ms": 150.0, "tokens_per_s": pytest.approx(2000 / 3.0)}
+    clock.add(0.5, 10, 1000, warmup=True)
+    assert clock.rates()["step_ms"] == 50.0
+    assert _StepClock().rates() == {"step_ms": 0.0, "tokens_per_s": 0.0}

@@ -139,7 +139,8 @@ def test_sparse_trial_compiled_ahead_loads_its_graphs_from_the_helper(monkeypatc
     # from Inductor's FX graph cache, forward and backward apart
     loaded = counters["aot_autograd"]["autograd_cache_hit"] + counters["inductor"]["fxgraph_cache_hit"]
     assert loaded >= at_switch["hit"] + 2, (dict(counters["aot_autograd"]), dict(counters["inductor"]))
-    assert choice["compile_s"] < 10, choice                  # loading, not compiling
+    # loading, not compiling (``compile_s`` also holds the eager steps' wait for the helper here)
+    assert choice["load_s"] < 10 and choice["compile_s"] >= choice["load_s"], choice
     assert m["time_s"]["train"] > 0 and sum(m["time_s"].values()) == pytest.approx(m["train_s"], rel=0.01)
     texts = [str(w.message) for w in caught]
     assert not [t for t in texts if "recompile" in t.lower() or "materializ" in t.lower()], texts
