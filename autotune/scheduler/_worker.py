@@ -43,6 +43,8 @@ import traceback
 import warnings
 from typing import Any, Callable, Iterator
 
+from autotune.scheduler.policies import worker_exits_after
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -205,5 +207,5 @@ def main(conn: Any, objective: Callable, parent_pid: int, verbose: bool = False)
         if start_s is not None:
             time_s["worker_start"], start_s = round(start_s, 4), None
         conn.send(("done", trial_id, outcome, payload, time_s, trace))
-        if outcome == "failed" and "CUDA error" in str(payload):
+        if worker_exits_after(outcome, payload):
             return  # a CUDA error can poison the context: let the scheduler start a fresh process

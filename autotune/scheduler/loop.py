@@ -268,7 +268,7 @@ class _Scheduler:
         held = {u for w in self._running() for u in w.running.units}
         return policies.free_slots(
             policies.SlotState(w.slot.index, busy=w.slot.index in held, ready=w.ready,
-                               alive=w.process.is_alive()) for w in self.workers)
+                               alive=w.process.is_alive() and not w.stopping) for w in self.workers)
 
     def _worker_of(self, index: int) -> Worker:
         return next(w for w in self.workers if w.slot.index == index)
@@ -405,13 +405,19 @@ class _Scheduler:
                 self.progress.trial_reported(running.trial.number, message[2], message[3])
             elif message[0] == "done":
                 outcome, payload, parts, trace = message[2:6]
+                if policies.worker_exits_after(outcome, payload):
+                    worker.stopping = True    # it exits now: no trial for it; a fresh one follows
                 if outcome == "complete":
                     self._finish(worker, TrialState.COMPLETE, values=payload, parts=parts)
                 elif outcome == "pruned":
                     self._finish(worker, TrialState.PRUNED, parts=parts)
-                else:
-                    self._finish(worker, TrialState.FAIL, reason=payload, parts=parts,
-                                 trace=trace)
+                else:       # a CUDA error beside others on a shared (MPS) context: retried
+                    self._finish(worker, TrialState.FAIL, reason=payload, parts=parts, trace=trace,
+                                 retry=policies.gpu_fault_retried(payload, self._shares_context(worker)))
+
+    def _shares_context(self, worker: Worker) -> bool:
+        """Whether the worker's trials run in one CUDA context with others (MPS on a shared GPU)."""
+        return bool(self.mps.env) and worker.slot.share < 1.0
 
     def _on_exit(self, worker: Worker) -> None:
         worker.process.join(1.0)

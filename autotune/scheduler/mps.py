@@ -15,7 +15,8 @@ Must not know about: Optuna, the model.
 The price, said in the README: MPS puts the clients of a GPU in one shared context, so a fatal GPU
 fault in one trial (an illegal memory access, a device-side assert; not an out-of-memory error)
 fails every trial running on that GPU with a CUDA error (each worker then exits and the scheduler
-starts a fresh one, as after any CUDA error).
+starts a fresh one, as after any CUDA error; on a shared context the scheduler retries those
+trials, ``policies.gpu_fault_retried``).
 """
 from __future__ import annotations
 

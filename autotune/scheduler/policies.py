@@ -134,6 +134,21 @@ def may_retry(retries_so_far: int, max_retries: int) -> bool:
     return retries_so_far < max_retries
 
 
+def worker_exits_after(outcome: str, payload: object) -> bool:
+    """Whether a worker exits after reporting a trial (a CUDA error can poison its context; the
+    scheduler starts a fresh one), so that no trial is handed to it meanwhile."""
+    return outcome == "failed" and "CUDA error" in str(payload)
+
+
+def gpu_fault_retried(reason: str | None, shared_context: bool) -> bool:
+    """Whether a trial that failed with a CUDA error (not out of memory) is retried as if its
+    worker had died: only where the trials of its GPU share one context through MPS, where a fatal
+    fault of any of them fails them all, so that the error need not be the trial's own. Bounded by
+    ``may_retry``: a trial that faults by itself faults again and then stays failed."""
+    return (shared_context and reason is not None and "CUDA error" in reason
+            and "out of memory" not in reason.lower())
+
+
 def is_stale(heartbeat_age_s: float, grace_s: float | None) -> bool:
     """Whether a RUNNING trial's scheduler is gone: no heartbeat for longer than the grace period
     of the scheduler that runs it (None: that scheduler keeps no heartbeat; never stale)."""

@@ -210,3 +210,18 @@ class SeesEnv:
         seen = {name: os.environ.get(name) for name in self.names}
         Path(self.out_dir, f"{trial_id}.json").write_text(json_.dumps(seen))
         return [params["x"] ** 2]
+
+
+@dataclass
+class FaultsOnce:
+    """``params['x'] == 5`` fails once with the CUDA error a fatal GPU fault gives every trial of an
+    MPS context (``marker`` records that it has), and returns at its rerun; any other x at once."""
+
+    marker: str
+
+    def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
+        if int(params["x"]) == 5 and not Path(self.marker).exists():
+            Path(self.marker).write_text(str(trial_id))
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\n"
+                               "CUDA kernel errors might be asynchronously reported")
+        return [float(params["x"])]

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from autotune import scheduler, store
 from autotune.scheduler import mps as mps_mod
+from autotune.scheduler import policies
 from autotune.scheduler.gpus import describe_slots, plan_slots, shared_gpus
 from autotune.spec import SpecError, parse_spec
 from autotune.spec_types import BudgetSpec, ParallelSpec
@@ -172,3 +174,29 @@ def test_validate_says_the_trials_of_a_gpu_run_through_mps(tmp_path):
     out = CliRunner().invoke(main, ["validate", str(study), "--offline"])
     assert out.exit_code == 0, out.output
     assert "3 trial(s) per GPU through MPS" in out.output
+
+
+@pytest.mark.parametrize("mps", [True, False])
+def test_a_cuda_error_on_a_shared_context_is_retried_and_one_of_the_trials_own_is_not(
+        tmp_path, monkeypatch, check_sees_pipe, sqlite_url, mps):
+    """Through MPS a fatal GPU fault of one trial fails every trial of its GPU with a CUDA error,
+    so such a failure is retried (within ``max_retries``), as a died worker's is; on a context of
+    its own the error is the trial's, and it stays failed. Out-of-memory errors never retry."""
+    _fake_control(tmp_path, monkeypatch)
+    study = store.create_or_load_study(
+        store.open_storage(sqlite_url), "fault", ["minimize"],
+        sampler=optuna.samplers.PartialFixedSampler({"x": 0}, optuna.samplers.RandomSampler()),
+        pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial({"x": 5})
+    result = scheduler.run_study(study, storage_url=sqlite_url, suggest=objectives.suggest_kind,
+                                 objective=objectives.FaultsOnce(str(tmp_path / "faulted")),
+                                 budget=BudgetSpec(trials=3),
+                                 parallel=ParallelSpec(gpus=[0], trials_per_gpu=2, mps=mps, max_retries=1))
+    trials = optuna.load_study(study_name="fault", storage=sqlite_url).get_trials()
+    (failed,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed.params == {"x": 5} and "CUDA error: an illegal memory access" in failed.user_attrs["fail_reason"]
+    rerun = [t for t in trials if t.state == TrialState.COMPLETE and t.params == {"x": 5}]
+    assert (len(rerun), result.retried) == ((1, 1) if mps else (0, 0))
+    assert policies.gpu_fault_retried("RuntimeError: CUDA error: an illegal memory access", True)
+    assert not policies.gpu_fault_retried("OutOfMemoryError: CUDA error: out of memory", True)
+    assert not policies.gpu_fault_retried("RuntimeError: CUDA error: an illegal memory access", False)
