@@ -1,19 +1,24 @@
 """Compile a model's repeated block in a helper process while the trial trains eager (issue 15).
 
 Owns: ``CompileAhead``: capture the first block's inputs from one training forward pass (and from
-one latency pass: eval mode, batch 1), save a copy of the block and those inputs, and run this
-module as a helper process that compiles the copy through ``torch.compile`` with the backend and
+one latency pass: eval mode, batch 1), save a copy of the block and those inputs, and hand them to
+the process's helper, which compiles the copy through ``torch.compile`` with the backend and
 ``dynamic`` setting the trial will use: forward and backward (the training graph) and the eval-mode
 forward (the latency pass's). Compiling fills the on-disk caches the trial's process reads
 (Inductor's FX graph cache, AOTAutograd's cache and Triton's kernels, in ``TORCHINDUCTOR_CACHE_DIR``
 and ``TRITON_CACHE_DIR``, which the helper inherits); when the helper is done, the caller compiles
 its real blocks and their first calls load the graphs instead of building them (1.9 s against 18 s
 measured on a CPU; a graph depends on the block's structure and its inputs' shapes, dtypes and grad
-flags, not on the weights). Must not know about: the training loop, Optuna, the model's classes.
+flags, not on the weights). Also owns the helper (``_Helper``, ``serve``): one process per trial
+process, started at its first compile ahead and kept for the next trials, so that only the first
+pays for its start (torch's import, the CUDA context, Inductor's first use: 8-13 s of 27-42 s on an
+H100); it ends with the trial's process, or when a run ends before its compile does. Must not know
+about: the training loop, Optuna, the model's classes.
 
-The helper runs at a lower CPU priority (``HELPER_NICENESS``) than the trials. Why a process: a thread would share the GIL with the trial's eager steps, which are launch-bound
-exactly where compiling pays, and compile 2.5x slower while slowing the steps by a quarter
-(measured on an H100: the trial took 20 % longer than compiling in the foreground; bench/RESULTS.md).
+The helper runs at a lower CPU priority (``HELPER_NICENESS``) than the trials. Why a process: a
+thread would share the GIL with the trial's eager steps, which are launch-bound exactly where
+compiling pays, and compile 2.5x slower while slowing the steps by a quarter (measured on an H100:
+the trial took 20 % longer than compiling in the foreground; bench/RESULTS.md).
 
     ahead = CompileAhead(model.blocks[0], autocast=("cuda", torch.bfloat16))
     ahead.capture()                       # the next training forward records the block's inputs
@@ -21,11 +26,13 @@ exactly where compiling pays, and compile 2.5x slower while slowing the steps by
     loss = step(); ahead.start()
     ...
     if ahead.done: compile_blocks()       # the graphs load from the caches
-    ahead.stop()                          # always: ends a helper still running, removes its files
+    ahead.stop()                          # always: removes its files (and a helper still busy)
 """
 from __future__ import annotations
 
+import atexit
 import copy
+import gc
 import json
 import os
 import shutil
@@ -34,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -75,10 +83,11 @@ class CompileAhead:
         self.eval_inputs: tuple[tuple, dict, bool] | None = None   # an eval pass's, and its grad mode
         self.seconds = 0.0                                      # the helper's wall time, once done
         self.phases: dict[str, float] = {}                      # and where it went (``compile_payload``)
+        self.reused = False                                     # the helper had compiled before
         self._hook = None
-        self._proc: subprocess.Popen | None = None
-        self._dir: str | None = None
-        self._log = None
+        self._helper: _Helper | None = None
+        self._dir: str | None = None                            # the payload's and result's folder
+        self._result: dict | None = None                        # the helper's result, once done
         self._started = 0.0
         self._start_error = ""                                  # why the helper could not start
 
@@ -117,8 +126,9 @@ class CompileAhead:
 
     # --- the helper process --------------------------------------------------------------------
     def start(self) -> None:
-        """Save the block's copy and its inputs, and start the helper (after ``captured``). If that
-        fails (a full disk, a block that does not pickle), ``done`` at once and not ``ok``."""
+        """Save the block's copy and its inputs, and hand them to the helper, starting one if this
+        process has none (after ``captured``). If that fails (a full disk, a block that does not
+        pickle), ``done`` at once and not ``ok``."""
         self._started = time.perf_counter()
         try:
             self._start()
@@ -135,70 +145,142 @@ class CompileAhead:
                     "inputs": _moved(self.inputs, "cpu"), "eval_inputs": _moved(self.eval_inputs, "cpu"),
                     "autocast": self.autocast, "backend": self.backend, "dynamic": self.dynamic,
                     "settings": global_settings()}, payload)
-        self._log = open(Path(self._dir) / "log.txt", "w+")
-        command = [sys.executable, "-m", "autotune.compile_ahead", str(payload), str(os.getpid()), repr(time.time())]
-        nice = shutil.which("nice") if HELPER_NICENESS else None
-        self._proc = subprocess.Popen([nice, "-n", str(HELPER_NICENESS), *command] if nice else command,
-                                      stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=os.environ.copy())
+        self._helper, self.reused = _helper()
+        self._helper.submit(payload)
+
+    @property
+    def _result_path(self) -> Path | None:
+        return Path(self._dir) / RESULT if self._dir is not None else None
 
     @property
     def started(self) -> bool:
-        return self._proc is not None or bool(self._start_error)
+        return self._helper is not None or bool(self._start_error)
 
     @property
     def done(self) -> bool:
-        """The helper has exited, or could not start (``ok`` says how)."""
-        if not self._start_error and (self._proc is None or self._proc.poll() is None):
-            return False
+        """The helper has compiled the block (or failed to), or has died, or could not start
+        (``ok`` says how)."""
+        if self._result is None and not self._start_error:
+            if self._helper is None:
+                return False
+            if self._result_path.exists():
+                self._result = json.loads(self._result_path.read_text())
+            elif self._helper.alive:
+                return False
+            else:
+                self._result = {"ok": False, "error": self._helper.exit_message()}
         if not self.seconds:
             self.seconds = time.perf_counter() - self._started
-            self.phases = self._read_phases()
+            self.phases = {k: round(float(v), 3) for k, v in (self._result or {}).get("seconds", {}).items()}
         return True
 
-    def _read_phases(self) -> dict[str, float]:
-        """The seconds the helper printed last (its start, loading, each graph), or {}."""
-        if self._log is None:
-            return {}
-        self._log.seek(0)
-        for line in reversed(self._log.read().splitlines()):
-            if line.startswith("{"):
-                try:
-                    return {k: round(float(v), 3) for k, v in json.loads(line).items()}
-                except ValueError:
-                    return {}
-        return {}
+    def wait(self) -> None:
+        """Block until ``done`` (the helper's result or its end, not a clock)."""
+        while not self.done:
+            time.sleep(0.05)
 
     @property
     def ok(self) -> bool:
-        return self.done and not self._start_error and self._proc.returncode == 0
+        return self.done and not self._start_error and bool(self._result.get("ok"))
 
     @property
     def error(self) -> str:
-        """Why the helper failed: its exit status and the last lines it printed ('' while ok)."""
+        """Why the helper failed: its error, or its exit status and the last lines it printed
+        ('' while ok)."""
         if not self.done or self.ok:
             return ""
-        if self._start_error:
-            return self._start_error[:400]
-        self._log.seek(0)
-        tail = [ln for ln in self._log.read().splitlines() if ln.strip()][-3:]
-        return f"helper exited {self._proc.returncode}: " + " | ".join(tail)[-400:]
+        return (self._start_error or self._result.get("error", ""))[:400]
 
     def stop(self) -> None:
-        """End the helper if it still runs (a run that ends first has no use for its graphs) and
-        remove its files."""
+        """End the helper if it still compiles this block (a run that ends first has no use for its
+        graphs; the next trial starts a fresh helper) and remove this block's files. A helper that
+        is done stays, for the process's next trial."""
         self._remove_hook()
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self._helper is not None and not self.done:
+            _stop_helper()
         if self._dir is not None:
-            for name in os.listdir(self._dir):
-                os.unlink(os.path.join(self._dir, name))
-            os.rmdir(self._dir)
+            shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+RESULT = "result.json"     # what the helper writes beside a payload: {"ok", "seconds"} or {"ok", "error"}
+
+
+class _Helper:
+    """The helper process: compiles the payloads handed to it one after another (torch imported,
+    its CUDA context and Inductor warm after the first), as long as the trial's process lives.
+    Started at a lower CPU priority (``HELPER_NICENESS``)."""
+
+    def __init__(self) -> None:
+        self.env = _helper_env()
+        self.dir = tempfile.mkdtemp(prefix="autotune-compile-helper-")
+        self.log = open(Path(self.dir) / "log.txt", "w+")
+        command = [sys.executable, "-m", "autotune.compile_ahead", "--serve", str(os.getpid())]
+        nice = shutil.which("nice") if HELPER_NICENESS else None
+        self.proc = subprocess.Popen([nice, "-n", str(HELPER_NICENESS), *command] if nice else command,
+                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
+                                     env=os.environ.copy(), text=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def submit(self, payload: Path) -> None:
+        """Hand it ``payload``; it writes ``RESULT`` beside it when done."""
+        self.proc.stdin.write(f"{payload}\t{time.time()!r}\n")
+        self.proc.stdin.flush()
+
+    def exit_message(self) -> str:
+        self.log.seek(0)
+        tail = [ln for ln in self.log.read().splitlines() if ln.strip()][-3:]
+        return f"helper exited {self.proc.returncode}: " + " | ".join(tail)[-400:]
+
+    def close(self) -> None:
+        if self.alive:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.log):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_current: _Helper | None = None
+
+
+def _helper_env() -> tuple[str | None, ...]:
+    """What a helper keeps from the environment it started in: where it writes the caches (the
+    trial's caches must be the ones it fills) and which GPU it sees."""
+    return tuple(os.environ.get(name) for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR",
+                                                   "CUDA_VISIBLE_DEVICES"))
+
+
+def _helper() -> tuple[_Helper, bool]:
+    """This process's helper (started now if it has none, it died, or the environment it started
+    in has changed), and whether it was running already."""
+    global _current
+    if _current is not None and _current.alive and _current.env == _helper_env():
+        return _current, True
+    _stop_helper()
+    _current = _Helper()
+    return _current, False
+
+
+def prestart() -> None:
+    """Start this process's helper now, before a trial needs it, so that it is warm by then."""
+    _helper()
+
+
+def _stop_helper() -> None:
+    global _current
+    if _current is not None:
+        _current.close()
+        _current = None
+
+
+atexit.register(_stop_helper)
 
 
 # The process-wide settings a cached graph's key holds (AOTAutograd's and Inductor's: matmul
@@ -301,6 +383,41 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-if __name__ == "__main__":           # python -m autotune.compile_ahead PAYLOAD TRIAL_PID [LAUNCHED_AT]
-    _exit_with(int(sys.argv[2]))
-    print(json.dumps(compile_payload(sys.argv[1], float(sys.argv[3]) if len(sys.argv) > 3 else None)), flush=True)
+def _warm() -> None:
+    """What every compile needs, done before the first payload comes: the CUDA context open, and
+    Dynamo, AOTAutograd and Inductor through their first use (imports, code caches, the kernel
+    compiler) on a function of two ops, forward and backward, under autocast."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.ones(8, 8, device=device, requires_grad=True)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        y = torch.compile(lambda t: torch.nn.functional.gelu(t @ t), dynamic=False)(x)
+    y.float().sum().backward()
+    torch._dynamo.reset()
+
+
+def serve(parent: int) -> None:
+    """The helper's loop: for each ``PAYLOAD\tLAUNCHED_AT`` line on stdin, compile the payload and
+    write ``RESULT`` beside it (atomically); exit at the end of stdin or with ``parent``."""
+    _exit_with(parent)
+    _warm()
+    for line in sys.stdin:
+        path, launched = line.rstrip("\n").split("\t")
+        try:
+            result = {"ok": True, "seconds": compile_payload(path, float(launched))}
+        except Exception as exc:  # noqa: BLE001 - the trial compiles itself instead, and says why
+            traceback.print_exc()
+            result = {"ok": False, "error": f"helper failed: {type(exc).__name__}: {exc}"[:400]}
+        finally:
+            torch._dynamo.reset()               # the next block is another trial's
+            gc.collect()
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+        done = Path(path).with_name(RESULT)
+        partial = done.with_suffix(".partial")
+        partial.write_text(json.dumps(result))
+        os.replace(partial, done)
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":           # python -m autotune.compile_ahead --serve TRIAL_PID
+    serve(int(sys.argv[2]))

@@ -214,8 +214,11 @@ class TrialObjective:
 
     def warm_up(self) -> None:
         """What a worker does while its first trial is being sampled: open the study and, for the
-        built-in objective, import torch and start the GPU, with the compile caches in place."""
-        self._load_study()
+        built-in objective, import torch and start the GPU, with the compile caches in place; and
+        start the helper that compiles ahead where the study's trials have compiled before (it then
+        warms up while the first trial is set up, so that its compile starts warm; a study with no
+        compiled trial yet starts it at its first compile)."""
+        study = self._load_study()
         if self.builtin:
             use_compile_cache(compile_cache_dir(self.storage_url))
             import torch
@@ -223,6 +226,19 @@ class TrialObjective:
             import autotune.train  # noqa: F401
             if torch.cuda.is_available():
                 torch.empty(1, device="cuda")
+                if self._compiles_ahead(study):
+                    from autotune.compile_ahead import prestart
+                    prestart()
+
+    def _compiles_ahead(self, study: optuna.Study) -> bool:
+        """Whether this worker's trials are likely to compile in a helper: ``compile: auto`` and an
+        earlier trial of the study did (with a helper)."""
+        if self.spec.trainer_dict.get("compile", "auto") != "auto":
+            return False
+        from autotune.store import study_id_of, trial_user_attr_json
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        records = trial_user_attr_json(self._storage, study_id_of(study), "compile", finished)
+        return any(isinstance(r, dict) and r.get("ahead") is True for r in records)
 
     def _compile_costs(self, study: optuna.Study, params: Mapping[str, Any]):
         """What compiling cost and saved in the study's finished trials so far (every worker's,

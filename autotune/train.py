@@ -670,6 +670,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, report: Report | None 
                 choice["ahead_s"] = round(ahead.seconds, 3)
                 if ahead.phases:
                     choice["ahead_phases"] = ahead.phases
+                choice["ahead_helper"] = "reused" if ahead.reused else "started"
                 if not ahead.ok:                      # compile here as without a helper
                     choice["ahead"] = f"failed, compiled here: {ahead.error}"[:500]
                 ahead.stop()

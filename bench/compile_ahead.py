@@ -5,7 +5,11 @@ compile caches (TORCHINDUCTOR_CACHE_DIR), so none inherits another's graphs:
   eager:      ``compile: false``
   foreground: ``compile: auto`` forced to compile after its probe steps, stalling the trial
   ahead:      the same, compiled by ``CompileAhead``'s helper process while the trial trains eager,
-              then loaded from the caches it filled (autotune's default)
+              then loaded from the caches it filled (autotune's default); the helper starts at the
+              trial's first compile
+  ahead-warm: the same, with the helper started as the process starts (a worker of a study whose
+              trials compiled ahead before starts it so, and every later trial of a worker finds
+              it warm), so that it is warm when the trial's compile comes
 Prints wall seconds, the share in training steps, the trial's compile cost, the helper's wall time,
 eager and compiled step times and the FX graphs the trial compiled itself after the switch (0 = all
 loaded from the helper's caches; the --tiny backend caches nothing), and writes JSON. The default
@@ -27,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VARIANTS = ("eager", "foreground", "ahead")
+VARIANTS = ("eager", "foreground", "ahead", "ahead-warm")
 
 
 def run_variant(args) -> dict:
@@ -41,6 +45,9 @@ def run_variant(args) -> dict:
     if args.tiny:
         T.auto_compiles = lambda device: True
         T.COMPILE_BACKEND = "aot_eager"
+    if args.variant == "ahead-warm":
+        from autotune.compile_ahead import prestart
+        prestart()
     if args.variant == "foreground":
         T._Trainer.compile_ahead = lambda self: (None, "foreground by the bench")
     model = ModelConfig(d_model=args.d_model, n_layers=args.layers, n_heads=args.heads, d_ff=args.d_ff,

@@ -8,7 +8,7 @@
 #                                                 #  VS_TRIALS: autotune's --trials, 100 as in the issue)
 #   PART=moe    bash bench/device_train_time.sh   # studies/moe_sparse.yaml for MOE_TIMEOUT, SM utilisation alongside
 #   PART=ahead  bash bench/device_train_time.sh   # the helper-process compile: its GPU test, then
-#                                                 # bench/compile_ahead.py (eager / foreground / ahead;
+#                                                 # bench/compile_ahead.py (eager / foreground / ahead / ahead-warm;
 #                                                 #  AHEAD_VARIANTS picks some), the helper's phases
 # Optuna, SQLAlchemy & co. travel as wheels in .whl (carry it; bench/device_env.sh says how to fill it).
 . bench/device_env.sh /tmp/train_time_out
@@ -60,7 +60,7 @@ fi
 if [ "$PART" = ahead ]; then
   python3 -m pytest -q -m gpu tests/train_tests/test_compile_gpu.py -k ahead -p no:cacheprovider -p no:logging \
     --tb=short -o addopts= 2>&1 | tail -40 | tee "$OUT/ahead_test.log"
-  timeout 480 python3 bench/compile_ahead.py --steps "${AHEAD_STEPS:-600}" --variants ${AHEAD_VARIANTS:-eager foreground ahead} \
+  timeout 480 python3 bench/compile_ahead.py --steps "${AHEAD_STEPS:-600}" --variants ${AHEAD_VARIANTS:-eager foreground ahead ahead-warm} \
     --out "$OUT/compile_ahead.json" 2>&1 \
     | grep -v '^{' | tee "$OUT/compile_ahead.log"
 fi

@@ -254,3 +254,31 @@ def test_the_moe_layer_refuses_more_routed_experts_than_it_has():
     from autotune.model.moe import MoE
     with pytest.raises(ValueError, match="top_k 3 is more than num_experts 2"):
         MoE(d_model=8, d_ff=16, num_experts=2, top_k=3)
+
+
+@pytest.mark.parametrize("trainer,ahead,starts", [
+    ({}, True, True),                       # compile: auto, and a trial compiled ahead before
+    ({}, "no: several ranks", False),       # compiled, but never in a helper
+    ({}, None, False),                      # no trial compiled yet
+    ({"compile": False}, True, False),      # the study turned compiling off since
+])
+def test_a_worker_prestarts_the_compile_helper_only_where_the_study_compiled_ahead_before(
+        tmp_path, monkeypatch, trainer, ahead, starts):
+    import torch
+
+    import autotune.compile_ahead
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    spec = parse_spec({"study": "p", "storage": url, "space": {"lr": {"type": "float", "low": 0.001, "high": 0.1}},
+                       "objectives": [{"metric": "val_loss", "direction": "minimize"}], "trainer": trainer},
+                      base_dir=tmp_path, default_name="p")
+    study = store.create_or_load_study(store.open_storage(url), "p", ["minimize"])
+    if ahead is not None:
+        earlier = study.ask()
+        earlier.set_user_attr("compile", {**_compiled("dense", 120.0, 60.0, 10.0), "ahead": ahead})
+        study.tell(earlier, 1.0)
+    started = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)      # the GPU's path, on a CPU
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: None)
+    monkeypatch.setattr(autotune.compile_ahead, "prestart", lambda: started.append(True))
+    TrialObjective(spec, url).warm_up()
+    assert bool(started) is starts

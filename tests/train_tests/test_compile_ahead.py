@@ -59,12 +59,12 @@ def _latency_forward(model):
 
 def _wait(ahead, step, most=20):
     """Train on while the helper runs (at most ``most`` steps, so that on a 2-core machine the two
-    do not halve each other for long), then wait for its exit (its own end, not a clock)."""
+    do not halve each other for long), then wait for its result (its own end, not a clock)."""
     steps = 0
     while not ahead.done and steps < most:
         step()
         steps += 1
-    ahead._proc.wait()
+    ahead.wait()
     assert ahead.done
     return steps
 
@@ -112,10 +112,9 @@ def test_a_failed_helper_says_why_and_leaves_nothing_behind():
     folder = ahead._dir
     try:
         _wait(ahead, lambda: None)
-        assert not ahead.ok and "helper exited 1" in ahead.error and "no-such-backend" in ahead.error
+        assert not ahead.ok and "helper failed" in ahead.error and "no-such-backend" in ahead.error
     finally:
         ahead.stop()
-    import os
     assert not os.path.exists(folder)
 
 
@@ -125,7 +124,7 @@ def test_a_helper_the_run_no_longer_needs_is_ended():
     ahead.capture()
     _step(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.randint(0, 32, (2, 16)))
     ahead.start()
-    proc = ahead._proc
+    proc = ahead._helper.proc
     if shutil.which("nice") and hasattr(os, "getpriority"):     # it yields the CPU to the trials
         mine = os.getpriority(os.PRIO_PROCESS, 0)
         theirs = mine
@@ -153,9 +152,9 @@ def test_train_switches_once_the_helper_is_done_and_accounts_for_it(monkeypatch,
     monkeypatch.setattr(autotune.train, "COMPILE_BACKEND", backend)
     started = CompileAhead.start
 
-    def start_and_wait(self):          # the helper's end, before the run's: the switch comes within it
+    def start_and_wait(self):          # the helper's result, before the run's end: the switch comes within it
         started(self)
-        self._proc.wait()
+        self.wait()
     monkeypatch.setattr(CompileAhead, "start", start_and_wait)
     if not ok:                          # the trial's own compile, after the failed helper: a real backend
         real = torch.nn.Module.compile
@@ -166,7 +165,7 @@ def test_train_switches_once_the_helper_is_done_and_accounts_for_it(monkeypatch,
               compile_costs=CompileCosts(speedup=10.0, compile_s=0.0, ahead_s=0.0, ahead_compile_s=0.0, trials=1))
     choice = m["compile"]
     assert choice["compiled"] and choice["ahead_s"] > 0, choice
-    assert choice["ahead"] is True if ok else choice["ahead"].startswith("failed, compiled here: helper exited")
+    assert choice["ahead"] is True if ok else choice["ahead"].startswith("failed, compiled here: helper failed")
     assert ("train_graph_s" in choice.get("ahead_phases", {})) is ok
     assert ("load_s" in choice) is ok and choice.get("load_s", 0) <= choice["compile_s"]
     assert choice["compiled_step_ms"] > 0 and choice["compile_s"] >= 0
@@ -184,7 +183,7 @@ def test_a_run_that_ends_first_ends_its_helper(monkeypatch):
 
     def start_and_keep(self):
         started(self)
-        helpers.append(self._proc)
+        helpers.append(self._helper.proc)
     monkeypatch.setattr(CompileAhead, "start", start_and_keep)
     monkeypatch.setattr(CompileAhead, "done", property(lambda self: False))     # never done in time
     m = train(PLAIN, QUICK, compile_costs=CompileCosts(speedup=10.0, compile_s=0.0, ahead_s=0.0, ahead_compile_s=0.0, trials=1))
@@ -209,7 +208,7 @@ def test_a_helper_whose_trial_is_killed_exits_too(tmp_path):
         " attention='dense', max_seq_len=16))\n"
         "a = CompileAhead(m.blocks[0], autocast=None)\n"
         "a.capture(); m(torch.randint(0, 32, (2, 16))); a.start()\n"
-        "print(a._proc.pid, flush=True)\n"
+        "print(a._helper.proc.pid, flush=True)\n"
         "os.kill(os.getpid(), 9)\n")
     trial = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert trial.returncode == -9, trial.stderr[-2000:]
@@ -259,3 +258,50 @@ def test_an_evaluation_right_at_the_switch_reports_the_steps_that_ran():
     clock.add(0.5, 10, 1000, warmup=True)
     assert clock.rates()["step_ms"] == 50.0
     assert _StepClock().rates() == {"step_ms": 0.0, "tokens_per_s": 0.0}
+
+
+def _started_ahead(backend="aot_eager"):
+    model = Transformer(PLAIN)
+    ahead = CompileAhead(model.blocks[0], autocast=AUTOCAST, backend=backend)
+    ahead.capture()
+    _step(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.randint(0, 32, (2, 16)))
+    ahead.start()
+    return ahead
+
+
+def test_the_next_trial_of_a_process_reuses_its_helper_and_skips_its_start(monkeypatch, tmp_path):
+    """One helper per trial process, kept after a compile: the next trial's block goes to the same
+    process, warm, so its start is not paid again; a helper started under other compile caches is
+    replaced (it would fill the wrong ones)."""
+    first = _started_ahead()
+    first.wait()
+    first.stop()
+    second = _started_ahead()
+    second.wait()
+    second.stop()
+    assert first.ok and second.ok, (first.error, second.error)
+    assert (first.reused, second.reused) == (False, True)
+    assert first._helper is second._helper and first._helper.alive
+    assert second.phases["start_s"] < first.phases["start_s"], (first.phases, second.phases)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "elsewhere"))
+    third = _started_ahead()
+    try:
+        assert not third.reused and third._helper is not first._helper
+        assert first._helper.proc.poll() is not None          # the old one ended, not left behind
+    finally:
+        third.stop()
+
+
+def test_a_helper_that_dies_mid_compile_says_so_and_the_next_trial_starts_another():
+    ahead = _started_ahead()
+    helper = ahead._helper
+    helper.proc.kill()
+    ahead.wait()
+    assert not ahead.ok and ahead.error.startswith("helper exited -9")
+    ahead.stop()
+    nxt = _started_ahead()
+    try:
+        nxt.wait()
+        assert nxt.ok and not nxt.reused and nxt._helper is not helper, nxt.error
+    finally:
+        nxt.stop()

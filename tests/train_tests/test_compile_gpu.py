@@ -119,7 +119,7 @@ def test_sparse_trial_compiled_ahead_loads_its_graphs_from_the_helper(monkeypatc
 
     def start_and_wait(self):
         start(self)
-        self._proc.wait()
+        self.wait()
 
     def compile_and_count(self):
         at_switch.update(miss=counters["inductor"]["fxgraph_cache_miss"],
