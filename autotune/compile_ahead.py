@@ -50,6 +50,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from autotune.cache_keys import stable_pickling
+
+stable_pickling()       # the helper and the trial's process key their graphs alike (cache_keys.py)
+
 
 # The helper runs at this lower CPU priority (``nice -n``), it and Inductor's compile workers: a trial's
 # eager steps are launch-bound, and a compile that takes every core slowed them (and those of the

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import statistics
 import time
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import optuna
 
+from autotune.compile_policy import compile_cache_dir, compile_costs_from, use_compile_cache
 from autotune.constraints import is_out_of_memory, memory_reached_mb, set_constraints
 from autotune.outcomes import INFEASIBLE_ATTR, OOM
 from autotune.pruners import judged_metrics, prune_on_curves, prune_on_front
@@ -54,7 +52,7 @@ def moe_lm(params: Mapping[str, Any], report: Report, compile_costs: Any = None,
     """The built-in objective: train the MoE / sparse-attention transformer on ``params``.
 
     ``params`` holds model knobs (``autotune.model.ModelConfig`` fields) and training knobs
-    (``autotune.train.TrainConfig`` fields) by name; ``compile_costs`` (``autotune.train.CompileCosts``)
+    (``autotune.train.TrainConfig`` fields) by name; ``compile_costs`` (``autotune.compile_policy.CompileCosts``)
     is what the study's earlier trials measured of compiling, for ``compile: auto``; ``progress``
     hears of the training steps between evaluations (for a live view).
     """
@@ -71,60 +69,6 @@ def moe_lm(params: Mapping[str, Any], report: Report, compile_costs: Any = None,
     model_cfg = ModelConfig(**{k: v for k, v in params.items() if k in model_names})
     train_cfg = TrainConfig(**{k: v for k, v in params.items() if k in train_names})
     return train(model_cfg, train_cfg, report, compile_costs, progress)
-
-
-COMPILE_CACHE_ENV = "AUTOTUNE_COMPILE_CACHE"
-
-
-def compile_cache_dir(storage_url: str) -> Path:
-    """Where compiled graphs and kernels are cached for a study store, shared by all its trials and
-    workers and kept across runs: ``$AUTOTUNE_COMPILE_CACHE``, else beside a SQLite store
-    (``autotune.db`` -> ``autotune.db-compile-cache/``), else ``~/.cache/autotune/compile``."""
-    if os.environ.get(COMPILE_CACHE_ENV):
-        return Path(os.environ[COMPILE_CACHE_ENV])
-    if storage_url.startswith("sqlite:///"):
-        path = storage_url[len("sqlite:///"):].split("?", 1)[0]
-        if path and path != ":memory:":
-            db = Path(path).expanduser().absolute()
-            return db.with_name(db.name + "-compile-cache")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "autotune" / "compile"
-
-
-def use_compile_cache(directory: Path) -> None:
-    """Point Inductor's (FX graph, AOTAutograd) and Triton's on-disk caches at ``directory``;
-    before torch compiles anything in this process. Settings the user made win."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(directory / "inductor"))
-    os.environ.setdefault("TRITON_CACHE_DIR", str(directory / "triton"))
-
-
-def compile_costs_from(records: list[Mapping[str, Any]], attention: str | None = None):
-    """``CompileCosts`` from earlier trials' ``compile`` user attrs: the median eager/compiled step
-    ratio of those that compiled, and their compile seconds: of those that compiled in the foreground
-    (``compile_s``) and of those that had a helper compile ahead (``ahead_compile_s``, and the
-    helper's own ``ahead_s``); the prior where none did. With
-    ``attention`` (``sparse`` / ``dense``), only trials of that attention count when any compiled:
-    what compiling saves differs between them (e.g. 2.1x sparse, 1.1x dense on moe_sparse)."""
-    from autotune.train import CompileCosts
-
-    compiled = [r for r in records if r.get("compiled") and r.get("compiled_step_ms")]
-    alike = [r for r in compiled if attention is not None and r.get("attention") == attention]
-    compiled = alike or compiled
-    ratios = [r["eager_step_ms"] / r["compiled_step_ms"] for r in compiled if r.get("eager_step_ms")]
-
-    def median_of(key: str, rows: list, default: float) -> float:
-        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
-        return statistics.median(values) if values else default
-
-    prior = CompileCosts()
-    if not compiled:
-        return prior
-    with_helper = [r for r in compiled if r.get("ahead") is True]
-    alone = [r for r in compiled if r.get("ahead") is not True]
-    return CompileCosts(speedup=statistics.median(ratios) if ratios else prior.speedup,
-                        compile_s=median_of("compile_s", alone, prior.compile_s),
-                        ahead_s=median_of("ahead_s", with_helper, prior.ahead_s),
-                        ahead_compile_s=median_of("compile_s", with_helper, prior.ahead_compile_s),
-                        trials=len(compiled))
 
 
 def split_time(phases: Mapping[str, float], wall_s: float) -> dict[str, float]:

@@ -26,7 +26,9 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from autotune.cache_keys import stable_pickling
 from autotune.compile_ahead import CompileAhead
+from autotune.compile_policy import PROBE_STEPS, CompileCosts, auto_compiles, compile_choice
 from autotune.data import IGNORE_INDEX, Batch, CostProbe, build_dataset, prefetch
 from autotune.distributed import (full_tensor, gradient_sync, rank0_decides,  # issue 21: several ranks
                                   shard_batches, world, wrap_model)
@@ -34,6 +36,7 @@ from autotune.train_config import BUILTIN_METRICS, DEVICES, PRECISIONS, TrainCon
 from autotune.model.config import ModelConfig
 
 Report = Callable[[int, dict[str, float]], bool]
+stable_pickling()     # compile-cache keys alike in every process, whatever it imported first
 
 PEAK_FLOPS = 792e12          # H100 bf16 dense matmul ceiling we measured (issue 3); the MFU yardstick
 TIMING_SKIP_STEPS = 2        # first steps left out of step time (compilation, allocator warm-up)
@@ -234,54 +237,6 @@ def flops_per_token(model: torch.nn.Module, seq_len: int, active_experts: float 
             extra["visited_keys"] = visited_keys
         return float(model.flops_per_token(seq_len, **extra))
     return 6.0 * count_parameters(model, active=True)
-
-
-# --- compile: only where it pays for itself ----------------------------------------------------
-
-@dataclass(frozen=True)
-class CompileCosts:
-    """What compiling is expected to cost and save, from the study's earlier compiled trials or a
-    prior: ``speedup`` = eager step time / compiled step time, ``compile_s`` = seconds the compile
-    adds to a trial (its first compiled steps and its first evaluation, less their steady time).
-    ``ahead_s`` = wall seconds the helper process compiling ahead takes while the trial trains
-    eager (``CompileAhead``), and ``ahead_compile_s`` what compiling then costs the trial itself
-    (loading the helper's graphs; ``compile_s`` is the cost without a helper).
-    ``trials``: how many measured trials the figures come from (0: the prior)."""
-
-    speedup: float = 1.3        # prior: compiled train steps of the moe_sparse model (bench/RESULTS.md)
-    compile_s: float = 30.0     # prior: regional compile, forward + backward, caches cold (H100/H200)
-    ahead_s: float = 40.0       # prior: the same compile in a helper process, with its start
-    ahead_compile_s: float = 30.0   # prior: as without a helper, until a study has measured one
-    trials: int = 0
-
-
-PROBE_STEPS = 6             # eager steps after the warm-up that time a trial before ``compile: auto`` decides
-
-
-def auto_compiles(device: torch.device) -> bool:
-    """Whether ``compile: auto`` may compile on ``device`` (CUDA only; on other devices it runs eager)."""
-    return device.type == "cuda"
-
-
-def compile_choice(mode: str | bool, remaining_steps: int, eager_step_s: float,
-                   costs: CompileCosts, ahead: bool = False) -> tuple[bool, str]:
-    """Whether to compile the rest of a run, and why. ``auto``: when the time the remaining steps
-    would save (``remaining_steps x eager_step_s x (1 - 1 / speedup)``) exceeds the compile cost.
-    ``ahead``: compiled in a helper process, so the steps of its ``ahead_s`` still run eager and
-    save nothing: ``(remaining_steps x eager_step_s - ahead_s) x (1 - 1 / speedup)``, against
-    ``ahead_compile_s``."""
-    if mode is True or mode is False:
-        return mode, f"compile: {str(mode).lower()} in the study"
-    eager_s = remaining_steps * eager_step_s
-    saving = max(0.0, eager_s - (costs.ahead_s if ahead else 0.0)) * (1.0 - 1.0 / max(costs.speedup, 1e-9))
-    source = f"from {costs.trials} compiled trial(s)" if costs.trials else "prior"
-    cost = costs.ahead_compile_s if ahead else costs.compile_s
-    verdict = ">" if saving > cost else "<="
-    run = (f"({remaining_steps} steps x {eager_step_s * 1e3:.1f} ms - {costs.ahead_s:.1f} s compiling ahead)"
-           if ahead else f"{remaining_steps} steps x {eager_step_s * 1e3:.1f} ms")
-    reason = (f"auto: {run} x (1 - 1/{costs.speedup:.2f}) = "
-              f"{saving:.1f} s saved {verdict} {cost:.1f} s to compile ({source})")
-    return saving > cost, reason
 
 
 # --- the loop ------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ def run_variant(args) -> dict:
     from torch._dynamo.utils import counters
 
     import autotune.train as T
+    from autotune.compile_policy import CompileCosts
     from autotune.model import ModelConfig
 
     if args.tiny:
@@ -64,7 +65,7 @@ def run_variant(args) -> dict:
         graphs[step] = counters["inductor"]["fxgraph_cache_miss"]
         return True
 
-    costs = T.CompileCosts(speedup=10.0, compile_s=0.0, ahead_s=0.0, ahead_compile_s=0.0, trials=1)     # always compile
+    costs = CompileCosts(speedup=10.0, compile_s=0.0, ahead_s=0.0, ahead_compile_s=0.0, trials=1)     # always compile
     m = T.train(model, cfg, report, compile_costs=costs)
     c, parts = m["compile"], m["time_s"]
     steps_done = sorted(graphs)

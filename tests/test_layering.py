@@ -87,6 +87,10 @@ def test_the_scheduler_imports_neither_the_model_nor_training_nor_torch():
                        forbidden=("autotune.model", "autotune.train", "torch")) == []
 
 
+def test_the_compile_policy_imports_nothing_else_of_the_package_nor_torch_nor_optuna():
+    assert _violations("compile_policy.py", allowed=(), forbidden=("torch", "optuna")) == []
+
+
 def test_the_study_file_parser_imports_no_torch():
     assert _violations("spec*.py", forbidden=("torch",)) == []
 

@@ -194,7 +194,7 @@ def _compiled(attention, eager_ms, compiled_ms, compile_s):
 
 
 def test_compile_costs_come_from_compiled_trials_of_the_same_attention_when_there_are_any():
-    from autotune.objective import compile_costs_from
+    from autotune.compile_policy import compile_costs_from
     records = [_compiled("sparse", 144.0, 70.0, 46.0), _compiled("sparse", 100.0, 50.0, 40.0),
                _compiled("dense", 98.0, 91.0, 27.0), {"compiled": False, "attention": "dense"}]
     sparse = compile_costs_from(records, attention="sparse")
@@ -210,8 +210,8 @@ def test_compile_costs_come_from_compiled_trials_of_the_same_attention_when_ther
 def test_compile_costs_keep_trials_with_a_helper_apart_from_those_that_compiled_alone():
     """A helper's trial pays seconds to load graphs where one alone pays the whole compile: each
     decision is judged by its own kind (issue 15)."""
-    from autotune.objective import compile_costs_from
-    from autotune.train import CompileCosts
+    from autotune.compile_policy import compile_costs_from
+    from autotune.compile_policy import CompileCosts
 
     helped = [{**_compiled("sparse", 144.0, 70.0, 2.5), "ahead": True, "ahead_s": 48.0},
               {**_compiled("sparse", 140.0, 70.0, 3.5), "ahead": True, "ahead_s": 52.0}]
@@ -267,6 +267,8 @@ def test_a_worker_prestarts_the_compile_helper_only_where_the_study_compiled_ahe
     import torch
 
     import autotune.compile_ahead
+    import autotune.train  # noqa: F401 - imported before CUDA is faked below: modules (Inductor's
+    # config among them, whose values are in every compile cache key) must not see a fake GPU
     url = f"sqlite:///{tmp_path / 'p.db'}"
     spec = parse_spec({"study": "p", "storage": url, "space": {"lr": {"type": "float", "low": 0.001, "high": 0.1}},
                        "objectives": [{"metric": "val_loss", "direction": "minimize"}], "trainer": trainer},
@@ -277,6 +279,8 @@ def test_a_worker_prestarts_the_compile_helper_only_where_the_study_compiled_ahe
         earlier.set_user_attr("compile", {**_compiled("dense", 120.0, 60.0, 10.0), "ahead": ahead})
         study.tell(earlier, 1.0)
     started = []
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))   # warm_up sets them
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))           # where they are unset
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)      # the GPU's path, on a CPU
     monkeypatch.setattr(torch, "empty", lambda *a, **k: None)
     monkeypatch.setattr(autotune.compile_ahead, "prestart", lambda: started.append(True))

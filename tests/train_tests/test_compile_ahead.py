@@ -16,7 +16,8 @@ from torch._dynamo.utils import counters
 import autotune.train
 from autotune.compile_ahead import HELPER_NICENESS, CompileAhead
 from autotune.model import ModelConfig, Transformer
-from autotune.train import CompileCosts, TrainConfig, compile_choice, train
+from autotune.compile_policy import CompileCosts, compile_choice
+from autotune.train import TrainConfig, train
 
 # dense attention and a dense FFN: on a CPU the MoE's per-expert loop breaks the graph by design
 PLAIN = ModelConfig(vocab_size=32, d_model=32, n_heads=2, d_ff=64, n_layers=3, num_experts=1, top_k=1,

@@ -110,7 +110,8 @@ def test_sparse_trial_compiled_ahead_loads_its_graphs_from_the_helper(monkeypatc
     from torch._dynamo.utils import counters
 
     from autotune.compile_ahead import CompileAhead
-    from autotune.train import CompileCosts, _Trainer
+    from autotune.compile_policy import CompileCosts
+    from autotune.train import _Trainer
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import autotune.train
+from autotune.compile_policy import CompileCosts, compile_choice
 from autotune.model import ModelConfig, Transformer
-from autotune.train import (BUILTIN_METRICS, CompileCosts, compile_choice, TrainConfig, TrainingDiverged, expert_load_cv, lr_multiplier,
+from autotune.train import (BUILTIN_METRICS, TrainConfig, TrainingDiverged, expert_load_cv, lr_multiplier,
                             train)
 
 QUICK = TrainConfig(seq_len=32, num_pairs=4, task_vocab=32, batch_size=8, steps=6, eval_every=3,
