@@ -52,7 +52,8 @@ from torch import nn
 
 from autotune.cache_keys import stable_pickling
 
-stable_pickling()       # the helper and the trial's process key their graphs alike (cache_keys.py)
+stable_pickling()   # here for both processes that compile: the helper (this module is its main) and the
+                    # trial's (train.py imports this module), so that they key their graphs alike
 
 
 # The helper runs at this lower CPU priority (``nice -n``), it and Inductor's compile workers: a trial's

@@ -179,21 +179,21 @@ class TrialObjective:
         earlier trial of the study did (with a helper)."""
         if self.spec.trainer_dict.get("compile", "auto") != "auto":
             return False
-        from autotune.store import study_id_of, trial_user_attr_json
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        records = trial_user_attr_json(self._storage, study_id_of(study), "compile", finished)
-        return any(isinstance(r, dict) and r.get("ahead") is True for r in records)
+        return any(r.get("ahead") is True for r in self._compile_records(study))
 
     def _compile_costs(self, study: optuna.Study, params: Mapping[str, Any]):
         """What compiling cost and saved in the study's finished trials so far (every worker's,
         on every machine: read afresh for each trial, one query), for trials like this one."""
+        return compile_costs_from(self._compile_records(study), attention=params.get("attention"))
+
+    def _compile_records(self, study: optuna.Study) -> list[dict]:
+        """The ``compile`` attrs of the study's finished trials (one query)."""
         from autotune.store import open_storage, study_id_of, trial_user_attr_json
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         if self._storage is None:       # a study handed in rather than opened by _load_study
             self._storage = open_storage(self.storage_url)
-        records = [r for r in trial_user_attr_json(self._storage, study_id_of(study), "compile", finished)
-                   if isinstance(r, dict)]
-        return compile_costs_from(records, attention=params.get("attention"))
+        return [r for r in trial_user_attr_json(self._storage, study_id_of(study), "compile", finished)
+                if isinstance(r, dict)]
 
     def _load_study(self) -> optuna.Study:
         if self._study is None:

@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from autotune.cache_keys import stable_pickling
 from autotune.compile_ahead import CompileAhead
 from autotune.compile_policy import PROBE_STEPS, CompileCosts, auto_compiles, compile_choice
 from autotune.data import IGNORE_INDEX, Batch, CostProbe, build_dataset, prefetch
@@ -36,7 +35,6 @@ from autotune.train_config import BUILTIN_METRICS, DEVICES, PRECISIONS, TrainCon
 from autotune.model.config import ModelConfig
 
 Report = Callable[[int, dict[str, float]], bool]
-stable_pickling()     # compile-cache keys alike in every process, whatever it imported first
 
 PEAK_FLOPS = 792e12          # H100 bf16 dense matmul ceiling we measured (issue 3); the MFU yardstick
 TIMING_SKIP_STEPS = 2        # first steps left out of step time (compilation, allocator warm-up)

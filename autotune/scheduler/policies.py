@@ -145,8 +145,8 @@ def gpu_fault_retried(reason: str | None, shared_context: bool) -> bool:
     worker had died: only where the trials of its GPU share one context through MPS, where a fatal
     fault of any of them fails them all, so that the error need not be the trial's own. Bounded by
     ``may_retry``: a trial that faults by itself faults again and then stays failed."""
-    return (shared_context and reason is not None and "CUDA error" in reason
-            and "out of memory" not in reason.lower())
+    return (shared_context and worker_exits_after("failed", reason)
+            and "out of memory" not in str(reason).lower())
 
 
 def is_stale(heartbeat_age_s: float, grace_s: float | None) -> bool:
