@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable, NoReturn
@@ -153,9 +154,8 @@ def _check_store(spec, file: str) -> bool:
         _die(f"{file}: {exc}")
 
 
-def _announce(spec, *, estimate: bool) -> None:
-    """The lines printed once before the first trial: the flat form's defaults, the parallel plan,
-    and a warning when a trial looks too long for this machine."""
+def _announce(spec) -> None:
+    """The lines printed once before the first trial: the flat form's defaults and the parallel plan."""
     from autotune.scheduler.gpus import describe_slots, gpus_for, plan_slots, usable_cores
     from autotune.spec import check_gpus_per_trial
     check_gpus_per_trial(spec, len(gpus_for(spec.parallel)), usable_cores())   # before plan_slots
@@ -166,11 +166,26 @@ def _announce(spec, *, estimate: bool) -> None:
         click.echo(f"flat study: model/trainer defaults for {size}: {settings} "
                    "(set any under trainer: or fixed: to change it)")
     click.echo(describe_slots(spec.parallel, plan_slots(spec.parallel)))
-    if estimate:
-        from autotune.estimate import warning_for
-        text = warning_for(spec)
+
+
+def _estimate_meanwhile(spec, progress) -> threading.Thread:
+    """The warning when a trial looks too long for this machine, worked out on a thread while the
+    run starts its workers: it imports torch and the model and, on a CPU, times a step, seconds
+    that would otherwise come before the first trial."""
+    from autotune.estimate import warning_for
+
+    def work() -> None:
+        try:
+            text = warning_for(spec)
+        except Exception:  # noqa: BLE001 - only a warning: the trials say what is wrong
+            _log.debug("estimate failed", exc_info=True)
+            return
         if text:
-            click.echo(text, err=True)
+            progress.notice(text)
+
+    thread = threading.Thread(target=work, name="autotune-estimate", daemon=True)
+    thread.start()
+    return thread
 
 
 def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
@@ -180,11 +195,16 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
     from autotune.scheduler import SchedulerError
     from autotune.store import is_disk_full, mask_url
 
-    _announce(spec, estimate=estimate)
+    _announce(spec)
     try:
         study = study_mod.prepare(spec, join_only=join_only, create=create)
         progress = make_progress(live, steps={**spec.trainer_dict, **spec.fixed_dict}.get("steps"))
-        result = study_mod.run(spec, study, hard_stop=hard_stop, progress=progress)
+        estimating = _estimate_meanwhile(spec, progress) if estimate else None
+        try:
+            result = study_mod.run(spec, study, hard_stop=hard_stop, progress=progress)
+        finally:
+            if estimating is not None:     # not left importing torch while the interpreter exits
+                estimating.join()
     except SchedulerError as exc:
         _die(f"the study could not run: {exc}", EXIT_FAILED)
     except Exception as exc:

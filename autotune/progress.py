@@ -210,6 +210,10 @@ class Progress(abc.ABC):
     def close(self) -> None:
         """Stop the view; safe to call twice."""
 
+    def notice(self, text: str) -> None:
+        """A warning from outside the scheduler (any thread): on stderr, or above the live view."""
+        print(text, file=sys.stderr, flush=True)
+
     # -- shared state -> text --------------------------------------------------------------------
     def _update_best(self, trial: FrozenTrial) -> None:
         signs = [1.0 if d == "minimize" else -1.0 for d in self.directions]
@@ -366,6 +370,12 @@ class LiveProgress(Progress):
 
     def _show_finished(self, line: str) -> None:
         self.console.print(Text(line))
+
+    def notice(self, text: str) -> None:
+        if not self._live_started:
+            super().notice(text)
+        else:                 # printed through the console, which keeps the live view below it
+            self.console.print(Text(text, style="yellow"))
 
     def refresh(self) -> None:
         if self._live_started:

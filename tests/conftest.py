@@ -4,31 +4,17 @@
 ``test``). Where none answers, its tests skip, except under CI=true, where they fail: CI has one,
 and a skip there would hide a broken test.
 
-No GPU on this machine (no NVIDIA or ROCm device, no ``nvidia-smi``): say so once through
-``CUDA_VISIBLE_DEVICES``, which ``autotune.scheduler.gpus.detect_gpus`` respects, so that each ``autotune
-run`` with ``gpus: auto`` skips the child process that imports torch to count GPUs (~4 s on a
-2-core CPU, once per run). Spawned workers and ``autotune`` subprocesses inherit it.
-``tests/scheduler_tests/test_slots.py`` checks that detection without it.
+GPU detection needs no help here: without a GPU driver (no /dev/nvidia*, /dev/kfd, /dev/dxg) and
+without ``nvidia-smi``, ``autotune.scheduler.gpus.detect_gpus`` finds none without asking torch.
 """
 from __future__ import annotations
 
 import functools
-import glob
 import os
-import shutil
 
 import pytest
 
 PG_URL = os.environ.get("AUTOTUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _no_gpu_here() -> bool:
-    return shutil.which("nvidia-smi") is None and not glob.glob("/dev/nvidia*") \
-        and not os.path.exists("/dev/kfd")
-
-
-if _no_gpu_here():
-    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
 @functools.cache

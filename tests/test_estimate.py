@@ -33,3 +33,40 @@ def test_a_trial_longer_than_the_timeout_warns_naming_the_timeout(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     spec = load_spec(REPO / "studies" / "quickstart.yaml", timeout="1s")
     assert "the study's timeout of 1 s" in estimate.warning_for(spec)
+
+
+def test_the_run_gets_the_warning_from_a_thread_while_its_workers_start(monkeypatch):
+    # `autotune run` works the estimate out beside the scheduler (it imports torch and times a step:
+    # seconds before the first trial otherwise) and hands the warning to the progress view
+    from autotune.cli import _estimate_meanwhile
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    notices = []
+
+    class Progress:
+        def notice(self, text):
+            notices.append(text)
+
+    thread = _estimate_meanwhile(load_spec(REPO / "studies" / "quickstart.yaml", timeout="1s"), Progress())
+    thread.join(timeout=120)
+    assert not thread.is_alive() and len(notices) == 1
+    assert "the study's timeout of 1 s" in notices[0]
+
+
+def test_a_notice_goes_above_the_live_view_and_to_stderr_without_it(capsys):
+    import io
+
+    from rich.console import Console
+
+    from autotune.progress import LiveProgress, PlainProgress
+
+    PlainProgress().notice("warning: plain")
+    assert capsys.readouterr().err == "warning: plain\n"
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    live = LiveProgress(console=console)
+    live.start("s", ["minimize"], ["val_loss"], 3)
+    try:
+        live.notice("warning: live")
+    finally:
+        live.close()
+    assert "warning: live" in console.file.getvalue() and "warning: live" not in capsys.readouterr().err

@@ -61,7 +61,8 @@ def detect_gpus(ask_torch: bool = True) -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries ('0', '1', or UUIDs).
 
     An existing ``CUDA_VISIBLE_DEVICES`` is respected: its entries are the GPUs. Without
-    ``nvidia-smi``, ``ask_torch`` asks torch in a child process (seconds); else none are found.
+    ``nvidia-smi``, ``ask_torch`` asks torch in a child process (seconds) where a GPU driver shows
+    (``_gpu_device_nodes``); else none are found.
     """
     return list(_detect_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), ask_torch))
 
@@ -82,7 +83,7 @@ def _find_gpus(visible: str | None, ask_torch: bool) -> list[str]:
                 return [str(i) for i in range(len(lines))]
         except (OSError, subprocess.TimeoutExpired):
             pass
-    if not ask_torch:
+    if not ask_torch or not _gpu_device_nodes():
         return []
     try:  # no nvidia-smi (containers, ROCm): ask torch, in a child so CUDA stays cold here
         out = subprocess.run(
@@ -91,6 +92,16 @@ def _find_gpus(visible: str | None, ask_torch: bool) -> list[str]:
         return [str(i) for i in range(int(out.stdout.strip() or 0))]
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return []
+
+
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+
+
+def _gpu_device_nodes() -> bool:
+    """Whether a GPU driver shows on this Linux machine (NVIDIA, ROCm's /dev/kfd, WSL's /dev/dxg):
+    without one, no child process is started to ask torch (seconds on a laptop, each run). Other
+    systems are asked."""
+    return not sys.platform.startswith("linux") or any(os.path.exists(p) for p in GPU_DEVICE_NODES)
 
 
 def plan_slots(parallel: ParallelSpec, available: list[str] | None = None) -> list[Slot]:

@@ -71,6 +71,29 @@ def test_gpus_are_found_without_cuda_visible_devices(monkeypatch):
     assert detect_gpus() == ["1", "3"]
 
 
+def test_no_child_asks_torch_where_no_gpu_driver_shows(monkeypatch):
+    # a Linux machine with no GPU driver (no /dev/nvidia*, /dev/kfd, /dev/dxg) and no nvidia-smi:
+    # no child process is started to import torch (seconds before every run on a laptop)
+    from autotune.scheduler import gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(gpus.shutil, "which", lambda name: None)
+    monkeypatch.setattr(gpus.sys, "platform", "linux")
+    started = []
+    monkeypatch.setattr(gpus.subprocess, "run", lambda *a, **k: started.append(a) or pytest.fail("asked torch"))
+    monkeypatch.setattr(gpus.os.path, "exists", lambda path: False)
+    gpus._detect_gpus.cache_clear()
+    assert detect_gpus() == [] and not started
+
+    class Answer:            # a driver node shows: torch is asked, in a child
+        stdout = "2\n"
+    monkeypatch.setattr(gpus.os.path, "exists", lambda path: path == "/dev/kfd")
+    monkeypatch.setattr(gpus.subprocess, "run", lambda *a, **k: started.append(a) or Answer())
+    gpus._detect_gpus.cache_clear()
+    assert detect_gpus() == ["0", "1"] and len(started) == 1
+    gpus._detect_gpus.cache_clear()
+
+
 @pytest.mark.parametrize("parallel, n_slots", [
     (ParallelSpec(gpus="auto", trials_per_gpu=4), 4),
     (ParallelSpec(gpus="auto", trials_per_gpu=1), 1),
