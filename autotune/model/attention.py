@@ -193,24 +193,48 @@ def _causal(b, h, q_idx, kv_idx):
     return q_idx >= kv_idx
 
 
+def _transposed_lists(dense: Tensor) -> tuple[Tensor, Tensor]:
+    """Per key block, the query blocks whose row of ``dense`` ([B, H, n_q, n_kv], bool) holds it:
+    counts [B, H, n_kv] and indices [B, H, n_kv, n_q] (int32, ascending, zero padding). A running
+    count places each one; torch's ``BlockMask.from_kv_blocks`` sorts instead (an argsort that
+    falls back to eager under compile: a segmented sort's several kernels, twice a mask)."""
+    t = dense.transpose(-1, -2).to(torch.int32)                             # [B, H, n_kv, n_q]
+    n_q = t.shape[-1]
+    slot = torch.where(t.bool(), t.cumsum(-1) - 1, n_q)                     # the rest: a spare column
+    rows = torch.arange(n_q, dtype=torch.int32, device=t.device).expand_as(t)
+    lists = torch.zeros(*t.shape[:-1], n_q + 1, dtype=torch.int32, device=t.device)
+    lists.scatter_(-1, slot, rows)
+    return t.sum(-1, dtype=torch.int32), lists[..., :n_q].contiguous()
+
+
 def build_flex_block_mask(selection: BlockSelection):
     """FlexAttention ``BlockMask`` from a selection: diagonal = partial (causal), the rest = full.
 
-    ``from_kv_blocks`` wants index tensors as wide as the number of key blocks, so both are padded.
+    The kernel's index tensors are as wide as the number of key blocks (so the selection's are
+    padded). The per-key-block lists the backward pass reads are built here rather than by
+    ``BlockMask.from_kv_blocks``: the partial ones are the diagonal again, the full ones come from
+    the selection's dense block mask (``_transposed_lists``).
     """
     from torch.nn.attention.flex_attention import BlockMask
 
     B, H, n, width = selection.indices.shape
     device = selection.indices.device
     diagonal = F.pad(torch.arange(n, device=device, dtype=torch.int32).view(n, 1), (0, n - 1))   # [n, n]
-    return BlockMask.from_kv_blocks(
-        torch.ones(B, H, n, dtype=torch.int32, device=device),              # one partial block a row
-        diagonal.expand(B, H, n, n).contiguous(),
-        selection.counts.view(1, 1, n).expand(B, H, n).contiguous(),         # full blocks
-        F.pad(selection.indices, (0, n - width)),
-        BLOCK_SIZE=selection.block_size,
-        mask_mod=_causal,
+    diagonal = diagonal.expand(B, H, n, n).contiguous()
+    one_each = torch.ones(B, H, n, dtype=torch.int32, device=device)       # one partial block a row
+    valid = torch.arange(width, device=device) < selection.counts.view(n, 1)            # [n, width]
+    spare = torch.where(valid, selection.indices.long(), n)               # padding -> column n
+    dense = torch.zeros(B, H, n, n + 1, dtype=torch.bool, device=device).scatter_(-1, spare, True)
+    full_q_num_blocks, full_q_indices = _transposed_lists(dense[..., :n])
+    return BlockMask(
         seq_lengths=(selection.seq_len, selection.seq_len),
+        kv_num_blocks=one_each, kv_indices=diagonal,
+        full_kv_num_blocks=selection.counts.view(1, 1, n).expand(B, H, n).contiguous(),
+        full_kv_indices=F.pad(selection.indices, (0, n - width)),
+        q_num_blocks=one_each, q_indices=diagonal,
+        full_q_num_blocks=full_q_num_blocks, full_q_indices=full_q_indices,
+        BLOCK_SIZE=(selection.block_size, selection.block_size),
+        mask_mod=_causal,
     )
 
 

@@ -191,6 +191,29 @@ def test_flex_block_mask_visits_the_selected_blocks_with_only_the_diagonal_parti
     assert int(mask.full_q_num_blocks.sum()) == int(mask.full_kv_num_blocks.sum())
 
 
+@pytest.mark.parametrize("T,bs,window,keep", [(1024, 128, 128, 0.2), (2048, 128, 256, 0.45), (200, 64, 64, 0.7)])
+def test_the_masks_per_key_block_lists_are_torchs_transposition(T, bs, window, keep):
+    # the backward pass reads, per key block, the query blocks that visit it: built here with a
+    # running count instead of from_kv_blocks' sort; same counts and same blocks (ascending)
+    from torch.nn.attention.flex_attention import BlockMask
+
+    from autotune.model.attention import build_flex_block_mask
+    q, k, _ = qkv(2, 3, T, 16)
+    for ratio in (keep, torch.tensor(keep, dtype=torch.float64)):
+        sel = select_blocks(q, k, bs, window, ratio)
+        mask = build_flex_block_mask(sel)
+        torchs = BlockMask.from_kv_blocks(mask.kv_num_blocks, mask.kv_indices, mask.full_kv_num_blocks,
+                                          mask.full_kv_indices, BLOCK_SIZE=bs, seq_lengths=(T, T))
+        for ours, theirs, counts in ((mask.q_indices, torchs.q_indices, torchs.q_num_blocks),
+                                     (mask.full_q_indices, torchs.full_q_indices, torchs.full_q_num_blocks)):
+            width = torch.arange(ours.shape[-1]) < counts.unsqueeze(-1)
+            assert ours.shape == theirs.shape and ours.dtype == torch.int32
+            assert torch.where(width, ours, -1).equal(torch.where(width, theirs, -1))
+        assert mask.q_num_blocks.equal(torchs.q_num_blocks)
+        assert mask.full_q_num_blocks.equal(torchs.full_q_num_blocks)
+        assert int(mask.full_q_num_blocks.sum()) > 0
+
+
 # ------------------------------------------------------------------------------- length schedule
 def test_length_schedule_keeps_its_ends_and_is_linear_in_log_length_between():
     from autotune.model.attention import scheduled_keep_ratio
