@@ -26,7 +26,9 @@ Must not know about: the model, the scheduler, the spec.
 """
 from __future__ import annotations
 
+import importlib
 import random
+import types
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -34,13 +36,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 from scipy.stats import qmc
-import torch
-# optuna._gp: Optuna 5.x's GP internals (pyproject pins optuna<6); tests/test_optuna_internals.py
-# pins the names used here and that space.to_unit scales as its SearchSpace normalizes.
-from optuna._gp import acqf as gp_acqf
-from optuna._gp import gp, optim_mixed, prior
-from optuna._gp import search_space as gp_search_space
-from optuna._gp.thread_limiting import limit_threads_in_optimization
+
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
@@ -58,6 +54,29 @@ from autotune.samplers._encoding import (
 from autotune.samplers._operators import Variation, deap_random, make_child
 from autotune.samplers._pruned import pruned_scores
 from autotune.samplers.evolution import default_population_size
+
+
+class _OnFirstUse(types.ModuleType):
+    """A module imported when first used: torch and Optuna's GP (which imports torch) load only
+    when the first GP is fitted, not when the study's sampler is built. Building it is on the
+    path of ``autotune run`` to its first trial (the start-up trials need no GP), and importing
+    torch there took seconds (about 3 s on a 2-core CPU, more on a GPU machine's CUDA build)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        module = importlib.import_module(self.__name__)
+        self.__dict__.update(module.__dict__)
+        return getattr(module, attr)
+
+
+torch = _OnFirstUse("torch")
+# optuna._gp: Optuna 5.x's GP internals (pyproject pins optuna<6); tests/test_optuna_internals.py
+# pins the names used here and that space.to_unit scales as its SearchSpace normalizes.
+gp = _OnFirstUse("optuna._gp.gp")
+gp_acqf = _OnFirstUse("optuna._gp.acqf")
+optim_mixed = _OnFirstUse("optuna._gp.optim_mixed")
+prior = _OnFirstUse("optuna._gp.prior")
+gp_search_space = _OnFirstUse("optuna._gp.search_space")
+gp_threads = _OnFirstUse("optuna._gp.thread_limiting")
 
 _N_ROUNDS = 3          # rounds of breeding on the surrogate
 _N_SURVIVORS = 8       # best candidates of a round that parent the next
@@ -136,7 +155,7 @@ class HybridSampler(BaseSampler):
             and (p := proposed_params(t))
         ]
         # One thread: the many small GP calls are 100x slower when OpenMP and OpenBLAS contend.
-        with torch.device("cpu"), limit_threads_in_optimization():
+        with torch.device("cpu"), gp_threads.limit_threads_in_optimization():
             params = self._propose(study, search_space, complete, pruned, running, taken)
         remember_proposal(study, trial, params)
         return params

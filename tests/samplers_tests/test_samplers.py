@@ -265,3 +265,25 @@ def test_the_hybrid_start_up_counts_pruned_trials_as_tpe_does():
     assert not sampler._in_startup(3, 11, n_pruned=7)                      # 3 complete + 7 pruned
     assert sampler._in_startup(1, 11, n_pruned=9)                          # the model needs 2 complete
     assert sampler._in_startup(3, 9, n_pruned=6)
+
+
+def test_the_hybrid_is_built_and_samples_its_start_up_trials_without_importing_torch(tmp_path):
+    # `autotune run` builds the sampler before its first trial: torch (seconds to import) loads with
+    # the first GP fit, not then; after the start-up trials the GP runs as before
+    import subprocess
+    import sys
+    script = (
+        "import sys, optuna\n"
+        "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+        "from autotune.samplers._factory import build_sampler\n"
+        "s = build_sampler('hybrid', seed=0)\n"
+        "study = optuna.create_study(sampler=s)\n"
+        "f = lambda t: (t.suggest_float('x', -1, 1) - 0.3) ** 2 + t.suggest_int('n', 1, 8) / 100\n"
+        "study.optimize(f, n_trials=5)\n"
+        "print('torch' in sys.modules)\n"
+        "study.optimize(f, n_trials=20)\n"
+        "print('torch' in sys.modules, study.best_value < 0.2)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True", "True"], out.stdout + out.stderr[-2000:]
