@@ -93,7 +93,7 @@ for line in sys.stdin: print(f"{time.time() - t0:6.2f} {line}", end="", flush=Tr
       --trials "$n" --no-live 2>&1 | stamp "$L" | grep -v ' step \|Experimental\|set_metric' > "$OUT/start_$run.log"
     kill "$(cat /tmp/dmon.pid)"
     echo "== $run run" | tee -a "$OUT/start_split.log"
-    head -12 "$OUT/start_$run.log" | tee -a "$OUT/start_split.log"
+    grep -v '[│┌└┏┡┗┃]' "$OUT/start_$run.log" | tee -a "$OUT/start_split.log"   # the timeline, not the tables
     split /tmp/start.db gpu-smoke "$L" | grep '^slot\|^[0-9]* COMPLETE' | tee -a "$OUT/start_split.log"
     awk '$1 ~ /^[0-9]+$/ {n++; if ($2 >= 50) {print "first dmon second with SM >= 50 %:", n; exit}}' \
       "$OUT/start_${run}_dmon.log" | tee -a "$OUT/start_split.log"
