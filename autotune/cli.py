@@ -197,12 +197,16 @@ def _execute(spec, *, join_only: bool, hard_stop: bool, live: bool | None,
 
     _announce(spec)
     try:
-        study = study_mod.prepare(spec, join_only=join_only, create=create)
-        progress = make_progress(live, steps={**spec.trainer_dict, **spec.fixed_dict}.get("steps"))
-        estimating = _estimate_meanwhile(spec, progress) if estimate else None
+        # the workers start first: their imports and CUDA start overlap the opening of the study
+        started = study_mod.start_workers(spec)
+        estimating = None
         try:
-            result = study_mod.run(spec, study, hard_stop=hard_stop, progress=progress)
+            study = study_mod.prepare(spec, join_only=join_only, create=create)
+            progress = make_progress(live, steps={**spec.trainer_dict, **spec.fixed_dict}.get("steps"))
+            estimating = _estimate_meanwhile(spec, progress) if estimate else None
+            result = study_mod.run(spec, study, hard_stop=hard_stop, progress=progress, started=started)
         finally:
+            started.stop()                 # nothing left to stop once the run took them over
             if estimating is not None:     # not left importing torch while the interpreter exits
                 estimating.join()
     except SchedulerError as exc:

@@ -147,22 +147,22 @@ class TrialObjective:
         self._study: optuna.Study | None = None  # opened once per worker process
         self._storage = None                     # its RDB storage
         self.last_time_s: dict[str, float] | None = None  # where the last call's time went
+        self._helper_pending = False             # warmed up on a GPU: the first trial may prestart
 
     def __getstate__(self) -> dict:
         return {"spec": self.spec, "storage_url": self.storage_url, "_study": None, "_storage": None,
-                "last_time_s": None}
+                "last_time_s": None, "_helper_pending": False}
 
     @property
     def builtin(self) -> bool:
         return self.spec.objective.startswith(BUILTIN_PREFIX)
 
     def warm_up(self) -> None:
-        """What a worker does while its first trial is being sampled: open the study and, for the
-        built-in objective, import torch and start the GPU, with the compile caches in place; and
-        start the helper that compiles ahead where the study's trials have compiled before (it then
-        warms up while the first trial is set up, so that its compile starts warm; a study with no
-        compiled trial yet starts it at its first compile)."""
-        study = self._load_study()
+        """What a worker does before its first trial, while the run opens (or creates) the study:
+        for the built-in objective, import torch and the model and start the GPU, with the compile
+        caches in place. It does not touch the store (the study may not be there yet): the first
+        trial opens it, and then starts the helper that compiles ahead where the study's trials
+        have compiled before (``_prestart_helper``)."""
         if self.builtin:
             use_compile_cache(compile_cache_dir(self.storage_url))
             import torch
@@ -170,9 +170,17 @@ class TrialObjective:
             import autotune.train  # noqa: F401    # its attention's torch.compile: Dynamo)
             if torch.cuda.is_available():
                 torch.empty(1, device="cuda")
-                if self._compiles_ahead(study):
-                    from autotune.compile_ahead import prestart
-                    prestart()
+                self._helper_pending = True
+
+    def _prestart_helper(self, study: optuna.Study) -> None:
+        """At this worker's first trial: start the compile helper where the study compiled ahead
+        before, so that it warms up (a CUDA context, Dynamo's first use) while the trial takes
+        its first eager steps rather than at its compile."""
+        if self._helper_pending:
+            self._helper_pending = False
+            if self._compiles_ahead(study):
+                from autotune.compile_ahead import prestart
+                prestart()
 
     def _compiles_ahead(self, study: optuna.Study) -> bool:
         """Whether this worker's trials are likely to compile in a helper: ``compile: auto`` and an
@@ -256,6 +264,7 @@ class TrialObjective:
     def _run(self, trial_id: int, params: Mapping[str, Any], notify: Notify | None,
              phases: dict[str, float]) -> list[float]:
         study = self._load_study()
+        self._prestart_helper(study)
         trial = optuna.trial.Trial(study, trial_id)
         metric = self.spec.metrics[0]
         single = len(self.spec.objectives) == 1

@@ -1,9 +1,11 @@
 """Assembling a study from a spec: store, sampler, pruner, warm start, objective, and the run.
 
 Owns: ``prepare(spec)`` (the study in its store, with the spec's sampler, pruner and warm start;
-everything that can fail on bad input is checked before anything is written) and ``run(spec, study)``
-(the scheduler with the spec's objective, search space, slots and budget). The CLI and every bench
-script assemble studies here, so that a benchmark runs exactly what ``autotune run`` runs.
+everything that can fail on bad input is checked before anything is written), ``start_workers(spec)``
+(the run's workers, started before ``prepare`` so that their start overlaps it) and
+``run(spec, study)`` (the scheduler with the spec's objective, search space, slots and budget).
+The CLI and every bench script assemble studies here, so that a benchmark runs exactly what
+``autotune run`` runs.
 Must not know about: click, the terminal (errors are raised as ``StudyError``; the CLI prints them).
 
 """
@@ -66,14 +68,27 @@ def prepare(spec: StudySpec, *, join_only: bool = False, create: bool = False) -
     return study
 
 
-def run(spec: StudySpec, study: optuna.Study, *, hard_stop: bool = False, progress: Any = None):
+def start_workers(spec: StudySpec):
+    """The spec's worker processes, started before its study is opened (``scheduler.start_workers``
+    with the spec's objective and slots): ``run(..., started=)`` takes them over; ``stop()`` them
+    when the run does not come (the study could not be opened)."""
+    from autotune.objective import TrialObjective
+    from autotune.scheduler import start_workers as start
+
+    return start(spec.parallel, TrialObjective(spec, spec.storage))
+
+
+def run(spec: StudySpec, study: optuna.Study, *, hard_stop: bool = False, progress: Any = None,
+        started: Any = None):
     """Run ``study``'s trials on this machine's slots until the spec's budget is spent
-    (``scheduler.run_study`` with the spec's objective, search space, slots and budget)."""
+    (``scheduler.run_study`` with the spec's objective, search space, slots and budget), on the
+    workers ``start_workers(spec)`` started when ``started`` holds them."""
     from autotune import space
     from autotune.objective import TrialObjective
     from autotune.scheduler import run_study
 
+    objective = started.objective if started is not None else TrialObjective(spec, spec.storage)
     return run_study(study, storage_url=spec.storage,
-                     suggest=lambda trial: space.suggest(trial, spec.space),
-                     objective=TrialObjective(spec, spec.storage),
-                     parallel=spec.parallel, budget=spec.budget, hard_stop=hard_stop, progress=progress)
+                     suggest=lambda trial: space.suggest(trial, spec.space), objective=objective,
+                     parallel=spec.parallel, budget=spec.budget, hard_stop=hard_stop, progress=progress,
+                     started=started)

@@ -284,5 +284,21 @@ def test_a_worker_prestarts_the_compile_helper_only_where_the_study_compiled_ahe
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)      # the GPU's path, on a CPU
     monkeypatch.setattr(torch, "empty", lambda *a, **k: None)
     monkeypatch.setattr(autotune.compile_ahead, "prestart", lambda: started.append(True))
-    TrialObjective(spec, url).warm_up()
-    assert bool(started) is starts
+    objective = TrialObjective(spec, url)
+    objective.warm_up()                         # before the study is opened: no decision yet
+    assert not started
+    objective._prestart_helper(objective._load_study())     # at the worker's first trial
+    objective._prestart_helper(objective._load_study())     # once a worker
+    assert started == ([True] if starts else [])
+
+
+def test_a_workers_warm_up_leaves_the_store_alone(tmp_path):
+    # workers start before the run opens (or creates) the study: their warm-up must not open the
+    # store (an SQLite file would be created under the run creating its tables)
+    db = tmp_path / "later.db"
+    spec = parse_spec({"study": "w", "storage": f"sqlite:///{db}",
+                       "space": {"lr": {"type": "float", "low": 0.001, "high": 0.1}},
+                       "objectives": [{"metric": "val_loss", "direction": "minimize"}]},
+                      base_dir=tmp_path, default_name="w")
+    TrialObjective(spec, spec.storage).warm_up()
+    assert not db.exists()

@@ -1,6 +1,7 @@
 """The scheduler: runs a study's trials in crash-isolated worker processes until the budget is spent.
 
-Public: ``run_study``, ``RunResult`` and ``SchedulerError`` (``loop.py``, the loop); ``gpus`` (GPU
+Public: ``run_study``, ``RunResult`` and ``SchedulerError`` (``loop.py``, the loop), and
+``start_workers`` (a run's workers started before its study is opened, for ``run_study(started=)``); ``gpus`` (GPU
 inventory and slots); ``policies`` (its decisions, as small pure functions); ``workers`` (starting,
 killing and describing the worker processes). ``_worker`` is what runs inside a worker process,
 ``_liveness`` the heartbeats, stale trials and retries across processes.
@@ -15,9 +16,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from autotune.scheduler.loop import RunResult, SchedulerError, run_study
+    from autotune.scheduler.loop import RunResult, SchedulerError, StartedWorkers, run_study, start_workers
 
-__all__ = ["RunResult", "SchedulerError", "run_study"]
+__all__ = ["RunResult", "SchedulerError", "StartedWorkers", "run_study", "start_workers"]
 
 
 def __getattr__(name: str) -> Any:

@@ -24,7 +24,8 @@ then runs its exit handlers, which free what outlives the process (named semapho
 compile worker pools), and exits; SIGKILL of its group follows after a grace period.
 
 After "ready" the worker calls the objective's ``warm_up()``, if it has one (imports, GPU start),
-while the parent samples the first trial; its seconds are the first trial's ``worker_start``.
+while the parent opens the study (``start_workers`` starts workers first) and samples the first
+trial; the part of it that the first trial waited for is that trial's ``worker_start``.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from autotune.outcomes import INTERRUPTED, INTERRUPTED_BY_ATTR, RERUN_OF_ATTR, S
 from autotune.scheduler import _worker
 from autotune.scheduler._liveness import (GRACE_ATTR, SCHEDULER_ATTRS, Heartbeats, fail_stale_trials,
                                           open_study, retry_callback)
-from autotune.scheduler.gpus import plan_slots, shared_gpus
+from autotune.scheduler.gpus import Slot, plan_slots, shared_gpus
 from autotune.scheduler.mps import Mps, start_mps
 from autotune.scheduler.workers import (Running, Worker, describe_exit, kill_worker, start_worker,
                                        terminate_worker)
@@ -82,12 +82,59 @@ class _Budget:
         return time.monotonic() - self.started
 
 
+@dataclass
+class StartedWorkers:
+    """A run's worker processes, started before its study is opened (``start_workers``), so that
+    their start (imports, the CUDA context: seconds to tens of seconds) overlaps the scheduler's
+    own. ``run_study(..., started=...)`` takes them over; ``stop()`` them if no run comes (a no-op
+    once a run has taken them over)."""
+    parallel: ParallelSpec
+    objective: Callable
+    slots: list[Slot]
+    mps: Mps
+    workers: list[Worker]
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            terminate_worker(worker)
+        for worker in self.workers:
+            kill_worker(worker)
+            worker.conn.close()
+        self.workers = []
+        self.mps.stop()
+
+
+def start_workers(parallel: ParallelSpec, objective: Callable) -> StartedWorkers:
+    """Start a worker on each of ``parallel``'s slots (with the run's MPS daemon when it asks
+    for one) before the study is opened: a worker waits for its first trial, and its warm-up
+    must not need the study (``TrialObjective.warm_up`` does not touch the store)."""
+    slots = plan_slots(parallel)
+    mps, slots = _mps_for(parallel, slots)
+    try:
+        workers = [start_worker(slot, objective) for slot in slots]
+    except BaseException:
+        mps.stop()
+        raise
+    return StartedWorkers(parallel, objective, slots, mps, workers)
+
+
+def _mps_for(parallel: ParallelSpec, slots: list[Slot]) -> tuple[Mps, list[Slot]]:
+    """parallel.mps: one MPS daemon for the run; the shared GPUs' slots reach it."""
+    mps = start_mps(parallel.mps, shared_gpus(slots))
+    if mps.note:
+        _log.log(logging.INFO if mps.env else logging.WARNING, "%s", mps.note)
+    if mps.env:
+        extra = tuple(mps.env.items())
+        slots = [replace(s, extra_env=extra) for s in slots]
+    return mps, slots
+
+
 def run_study(
     study: optuna.Study, *, storage_url: str,
     suggest: Callable[[optuna.trial.Trial], dict],
     objective: Callable[[int, dict, Callable[[int, dict], None]], list[float]],
     parallel: ParallelSpec, budget: BudgetSpec, hard_stop: bool = False,
-    progress: Any = None,
+    progress: Any = None, started: StartedWorkers | None = None,
 ) -> RunResult:
     """Run trials of ``study`` on this machine's slots until ``budget`` is spent or Ctrl-C.
 
@@ -99,10 +146,12 @@ def run_study(
     interrupted. An interrupted trial (also by Ctrl-C / SIGTERM) is stored as FAIL with the user
     attr ``stop_reason: interrupted`` and re-queued as a WAITING copy that the next claim of any
     run takes first; it counts neither in the budget nor as a failure.
+    ``started``: the workers ``start_workers`` started for this run (with the same ``parallel`` and
+    ``objective``), taken over instead of starting new ones.
     """
     return _Scheduler(study, storage_url=storage_url, suggest=suggest, objective=objective,
                       parallel=parallel, budget=budget, hard_stop=hard_stop,
-                      progress=progress).run()
+                      progress=progress, started=started).run()
 
 
 TRACEBACK_ATTR = "traceback"    # user attr: a failed trial's traceback text
@@ -130,7 +179,7 @@ class _Scheduler:
 
     def __init__(self, study: optuna.Study, *, storage_url: str, suggest: Callable,
                  objective: Callable, parallel: ParallelSpec, budget: BudgetSpec,
-                 hard_stop: bool, progress: Any) -> None:
+                 hard_stop: bool, progress: Any, started: StartedWorkers | None = None) -> None:
         self.study, self.storage = open_study(study, storage_url, parallel)
         self.suggest, self.objective = suggest, objective
         self.parallel, self.hard_stop = parallel, hard_stop
@@ -151,6 +200,10 @@ class _Scheduler:
         self.complete_slot_seconds: list[float] = []   # the study's, for the default trial limit
         self.held: tuple[Any, dict, int] | None = None  # claimed, waiting for its width in slots
         self.mps = Mps()                                # parallel.mps: the run's daemon, if any
+        self.started = started                          # workers started before the study opened
+        if started is not None:
+            self.objective, self.slots, self.mps = started.objective, started.slots, started.mps
+            self.workers, started.workers, started.mps = started.workers, [], Mps()   # ours now
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -172,8 +225,9 @@ class _Scheduler:
             if self.budget.spec.trial_timeout_s is None:   # read once; this run's own are added
                 self.complete_slot_seconds = store.trial_user_attr_values(
                     self.storage, study_id_of(self.study), "slot_seconds", TrialState.COMPLETE)
-            self._start_mps()
-            self.workers = [start_worker(slot, self.objective) for slot in self.slots]
+            if self.started is None:
+                self.mps, self.slots = _mps_for(self.parallel, self.slots)
+                self.workers = [start_worker(slot, self.objective) for slot in self.slots]
             self._loop()
         finally:
             self._shutdown()
@@ -186,15 +240,6 @@ class _Scheduler:
             finally:
                 self.progress.close()
         return self.result
-
-    def _start_mps(self) -> None:
-        """parallel.mps: one MPS daemon for the run; the shared GPUs' slots reach it."""
-        self.mps = start_mps(self.parallel.mps, shared_gpus(self.slots))
-        if self.mps.note:
-            _log.log(logging.INFO if self.mps.env else logging.WARNING, "%s", self.mps.note)
-        if self.mps.env:
-            extra = tuple(self.mps.env.items())
-            self.slots = [replace(s, extra_env=extra) for s in self.slots]
 
     def _loop(self) -> None:
         while True:

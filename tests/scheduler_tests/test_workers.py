@@ -45,3 +45,52 @@ def test_describe_exit_names_the_code_the_signal_or_a_vanished_process():
     assert describe_exit(3) == "worker process exited with code 3"
     assert describe_exit(-signal.SIGTERM) == "worker process killed by SIGTERM"
     assert describe_exit(-200) == "worker process killed by signal 200"
+
+
+class Pid:
+    """Returns its worker's pid as its one objective value."""
+
+    def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
+        return [float(os.getpid())]
+
+
+def test_workers_started_before_the_study_are_the_ones_that_run_its_trials(tmp_path):
+    # `autotune run` starts its workers first (their start overlaps the opening of the study);
+    # the scheduler takes them over instead of starting others
+    import optuna
+
+    from autotune.scheduler import run_study, start_workers
+    from autotune.spec_types import BudgetSpec, ParallelSpec
+
+    parallel = ParallelSpec(workers=2)
+    started = start_workers(parallel, Pid())
+    pids = {w.process.pid for w in started.workers}
+    assert len(pids) == 2
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="s", storage=url)      # created after the workers
+    result = run_study(study, storage_url=url, suggest=lambda t: {"x": t.suggest_float("x", 0, 1)},
+                       objective=started.objective, parallel=parallel, budget=BudgetSpec(trials=4),
+                       started=started)
+    assert result.completed == 4
+    assert {int(t.value) for t in study.trials} <= pids          # no other worker ran a trial
+    assert started.workers == [] and not any(os.path.exists(f"/proc/{p}") and _running(p) for p in pids)
+    started.stop()                                                # nothing left: a no-op
+
+
+def test_workers_started_for_a_run_that_never_comes_are_stopped():
+    from autotune.scheduler import start_workers
+    from autotune.spec_types import ParallelSpec
+
+    started = start_workers(ParallelSpec(workers=2), Pid())
+    processes = [w.process for w in started.workers]
+    started.stop()
+    assert started.workers == [] and all(not p.is_alive() for p in processes)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1].split()[0] != "Z"
+    except OSError:
+        return False
