@@ -166,8 +166,8 @@ class TrialObjective:
         if self.builtin:
             use_compile_cache(compile_cache_dir(self.storage_url))
             import torch
-            import autotune.model.transformer  # noqa: F401 - the imports are the work (the model,
-            import autotune.train  # noqa: F401    # its attention's torch.compile: Dynamo)
+            import autotune.model.transformer  # noqa: F401 - the imports are the work (Inductor
+            import autotune.train  # noqa: F401    # comes with the first compile, if any)
             if torch.cuda.is_available():
                 torch.empty(1, device="cuda")
                 self._helper_pending = True

@@ -240,7 +240,7 @@ def build_flex_block_mask(selection: BlockSelection):
 
 def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, keep_ratio: float | Tensor,
                  kernel_options: dict | None = None) -> Tensor:
-    """Selection, block mask and FlexAttention in one graph (``_flex_sparse_compiled`` when eager)."""
+    """Selection, block mask and FlexAttention in one graph (compiled on its own when eager: ``_compiled``)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     selection = select_blocks(q, k, block_size, window, keep_ratio)
@@ -251,10 +251,22 @@ def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, 
     return flex_attention(q, k, v, block_mask=build_flex_block_mask(selection), kernel_options=options)
 
 
-# Compiled lazily on first call. Its graphs are keyed on shapes, window, block size and grad mode
-# (keep_ratio is data when it comes as a tensor), so trials of one worker that share those reuse
-# them; the trainer resets Dynamo before a trial could reach the recompile limit (autotune/train.py).
-_flex_sparse_compiled = torch.compile(_flex_sparse, dynamic=False)
+# The compiled functions an eager model calls, made at the first sparse call on CUDA (``_compiled``:
+# ``torch.compile`` imports Dynamo, seconds that a CPU run or a dense trial never needs; never called
+# while Dynamo traces, see ``sparse_attention``). Their graphs are keyed on shapes, window, block size
+# and grad mode (keep_ratio is data when it comes as a tensor), so trials of one worker that share
+# those reuse them; the trainer resets Dynamo before a trial could reach the recompile limit
+# (autotune/train.py).
+_compiled_fns: dict[str, object] = {}
+
+
+def _compiled(name: str):
+    """``torch.compile`` of ``_flex_sparse`` (static shapes) or ``_flex_sparse_varlen`` (dynamic)."""
+    fn = _compiled_fns.get(name)
+    if fn is None:
+        fn = _compiled_fns[name] = (torch.compile(_flex_sparse, dynamic=False) if name == "static" else
+                                    torch.compile(_flex_sparse_varlen, dynamic=None))
+    return fn
 
 
 def _flex_sparse_varlen(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int,
@@ -264,7 +276,6 @@ def _flex_sparse_varlen(q: Tensor, k: Tensor, v: Tensor, block_size: int, window
     return _flex_sparse(q, k, v, block_size, window, keep_ratio)
 
 
-_flex_sparse_varlen_compiled = torch.compile(_flex_sparse_varlen, dynamic=None)
 STATIC_SHAPES = 4     # (batch, length) shapes of one head layout compiled statically before going dynamic
 _shapes_seen: dict[tuple, set[tuple[int, int]]] = {}
 
@@ -278,11 +289,11 @@ def _eager_flex(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int):
     seen = _shapes_seen.setdefault((H, D, block_size, window, q.dtype, torch.is_grad_enabled()), set())
     if (B, T) in seen or len(seen) < STATIC_SHAPES:
         seen.add((B, T))
-        return _flex_sparse_compiled
+        return _compiled("static")
     for x in (q, k, v):
         torch._dynamo.maybe_mark_dynamic(x, 0)
         torch._dynamo.maybe_mark_dynamic(x, 2)
-    return _flex_sparse_varlen_compiled
+    return _compiled("varlen")
 
 
 def forget_shapes() -> None:

@@ -238,3 +238,22 @@ def test_the_schedule_as_tensor_data_gives_the_hosts_ratio_and_block_counts(sche
         assert data.dtype == torch.float64 and data.dim() == 0 and data.item() == host
         n = math.ceil(T / 16)
         assert kept_counts(n, 16, 32, data).add(1).tolist() == kept_blocks(n, 16, 32, host)
+
+
+def test_the_model_loads_inductors_compiler_only_when_something_compiles():
+    # the eager FlexAttention path is compiled at its first call on CUDA, not when the model is
+    # imported: torch.compile loads Inductor's compiler (~180 modules, seconds of every worker's
+    # start), which a CPU run or a dense trial never uses
+    import subprocess
+    import sys
+    script = ("import sys, torch\n"
+              "from autotune.model import ModelConfig, Transformer\n"
+              "m = Transformer(ModelConfig(vocab_size=32, d_model=32, n_layers=1, n_heads=2, d_ff=64,\n"
+              "    num_experts=2, top_k=1, attention='sparse', keep_ratio=0.5, window=16, block_size=16,\n"
+              "    max_seq_len=64))\n"
+              "logits, aux = m(torch.randint(32, (2, 64)))\n"
+              "logits.sum().backward()\n"
+              "print('torch._inductor.compile_fx' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False"]
