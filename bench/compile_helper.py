@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--prestart", type=float, default=0.0, help="start the helper this many seconds before the first block")
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--seq-len", type=int, default=16)
+    parser.add_argument("--backend", default="inductor",
+                        help="torch.compile backend of the blocks (the trainer's: inductor; aot_eager checks the "
+                             "script's own logic in seconds)")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "compile_helper.json"))
     args = parser.parse_args()
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="compile-helper-bench-")
@@ -49,7 +52,7 @@ def main() -> None:
         d = 32 * (i + 2)
         model = Transformer(ModelConfig(vocab_size=64, d_model=d, n_heads=2, d_ff=2 * d, n_layers=args.layers,
                                         num_experts=1, top_k=1, attention="dense", max_seq_len=args.seq_len)).to(device)
-        ahead = compile_ahead.CompileAhead(model.blocks[0], autocast=autocast)
+        ahead = compile_ahead.CompileAhead(model.blocks[0], autocast=autocast, backend=args.backend)
         ahead.capture()
         with torch.autocast(*autocast):
             logits, _ = model(torch.randint(0, 64, (2, args.seq_len), device=device))

@@ -28,7 +28,7 @@ def test_tiny_run_trains_each_variant_in_its_own_process(tmp_path):
 def test_compile_helper_bench_compiles_a_block_and_prints_its_phases(tmp_path):
     out = tmp_path / "ch.json"
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "compile_helper.py"), "--blocks", "1",
-                          "--layers", "1", "--seq-len", "8", "--out", str(out)],
+                          "--layers", "1", "--seq-len", "8", "--backend", "aot_eager", "--out", str(out)],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     (row,) = json.loads(out.read_text())["rows"]
