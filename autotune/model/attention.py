@@ -196,8 +196,8 @@ def _causal(b, h, q_idx, kv_idx):
 def _transposed_lists(dense: Tensor) -> tuple[Tensor, Tensor]:
     """Per key block, the query blocks whose row of ``dense`` ([B, H, n_q, n_kv], bool) holds it:
     counts [B, H, n_kv] and indices [B, H, n_kv, n_q] (int32, ascending, zero padding). A running
-    count places each one; torch's ``BlockMask.from_kv_blocks`` sorts instead (an argsort that
-    falls back to eager under compile: a segmented sort's several kernels, twice a mask)."""
+    count places each one; torch's ``BlockMask.from_kv_blocks`` sorts instead (an argsort, two
+    sort kernels a mask under compile)."""
     t = dense.transpose(-1, -2).to(torch.int32)                             # [B, H, n_kv, n_q]
     n_q = t.shape[-1]
     slot = torch.where(t.bool(), t.cumsum(-1) - 1, n_q)                     # the rest: a spare column
@@ -252,8 +252,8 @@ def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, 
 
 
 # The compiled functions an eager model calls, made at the first sparse call on CUDA (``_compiled``:
-# ``torch.compile`` imports Dynamo, seconds that a CPU run or a dense trial never needs; never called
-# while Dynamo traces, see ``sparse_attention``). Their graphs are keyed on shapes, window, block size
+# ``torch.compile`` loads Inductor's compiler, seconds that a CPU run or a dense trial never needs;
+# never called while Dynamo traces, see ``sparse_attention``). Their graphs are keyed on shapes, window, block size
 # and grad mode (keep_ratio is data when it comes as a tensor), so trials of one worker that share
 # those reuse them; the trainer resets Dynamo before a trial could reach the recompile limit
 # (autotune/train.py).

@@ -88,7 +88,6 @@ class StartedWorkers:
     their start (imports, the CUDA context: seconds to tens of seconds) overlaps the scheduler's
     own. ``run_study(..., started=...)`` takes them over; ``stop()`` them if no run comes (a no-op
     once a run has taken them over)."""
-    parallel: ParallelSpec
     objective: Callable
     slots: list[Slot]
     mps: Mps
@@ -115,7 +114,7 @@ def start_workers(parallel: ParallelSpec, objective: Callable) -> StartedWorkers
     except BaseException:
         mps.stop()
         raise
-    return StartedWorkers(parallel, objective, slots, mps, workers)
+    return StartedWorkers(objective, slots, mps, workers)
 
 
 def _mps_for(parallel: ParallelSpec, slots: list[Slot]) -> tuple[Mps, list[Slot]]:
@@ -200,8 +199,7 @@ class _Scheduler:
         self.complete_slot_seconds: list[float] = []   # the study's, for the default trial limit
         self.held: tuple[Any, dict, int] | None = None  # claimed, waiting for its width in slots
         self.mps = Mps()                                # parallel.mps: the run's daemon, if any
-        self.started = started                          # workers started before the study opened
-        if started is not None:
+        if started is not None:                         # workers started before the study opened
             self.objective, self.slots, self.mps = started.objective, started.slots, started.mps
             self.workers, started.workers, started.mps = started.workers, [], Mps()   # ours now
 
@@ -225,7 +223,7 @@ class _Scheduler:
             if self.budget.spec.trial_timeout_s is None:   # read once; this run's own are added
                 self.complete_slot_seconds = store.trial_user_attr_values(
                     self.storage, study_id_of(self.study), "slot_seconds", TrialState.COMPLETE)
-            if self.started is None:
+            if not self.workers:            # none taken over from start_workers
                 self.mps, self.slots = _mps_for(self.parallel, self.slots)
                 self.workers = [start_worker(slot, self.objective) for slot in self.slots]
             self._loop()
