@@ -150,7 +150,7 @@ class CompileAhead:
                     "inputs": _moved(self.inputs, "cpu"), "eval_inputs": _moved(self.eval_inputs, "cpu"),
                     "autocast": self.autocast, "backend": self.backend, "dynamic": self.dynamic,
                     "settings": global_settings()}, payload)
-        self._helper, self.reused = _helper()
+        self._helper, self.reused = _helper(self.backend)
         self._helper.submit(payload)
 
     @property
@@ -216,11 +216,11 @@ class _Helper:
     its CUDA context and Inductor warm after the first), as long as the trial's process lives.
     Started at a lower CPU priority (``HELPER_NICENESS``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str = "inductor") -> None:
         self.env = _helper_env()
         self.dir = tempfile.mkdtemp(prefix="autotune-compile-helper-")
         self.log = open(Path(self.dir) / "log.txt", "w+")
-        command = [sys.executable, "-m", "autotune.compile_ahead", "--serve", str(os.getpid())]
+        command = [sys.executable, "-m", "autotune.compile_ahead", "--serve", str(os.getpid()), backend]
         nice = shutil.which("nice") if HELPER_NICENESS else None
         self.proc = subprocess.Popen([nice, "-n", str(HELPER_NICENESS), *command] if nice else command,
                                      stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
@@ -262,20 +262,20 @@ def _helper_env() -> tuple[str | None, ...]:
                                                    "CUDA_VISIBLE_DEVICES"))
 
 
-def _helper() -> tuple[_Helper, bool]:
+def _helper(backend: str = "inductor") -> tuple[_Helper, bool]:
     """This process's helper (started now if it has none, it died, or the environment it started
-    in has changed), and whether it was running already."""
+    in has changed; a new one warms ``backend`` up), and whether it was running already."""
     global _current
     if _current is not None and _current.alive and _current.env == _helper_env():
         return _current, True
     _stop_helper()
-    _current = _Helper()
+    _current = _Helper(backend)
     return _current, False
 
 
-def prestart() -> None:
+def prestart(backend: str = "inductor") -> None:
     """Start this process's helper now, before a trial needs it, so that it is warm by then."""
-    _helper()
+    _helper(backend)
 
 
 def _stop_helper() -> None:
@@ -388,23 +388,28 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _warm() -> None:
+def _warm(backend: str) -> None:
     """What every compile needs, done before the first payload comes: the CUDA context open, and
-    Dynamo, AOTAutograd and Inductor through their first use (imports, code caches, the kernel
-    compiler) on a function of two ops, forward and backward, under autocast."""
+    Dynamo, AOTAutograd and ``backend`` (Inductor: its kernel compiler) through their first use
+    (imports, code caches) on a function of two ops, forward and backward, under autocast. A backend
+    that fails here says why at the payload's compile, which the trial reads."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x = torch.ones(8, 8, device=device, requires_grad=True)
-    with torch.autocast(device, dtype=torch.bfloat16):
-        y = torch.compile(lambda t: torch.nn.functional.gelu(t @ t), dynamic=False)(x)
-    y.float().sum().backward()
+    try:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            y = torch.compile(lambda t: torch.nn.functional.gelu(t @ t), backend=backend, dynamic=False)(x)
+        y.float().sum().backward()
+    except Exception:  # noqa: BLE001 - reported with the payload
+        traceback.print_exc()
     torch._dynamo.reset()
 
 
-def serve(parent: int) -> None:
-    """The helper's loop: for each ``PAYLOAD\tLAUNCHED_AT`` line on stdin, compile the payload and
-    write ``RESULT`` beside it (atomically); exit at the end of stdin or with ``parent``."""
+def serve(parent: int, backend: str = "inductor") -> None:
+    """The helper's loop: warm ``backend`` up, then for each ``PAYLOAD\tLAUNCHED_AT`` line on stdin,
+    compile the payload and write ``RESULT`` beside it (atomically); exit at the end of stdin or
+    with ``parent``."""
     _exit_with(parent)
-    _warm()
+    _warm(backend)
     for line in sys.stdin:
         path, launched = line.rstrip("\n").split("\t")
         try:
@@ -424,5 +429,5 @@ def serve(parent: int) -> None:
         sys.stdout.flush()
 
 
-if __name__ == "__main__":           # python -m autotune.compile_ahead --serve TRIAL_PID
-    serve(int(sys.argv[2]))
+if __name__ == "__main__":           # python -m autotune.compile_ahead --serve TRIAL_PID [BACKEND]
+    serve(int(sys.argv[2]), *sys.argv[3:4])
