@@ -208,33 +208,6 @@ def test_hybrid_proposes_no_duplicates_while_trials_run(storage):
     assert all(t.state == TrialState.RUNNING for t in study.get_trials()[6:])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["evolution", "hybrid"])
-def test_suggestion_takes_under_a_second_at_1000_trials(kind, tmp_path):
-    import time
-
-    rng = np.random.RandomState(0)
-    dists = {f"x{i}": FloatDistribution(-5, 5) for i in range(8)}
-    dists["n"] = IntDistribution(1, 64, log=True)
-    dists["c"] = CategoricalDistribution(["a", "b", "c"])
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'big.db'}")
-    study = optuna.create_study(storage=storage, sampler=build_sampler(kind, seed=0))
-    trials = []
-    for _ in range(1000):
-        params = {f"x{i}": float(rng.uniform(-5, 5)) for i in range(8)}
-        params |= {"n": int(rng.randint(1, 65)), "c": str(rng.choice(["a", "b", "c"]))}
-        value = sum(v**2 for k, v in params.items() if k.startswith("x")) + params["n"]
-        trials.append(optuna.trial.create_trial(params=params, distributions=dists, value=value))
-    study.add_trials(trials)
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        trial = study.ask(dists)
-        times.append(time.perf_counter() - start)
-        study.tell(trial, 0.0)
-    assert np.median(times) < 1.0, times
-
-
 def _pruned_corner(trial: optuna.Trial) -> float:
     """The best-looking corner of the square (around (0.3, 0.6)) always gets pruned, as a region
     of unstable trainings would: a sampler must learn from pruned trials to leave it."""
