@@ -2,8 +2,8 @@
 
 Times the layer as training runs it (block selection, BlockMask building and FlexAttention in one
 compiled graph, forward + backward, ``attention._flex_sparse``) once per variant: the default
-kernel configuration torch picks, named tile sizes / stages / warps for the forward
-(``fwd_*``) or backward (``bwd_*``) kernel, TMA loads, and Inductor's C++ wrapper (less host time a
+kernel configuration as autotune ships it (``attention.flex_kernel_options``), named tile sizes /
+stages / warps for the forward (``fwd_*``) or backward (``bwd_*``) kernel, TMA loads, and Inductor's C++ wrapper (less host time a
 call: what a small layer waits on at 1k tokens). Dense flash SDPA beside it, same inputs. A variant
 that fails to compile (an option the installed torch lacks, a configuration that does not fit
 shared memory) is reported with its error, not fatal. Each variant's output and gradients are
@@ -36,6 +36,24 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
                           "bwd_num_stages": 4, "bwd_num_warps": 8}, {}),
     "bwd 64/128 s2 w8": ({"bwd_BLOCK_M1": 64, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 64,
                           "bwd_num_stages": 2, "bwd_num_warps": 8}, {}),
+    "bwd 32/128 s4 w4": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 32,
+                          "bwd_num_stages": 4, "bwd_num_warps": 4}, {}),
+    "bwd 32/128 s2 w4": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 32,
+                          "bwd_num_stages": 2, "bwd_num_warps": 4}, {}),
+    "bwd 32/128 s3 w8": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 32,
+                          "bwd_num_stages": 3, "bwd_num_warps": 8}, {}),
+    "bwd 32/64 s3 w4": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 64, "bwd_BLOCK_M2": 64, "bwd_BLOCK_N2": 32,
+                         "bwd_num_stages": 3, "bwd_num_warps": 4}, {}),
+    "bwd 32/128 dq 64/64 s3 w4": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 64, "bwd_BLOCK_N2": 64,
+                                   "bwd_num_stages": 3, "bwd_num_warps": 4}, {}),
+    "bwd 64/64 s4 w4": ({"bwd_BLOCK_M1": 64, "bwd_BLOCK_N1": 64, "bwd_BLOCK_M2": 64, "bwd_BLOCK_N2": 64,
+                         "bwd_num_stages": 4, "bwd_num_warps": 4}, {}),
+    "bwd 16/128 s3 w4": ({"bwd_BLOCK_M1": 16, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 16,
+                          "bwd_num_stages": 3, "bwd_num_warps": 4}, {}),
+    "bwd 32/128 s3 w4, fwd 128x64": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128,
+                                      "bwd_BLOCK_N2": 32, "bwd_num_stages": 3, "bwd_num_warps": 4,
+                                      "fwd_BLOCK_M": 128, "fwd_BLOCK_N": 64, "fwd_num_stages": 3,
+                                      "fwd_num_warps": 4}, {}),
     "prescale": ({"PRESCALE_QK": True}, {}),
     "cpp wrapper": ({}, {"cpp_wrapper": True}),
 }

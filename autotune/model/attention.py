@@ -238,15 +238,34 @@ def build_flex_block_mask(selection: BlockSelection):
     )
 
 
+# The backward kernel's tiles for long sequences: 32-query x 128-key tiles for dK/dV, 128 x 32 for dQ,
+# 3 stages, 4 warps (torch's H100 default for head size 64: 64 x 128 / 128 x 64, 8 warps). Measured on
+# an H100 (bench/attention_options.py, bench/RESULTS.md): the whole layer 1.10x faster at 16k and 32k
+# tokens, 0.96x at 2k and 4k (hence from 16k on), results identical. Shared memory stays small enough
+# for Ampere too (torch's own default there for head sizes below 64).
+LONG_SEQ_LEN = 16384
+LONG_BWD_TILES = {"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 32,
+                  "bwd_num_stages": 3, "bwd_num_warps": 4}
+
+
+def flex_kernel_options(q: Tensor, block_size: int) -> dict:
+    """FlexAttention's kernel options for q ([B, H, T, D]) under ``block_size``-token mask blocks."""
+    options = {"ROWS_GUARANTEED_SAFE": True}          # every query sees at least itself
+    if block_size < 128:                               # kernel tiles must divide the mask's blocks
+        options.update(BLOCK_M=block_size, BLOCK_N=block_size)
+    elif (q.is_cuda and block_size % 128 == 0 and q.shape[2] >= LONG_SEQ_LEN and q.shape[-1] <= 64
+          and q.dtype in (torch.bfloat16, torch.float16)):
+        options.update(LONG_BWD_TILES)
+    return options
+
+
 def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, keep_ratio: float | Tensor,
                  kernel_options: dict | None = None) -> Tensor:
     """Selection, block mask and FlexAttention in one graph (compiled on its own when eager: ``_compiled``)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     selection = select_blocks(q, k, block_size, window, keep_ratio)
-    options = {"ROWS_GUARANTEED_SAFE": True}          # every query sees at least itself
-    if block_size < 128:                               # kernel tiles must divide the mask's blocks
-        options.update(BLOCK_M=block_size, BLOCK_N=block_size)
+    options = flex_kernel_options(q, block_size)
     options.update(kernel_options or {})
     return flex_attention(q, k, v, block_mask=build_flex_block_mask(selection), kernel_options=options)
 

@@ -257,3 +257,34 @@ def test_the_model_loads_inductors_compiler_only_when_something_compiles():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False"]
+
+
+def test_long_half_precision_sequences_get_the_measured_backward_tiles_and_nothing_else_does():
+    from types import SimpleNamespace
+
+    from autotune.model.attention import LONG_BWD_TILES, flex_kernel_options
+
+    def q(T, D=64, dtype=torch.bfloat16, is_cuda=True):
+        return SimpleNamespace(shape=(2, 4, T, D), dtype=dtype, is_cuda=is_cuda)
+    tiled = flex_kernel_options(q(16384), 128)
+    assert tiled == {"ROWS_GUARANTEED_SAFE": True, **LONG_BWD_TILES}
+    assert flex_kernel_options(q(32768, dtype=torch.float16), 256) == tiled
+    for short_or_other in (q(8192), q(16384, D=128), q(16384, dtype=torch.float32), q(16384, is_cuda=False)):
+        assert flex_kernel_options(short_or_other, 128) == {"ROWS_GUARANTEED_SAFE": True}
+    assert flex_kernel_options(q(16384), 64) == {"ROWS_GUARANTEED_SAFE": True, "BLOCK_M": 64, "BLOCK_N": 64}
+
+
+@pytest.mark.gpu
+@cuda
+def test_flex_path_at_16k_tokens_with_its_own_backward_tiles_matches_the_reference(full_fp32):
+    B, H, T, D = 1, 2, 16384, 64
+    q, k, v = (x.bfloat16().requires_grad_() for x in qkv(B, H, T, D, device="cuda"))
+    out = sparse_attention(q, k, v, block_size=128, window=128, keep_ratio=0.2, impl="flex")
+    grad = torch.randn_like(out)
+    got = (out, *torch.autograd.grad(out, (q, k, v), grad))
+    q32, k32, v32 = (x.detach().float().requires_grad_() for x in (q, k, v))
+    mask = select_blocks(q, k, 128, 128, 0.2).token_mask()
+    ref = masked_attention(q32, k32, v32, mask)
+    want = (ref, *torch.autograd.grad(ref, (q32, k32, v32), grad.float()))
+    for a, b in zip(got, want):      # bf16 inputs and outputs against the fp32 reference on the same values
+        assert rel_err(a, b) < 2e-2
