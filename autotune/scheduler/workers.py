@@ -102,6 +102,9 @@ def kill_worker(worker: Worker) -> None:
     terminate_worker(worker)
     multiprocessing.connection.wait([worker.process.sentinel],
                                     max(0.0, worker.kill_at - time.monotonic()))
+    if worker.process.exitcode is None:   # says which stop may leave a leaked-semaphore warning
+        _log.info("worker of slot %s did not exit within %.0f s of SIGTERM: killed", worker.slot.index,
+                  TERM_GRACE_S)
     try:   # not reaped yet: the group's id cannot have been reused
         os.killpg(worker.process.pid, signal.SIGKILL)
     except OSError:

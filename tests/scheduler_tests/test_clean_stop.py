@@ -74,7 +74,8 @@ def test_a_hard_stop_unlinks_the_semaphores_that_cut_trials_held(sqlite_url, tmp
     assert [name for name in names if semaphore_file(name).exists()] == []
 
 
-def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace_period(sqlite_url, tmp_path):
+def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace_period(sqlite_url, tmp_path, caplog):
+    caplog.set_level("INFO", logger="autotune")
     pid_file = tmp_path / "worker.pid"
     study = _study(sqlite_url, "stuck")
     result = scheduler.run_study(
@@ -87,6 +88,7 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace_period(sqlite_u
     assert not helpers.alive(int(pid_file.read_text()))
     (cut,) = [t for t in helpers.trials(sqlite_url, "stuck") if t.state == TrialState.FAIL]
     assert cut.user_attrs["interrupted_by"] == "gpu_hours"
+    assert "worker of slot 0 did not exit within 5 s of SIGTERM: killed" in caplog.text   # says why a warning may follow
 
 
 def _semaphore_study(tmp_path: Path, names_dir: Path) -> Path:
