@@ -105,7 +105,10 @@ def is_transient(exc: BaseException) -> bool:
     """A connection-level error worth retrying: a dropped connection, a restarting server, a
     locked SQLite file; also when it caused another (Optuna wraps errors in StorageInternalError,
     and a query on a session whose connection died fails again). Not an error we already retried
-    (StorageUnavailable), nor a constraint violation."""
+    (StorageUnavailable), nor a constraint violation, nor a full disk (``is_disk_full``: seconds of
+    backoff do not free space; the run stops at once and says so)."""
+    if is_disk_full(exc):
+        return False
     seen: BaseException | None = exc
     for _ in range(8):   # the chain of causes, bounded
         if seen is None or isinstance(seen, (StorageUnavailable, sqlalchemy.exc.IntegrityError)):

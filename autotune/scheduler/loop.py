@@ -578,12 +578,12 @@ class _Scheduler:
         try:
             self._release_held("scheduler stopped")
         except Exception as exc:  # noqa: BLE001 - keep the first error; its heartbeat expires
-            _log.error("could not re-queue the waiting trial: %s", exc)
+            _log.error("could not re-queue the waiting trial: %s", store.first_error_line(exc))
         if self._running():  # only after an error in the loop itself
             try:
                 self._cancel_running()
             except Exception as exc:  # noqa: BLE001 - keep the first error; heartbeats expire
-                _log.error("could not mark the running trials failed: %s", exc)
+                _log.error("could not mark the running trials failed: %s", store.first_error_line(exc))
         for worker in self.workers:
             worker.stopping = True
             try:

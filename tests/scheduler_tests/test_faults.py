@@ -117,6 +117,7 @@ def test_a_full_disk_ends_the_run_cleanly_and_keeps_every_finished_trial(tiny_di
     assert done.returncode in (1, 2), output
     assert f"error: storage {url}: database or disk is full" in output
     assert "Traceback" not in output
+    assert "retrying" not in output and "invalid data" not in output   # a full disk stops at once, named as such
     finished = re.search(r"finished (\d+) trials", output)
     assert finished, output
     reader = store.open_reader(url)                    # reads only: the disk is still full

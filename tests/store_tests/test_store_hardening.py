@@ -317,6 +317,11 @@ def test_errors_caused_by_a_dropped_connection_are_retried_and_others_are_not():
     assert not store.is_transient(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE")))
     assert not store.is_transient(store.StorageUnavailable("gave up already"))
     assert "server closed the connection" in store_urls.first_error_line(wrapped)
+    full = sqlalchemy.exc.OperationalError("INSERT", {}, Exception("database or disk is full"))
+    assert not store.is_transient(full)    # an OperationalError, but backoff does not free space
+    wrapped_full = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+    wrapped_full.__cause__ = full
+    assert not store.is_transient(wrapped_full)
 
 
 class _DriverError(Exception):
