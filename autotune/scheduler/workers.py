@@ -100,9 +100,11 @@ def kill_worker(worker: Worker) -> None:
     A SIGKILL alone leaks the named semaphores that the worker registered with the resource
     tracker it shares with this process (which then warns "leaked semaphore objects" at exit)."""
     terminate_worker(worker)
-    multiprocessing.connection.wait([worker.process.sentinel],
-                                    max(0.0, worker.kill_at - time.monotonic()))
-    if worker.process.exitcode is None:   # says which stop may leave a leaked-semaphore warning
+    exited = multiprocessing.connection.wait([worker.process.sentinel],
+                                             max(0.0, worker.kill_at - time.monotonic()))
+    # (the sentinel, not ``exitcode``: a process that exits from a thread other than its main one,
+    # as ``_worker._exit_cut`` does, can be waited for only once its other threads are gone too)
+    if not exited and worker.process.exitcode is None:   # the stop after which a leaked-semaphore warning may follow
         _log.info("worker of slot %s did not exit within %.0f s of SIGTERM: killed", worker.slot.index,
                   TERM_GRACE_S)
     try:   # not reaped yet: the group's id cannot have been reused
