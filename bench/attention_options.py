@@ -22,38 +22,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+def _bwd(m1: int, n1: int, m2: int, n2: int, stages: int, warps: int) -> dict:
+    """The backward kernel's tiles: dK/dV ``m1`` queries x ``n1`` keys, dQ ``m2`` x ``n2``."""
+    return {"bwd_BLOCK_M1": m1, "bwd_BLOCK_N1": n1, "bwd_BLOCK_M2": m2, "bwd_BLOCK_N2": n2,
+            "bwd_num_stages": stages, "bwd_num_warps": warps}
+
+
+def _fwd(m: int, n: int, stages: int, warps: int) -> dict:
+    return {"fwd_BLOCK_M": m, "fwd_BLOCK_N": n, "fwd_num_stages": stages, "fwd_num_warps": warps}
+
+
 # name -> (kernel_options, inductor config patch)
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
     "tma": ({"USE_TMA": True}, {}),
-    "fwd 128x64 s3 w4": ({"fwd_BLOCK_M": 128, "fwd_BLOCK_N": 64, "fwd_num_stages": 3, "fwd_num_warps": 4}, {}),
-    "fwd 128x128 s2 w8": ({"fwd_BLOCK_M": 128, "fwd_BLOCK_N": 128, "fwd_num_stages": 2, "fwd_num_warps": 8}, {}),
-    "bwd 64/64 s3 w4": ({"bwd_BLOCK_M1": 64, "bwd_BLOCK_N1": 64, "bwd_BLOCK_M2": 64, "bwd_BLOCK_N2": 64,
-                         "bwd_num_stages": 3, "bwd_num_warps": 4}, {}),
-    "bwd 32/128 s3 w4": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 32,
-                          "bwd_num_stages": 3, "bwd_num_warps": 4}, {}),
-    "bwd 64/128 s4 w8": ({"bwd_BLOCK_M1": 64, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 64,
-                          "bwd_num_stages": 4, "bwd_num_warps": 8}, {}),
-    "bwd 64/128 s2 w8": ({"bwd_BLOCK_M1": 64, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 64,
-                          "bwd_num_stages": 2, "bwd_num_warps": 8}, {}),
-    "bwd 32/128 s4 w4": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 32,
-                          "bwd_num_stages": 4, "bwd_num_warps": 4}, {}),
-    "bwd 32/128 s2 w4": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 32,
-                          "bwd_num_stages": 2, "bwd_num_warps": 4}, {}),
-    "bwd 32/128 s3 w8": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 32,
-                          "bwd_num_stages": 3, "bwd_num_warps": 8}, {}),
-    "bwd 32/64 s3 w4": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 64, "bwd_BLOCK_M2": 64, "bwd_BLOCK_N2": 32,
-                         "bwd_num_stages": 3, "bwd_num_warps": 4}, {}),
-    "bwd 32/128 dq 64/64 s3 w4": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 64, "bwd_BLOCK_N2": 64,
-                                   "bwd_num_stages": 3, "bwd_num_warps": 4}, {}),
-    "bwd 64/64 s4 w4": ({"bwd_BLOCK_M1": 64, "bwd_BLOCK_N1": 64, "bwd_BLOCK_M2": 64, "bwd_BLOCK_N2": 64,
-                         "bwd_num_stages": 4, "bwd_num_warps": 4}, {}),
-    "bwd 16/128 s3 w4": ({"bwd_BLOCK_M1": 16, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, "bwd_BLOCK_N2": 16,
-                          "bwd_num_stages": 3, "bwd_num_warps": 4}, {}),
-    "bwd 32/128 s3 w4, fwd 128x64": ({"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128,
-                                      "bwd_BLOCK_N2": 32, "bwd_num_stages": 3, "bwd_num_warps": 4,
-                                      "fwd_BLOCK_M": 128, "fwd_BLOCK_N": 64, "fwd_num_stages": 3,
-                                      "fwd_num_warps": 4}, {}),
+    "fwd 128x64 s3 w4": (_fwd(128, 64, 3, 4), {}),
+    "fwd 128x128 s2 w8": (_fwd(128, 128, 2, 8), {}),
+    "bwd 64/64 s3 w4": (_bwd(64, 64, 64, 64, 3, 4), {}),
+    "bwd 32/128 s3 w4": (_bwd(32, 128, 128, 32, 3, 4), {}),
+    "bwd 64/128 s4 w8": (_bwd(64, 128, 128, 64, 4, 8), {}),
+    "bwd 64/128 s2 w8": (_bwd(64, 128, 128, 64, 2, 8), {}),
+    "bwd 32/128 s4 w4": (_bwd(32, 128, 128, 32, 4, 4), {}),
+    "bwd 32/128 s2 w4": (_bwd(32, 128, 128, 32, 2, 4), {}),
+    "bwd 32/128 s3 w8": (_bwd(32, 128, 128, 32, 3, 8), {}),
+    "bwd 32/64 s3 w4": (_bwd(32, 64, 64, 32, 3, 4), {}),
+    "bwd 32/128 dq 64/64 s3 w4": (_bwd(32, 128, 64, 64, 3, 4), {}),
+    "bwd 64/64 s4 w4": (_bwd(64, 64, 64, 64, 4, 4), {}),
+    "bwd 16/128 s3 w4": (_bwd(16, 128, 128, 16, 3, 4), {}),
+    "bwd 32/128 s3 w4, fwd 128x64": ({**_bwd(32, 128, 128, 32, 3, 4), **_fwd(128, 64, 3, 4)}, {}),
     "prescale": ({"PRESCALE_QK": True}, {}),
     "cpp wrapper": ({}, {"cpp_wrapper": True}),
 }

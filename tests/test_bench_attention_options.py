@@ -40,3 +40,8 @@ def test_every_variant_names_options_torch_documents(options, capsys):
 def test_without_cuda_it_says_so_and_exits_1(options, capsys):
     assert options.main(["--lengths", "1024"]) == 1
     assert "needs CUDA" in capsys.readouterr().err
+
+
+def test_the_shipped_long_sequence_tiles_are_the_measured_variant(options):
+    from autotune.model.attention import LONG_BWD_TILES
+    assert options.VARIANTS["bwd 32/128 s3 w4"] == (LONG_BWD_TILES, {})
