@@ -273,9 +273,9 @@ def _helper(backend: str = "inductor") -> tuple[_Helper, bool]:
     return _current, False
 
 
-def prestart(backend: str = "inductor") -> None:
+def prestart() -> None:
     """Start this process's helper now, before a trial needs it, so that it is warm by then."""
-    _helper(backend)
+    _helper()
 
 
 def _stop_helper() -> None:

@@ -3,8 +3,8 @@
 Times the layer as training runs it (block selection, BlockMask building and FlexAttention in one
 compiled graph, forward + backward, ``attention._flex_sparse``) once per variant: the default
 kernel configuration as autotune ships it (``attention.flex_kernel_options``), named tile sizes /
-stages / warps for the forward (``fwd_*``) or backward (``bwd_*``) kernel, TMA loads, and Inductor's C++ wrapper (less host time a
-call: what a small layer waits on at 1k tokens). Dense flash SDPA beside it, same inputs. A variant
+stages / warps for the forward (``fwd_*``) or backward (``bwd_*``) kernel, TMA loads, and Inductor's
+C++ wrapper (less host time a call: what a small layer waits on at 1k tokens). Dense flash SDPA beside it, same inputs. A variant
 that fails to compile (an option the installed torch lacks, a configuration that does not fit
 shared memory) is reported with its error, not fatal. Each variant's output and gradients are
 checked against the default's. Prints a table and writes JSON.
