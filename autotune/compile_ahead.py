@@ -297,6 +297,10 @@ _BACKEND_FLAGS = (("cuda.matmul", ("allow_tf32", "fp32_precision", "allow_fp16_r
                   ("cudnn", ("allow_tf32", "fp32_precision")))
 
 
+# Dynamo's settings that change what a trial's graphs are (adaptive top-k captures ``.item()``)
+_DYNAMO_FLAGS = ("capture_scalar_outputs",)
+
+
 def _backend(where: str) -> Any:
     """``torch.backends`` + ``where`` (e.g. ``cuda.matmul``)."""
     module = torch.backends
@@ -313,7 +317,8 @@ def global_settings() -> dict[str, Any]:
         for name in names:
             if hasattr(module, name):
                 flags[f"{where}.{name}"] = getattr(module, name)
-    return {"flags": flags, "threads": torch.get_num_threads(), "default_dtype": torch.get_default_dtype(),
+    return {"flags": flags, "dynamo": {name: getattr(torch._dynamo.config, name) for name in _DYNAMO_FLAGS},
+            "threads": torch.get_num_threads(), "default_dtype": torch.get_default_dtype(),
             "deterministic": (torch.are_deterministic_algorithms_enabled(),
                               torch.is_deterministic_algorithms_warn_only_enabled())}
 
@@ -325,6 +330,8 @@ def apply_settings(settings: dict[str, Any]) -> None:
         module = _backend(where)
         if hasattr(module, name):
             setattr(module, name, value)
+    for name, value in settings.get("dynamo", {}).items():
+        setattr(torch._dynamo.config, name, value)
     torch.set_num_threads(settings["threads"])
     torch.set_default_dtype(settings["default_dtype"])
     on, warn_only = settings["deterministic"]

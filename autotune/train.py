@@ -370,6 +370,7 @@ class _Trainer:
         """Compile the model by regions: each repeated block (the graph is traced once and serves
         every layer, so compile time does not grow with depth); embedding, head and loss stay eager.
         The synthetic task has fixed shapes (static graphs); text batches vary (dynamic)."""
+        self._graph_settings()
         for module in self._regions():
             module.compile(dynamic=self._dynamic(), backend=COMPILE_BACKEND)
         self.compiled = True
@@ -381,6 +382,13 @@ class _Trainer:
 
     def _dynamic(self) -> bool | None:
         return None if self.cfg.task == "text" else False
+
+    @staticmethod
+    def _graph_settings() -> None:
+        """Dynamo settings the model's graphs need, before they are traced: the MoE dispatch reads
+        sizes from the device (adaptive top-k's used assignments; the per-expert loop's counts, on
+        CPUs), unbacked sizes when captured, where a graph break recompiles for every new count."""
+        torch._dynamo.config.capture_scalar_outputs = True
 
     def compile_ahead(self) -> tuple[CompileAhead | None, str]:
         """A ``CompileAhead`` for this run's first block, or None and why the compile must stall
@@ -399,6 +407,7 @@ class _Trainer:
             if free < need:
                 return None, f"{free / 2**20:.0f} MiB free < {need / 2**20:.0f} MiB for the helper"
         autocast = (self.device.type, self.dtype) if self.dtype is not None else None
+        self._graph_settings()
         return CompileAhead(blocks[0], autocast=autocast, backend=COMPILE_BACKEND, dynamic=self._dynamic()), ""
 
     def latency_forward(self) -> None:

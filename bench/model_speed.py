@@ -306,6 +306,7 @@ def main(argv=None) -> int:
         print("needs CUDA", file=sys.stderr)
         return 1
     torch._dynamo.config.recompile_limit = 64       # one compiled graph per length and grad mode
+    torch._dynamo.config.capture_scalar_outputs = True   # as the trainer compiles: MoE sizes from the data
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     texts = []

@@ -13,10 +13,11 @@ tokens gathered in that order, each expert's contiguous segment multiplied by it
 (``torch._grouped_mm`` where it runs; a loop over experts otherwise), and the results gathered back
 into [token, k] order and mixed by the routing weights.
 
-Adaptive top-k (``threshold`` > 0) keeps that [N, k] layout, so no shape depends on the data: a
-token's unused slots get weight 0 and are sorted past every expert's segment (sentinel key E), the
-counts and offsets cover used assignments only, and no expert computes the tail; the experts return
-zeros there.
+Adaptive top-k (``threshold`` > 0): a token's unused slots get weight 0 and sort past every expert's
+segment (sentinel key E); only the n used assignments are gathered, run and mixed, so the dispatch's
+memory traffic (gathers, SwiGLU, combine, and their gradients) and its activations scale with the
+experts tokens use, not with ``top_k``. n is read from the device once a layer (``used_rows``:
+under torch.compile an unbacked size, with ``capture_scalar_outputs`` on, so it never recompiles).
 """
 from __future__ import annotations
 
@@ -164,6 +165,53 @@ def grouped_mm_available(x: Tensor) -> bool:
             and torch.cuda.get_device_capability(x.device)[0] >= 9)
 
 
+def used_rows(counts: Tensor, slots: int, tokens: int) -> int:
+    """The used assignments ``counts.sum()`` as a size: a host sync eager, an unbacked size under
+    torch.compile (``capture_scalar_outputs``), known to lie between one a token and ``slots``."""
+    n = int(counts.sum().item())
+    torch._check(n >= tokens)
+    torch._check(n <= slots)
+    return n
+
+
+class _AdaptiveDispatch(torch.autograd.Function):
+    """``x[token]``: the n used assignments' rows in expert order. Backward, a gather too: token t's
+    gradient sums the rows at its slots' positions ``slot_rows[t]`` (slots past n, unused, clamp to
+    row n - 1, read from cache, and are masked out)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, token: Tensor, slot_rows: Tensor, used: Tensor) -> Tensor:
+        ctx.save_for_backward(slot_rows, used)
+        return x[token]                                              # [n, D]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        slot_rows, used = ctx.saved_tensors                          # [N, k] each
+        rows = grad[slot_rows.clamp_max(grad.shape[0] - 1)]          # [N, k, D]
+        return (rows * used.unsqueeze(-1)).sum(1), None, None, None
+
+
+class _AdaptiveCombine(torch.autograd.Function):
+    """``out[t] = sum_j weights[t, j] * y[slot_rows[t, j]]`` over token t's used slots (weights are 0 at
+    unused slots, whose rows clamp to n - 1). ``assignment[r]`` is the (token * k + slot) of row r."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, slot_rows: Tensor, weights: Tensor, assignment: Tensor) -> Tensor:
+        ctx.save_for_backward(y, slot_rows, weights, assignment)
+        picked = y[slot_rows.clamp_max(y.shape[0] - 1)]              # [N, k, D]
+        return (picked * weights.to(y.dtype).unsqueeze(-1)).sum(1)   # [N, D]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        y, slot_rows, weights, assignment = ctx.saved_tensors
+        k = slot_rows.shape[1]
+        row_weight = weights.flatten()[assignment].to(grad.dtype)    # [n]
+        grad_y = grad[assignment // k] * row_weight.unsqueeze(-1)    # [n, D]
+        picked = y[slot_rows.clamp_max(y.shape[0] - 1)]              # [N, k, D]
+        grad_weights = (picked.float() * grad.float().unsqueeze(1)).sum(-1)   # [N, k] (unused slots: masked
+        return grad_y, None, grad_weights, None                              # by the router's weights * used)
+
+
 class Experts(nn.Module):
     """``num_experts`` SwiGLU experts, weights stacked as [E, out, in] (like ``nn.Linear``)."""
 
@@ -174,40 +222,32 @@ class Experts(nn.Module):
         nn.init.normal_(self.w_in, std=d_model ** -0.5)
         nn.init.normal_(self.w_out, std=d_ff ** -0.5)
 
-    def forward(self, x_sorted: Tensor, counts: Tensor, impl: str = "auto", has_tail: bool = False) -> Tensor:
-        """x_sorted: [M, d_model] rows grouped by expert, ``counts[e]`` rows each -> [M, d_model].
-        Rows past ``counts.sum()`` (unused slots) belong to no expert and come back zero."""
+    def forward(self, x_sorted: Tensor, counts: Tensor, impl: str = "auto") -> Tensor:
+        """x_sorted: [M, d_model] rows grouped by expert, ``counts[e]`` rows each (M = counts.sum())
+        -> [M, d_model]."""
         dtype = compute_dtype(x_sorted)
         x_sorted = x_sorted.to(dtype)
         if impl == "grouped" or (impl == "auto" and grouped_mm_available(x_sorted)):
-            return self.forward_grouped(x_sorted, counts, has_tail)
+            return self.forward_grouped(x_sorted, counts)
         return self.forward_loop(x_sorted, counts)
 
-    def forward_grouped(self, x_sorted: Tensor, counts: Tensor, has_tail: bool = False) -> Tensor:
-        """All experts in two grouped matmuls over contiguous segments (no host sync).
-
-        ``has_tail``: rows past the last segment (unused slots) exist; the grouped matmul leaves
-        them unwritten (garbage), so they are zeroed, on the way in too: that keeps garbage out of
-        the input gradient."""
+    def forward_grouped(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
+        """All experts in two grouped matmuls over contiguous segments (no host sync)."""
         offsets = counts.cumsum(0).to(torch.int32)                    # [E] segment ends
-        if has_tail:
-            in_segment = (torch.arange(x_sorted.shape[0], device=x_sorted.device) < offsets[-1]).unsqueeze(-1)
-            x_sorted = torch.where(in_segment, x_sorted, 0)           # [M, d_model]
         w_in = self.w_in.to(x_sorted.dtype).transpose(-1, -2)         # [E, d_model, 2*d_ff]
         w_out = self.w_out.to(x_sorted.dtype).transpose(-1, -2)       # [E, d_ff, d_model]
         gate, up = torch._grouped_mm(x_sorted, w_in, offs=offsets).chunk(2, dim=-1)   # [M, d_ff] each
-        out = torch._grouped_mm(F.silu(gate) * up, w_out, offs=offsets)               # [M, d_model]
-        return torch.where(in_segment, out, 0) if has_tail else out
+        return torch._grouped_mm(F.silu(gate) * up, w_out, offs=offsets)             # [M, d_model]
 
     def forward_loop(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
         """Reference: one plain matmul pair per expert on its segment (syncs to read counts)."""
         outputs, start = [], 0
         for e, n in enumerate(counts.tolist()):
+            torch._check(n >= 0)          # compiled, the counts are unbacked sizes: slices need the bound
             seg = x_sorted[start:start + n]                           # [n, d_model]
             gate, up = (seg @ self.w_in[e].to(seg.dtype).T).chunk(2, dim=-1)
             outputs.append((F.silu(gate) * up) @ self.w_out[e].to(seg.dtype).T)
             start += n
-        outputs.append(x_sorted.new_zeros(x_sorted.shape[0] - start, x_sorted.shape[1]))   # unused slots
         return torch.cat(outputs)
 
 
@@ -250,14 +290,26 @@ class MoE(nn.Module):
         order = assignment.argsort(stable=True)                       # assignments grouped by expert
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
-        x_sorted = _Gather.apply(flat, order // k, inverse, k)        # [N*k, D], by expert
-        y_sorted = self.experts(x_sorted, routing.counts, self.impl, has_tail=adaptive)   # [N*k, D]
-        y = _Gather.apply(y_sorted, inverse, order, 1).view(B * T, k, D)   # back to (token, slot)
-        # mix the k results; elementwise, not a batched [1, k] @ [k, D] matmul (a slow tiny-GEMM kernel)
-        out = (y * routing.weights.to(y.dtype).unsqueeze(-1)).sum(1)       # [N, D]
+        if adaptive:
+            out = self._adaptive(flat, routing, order, inverse.view(B * T, k))
+        else:
+            x_sorted = _Gather.apply(flat, order // k, inverse, k)    # [N*k, D], by expert
+            y_sorted = self.experts(x_sorted, routing.counts, self.impl)   # [N*k, D]
+            y = _Gather.apply(y_sorted, inverse, order, 1).view(B * T, k, D)   # back to (token, slot)
+            # mix the k results; elementwise, not a batched [1, k] @ [k, D] matmul (a slow tiny-GEMM kernel)
+            out = (y * routing.weights.to(y.dtype).unsqueeze(-1)).sum(1)   # [N, D]
         if self.shared is not None:
             out = out + self.shared(flat).to(out.dtype)
         return out.view(B, T, D), routing
+
+    def _adaptive(self, flat: Tensor, routing: Routing, order: Tensor, slot_rows: Tensor) -> Tensor:
+        """Adaptive top-k's dispatch over the n used assignments only: ``order[:n]`` are their
+        (token * k + slot) in expert order, ``slot_rows`` [N, k] each slot's row (>= n: unused)."""
+        N, k = slot_rows.shape
+        used = order[:used_rows(routing.counts, order.numel(), N)]   # [n]
+        x_sorted = _AdaptiveDispatch.apply(flat, used // k, slot_rows, routing.used)   # [n, D]
+        y_sorted = self.experts(x_sorted, routing.counts, self.impl)                 # [n, D]
+        return _AdaptiveCombine.apply(y_sorted, slot_rows, routing.weights, used)    # [N, D]
 
     def out_weights(self) -> list[Tensor]:
         """The weights that write into the residual stream (scaled down at init)."""

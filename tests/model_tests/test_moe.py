@@ -246,6 +246,48 @@ def test_adaptive_dispatch_gradients_equal_the_reference_loop(impl):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_adaptive_experts_run_only_the_used_assignments(monkeypatch):
+    """The experts see the n used (token, expert) rows, not the [N, top_k] layout's padding."""
+    seen = []
+    forward = Experts.forward
+    monkeypatch.setattr(Experts, "forward", lambda self, x, counts, impl="auto": (
+        seen.append((x.shape[0], int(counts.sum()))), forward(self, x, counts, impl))[1])
+    torch.manual_seed(6)
+    moe = MoE(d_model=16, d_ff=16, num_experts=8, top_k=4, router_threshold=0.5)
+    with torch.no_grad():
+        moe.router.proj.weight.mul_(5.0)
+    _, routing = moe(torch.randn(3, 20, 16))
+    rows, used = seen[0]
+    assert rows == used == int(routing.used.sum()) and 60 < rows < 60 * 4
+
+
+def test_compiled_adaptive_dispatch_is_one_graph_for_every_count():
+    """Under torch.compile the used count is an unbacked size: one graph serves every count, equal to
+    eager (bf16 on a CPU, where the grouped matmul's meta needs it)."""
+    torch.manual_seed(7)
+    moe = MoE(d_model=16, d_ff=16, num_experts=8, top_k=4, router_threshold=0.6)
+    moe.impl = "grouped"
+    with torch.no_grad():
+        moe.router.proj.weight.mul_(5.0)
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    compiled = torch.compile(moe, backend="aot_eager", fullgraph=True)
+    counts = set()
+    with torch._dynamo.config.patch(capture_scalar_outputs=True):
+        for _ in range(3):
+            x = torch.randn(2, 24, 16, requires_grad=True)
+            results = []
+            for fn in (compiled, moe):
+                with torch.autocast("cpu", torch.bfloat16):
+                    out, routing = fn(x)
+                results.append((out, *torch.autograd.grad(out.float().square().sum(), [x, moe.experts.w_in])))
+            counts.add(int(routing.used.sum()))
+            for a, b in zip(*results):
+                torch.testing.assert_close(a, b)
+    assert len(counts) > 1 and counters["stats"]["unique_graphs"] == 1
+
+
 def test_zero_threshold_is_fixed_top_k():
     torch.manual_seed(5)
     moe = MoE(d_model=16, d_ff=16, num_experts=8, top_k=3)
@@ -276,6 +318,33 @@ def test_adaptive_grouped_dispatch_on_cuda_matches_the_expert_loop_without_loopi
     for a, b in zip(*results):
         assert torch.isfinite(a).all()
         assert ((a - b).norm() / b.norm()).item() < 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_adaptive_dispatch_compiled_by_inductor_on_cuda_equals_eager():
+    """Inductor's CUDA kernels over the unbacked used count: one graph, eager's outputs and gradients."""
+    torch.manual_seed(11)
+    moe = MoE(d_model=256, d_ff=512, num_experts=8, top_k=4, router_threshold=0.5).cuda()
+    with torch.no_grad():
+        moe.router.proj.weight.mul_(30.0)
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    compiled = torch.compile(moe, fullgraph=True)
+    with torch._dynamo.config.patch(capture_scalar_outputs=True):
+        for _ in range(3):
+            x = torch.randn(4, 512, 256, device="cuda", requires_grad=True)
+            results = []
+            for fn in (compiled, moe):
+                with torch.autocast("cuda", torch.bfloat16):
+                    out, routing = fn(x)
+                grads = torch.autograd.grad(out.float().square().sum(), [x, moe.experts.w_in, moe.router.proj.weight])
+                results.append((out.float(), *grads))
+            assert 1 < routing.experts_per_token.item() < 4
+            for a, b in zip(*results):
+                assert ((a - b).norm() / b.norm()).item() < 2e-2
+    assert counters["stats"]["unique_graphs"] == 1
 
 
 @pytest.mark.parametrize("num_experts", [1, 4])

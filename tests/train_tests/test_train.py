@@ -172,6 +172,24 @@ def test_forced_compile_on_cpu_is_recorded_with_its_cost(tiny_model, monkeypatch
     assert math.isfinite(m["val_loss"])
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_compiled_moe_traces_its_data_dependent_sizes_once(tiny_model, monkeypatch, threshold):
+    """The MoE dispatch reads sizes from the data (adaptive top-k's used assignments; on a CPU the
+    per-expert loop's counts), new ones every step: captured as unbacked sizes, with no graph break
+    and no recompile for each (fixed top-k on a CPU made 23 graphs in 6 steps before)."""
+    monkeypatch.setattr(autotune.train, "COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    model = replace(tiny_model, num_experts=4, top_k=3, router_threshold=threshold, n_layers=2)
+    with torch._dynamo.config.patch(capture_scalar_outputs=False):      # the trainer turns it on
+        m = train(model, replace(QUICK, steps=6, eval_every=3, compile=True))
+    assert m["compile"]["compiled"] and math.isfinite(m["val_loss"])
+    assert (1 < m["experts_per_token"] < 3) if threshold else m["experts_per_token"] == 3
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] <= 3     # a block's graphs: training, evaluation, latency
+
+
 def test_gradient_accumulation_takes_several_batches_per_step(tiny_model, monkeypatch):
     forwards = []
 
