@@ -266,7 +266,10 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
                  ["config", "batch", "step ms", "tokens/s", "peak GiB", "active/total params",
                   "MFU (792 TFLOP/s)"], rows)
     for name, kernels in profiles:
-        text += f"\n\nwhere a step of '{name}' goes (kernel, ms per step, calls):\n"
+        busy = sum(ms for _, ms, _ in kernels)
+        step_ms = next(r["step_ms"] for r in results if r["config"] == name)
+        text += (f"\n\nwhere a step of '{name}' goes: kernels {busy:.1f} ms of a {step_ms:.1f} ms step "
+                 f"(the rest: the GPU waiting on the host); kernel, ms per step, calls:\n")
         text += "\n".join(f"  {ms:7.3f}  {n:3d}  {k[:90]}" for k, ms, n in kernels[:25])
     return results, text
 
