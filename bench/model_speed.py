@@ -209,9 +209,12 @@ MIDDLE = ModelConfig(vocab_size=256, d_model=384, n_layers=5, n_heads=8, d_ff=10
 
 def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, profile=False) -> tuple[list[dict], str]:
     results, profiles = [], []
-    for name, (cfg, batch, seq_len) in configs.items():
+    for name, (cfg, batch, seq_len, *layout) in configs.items():
         torch.manual_seed(0)
         model = Transformer(cfg).cuda()
+        for module in model.modules():          # adaptive top-k's dispatch layout (MoE.adaptive_layout)
+            if layout and hasattr(module, "adaptive_layout"):
+                module.adaptive_layout = layout[0]
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
         forward = torch.compile(model)
         tokens = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda")
@@ -332,11 +335,14 @@ def main(argv=None) -> int:
             "length": ("same, keep_schedule length (0.8 at 256 -> 0.2 at 1024)",
                        replace(MIDDLE, keep_schedule="length")),
             "adaptive": ("same, router_threshold 0.6, top_k 4", replace(MIDDLE, router_threshold=0.6, top_k=4)),
+            "adaptive_compact": ("same, router_threshold 0.6, top_k 4, compact layout",
+                                 replace(MIDDLE, router_threshold=0.6, top_k=4), "compact"),
             "top3": ("same, fixed top_k 3", replace(MIDDLE, top_k=3)),
             "top4": ("same, fixed top_k 4", replace(MIDDLE, top_k=4)),
         }
         report["train"], text = bench_train(
-            {configs[c][0]: (configs[c][1], 32, 2048) for c in args.train_configs}, profile=args.profile)
+            {configs[c][0]: (configs[c][1], 32, 2048, *configs[c][2:]) for c in args.train_configs},
+            profile=args.profile)
         texts.append(text)
     with open(args.json, "w") as f:
         json.dump(report, f, indent=1)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autotune.model.moe_kernels import swiglu
+
 
 def compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype matmuls run in: autocast's if it is on for x's device, else x's own."""
@@ -175,41 +177,43 @@ def used_rows(counts: Tensor, slots: int, tokens: int) -> int:
 
 
 class _AdaptiveDispatch(torch.autograd.Function):
-    """``x[token]``: the n used assignments' rows in expert order. Backward, a gather too: token t's
-    gradient sums the rows at its slots' positions ``slot_rows[t]`` (slots past n, unused, clamp to
-    row n - 1, read from cache, and are masked out)."""
+    """``x[token]``: the assignments' rows in expert order, the used ones first. Backward, a gather
+    too: token t's gradient sums the rows at its used slots' positions ``slot_rows[t]`` (unused
+    slots' positions, past the used rows, clamp to the ``last`` used row, read from cache, and are
+    masked out: rows past it may hold anything)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, token: Tensor, slot_rows: Tensor, used: Tensor) -> Tensor:
-        ctx.save_for_backward(slot_rows, used)
-        return x[token]                                              # [n, D]
+    def forward(ctx, x: Tensor, token: Tensor, slot_rows: Tensor, used: Tensor, last: Tensor) -> Tensor:
+        ctx.save_for_backward(slot_rows, used, last)
+        return x[token]                                              # [rows, D]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        slot_rows, used = ctx.saved_tensors                          # [N, k] each
-        rows = grad[slot_rows.clamp_max(grad.shape[0] - 1)]          # [N, k, D]
-        return (rows * used.unsqueeze(-1)).sum(1), None, None, None
+        slot_rows, used, last = ctx.saved_tensors                    # [N, k], [N, k], [1]
+        rows = grad[torch.minimum(slot_rows, last)]                  # [N, k, D]
+        return torch.where(used.unsqueeze(-1), rows, 0).sum(1), None, None, None, None
 
 
 class _AdaptiveCombine(torch.autograd.Function):
     """``out[t] = sum_j weights[t, j] * y[slot_rows[t, j]]`` over token t's used slots (weights are 0 at
-    unused slots, whose rows clamp to n - 1). ``assignment[r]`` is the (token * k + slot) of row r."""
+    unused slots, whose rows clamp to the ``last`` used row). ``assignment[r]`` is the (token * k +
+    slot) of row r; rows past the used ones get no gradient (their weight is 0)."""
 
     @staticmethod
-    def forward(ctx, y: Tensor, slot_rows: Tensor, weights: Tensor, assignment: Tensor) -> Tensor:
-        ctx.save_for_backward(y, slot_rows, weights, assignment)
-        picked = y[slot_rows.clamp_max(y.shape[0] - 1)]              # [N, k, D]
+    def forward(ctx, y: Tensor, slot_rows: Tensor, weights: Tensor, assignment: Tensor, last: Tensor) -> Tensor:
+        ctx.save_for_backward(y, slot_rows, weights, assignment, last)
+        picked = y[torch.minimum(slot_rows, last)]                   # [N, k, D]
         return (picked * weights.to(y.dtype).unsqueeze(-1)).sum(1)   # [N, D]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        y, slot_rows, weights, assignment = ctx.saved_tensors
+        y, slot_rows, weights, assignment, last = ctx.saved_tensors
         k = slot_rows.shape[1]
-        row_weight = weights.flatten()[assignment].to(grad.dtype)    # [n]
-        grad_y = grad[assignment // k] * row_weight.unsqueeze(-1)    # [n, D]
-        picked = y[slot_rows.clamp_max(y.shape[0] - 1)]              # [N, k, D]
+        row_weight = weights.flatten()[assignment].to(grad.dtype)    # [rows]
+        grad_y = grad[assignment // k] * row_weight.unsqueeze(-1)    # [rows, D]
+        picked = y[torch.minimum(slot_rows, last)]                   # [N, k, D]
         grad_weights = (picked.float() * grad.float().unsqueeze(1)).sum(-1)   # [N, k] (unused slots: masked
-        return grad_y, None, grad_weights, None                              # by the router's weights * used)
+        return grad_y, None, grad_weights, None, None                        # by the router's weights * used)
 
 
 class Experts(nn.Module):
@@ -222,22 +226,24 @@ class Experts(nn.Module):
         nn.init.normal_(self.w_in, std=d_model ** -0.5)
         nn.init.normal_(self.w_out, std=d_ff ** -0.5)
 
-    def forward(self, x_sorted: Tensor, counts: Tensor, impl: str = "auto") -> Tensor:
-        """x_sorted: [M, d_model] rows grouped by expert, ``counts[e]`` rows each (M = counts.sum())
-        -> [M, d_model]."""
+    def forward(self, x_sorted: Tensor, counts: Tensor, impl: str = "auto", rows: Tensor | None = None) -> Tensor:
+        """x_sorted: [M, d_model] rows grouped by expert, ``counts[e]`` rows each -> [M, d_model].
+        Rows past ``counts.sum()`` (``rows``, int32 [1], where there are any: adaptive top-k's unused
+        slots) belong to no expert; what comes back there is undefined."""
         dtype = compute_dtype(x_sorted)
         x_sorted = x_sorted.to(dtype)
         if impl == "grouped" or (impl == "auto" and grouped_mm_available(x_sorted)):
-            return self.forward_grouped(x_sorted, counts)
+            return self.forward_grouped(x_sorted, counts, rows)
         return self.forward_loop(x_sorted, counts)
 
-    def forward_grouped(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
-        """All experts in two grouped matmuls over contiguous segments (no host sync)."""
+    def forward_grouped(self, x_sorted: Tensor, counts: Tensor, rows: Tensor | None = None) -> Tensor:
+        """All experts in two grouped matmuls over contiguous segments (no host sync); the SwiGLU
+        between them skips the rows past ``rows`` on CUDA (``moe_kernels``)."""
         offsets = counts.cumsum(0).to(torch.int32)                    # [E] segment ends
         w_in = self.w_in.to(x_sorted.dtype).transpose(-1, -2)         # [E, d_model, 2*d_ff]
         w_out = self.w_out.to(x_sorted.dtype).transpose(-1, -2)       # [E, d_ff, d_model]
-        gate, up = torch._grouped_mm(x_sorted, w_in, offs=offsets).chunk(2, dim=-1)   # [M, d_ff] each
-        return torch._grouped_mm(F.silu(gate) * up, w_out, offs=offsets)             # [M, d_model]
+        gu = torch._grouped_mm(x_sorted, w_in, offs=offsets)          # [M, 2*d_ff]: gate | up
+        return torch._grouped_mm(swiglu(gu, rows), w_out, offs=offsets)   # [M, d_model]
 
     def forward_loop(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
         """Reference: one plain matmul pair per expert on its segment (syncs to read counts)."""
@@ -248,6 +254,8 @@ class Experts(nn.Module):
             gate, up = (seg @ self.w_in[e].to(seg.dtype).T).chunk(2, dim=-1)
             outputs.append((F.silu(gate) * up) @ self.w_out[e].to(seg.dtype).T)
             start += n
+        torch._check(x_sorted.shape[0] >= start)
+        outputs.append(x_sorted.new_zeros(x_sorted.shape[0] - start, x_sorted.shape[1]))   # unused slots
         return torch.cat(outputs)
 
 
@@ -277,6 +285,7 @@ class MoE(nn.Module):
         self.experts = Experts(num_experts, d_model, d_ff)
         self.shared = FeedForward(d_model, d_ff) if shared_expert else None
         self.impl = "auto"      # "grouped" | "loop": tests and benchmarks pin one
+        self.adaptive_layout = "static"   # "static" | "compact": adaptive top-k's dispatch (``_adaptive``)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Routing]:
         B, T, D = x.shape
@@ -303,13 +312,19 @@ class MoE(nn.Module):
         return out.view(B, T, D), routing
 
     def _adaptive(self, flat: Tensor, routing: Routing, order: Tensor, slot_rows: Tensor) -> Tensor:
-        """Adaptive top-k's dispatch over the n used assignments only: ``order[:n]`` are their
-        (token * k + slot) in expert order, ``slot_rows`` [N, k] each slot's row (>= n: unused)."""
+        """Adaptive top-k's dispatch: ``order`` lists the (token * k + slot) assignments in expert
+        order, the used ones first; ``slot_rows`` [N, k] each slot's row there (past the used: unused).
+        ``static``: every row of the [N * k] layout is gathered, the experts' SwiGLU and grouped
+        matmuls stop at the used count read on the device (no sync, shapes fixed); ``compact``: the
+        used rows only, their count read by the host (a sync a layer; under torch.compile an
+        unbacked size)."""
         N, k = slot_rows.shape
-        used = order[:used_rows(routing.counts, order.numel(), N)]   # [n]
-        x_sorted = _AdaptiveDispatch.apply(flat, used // k, slot_rows, routing.used)   # [n, D]
-        y_sorted = self.experts(x_sorted, routing.counts, self.impl)                 # [n, D]
-        return _AdaptiveCombine.apply(y_sorted, slot_rows, routing.weights, used)    # [N, D]
+        used = routing.counts.sum().view(1)                           # [1] on the device
+        if self.adaptive_layout == "compact":
+            order = order[:used_rows(routing.counts, order.numel(), N)]   # [n]
+        x_sorted = _AdaptiveDispatch.apply(flat, order // k, slot_rows, routing.used, used - 1)
+        y_sorted = self.experts(x_sorted, routing.counts, self.impl, rows=used.int())
+        return _AdaptiveCombine.apply(y_sorted, slot_rows, routing.weights, order, used - 1)   # [N, D]
 
     def out_weights(self) -> list[Tensor]:
         """The weights that write into the residual stream (scaled down at init)."""

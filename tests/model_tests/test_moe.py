@@ -209,8 +209,9 @@ def test_threshold_spans_one_expert_to_top_k():
 
 @pytest.mark.parametrize("num_experts,top_k,router,shared,threshold", ADAPTIVE)
 @pytest.mark.parametrize("impl", ["loop", "grouped"])
+@pytest.mark.parametrize("layout", ["static", "compact"])
 def test_adaptive_dispatch_equals_the_reference_per_token_loop(num_experts, top_k, router, shared, threshold,
-                                                               impl, monkeypatch):
+                                                               impl, layout, monkeypatch):
     if impl == "grouped" and not hasattr(torch, "_grouped_mm"):
         pytest.skip("torch._grouped_mm missing")
     if impl == "grouped":          # never falls back to one matmul per expert
@@ -218,7 +219,7 @@ def test_adaptive_dispatch_equals_the_reference_per_token_loop(num_experts, top_
     torch.manual_seed(num_experts * 10 + top_k)
     moe = MoE(d_model=16, d_ff=24, num_experts=num_experts, top_k=top_k, router=router, shared_expert=shared,
               router_threshold=threshold)
-    moe.impl = impl
+    moe.impl, moe.adaptive_layout = impl, layout
     x = torch.randn(3, 11, 16)
     out, routing = moe(x)
     with torch.no_grad():
@@ -228,12 +229,13 @@ def test_adaptive_dispatch_equals_the_reference_per_token_loop(num_experts, top_
 
 
 @pytest.mark.parametrize("impl", ["loop", "grouped"])
-def test_adaptive_dispatch_gradients_equal_the_reference_loop(impl):
+@pytest.mark.parametrize("layout", ["static", "compact"])
+def test_adaptive_dispatch_gradients_equal_the_reference_loop(impl, layout):
     if impl == "grouped" and not hasattr(torch, "_grouped_mm"):
         pytest.skip("torch._grouped_mm missing")
     torch.manual_seed(4)
     moe = MoE(d_model=16, d_ff=16, num_experts=6, top_k=4, shared_expert=True, router_threshold=0.6)
-    moe.impl = impl
+    moe.impl, moe.adaptive_layout = impl, layout
     x = torch.randn(2, 9, 16, requires_grad=True)
     params = [x, moe.router.proj.weight, moe.experts.w_in, moe.experts.w_out]
     grad_out = torch.randn(2, 9, 16)
@@ -246,27 +248,33 @@ def test_adaptive_dispatch_gradients_equal_the_reference_loop(impl):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_adaptive_experts_run_only_the_used_assignments(monkeypatch):
-    """The experts see the n used (token, expert) rows, not the [N, top_k] layout's padding."""
+@pytest.mark.parametrize("layout", ["static", "compact"])
+def test_adaptive_experts_run_only_the_used_assignments(monkeypatch, layout):
+    """The experts run the n used (token, expert) rows: ``compact`` hands them those rows only,
+    ``static`` the [N * top_k] layout with the count (on the device) where the used rows end."""
     seen = []
     forward = Experts.forward
-    monkeypatch.setattr(Experts, "forward", lambda self, x, counts, impl="auto": (
-        seen.append((x.shape[0], int(counts.sum()))), forward(self, x, counts, impl))[1])
+    monkeypatch.setattr(Experts, "forward", lambda self, x, counts, impl="auto", rows=None: (
+        seen.append((x.shape[0], int(counts.sum()), rows)), forward(self, x, counts, impl, rows))[1])
     torch.manual_seed(6)
     moe = MoE(d_model=16, d_ff=16, num_experts=8, top_k=4, router_threshold=0.5)
+    moe.adaptive_layout = layout
     with torch.no_grad():
         moe.router.proj.weight.mul_(5.0)
     _, routing = moe(torch.randn(3, 20, 16))
-    rows, used = seen[0]
-    assert rows == used == int(routing.used.sum()) and 60 < rows < 60 * 4
+    x_rows, counted, rows = seen[0]
+    used = int(routing.used.sum())
+    assert counted == int(rows) == used and 60 < used < 60 * 4
+    assert x_rows == (60 * 4 if layout == "static" else used)
 
 
-def test_compiled_adaptive_dispatch_is_one_graph_for_every_count():
-    """Under torch.compile the used count is an unbacked size: one graph serves every count, equal to
-    eager (bf16 on a CPU, where the grouped matmul's meta needs it)."""
+@pytest.mark.parametrize("layout", ["static", "compact"])
+def test_compiled_adaptive_dispatch_is_one_graph_for_every_count(layout):
+    """Under torch.compile one graph serves every used count (compact: an unbacked size; static: a
+    tensor), equal to eager (bf16 on a CPU, where the grouped matmul's meta needs it)."""
     torch.manual_seed(7)
     moe = MoE(d_model=16, d_ff=16, num_experts=8, top_k=4, router_threshold=0.6)
-    moe.impl = "grouped"
+    moe.impl, moe.adaptive_layout = "grouped", layout
     with torch.no_grad():
         moe.router.proj.weight.mul_(5.0)
     torch._dynamo.reset()
@@ -320,12 +328,37 @@ def test_adaptive_grouped_dispatch_on_cuda_matches_the_expert_loop_without_loopi
         assert ((a - b).norm() / b.norm()).item() < 2e-2
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_swiglu_over_the_used_rows_equals_the_plain_swiglu(device):
+    """``moe_kernels.swiglu`` (Triton on CUDA) against silu(gate) * up on fresh random rows, forward
+    and gradient, over the rows before ``rows``; odd sizes (not whole tiles)."""
+    from autotune.model.moe_kernels import swiglu
+    for M, d_ff, n in [(333, 200, 250), (64, 128, 64), (1000, 1024, 1)]:
+        gu = torch.randn(M, 2 * d_ff, device=device, dtype=torch.bfloat16, requires_grad=True)
+        rows = torch.tensor([n], device=device, dtype=torch.int32)
+        dh = torch.randn(M, d_ff, device=device, dtype=torch.bfloat16)
+        out = swiglu(gu, rows)
+        (grad,) = torch.autograd.grad(out, gu, dh)
+        ref_gu = gu.detach().float().requires_grad_()
+        gate, up = ref_gu.chunk(2, dim=-1)
+        ref = F.silu(gate) * up
+        (ref_grad,) = torch.autograd.grad(ref, ref_gu, dh.float())
+        torch.testing.assert_close(out[:n].float(), ref[:n], rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(grad[:n].float(), ref_grad[:n], rtol=2e-2, atol=2e-2)
+        if device == "cpu":                   # the plain path zeroes the tail (Triton leaves it)
+            assert (out[n:] == 0).all()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_adaptive_dispatch_compiled_by_inductor_on_cuda_equals_eager():
-    """Inductor's CUDA kernels over the unbacked used count: one graph, eager's outputs and gradients."""
+@pytest.mark.parametrize("layout", ["static", "compact"])
+def test_adaptive_dispatch_compiled_by_inductor_on_cuda_equals_eager(layout):
+    """Inductor's CUDA kernels (and the Triton SwiGLU) over a changing used count: one graph, eager's
+    outputs and gradients."""
     torch.manual_seed(11)
     moe = MoE(d_model=256, d_ff=512, num_experts=8, top_k=4, router_threshold=0.5).cuda()
+    moe.adaptive_layout = layout
     with torch.no_grad():
         moe.router.proj.weight.mul_(30.0)
     torch._dynamo.reset()

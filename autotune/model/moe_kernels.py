@@ -1,0 +1,100 @@
+"""The experts' SwiGLU over the first n rows of a statically sized buffer (adaptive top-k).
+
+Owns: ``swiglu(gu, rows)``: ``silu(gate) * up`` of ``gu = [M, 2 d_ff]`` (gate | up), and its
+gradient, computed for the first ``rows`` rows only, ``rows`` a one-element int tensor on the
+device (no host sync). Adaptive top-k keeps the [tokens x top_k] layout so that no shape depends
+on the data; the used assignments are its first n rows, and the grouped matmuls already stop at n.
+On CUDA two Triton kernels read n and skip every row block past it, so the elementwise work (the
+largest memory-bound part of the MoE step) follows the experts used instead of ``top_k``; rows past
+n are left undefined, as the grouped matmul leaves them. Elsewhere (CPU, no Triton) plain torch
+ops compute every row and zero the tail.
+Must not know about: routing, attention, training, Optuna.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+BLOCK_ROWS, BLOCK_COLS = 32, 128      # a program's tile: 32 rows x 128 columns of d_ff
+
+
+def swiglu(gu: Tensor, rows: Tensor | None = None) -> Tensor:
+    """``silu(gate) * up`` for ``gu = [M, 2F]`` -> [M, F]. With ``rows`` (int32 [1], gu's device),
+    rows from ``rows[0]`` on are skipped: undefined on CUDA, zero elsewhere."""
+    if rows is not None and _triton_ready(gu):
+        return _SwiGLURows.apply(gu, rows)
+    gate, up = gu.chunk(2, dim=-1)
+    out = F.silu(gate) * up
+    if rows is None:
+        return out
+    keep = (torch.arange(gu.shape[0], device=gu.device) < rows).unsqueeze(-1)
+    return torch.where(keep, out, 0)
+
+
+def _triton_ready(x: Tensor) -> bool:
+    return x.is_cuda and triton is not None
+
+
+try:                                  # defined at import: Dynamo traces a launch of a module-level kernel
+    import triton
+    import triton.language as tl
+except ImportError:                   # a CPU build of torch without Triton: the plain path
+    triton = None
+
+if triton is not None:
+    @triton.jit
+    def _forward_kernel(gu, h, rows, F, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+        n = tl.load(rows)
+        first = tl.program_id(0) * BLOCK_R
+        if first < n:                                   # row blocks past the used rows do nothing
+            r = (first + tl.arange(0, BLOCK_R)).to(tl.int64)
+            c = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+            mask = (r[:, None] < n) & (c[None, :] < F)
+            at = gu + r[:, None] * (2 * F) + c[None, :]
+            g = tl.load(at, mask=mask, other=0.0).to(tl.float32)
+            u = tl.load(at + F, mask=mask, other=0.0).to(tl.float32)
+            out = g * tl.sigmoid(g) * u
+            tl.store(h + r[:, None] * F + c[None, :], out.to(h.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _backward_kernel(gu, dh, dgu, rows, F, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+        n = tl.load(rows)
+        first = tl.program_id(0) * BLOCK_R
+        if first < n:
+            r = (first + tl.arange(0, BLOCK_R)).to(tl.int64)
+            c = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+            mask = (r[:, None] < n) & (c[None, :] < F)
+            at = gu + r[:, None] * (2 * F) + c[None, :]
+            g = tl.load(at, mask=mask, other=0.0).to(tl.float32)
+            u = tl.load(at + F, mask=mask, other=0.0).to(tl.float32)
+            d = tl.load(dh + r[:, None] * F + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            s = tl.sigmoid(g)
+            dg = d * u * s * (1.0 + g * (1.0 - s))      # d silu(g) / dg = s (1 + g (1 - s))
+            du = d * g * s
+            out = dgu + r[:, None] * (2 * F) + c[None, :]
+            tl.store(out, dg.to(dgu.dtype.element_ty), mask=mask)
+            tl.store(out + F, du.to(dgu.dtype.element_ty), mask=mask)
+
+
+def _grid(M: int, F: int) -> tuple[int, int]:
+    return (M + BLOCK_ROWS - 1) // BLOCK_ROWS, (F + BLOCK_COLS - 1) // BLOCK_COLS
+
+
+class _SwiGLURows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gu: Tensor, rows: Tensor) -> Tensor:
+        gu = gu.contiguous()
+        M, F = gu.shape[0], gu.shape[1] // 2
+        h = gu.new_empty(M, F)
+        _forward_kernel[_grid(M, F)](gu, h, rows, F, BLOCK_R=BLOCK_ROWS, BLOCK_F=BLOCK_COLS)
+        ctx.save_for_backward(gu, rows)
+        return h
+
+    @staticmethod
+    def backward(ctx, dh: Tensor):
+        gu, rows = ctx.saved_tensors
+        M, F = gu.shape[0], gu.shape[1] // 2
+        dgu = torch.empty_like(gu)
+        _backward_kernel[_grid(M, F)](gu, dh.contiguous(), dgu, rows, F, BLOCK_R=BLOCK_ROWS, BLOCK_F=BLOCK_COLS)
+        return dgu, None
