@@ -297,7 +297,8 @@ def main(argv=None) -> int:
                         help="torch.compile modes for the sparse path, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--train-configs", nargs="+", default=["sparse", "dense", "dense_below"],
                         help="also: length (keep_schedule: length), adaptive (router_threshold 0.6, top_k 4), "
-                             "top3 / top4 (fixed top_k 3 / 4: adaptive's counterparts at its realised experts)")
+                             "adaptive_static (MoE.adaptive_layout static), top3 / top4 (fixed top_k 3 / 4: "
+                             "adaptive's counterparts at its realised experts)")
     parser.add_argument("--profile", action="store_true", help="profile the training steps' kernels")
     parser.add_argument("--tune-lengths", nargs="+", type=int, default=[8192, 16384])
     parser.add_argument("--crossover", type=int, default=1024, help="dense below this length in the 'auto' column")
@@ -335,8 +336,8 @@ def main(argv=None) -> int:
             "length": ("same, keep_schedule length (0.8 at 256 -> 0.2 at 1024)",
                        replace(MIDDLE, keep_schedule="length")),
             "adaptive": ("same, router_threshold 0.6, top_k 4", replace(MIDDLE, router_threshold=0.6, top_k=4)),
-            "adaptive_compact": ("same, router_threshold 0.6, top_k 4, compact layout",
-                                 replace(MIDDLE, router_threshold=0.6, top_k=4), "compact"),
+            "adaptive_static": ("same, router_threshold 0.6, top_k 4, static layout",
+                                replace(MIDDLE, router_threshold=0.6, top_k=4), "static"),
             "top3": ("same, fixed top_k 3", replace(MIDDLE, top_k=3)),
             "top4": ("same, fixed top_k 4", replace(MIDDLE, top_k=4)),
         }

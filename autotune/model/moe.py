@@ -14,10 +14,13 @@ tokens gathered in that order, each expert's contiguous segment multiplied by it
 into [token, k] order and mixed by the routing weights.
 
 Adaptive top-k (``threshold`` > 0): a token's unused slots get weight 0 and sort past every expert's
-segment (sentinel key E); only the n used assignments are gathered, run and mixed, so the dispatch's
-memory traffic (gathers, SwiGLU, combine, and their gradients) and its activations scale with the
-experts tokens use, not with ``top_k``. n is read from the device once a layer (``used_rows``:
-under torch.compile an unbacked size, with ``capture_scalar_outputs`` on, so it never recompiles).
+segment (sentinel key E), so the n used assignments come first. Two layouts (``MoE.adaptive_layout``):
+``compact`` (the default) gathers, runs and mixes those n rows only, so the dispatch's memory
+traffic (gathers, SwiGLU, combine, and their gradients) and its activations scale with the experts
+tokens use, not with ``top_k``; n is read by the host once a layer (``used_rows``: under
+torch.compile an unbacked size, with ``capture_scalar_outputs`` on, so it never recompiles).
+``static`` keeps the [N * top_k] rows (no sync, fixed shapes) and skips the rows past n on the
+device: the grouped matmuls stop there, the SwiGLU's Triton kernels read n (``moe_kernels``).
 """
 from __future__ import annotations
 
@@ -285,7 +288,9 @@ class MoE(nn.Module):
         self.experts = Experts(num_experts, d_model, d_ff)
         self.shared = FeedForward(d_model, d_ff) if shared_expert else None
         self.impl = "auto"      # "grouped" | "loop": tests and benchmarks pin one
-        self.adaptive_layout = "static"   # "static" | "compact": adaptive top-k's dispatch (``_adaptive``)
+        # adaptive top-k's dispatch (``_adaptive``): "compact" (measured on an H100) | "static" (its
+        # Triton SwiGLU is checked under Triton's interpreter only; to be measured, bench/RESULTS.md)
+        self.adaptive_layout = "compact"
 
     def forward(self, x: Tensor) -> tuple[Tensor, Routing]:
         B, T, D = x.shape

@@ -1,9 +1,11 @@
-"""The experts' SwiGLU over the first n rows of a statically sized buffer (adaptive top-k).
+"""The experts' SwiGLU over the first n rows of a statically sized buffer (adaptive top-k's
+``static`` layout, ``MoE.adaptive_layout``; not the default until measured on a GPU).
 
 Owns: ``swiglu(gu, rows)``: ``silu(gate) * up`` of ``gu = [M, 2 d_ff]`` (gate | up), and its
 gradient, computed for the first ``rows`` rows only, ``rows`` a one-element int tensor on the
-device (no host sync). Adaptive top-k keeps the [tokens x top_k] layout so that no shape depends
-on the data; the used assignments are its first n rows, and the grouped matmuls already stop at n.
+device (no host sync). The static layout keeps adaptive top-k's [tokens x top_k] rows so that no
+shape depends on the data; the used assignments are its first n rows, and the grouped matmuls already
+stop at n.
 On CUDA two Triton kernels read n and skip every row block past it, so the elementwise work (the
 largest memory-bound part of the MoE step) follows the experts used instead of ``top_k``; rows past
 n are left undefined, as the grouped matmul leaves them. Elsewhere (CPU, no Triton) plain torch
