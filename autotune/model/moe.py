@@ -325,10 +325,11 @@ class MoE(nn.Module):
         unbacked size)."""
         N, k = slot_rows.shape
         used = routing.counts.sum().view(1)                           # [1] on the device
-        if self.adaptive_layout == "compact":
+        compact = self.adaptive_layout == "compact"
+        if compact:
             order = order[:used_rows(routing.counts, order.numel(), N)]   # [n]
         x_sorted = _AdaptiveDispatch.apply(flat, order // k, slot_rows, routing.used, used - 1)
-        y_sorted = self.experts(x_sorted, routing.counts, self.impl, rows=used.int())
+        y_sorted = self.experts(x_sorted, routing.counts, self.impl, rows=None if compact else used.int())
         return _AdaptiveCombine.apply(y_sorted, slot_rows, routing.weights, order, used - 1)   # [N, D]
 
     def out_weights(self) -> list[Tensor]:

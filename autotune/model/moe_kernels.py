@@ -22,7 +22,7 @@ BLOCK_ROWS, BLOCK_COLS = 32, 128      # a program's tile: 32 rows x 128 columns 
 
 
 def swiglu(gu: Tensor, rows: Tensor | None = None) -> Tensor:
-    """``silu(gate) * up`` for ``gu = [M, 2F]`` -> [M, F]. With ``rows`` (int32 [1], gu's device),
+    """``silu(gate) * up`` for ``gu = [M, 2 d_ff]`` -> [M, d_ff]. With ``rows`` (int32 [1], gu's device),
     rows from ``rows[0]`` on are skipped: undefined on CUDA, zero elsewhere."""
     if rows is not None and _triton_ready(gu):
         return _SwiGLURows.apply(gu, rows)
@@ -46,57 +46,58 @@ except ImportError:                   # a CPU build of torch without Triton: the
 
 if triton is not None:
     @triton.jit
-    def _forward_kernel(gu, h, rows, F, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+    def _forward_kernel(gu, h, rows, d_ff, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
         n = tl.load(rows)
         first = tl.program_id(0) * BLOCK_R
         if first < n:                                   # row blocks past the used rows do nothing
             r = (first + tl.arange(0, BLOCK_R)).to(tl.int64)
             c = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-            mask = (r[:, None] < n) & (c[None, :] < F)
-            at = gu + r[:, None] * (2 * F) + c[None, :]
+            mask = (r[:, None] < n) & (c[None, :] < d_ff)
+            at = gu + r[:, None] * (2 * d_ff) + c[None, :]
             g = tl.load(at, mask=mask, other=0.0).to(tl.float32)
-            u = tl.load(at + F, mask=mask, other=0.0).to(tl.float32)
+            u = tl.load(at + d_ff, mask=mask, other=0.0).to(tl.float32)
             out = g * tl.sigmoid(g) * u
-            tl.store(h + r[:, None] * F + c[None, :], out.to(h.dtype.element_ty), mask=mask)
+            tl.store(h + r[:, None] * d_ff + c[None, :], out.to(h.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _backward_kernel(gu, dh, dgu, rows, F, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+    def _backward_kernel(gu, dh, dgu, rows, d_ff, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
         n = tl.load(rows)
         first = tl.program_id(0) * BLOCK_R
         if first < n:
             r = (first + tl.arange(0, BLOCK_R)).to(tl.int64)
             c = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-            mask = (r[:, None] < n) & (c[None, :] < F)
-            at = gu + r[:, None] * (2 * F) + c[None, :]
+            mask = (r[:, None] < n) & (c[None, :] < d_ff)
+            at = gu + r[:, None] * (2 * d_ff) + c[None, :]
             g = tl.load(at, mask=mask, other=0.0).to(tl.float32)
-            u = tl.load(at + F, mask=mask, other=0.0).to(tl.float32)
-            d = tl.load(dh + r[:, None] * F + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            u = tl.load(at + d_ff, mask=mask, other=0.0).to(tl.float32)
+            d = tl.load(dh + r[:, None] * d_ff + c[None, :], mask=mask, other=0.0).to(tl.float32)
             s = tl.sigmoid(g)
             dg = d * u * s * (1.0 + g * (1.0 - s))      # d silu(g) / dg = s (1 + g (1 - s))
             du = d * g * s
-            out = dgu + r[:, None] * (2 * F) + c[None, :]
+            out = dgu + r[:, None] * (2 * d_ff) + c[None, :]
             tl.store(out, dg.to(dgu.dtype.element_ty), mask=mask)
-            tl.store(out + F, du.to(dgu.dtype.element_ty), mask=mask)
+            tl.store(out + d_ff, du.to(dgu.dtype.element_ty), mask=mask)
 
 
-def _grid(M: int, F: int) -> tuple[int, int]:
-    return (M + BLOCK_ROWS - 1) // BLOCK_ROWS, (F + BLOCK_COLS - 1) // BLOCK_COLS
+def _grid(M: int, d_ff: int) -> tuple[int, int]:
+    return (M + BLOCK_ROWS - 1) // BLOCK_ROWS, (d_ff + BLOCK_COLS - 1) // BLOCK_COLS
 
 
 class _SwiGLURows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gu: Tensor, rows: Tensor) -> Tensor:
         gu = gu.contiguous()
-        M, F = gu.shape[0], gu.shape[1] // 2
-        h = gu.new_empty(M, F)
-        _forward_kernel[_grid(M, F)](gu, h, rows, F, BLOCK_R=BLOCK_ROWS, BLOCK_F=BLOCK_COLS)
+        M, d_ff = gu.shape[0], gu.shape[1] // 2
+        h = gu.new_empty(M, d_ff)
+        _forward_kernel[_grid(M, d_ff)](gu, h, rows, d_ff, BLOCK_R=BLOCK_ROWS, BLOCK_F=BLOCK_COLS)
         ctx.save_for_backward(gu, rows)
         return h
 
     @staticmethod
     def backward(ctx, dh: Tensor):
         gu, rows = ctx.saved_tensors
-        M, F = gu.shape[0], gu.shape[1] // 2
+        M, d_ff = gu.shape[0], gu.shape[1] // 2
         dgu = torch.empty_like(gu)
-        _backward_kernel[_grid(M, F)](gu, dh.contiguous(), dgu, rows, F, BLOCK_R=BLOCK_ROWS, BLOCK_F=BLOCK_COLS)
+        _backward_kernel[_grid(M, d_ff)](gu, dh.contiguous(), dgu, rows, d_ff,
+                                          BLOCK_R=BLOCK_ROWS, BLOCK_F=BLOCK_COLS)
         return dgu, None
