@@ -46,30 +46,29 @@ except ImportError:                   # a CPU build of torch without Triton: the
 
 if triton is not None:
     @triton.jit
+    def _tile(gu, n, d_ff, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+        """This program's rows and columns, their mask (rows before n), and gate and up there (fp32)."""
+        r = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
+        c = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+        mask = (r[:, None] < n) & (c[None, :] < d_ff)
+        at = gu + r[:, None] * (2 * d_ff) + c[None, :]
+        g = tl.load(at, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(at + d_ff, mask=mask, other=0.0).to(tl.float32)
+        return r, c, mask, g, u
+
+    @triton.jit
     def _forward_kernel(gu, h, rows, d_ff, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
         n = tl.load(rows)
-        first = tl.program_id(0) * BLOCK_R
-        if first < n:                                   # row blocks past the used rows do nothing
-            r = (first + tl.arange(0, BLOCK_R)).to(tl.int64)
-            c = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-            mask = (r[:, None] < n) & (c[None, :] < d_ff)
-            at = gu + r[:, None] * (2 * d_ff) + c[None, :]
-            g = tl.load(at, mask=mask, other=0.0).to(tl.float32)
-            u = tl.load(at + d_ff, mask=mask, other=0.0).to(tl.float32)
+        if tl.program_id(0) * BLOCK_R < n:              # row blocks past the used rows do nothing
+            r, c, mask, g, u = _tile(gu, n, d_ff, BLOCK_R, BLOCK_F)
             out = g * tl.sigmoid(g) * u
             tl.store(h + r[:, None] * d_ff + c[None, :], out.to(h.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _backward_kernel(gu, dh, dgu, rows, d_ff, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
         n = tl.load(rows)
-        first = tl.program_id(0) * BLOCK_R
-        if first < n:
-            r = (first + tl.arange(0, BLOCK_R)).to(tl.int64)
-            c = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-            mask = (r[:, None] < n) & (c[None, :] < d_ff)
-            at = gu + r[:, None] * (2 * d_ff) + c[None, :]
-            g = tl.load(at, mask=mask, other=0.0).to(tl.float32)
-            u = tl.load(at + d_ff, mask=mask, other=0.0).to(tl.float32)
+        if tl.program_id(0) * BLOCK_R < n:
+            r, c, mask, g, u = _tile(gu, n, d_ff, BLOCK_R, BLOCK_F)
             d = tl.load(dh + r[:, None] * d_ff + c[None, :], mask=mask, other=0.0).to(tl.float32)
             s = tl.sigmoid(g)
             dg = d * u * s * (1.0 + g * (1.0 - s))      # d silu(g) / dg = s (1 + g (1 - s))
