@@ -60,9 +60,14 @@ def run(mode: str, model: ModelConfig, cfg: TrainConfig) -> dict:
 
     def report(step: int, metrics: dict) -> bool:
         curve.append((step, metrics["val_loss"]))
+        print(f"  {mode}: step {step}, val_loss {metrics['val_loss']:.4f}", flush=True)
         return True
 
-    result = train(model, TrainConfig(**{**cfg.__dict__, "batching": mode}), report)
+    def progress(step: int, metrics: dict) -> None:    # where a run is, should it die (a GPU fault aborts)
+        print(f"  {mode}: step {step}, train_loss {metrics['train_loss']:.4f}", flush=True)
+
+    print(f"{mode} batching: training", flush=True)
+    result = train(model, TrainConfig(**{**cfg.__dict__, "batching": mode}), report, progress=progress)
     return {"mode": mode, "tokens_per_s": result["tokens_per_s"], "step_ms": result["step_ms"],
             "val_loss": result["val_loss"], "train_s": result["train_s"], "curve": curve,
             "batching": result.get("batching")}
