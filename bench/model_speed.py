@@ -212,8 +212,8 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
     for name, (cfg, batch, seq_len, *layout) in configs.items():
         torch.manual_seed(0)
         model = Transformer(cfg).cuda()
-        for module in model.modules():          # adaptive top-k's dispatch layout (MoE.adaptive_layout)
-            if layout and hasattr(module, "adaptive_layout"):
+        for module in model.modules() if layout else ():   # adaptive top-k's layout (MoE.adaptive_layout)
+            if hasattr(module, "adaptive_layout"):
                 module.adaptive_layout = layout[0]
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
         forward = torch.compile(model)

@@ -170,10 +170,11 @@ def grouped_mm_available(x: Tensor) -> bool:
             and torch.cuda.get_device_capability(x.device)[0] >= 9)
 
 
-def used_rows(counts: Tensor, slots: int, tokens: int) -> int:
-    """The used assignments ``counts.sum()`` as a size: a host sync eager, an unbacked size under
-    torch.compile (``capture_scalar_outputs``), known to lie between one a token and ``slots``."""
-    n = int(counts.sum().item())
+def used_rows(used: Tensor, slots: int, tokens: int) -> int:
+    """The used assignments (``used``, their count on the device) as a size: a host sync eager, an
+    unbacked size under torch.compile (``capture_scalar_outputs``), known to lie between one a token
+    and ``slots``."""
+    n = int(used.item())
     torch._check(n >= tokens)
     torch._check(n <= slots)
     return n
@@ -325,12 +326,13 @@ class MoE(nn.Module):
         unbacked size)."""
         N, k = slot_rows.shape
         used = routing.counts.sum().view(1)                           # [1] on the device
+        last = used - 1                                               # the last used row
         compact = self.adaptive_layout == "compact"
         if compact:
-            order = order[:used_rows(routing.counts, order.numel(), N)]   # [n]
-        x_sorted = _AdaptiveDispatch.apply(flat, order // k, slot_rows, routing.used, used - 1)
+            order = order[:used_rows(used, order.numel(), N)]        # [n]
+        x_sorted = _AdaptiveDispatch.apply(flat, order // k, slot_rows, routing.used, last)
         y_sorted = self.experts(x_sorted, routing.counts, self.impl, rows=None if compact else used.int())
-        return _AdaptiveCombine.apply(y_sorted, slot_rows, routing.weights, order, used - 1)   # [N, D]
+        return _AdaptiveCombine.apply(y_sorted, slot_rows, routing.weights, order, last)   # [N, D]
 
     def out_weights(self) -> list[Tensor]:
         """The weights that write into the residual stream (scaled down at init)."""
