@@ -82,6 +82,12 @@ def at_loss(row: dict, target: float) -> dict:
     return {"step": step, "seconds": seconds, "tokens": seconds * row["tokens_per_s"]}
 
 
+def _compile_mode(args) -> str | bool:
+    if args.compile is None:
+        return False if args.device == "cpu" else "auto"
+    return {"auto": "auto", "true": True, "false": False}[args.compile]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -96,6 +102,9 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--attention", default="dense", choices=["dense", "sparse"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compile", default=None, choices=["auto", "true", "false"],
+                        help="the trainer's compile (default: false on a CPU, auto elsewhere)")
+    parser.add_argument("--modes", default="tokens,cost", help="batching modes to run, comma-separated")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "batching_speed.txt")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "batching_speed.json"))
     args = parser.parse_args(argv)
@@ -108,8 +117,8 @@ def main(argv=None) -> int:
                       tokens_per_batch=args.tokens_per_batch, max_batch_size=args.max_batch_size,
                       max_batch_tokens=args.max_batch_tokens, steps=args.steps, eval_every=args.eval_every,
                       eval_batches=8, lr=3e-3, device=args.device, threads=args.threads,
-                      compile=False if args.device == "cpu" else "auto")
-    rows = [run(mode, model, cfg) for mode in ("tokens", "cost")]
+                      compile=_compile_mode(args))
+    rows = [run(mode, model, cfg) for mode in args.modes.split(",")]
     target = max(r["val_loss"] for r in rows)
     for r in rows:
         r["at_target"] = at_loss(r, target)
@@ -124,7 +133,7 @@ def main(argv=None) -> int:
         print(f"| {r['mode']} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / base['tokens_per_s']:.2f} | "
               f"{r['step_ms']:.1f} | {r['val_loss']:.3f} | {t['seconds']:.1f} | "
               f"{base['at_target']['seconds'] / t['seconds']:.2f} |")
-    fit = rows[1]["batching"]
+    fit = next((r["batching"] for r in rows if r["mode"] == "cost"), None)
     if fit:
         print(f"\ncost model fitted at step {fit['fitted_at']}: fixed {fit['fixed_s'] * 1e3:.2f} ms, "
               f"{fit['per_token_s'] * 1e6:.3f} us a token, {fit['per_pair_s'] * 1e9:.3f} ns an attention pair")
