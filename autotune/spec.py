@@ -348,18 +348,19 @@ def _parse_warm_start(ctx: _Ctx, raw: Any, key: str, n_objectives: int) -> WarmS
     return WarmStartSpec(**values)
 
 
-GENETIC_KINDS = ("evolution", "nsga2")   # breed only from the study's own generations
+GENETIC_KINDS = ("evolution", "nsga2")   # breed only from the study's own trials
 
 
 def _check_warm_start_fits_optimizer(ctx: _Ctx, warm_start: WarmStartSpec | None,
                                      optimizer: OptimizerSpec) -> None:
     """The ``prior`` strategy shows earlier trials to the optimizer as if they were the study's;
-    a genetic algorithm's generations are the study's own trials, so the prior would change
-    nothing for it: say so instead of warm-starting silently in name only."""
+    a genetic algorithm breeds only from the study's own trials (NSGA-II's generations, evolution's
+    elite), so the prior would change nothing for it: say so instead of warm-starting silently in
+    name only."""
     if warm_start is not None and warm_start.strategy == "prior" and optimizer.kind in GENETIC_KINDS:
         raise ctx.fail("warm_start.strategy",
                        f"prior cannot inform optimizer {optimizer.kind} (a genetic algorithm breeds "
-                       "only from the study's own generations); use strategy enqueue, which "
+                       "only from the study's own trials); use strategy enqueue, which "
                        "re-evaluates the earlier studies' best configurations first")
 
 

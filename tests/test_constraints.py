@@ -27,16 +27,16 @@ def memory_hungry(params, report):
     return {"val_loss": (x - 0.8) ** 2 + 0.1 * params["depth"], "peak_mem_mb": 1000 * x}
 
 
-def run_study(tmp_path, kind: str, n_trials: int, constraints=("peak_mem_mb <= 700",), first=None):
+def run_study(tmp_path, kind: str, n_trials: int, constraints=("peak_mem_mb <= 700",), first=None, seed=0):
     url = f"sqlite:///{tmp_path / 'c.db'}"
     spec = parse_spec({"study": "c", "storage": url,
                        "space": {"x": {"type": "float", "low": 0, "high": 1},
                                  "depth": {"type": "int", "low": 0, "high": 3}},
                        "objectives": [{"metric": "val_loss", "direction": "minimize"}],
                        "objective": f"{__name__}:memory_hungry", "constraints": list(constraints),
-                       "optimizer": {"kind": kind, "seed": 0, **FAST_OPTIONS[kind]}},
+                       "optimizer": {"kind": kind, "seed": seed, **FAST_OPTIONS[kind]}},
                       base_dir=tmp_path, default_name="c")
-    sampler = build_sampler(kind, seed=0, **FAST_OPTIONS[kind])
+    sampler = build_sampler(kind, seed=seed, **FAST_OPTIONS[kind])
     study = store.create_or_load_study(store.open_storage(url), "c", ["minimize"], sampler=sampler)
     objective = TrialObjective(spec, url)
     if first is not None:
@@ -80,19 +80,24 @@ def test_an_out_of_memory_first_trial_fails_having_nothing_to_rank_it_against(tm
 
 # TPE does not learn it within 45 trials here: its Parzen kernels around the best feasible trials,
 # which sit at the memory limit, spill over it (measured: 32 % out of memory in the first half,
-# 43 % in the second; random 40 %).
+# 43 % in the second; random 40 %). Over seeds 0-3, trials 15-29: TPE 42 %, random 35 %.
 LEARNING_KINDS = [pytest.param("tpe", marks=pytest.mark.xfail(reason="TPE spills over the limit")),
                   "hybrid", "evolution", "nsga2", pytest.param("gp", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("kind", LEARNING_KINDS)
 def test_the_search_learns_to_avoid_running_out_of_memory(kind, tmp_path):
-    study = run_study(tmp_path, kind, 30)
-    late = study.trials[15:]
-    oom_share = sum(t.params["x"] > OOM_ABOVE for t in late) / len(late)
-    assert oom_share <= 0.3, [round(t.params["x"], 2) for t in study.trials]   # random: 0.4
-    best = study.best_trial   # Optuna's: feasible trials only
-    assert best.params["x"] <= OOM_ABOVE and all(v <= 0 for v in best.constraints.values())
+    # Over 4 seeds: one seed's share swings with where its best trial sits (seeds 0-5, trials
+    # 15-29: evolution 0 to 40 %, NSGA-II 13 to 33 %, hybrid 0 to 33 %), the mean much less.
+    shares = []
+    for seed in range(4):
+        (tmp_path / str(seed)).mkdir()
+        study = run_study(tmp_path / str(seed), kind, 30, seed=seed)
+        late = study.trials[15:]
+        shares.append(sum(t.params["x"] > OOM_ABOVE for t in late) / len(late))
+        best = study.best_trial   # Optuna's: feasible trials only
+        assert best.params["x"] <= OOM_ABOVE and all(v <= 0 for v in best.constraints.values())
+    assert sum(shares) / len(shares) <= 0.3, shares   # random: 0.35 over these seeds (0.4 expected)
 
 
 SPEC = {"space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},

@@ -129,7 +129,7 @@ mutate(("optimizer",), {"kind": "random", "seed": 0, "bogus_option": 3}, "optimi
 mutate(("optimizer",), {"kind": "tpe", "n_startup_trials": -2}, "optimizer")
 mutate(("optimizer",), {"kind": "tpe", "n_startup_trials": "many"}, "optimizer")
 mutate(("warm_start",), {"from": ["old"], "bogus_key": 1}, "warm_start.bogus_key")
-for _kind in ("evolution", "nsga2"):   # a genetic algorithm breeds only from its own generations
+for _kind in ("evolution", "nsga2"):   # a genetic algorithm breeds only from its own trials
     text(f"warm_start.strategy=prior-with-{_kind}",
          lambda tmp, kind=_kind: yaml.safe_dump({**base_study(tmp), "optimizer": {"kind": kind, "seed": 0},
                                                  "warm_start": {"from": ["old"], "strategy": "prior"}}),

@@ -19,9 +19,11 @@ intermediate value) learn that such configurations were stopped; the others igno
 ignore the study's own pruned trials. Once the study has pruned trials of its own, a shown pruned
 source trial's curve is replaced by the (last step, value) of the own pruned trial at the same rank,
 the same mapping as for complete trials; the relevance and the value mapping read complete trials
-only. A genetic-algorithm sampler (NSGA-II, ``EvolutionSampler``) is shown the study's own trials
-only: its generations are the study's own trials (see ``_StudyView``), so the prior leaves it as it
-is; the ``enqueue`` strategy is the one that hands it earlier configurations.
+only. A genetic-algorithm sampler breeds from the study's own trials only, so the prior cannot
+inform it: NSGA-II (a ``BaseGASampler``) is shown the study's own trials only (its generations are
+the study's own trials, see ``_StudyView``); ``EvolutionSampler`` is shown the source trials but
+its elite skips trials numbered below 0. The ``enqueue`` strategy is the one that hands them
+earlier configurations.
 Must not know about: the model, storages, how the trials were carried.
 """
 from __future__ import annotations
@@ -217,8 +219,8 @@ class _StudyView(StudyView):
     attrs, which samplers may write) except that listing trials prepends the visible source trials,
     each tagged with the distributions the own trials use for that parameter.
 
-    Not for a genetic-algorithm sampler (``BaseGASampler``: NSGA-II, ``EvolutionSampler``): it
-    sees the study's own trials only. It keeps generations of the study's own trials, finding a
+    Not for a generational genetic-algorithm sampler (``BaseGASampler``: NSGA-II): it sees the
+    study's own trials only. It keeps generations of the study's own trials, finding a
     trial at the list position of its number and its parents by trial id in the study's system
     attributes; source trials (number and id -1, their count changing as they fade) stood in the
     own trials' places there, became parents, and once faded out left an empty parent population.

@@ -1,4 +1,4 @@
-"""Evolution's variation on integer grids, its generation size, and its search against random."""
+"""Evolution's variation on integer grids, its elite, and its search against random."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from autotune.samplers import build_sampler
 from autotune.samplers._encoding import GenomeCodec
 from autotune.samplers._operators import Variation, make_child
-from autotune.samplers.evolution import evolution_population_size
+from autotune.samplers.evolution import evolution_population_size, select_elite
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -61,15 +61,39 @@ def test_without_levels_children_are_what_they_were():
     assert plain == zeros
 
 
-def test_generation_size_leaves_room_for_generations_in_50_trials():
-    assert [evolution_population_size(n) for n in (0, 2, 6, 9, 30)] == [8, 8, 10, 13, 20]
+def test_elite_size_is_4_plus_n_within_8_to_10():
+    assert [evolution_population_size(n) for n in (0, 2, 5, 6, 9, 30)] == [8, 8, 9, 10, 10, 10]
 
 
-def test_evolution_evolves_within_20_trials_on_six_parameters():
+def test_evolution_breeds_from_the_best_10_once_10_trials_are_complete():
     study = optuna.create_study(sampler=build_sampler("evolution", seed=0))
-    study.optimize(lambda t: sum(t.suggest_int(f"n{i}", -5, 5) ** 2 for i in range(6)), n_trials=20)
-    generations = [t.system_attrs.get("EvolutionSampler:generation") for t in study.trials]
-    assert max(g for g in generations if g is not None) >= 1
+    elites = {}
+    for _ in range(20):
+        trial = study.ask()
+        complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        elites[trial.number] = {t.number for t in sorted(complete, key=lambda t: (t.value, t.number))[:10]}
+        study.tell(trial, sum(trial.suggest_int(f"n{i}", -5, 5) ** 2 for i in range(6)))
+    bred = [t for t in study.trials if "EvolutionSampler:parents" in t.system_attrs]
+    assert [t.number for t in bred] == list(range(10, 20))
+    for t in bred:
+        assert set(t.system_attrs["EvolutionSampler:parents"]) <= elites[t.number]
+
+
+def test_the_elite_is_the_best_of_all_trials_whatever_order_they_finish_in():
+    directions = [optuna.study.StudyDirection.MINIMIZE]
+    dists = {"x": FloatDistribution(0, 1)}
+    rng = np.random.RandomState(0)
+    trials = [optuna.trial.create_trial(params={"x": float(x)}, distributions=dists, value=float(round(x, 1)))
+              for x in rng.uniform(size=60)]   # rounded: many ties
+    for i, t in enumerate(trials):
+        t.number = i
+    incremental = []
+    for start in range(0, 60, 7):
+        batch = list(trials[start:start + 7])
+        rng.shuffle(batch)
+        incremental = select_elite(incremental + batch, 10, directions)
+    assert [t.number for t in incremental] == [t.number for t in select_elite(trials, 10, directions)]
+    assert [t.number for t in incremental] == sorted(range(60), key=lambda i: (trials[i].value, i))[:10]
 
 
 def mixed_integer(trial: optuna.Trial) -> float:

@@ -132,27 +132,62 @@ def test_defaults_build(kind):
     assert isinstance(build_sampler(kind, **sampler_defaults(kind)), optuna.samplers.BaseSampler)
 
 
-def test_evolution_workers_share_one_population(storage):
-    """Two study objects on one store (two workers) breed from the same stored parents."""
+def _best(trials, k):
+    """The best ``k`` of complete ``trials`` (to minimize), ties to the lower number."""
+    return {t.number for t in sorted(trials, key=lambda t: (t.value, t.number))[:k]}
+
+
+def test_evolution_workers_share_one_elite(storage):
+    """Two study objects on one store (two workers) breed from one elite: the best 6 of all the
+    trials complete when a child is asked, whichever worker told them."""
     workers = [
         optuna.load_study(study_name="shared", storage=storage, sampler=build_sampler("evolution", seed=s, population_size=6))
         for s in (1, 2)
         if optuna.create_study(study_name="shared", storage=storage, load_if_exists=True)
     ]
+    elites = {}
     for i in range(36):
         study = workers[i % 2]
         trial = study.ask()
+        elites[trial.number] = _best(study.get_trials(states=(TrialState.COMPLETE,)), 6)
         study.tell(trial, (trial.suggest_float("x", -5, 5) - 1) ** 2 + trial.suggest_int("n", 0, 10))
     trials = workers[0].get_trials(states=(TrialState.COMPLETE,))
-    generations = [t.system_attrs["EvolutionSampler:generation"] for t in trials]
-    assert generations == sorted(generations) and max(generations) >= 3
-    attrs = storage.get_study_system_attrs(workers[0]._study_id)
-    parent_keys = [k for k in attrs if k.startswith("EvolutionSampler:parent:")]
-    assert len(parent_keys) >= 3
-    # Each generation's parents were selected once and both workers bred from them.
-    for g in range(1, max(generations)):
-        bred_by = {trials.index(t) % 2 for t in trials if t.system_attrs["EvolutionSampler:generation"] == g}
-        assert bred_by == {0, 1}
+    bred = [t for t in trials if "EvolutionSampler:parents" in t.system_attrs]
+    assert [t.number for t in bred] == list(range(6, 36))   # random until 6 are complete
+    for t in bred:
+        assert set(t.system_attrs["EvolutionSampler:parents"]) <= elites[t.number]
+    # Each worker bred from trials the other one told (even numbers are worker 0's, odd worker 1's).
+    for parity in (0, 1):
+        parents = {n for t in bred if t.number % 2 == parity for n in t.system_attrs["EvolutionSampler:parents"]}
+        assert {n % 2 for n in parents} == {0, 1}
+
+
+def test_evolution_breeds_while_trials_are_in_flight(storage):
+    """No generation to fill: with 4 trials running, each new proposal is bred from the trials
+    complete so far, including the one told just before it."""
+    study = optuna.create_study(storage=storage, sampler=build_sampler("evolution", seed=0, population_size=6))
+
+    def objective(trial):
+        return (trial.suggest_float("x", -5, 5) - 1) ** 2 + trial.suggest_int("n", 0, 10)
+
+    running = [study.ask() for _ in range(4)]
+    for trial in running:
+        objective(trial)
+    elites = {}
+    while len(study.trials) < 40:
+        oldest = running.pop(0)
+        study.tell(oldest, objective(oldest))
+        trial = study.ask()
+        elites[trial.number] = _best(study.get_trials(states=(TrialState.COMPLETE,)), 6)
+        objective(trial)
+        running.append(trial)
+    bred = [t for t in study.trials if "EvolutionSampler:parents" in t.system_attrs]
+    # Trial n is asked once n - 3 are complete: random until trial 8, bred from trial 9 on.
+    assert [t.number for t in bred] == list(range(9, 40))
+    for t in bred:
+        assert set(t.system_attrs["EvolutionSampler:parents"]) <= elites[t.number]
+    told_last = [t for t in bred if t.number - 4 in t.system_attrs["EvolutionSampler:parents"]]
+    assert told_last   # a trial told just before an ask was a parent of that very proposal
 
 
 @pytest.mark.parametrize("kind", SAMPLER_KINDS)

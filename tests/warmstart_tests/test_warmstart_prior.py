@@ -152,18 +152,15 @@ def test_prior_wraps_every_kind_of_sampler_over_a_conditional_space(url, storage
         assert ("keep_ratio" in t.params) == (t.params["attention"] == "sparse")
 
 
-@pytest.mark.parametrize("make_ga", [
-    lambda: optuna.samplers.NSGAIISampler(seed=0, population_size=4),
-    lambda: EvolutionSampler(seed=0, population_size=4),
-], ids=["nsga2", "evolution"])
-def test_a_genetic_sampler_under_the_prior_breeds_from_the_own_trials_only(make_ga):
+def test_nsga2_under_the_prior_breeds_from_the_own_trials_only():
     # GA samplers find a trial at the list position of its number and their parents by trial id;
     # source trials shown before the own ones (and fading out) took those places and became
     # parents, then vanished: an empty parent population once the sources had faded.
     sources = _trials([(i / 12, 1 - i / 12) for i in range(12)], bowl)
     for t in sources:
         t.number = -1
-    study = optuna.create_study(sampler=PriorSampler(make_ga(), sources, fade_trials=6))
+    study = optuna.create_study(sampler=PriorSampler(optuna.samplers.NSGAIISampler(seed=0, population_size=4),
+                                                     sources, fade_trials=6))
     study.optimize(lambda t: bowl(space.suggest(t, SPACE)), n_trials=16)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 16
     own_ids = {trial_id_of(t) for t in study.trials}
@@ -172,6 +169,23 @@ def test_a_genetic_sampler_under_the_prior_breeds_from_the_own_trials_only(make_
     assert parents and all(set(ids) <= own_ids for ids in parents.values())
     view = study.sampler._view(study)
     assert [t.number for t in view._get_trials(deepcopy=False, use_cache=True)] == list(range(16))
+
+
+def test_evolution_under_the_prior_breeds_from_the_own_trials_only():
+    # The view lists the source trials (numbered -1) beside the own ones; evolution's elite skips
+    # them, so every child's parents are the study's own earlier trials.
+    sources = _trials([(0.8 + i / 100, 0.2 - i / 100) for i in range(12)], bowl)   # near the optimum
+    for t in sources:
+        t.number = -1
+    study = optuna.create_study(sampler=PriorSampler(EvolutionSampler(seed=0, population_size=4), sources,
+                                                     fade_trials=1000))
+    study.optimize(lambda t: bowl(space.suggest(t, SPACE)), n_trials=16)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 16
+    view = study.sampler._view(study)
+    assert -1 in [t.number for t in view._get_trials(deepcopy=False, use_cache=True)]
+    bred = [t for t in study.trials if "EvolutionSampler:parents" in t.system_attrs]
+    assert len(bred) >= 10
+    assert all(0 <= n < t.number for t in bred for n in t.system_attrs["EvolutionSampler:parents"])
 
 
 def test_prior_with_multi_objective_source(url, storage):
