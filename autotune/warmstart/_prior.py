@@ -229,7 +229,7 @@ class _StudyView(StudyView):
     def __init__(self, study: optuna.Study, prior: PriorSampler) -> None:
         super().__init__(study)
         self._prior = prior
-        self._shows_sources = not isinstance(prior.inner, BaseGASampler)
+        self._shows_sources = not isinstance(_innermost(prior.inner), BaseGASampler)
 
     def _shown(self, own: list[FrozenTrial]) -> list[FrozenTrial]:
         if not self._shows_sources:
@@ -237,6 +237,14 @@ class _StudyView(StudyView):
         directions = self._study.directions
         direction = directions[0] if len(directions) == 1 else StudyDirection.MINIMIZE
         return _align_distributions(self._prior.visible_sources(own, direction), own) + own
+
+
+def _innermost(sampler: BaseSampler) -> BaseSampler:
+    """The sampler under its wrappers (the duplicate guard, the pruned-trial view), which hold it as
+    ``inner``: a study's sampler always comes behind the duplicate guard."""
+    while isinstance(getattr(sampler, "inner", None), BaseSampler):
+        sampler = sampler.inner
+    return sampler
 
 
 def _align_distributions(sources: list[FrozenTrial], own: list[FrozenTrial]) -> list[FrozenTrial]:

@@ -7,6 +7,7 @@ import pytest
 
 from autotune import space, store, warmstart
 from autotune._optuna import storage_of, study_id_of, trial_id_of
+from autotune.samplers._distinct import DistinctSampler
 from autotune.samplers.evolution import EvolutionSampler
 from autotune.warmstart._prior import PriorSampler, relevance
 from autotune.spec_types import SearchSpace
@@ -152,15 +153,18 @@ def test_prior_wraps_every_kind_of_sampler_over_a_conditional_space(url, storage
         assert ("keep_ratio" in t.params) == (t.params["attention"] == "sparse")
 
 
-def test_nsga2_under_the_prior_breeds_from_the_own_trials_only():
+@pytest.mark.parametrize("guarded", [False, True], ids=["bare", "behind-the-duplicate-guard"])
+def test_nsga2_under_the_prior_breeds_from_the_own_trials_only(guarded):
     # GA samplers find a trial at the list position of its number and their parents by trial id;
     # source trials shown before the own ones (and fading out) took those places and became
-    # parents, then vanished: an empty parent population once the sources had faded.
+    # parents, then vanished: an empty parent population once the sources had faded. A study's
+    # sampler comes behind the duplicate guard (build_sampler), which the view must see through.
     sources = _trials([(i / 12, 1 - i / 12) for i in range(12)], bowl)
     for t in sources:
         t.number = -1
-    study = optuna.create_study(sampler=PriorSampler(optuna.samplers.NSGAIISampler(seed=0, population_size=4),
-                                                     sources, fade_trials=6))
+    nsga2 = optuna.samplers.NSGAIISampler(seed=0, population_size=4)
+    inner = DistinctSampler(nsga2, seed=0) if guarded else nsga2
+    study = optuna.create_study(sampler=PriorSampler(inner, sources, fade_trials=6))
     study.optimize(lambda t: bowl(space.suggest(t, SPACE)), n_trials=16)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 16
     own_ids = {trial_id_of(t) for t in study.trials}
