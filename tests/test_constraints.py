@@ -81,7 +81,9 @@ def test_an_out_of_memory_first_trial_fails_having_nothing_to_rank_it_against(tm
 # TPE does not learn it within 45 trials here: its Parzen kernels around the best feasible trials,
 # which sit at the memory limit, spill over it (measured: 32 % out of memory in the first half,
 # 43 % in the second; random 40 %). Over seeds 0-3, trials 15-29: TPE 42 %, random 35 %.
+# Random is the control: it must fail the bar (strict), so the bar tells learning from chance.
 LEARNING_KINDS = [pytest.param("tpe", marks=pytest.mark.xfail(reason="TPE spills over the limit")),
+                  pytest.param("random", marks=pytest.mark.xfail(strict=True, reason="the control")),
                   "hybrid", "evolution", "nsga2", pytest.param("gp", marks=pytest.mark.slow)]
 
 
@@ -97,7 +99,8 @@ def test_the_search_learns_to_avoid_running_out_of_memory(kind, tmp_path):
         shares.append(sum(t.params["x"] > OOM_ABOVE for t in late) / len(late))
         best = study.best_trial   # Optuna's: feasible trials only
         assert best.params["x"] <= OOM_ABOVE and all(v <= 0 for v in best.constraints.values())
-    assert sum(shares) / len(shares) <= 0.3, shares   # random: 0.35 over these seeds (0.4 expected)
+    # Over these seeds: random 0.35 (0.4 expected), hybrid 0.10, evolution 0.17, NSGA-II 0.22.
+    assert sum(shares) / len(shares) <= 0.25, shares
 
 
 SPEC = {"space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
