@@ -102,36 +102,10 @@ def run(task: tuple[str, str, int, int]) -> tuple[str, str, int, dict[int, float
 
 
 def main() -> None:
-    from scipy.stats import rankdata
-
     import _held_out as held_out
-    import _quality_stats as stats
     args = held_out.parse_args(__doc__.split("\n\n")[0], list(VARIANTS), problems=None, seeds=5, in_flight=1)
     problems, variants, results = held_out.run_all(run, args)
-    for budget in BUDGETS:
-        print(f"\n{budget} trials, {args.in_flight} in flight: median normalized regret over seeds\n")
-        print("| problem | " + " | ".join(variants) + " |")
-        print("|" + " --- |" * (len(variants) + 1))
-        medians = {}
-        for p in problems:
-            medians[p] = [float(np.median([r[3][budget] for r in results if r[0] == p and r[1] == v]))
-                          for v in variants]
-            print(f"| {p} | " + " | ".join(f"{m:.4f}" for m in medians[p]) + " |")
-        print("| mean of medians | " + " | ".join(f"{np.mean([medians[p][i] for p in problems]):.4f}"
-                                                 for i in range(len(variants))) + " |")
-        blocks: dict[tuple[str, int], dict[str, float]] = {}
-        for name, variant, seed, regret in results:
-            blocks.setdefault((name, seed), {})[variant] = regret[budget]
-        ranks = np.array([rankdata([row[v] for v in variants]) for row in blocks.values()]).mean(axis=0)
-        print(f"| mean rank ({len(blocks)} blocks) | " + " | ".join(f"{r:.2f}" for r in ranks) + " |")
-        if "shipped" in variants and len(variants) > 1:
-            # Paired over problem x seed, two-sided; W/T/L are the variant's (regret below shipped's).
-            others = [v for v in variants if v != "shipped"]
-            tests = stats.wilcoxon_vs(blocks, "shipped", others)
-            print("| vs shipped: W/T/L, p (Wilcoxon) | " + " | ".join(
-                "-" if v == "shipped" else
-                f"{tests[v]['losses']}/{tests[v]['ties']}/{tests[v]['wins']}, p = {tests[v]['p']:.2g}"
-                for v in variants) + " |")
+    held_out.print_tables(problems, variants, results, BUDGETS, args.in_flight)
 
 
 if __name__ == "__main__":
