@@ -1,0 +1,34 @@
+"""Probe: the sparse attention layer (FlexAttention, as an eager model calls it) at given shapes,
+forward and backward on a GPU, against the plain reference. One shape a process, so that a GPU
+fault ends only its own run (a shell loop runs several and reads each exit code).
+
+    python bench/flex_shapes_probe.py 45 12 1424 32          # B H T D (bf16, block 128, window 128, keep 0.3)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from autotune.model.attention import sparse_attention, sparse_attention_reference   # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    B, H, T, D = map(int, argv[:4])
+    block, window, keep = 128, 128, 0.3
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    out = sparse_attention(q, k, v, block_size=block, window=window, keep_ratio=keep, impl="flex")
+    out.float().square().mean().backward()
+    torch.cuda.synchronize()
+    ref = sparse_attention_reference(q.detach().float(), k.detach().float(), v.detach().float(), block, window, keep)
+    err = (out.float() - ref).abs().max().item()
+    print(f"B={B} H={H} T={T} D={D}: ok, max |flex - reference| {err:.3g}, grad finite "
+          f"{all(bool(torch.isfinite(x.grad).all()) for x in (q, k, v))}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
