@@ -94,6 +94,7 @@ class EvolutionSampler(BaseSampler):
         seed: int | None = None,
     ) -> None:
         self._fixed_population_size = population_size
+        self._sizes: dict[int, int] = {}   # study id -> its stored population size, read once
         self._variation = Variation(crossover_prob, mutation_prob, eta_crossover, eta_mutation)
         self._tournament_size = tournament_size
         self._py_rng = random.Random(seed)
@@ -123,9 +124,10 @@ class EvolutionSampler(BaseSampler):
             return {}
         codec = GenomeCodec(search_space)
         taken = taken_params(study, trial)
+        individuals = _individuals(elite, study.directions)
         child: dict[str, Any] = {}
         for _ in range(_MAX_DUPLICATE_RETRIES):
-            mother, father = self._mating_pair(study, elite)
+            mother, father = self._mating_pair(study, individuals)
             genome = make_child(
                 codec.encode(mother.params, self._np_rng),
                 codec.encode(father.params, self._np_rng),
@@ -155,9 +157,8 @@ class EvolutionSampler(BaseSampler):
         )
 
     def _mating_pair(
-        self, study: Study, elite: list[FrozenTrial]
+        self, study: Study, individuals: list[_Individual]
     ) -> tuple[FrozenTrial, FrozenTrial]:
-        individuals = _individuals(elite, study.directions)
         with deap_random(self._py_rng):
             if len(study.directions) > 1:
                 # The elite are NSGA-II survivors: mate uniformly, as Optuna's NSGA-II does.
@@ -171,11 +172,14 @@ class EvolutionSampler(BaseSampler):
         """Fix the population size once per study, in the store, so that all workers agree."""
         if self._fixed_population_size is not None:
             return self._fixed_population_size
-        stored = storage_of(study).get_study_system_attrs(study_id_of(study)).get(_POPULATION_SIZE_KEY)
-        if stored is None:
-            stored = evolution_population_size(n_params)
-            storage_of(study).set_study_system_attr(study_id_of(study), _POPULATION_SIZE_KEY, stored)
-        return stored
+        study_id = study_id_of(study)
+        if study_id not in self._sizes:       # fixed once stored: read the store once, not a suggestion
+            stored = storage_of(study).get_study_system_attrs(study_id).get(_POPULATION_SIZE_KEY)
+            if stored is None:
+                stored = evolution_population_size(n_params)
+                storage_of(study).set_study_system_attr(study_id, _POPULATION_SIZE_KEY, stored)
+            self._sizes[study_id] = stored
+        return self._sizes[study_id]
 
 
 class Elite:
