@@ -209,12 +209,13 @@ MIDDLE = ModelConfig(vocab_size=256, d_model=384, n_layers=5, n_heads=8, d_ff=10
 
 def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, profile=False) -> tuple[list[dict], str]:
     results, profiles = [], []
-    for name, (cfg, batch, seq_len, *layout) in configs.items():
+    for name, (cfg, batch, seq_len, *pins) in configs.items():
         torch.manual_seed(0)
         model = Transformer(cfg).cuda()
-        for module in model.modules() if layout else ():   # adaptive top-k's layout (MoE.adaptive_layout)
-            if hasattr(module, "adaptive_layout"):
-                module.adaptive_layout = layout[0]
+        for attr, value in (pins[0] if pins else {}).items():   # e.g. MoE.adaptive_layout, Experts.swiglu_kernel
+            for module in model.modules():
+                if hasattr(module, attr):
+                    setattr(module, attr, value)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
         forward = torch.compile(model)
         tokens = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda")
@@ -298,7 +299,8 @@ def main(argv=None) -> int:
     parser.add_argument("--train-configs", nargs="+", default=["sparse", "dense", "dense_below"],
                         help="also: length (keep_schedule: length), adaptive (router_threshold 0.6, top_k 4), "
                              "adaptive_static (MoE.adaptive_layout static), top3 / top4 (fixed top_k 3 / 4: "
-                             "adaptive's counterparts at its realised experts)")
+                             "adaptive's counterparts at its realised experts; sparse is top_k 2), "
+                             "adaptive_torch / top3_torch (Experts.swiglu_kernel torch: Inductor's SwiGLU)")
     parser.add_argument("--profile", action="store_true", help="profile the training steps' kernels")
     parser.add_argument("--tune-lengths", nargs="+", type=int, default=[8192, 16384])
     parser.add_argument("--crossover", type=int, default=1024, help="dense below this length in the 'auto' column")
@@ -337,8 +339,12 @@ def main(argv=None) -> int:
                        replace(MIDDLE, keep_schedule="length")),
             "adaptive": ("same, router_threshold 0.6, top_k 4", replace(MIDDLE, router_threshold=0.6, top_k=4)),
             "adaptive_static": ("same, router_threshold 0.6, top_k 4, static layout",
-                                replace(MIDDLE, router_threshold=0.6, top_k=4), "static"),
+                                replace(MIDDLE, router_threshold=0.6, top_k=4), {"adaptive_layout": "static"}),
+            "adaptive_torch": ("same, router_threshold 0.6, top_k 4, compact, Inductor's SwiGLU",
+                               replace(MIDDLE, router_threshold=0.6, top_k=4), {"swiglu_kernel": "torch"}),
             "top3": ("same, fixed top_k 3", replace(MIDDLE, top_k=3)),
+            "top3_torch": ("same, fixed top_k 3, Inductor's SwiGLU", replace(MIDDLE, top_k=3),
+                           {"swiglu_kernel": "torch"}),
             "top4": ("same, fixed top_k 4", replace(MIDDLE, top_k=4)),
         }
         report["train"], text = bench_train(

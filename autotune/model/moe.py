@@ -20,7 +20,8 @@ traffic (gathers, SwiGLU, combine, and their gradients) and its activations scal
 tokens use, not with ``top_k``; n is read by the host once a layer (``used_rows``: under
 torch.compile an unbacked size, with ``capture_scalar_outputs`` on, so it never recompiles).
 ``static`` keeps the [N * top_k] rows (no sync, fixed shapes) and skips the rows past n on the
-device: the grouped matmuls stop there, the SwiGLU's Triton kernels read n (``moe_kernels``).
+device: the grouped matmuls stop there, the SwiGLU's Triton kernels read n from the segment ends
+(``moe_kernels``; they run the SwiGLU of fixed top-k too).
 """
 from __future__ import annotations
 
@@ -229,25 +230,30 @@ class Experts(nn.Module):
         self.w_out = nn.Parameter(torch.empty(num_experts, d_model, d_ff))
         nn.init.normal_(self.w_in, std=d_model ** -0.5)
         nn.init.normal_(self.w_out, std=d_ff ** -0.5)
+        # the grouped path's SwiGLU: "auto" = ``moe_kernels``' Triton kernels on CUDA, over the owned
+        # rows (every layout; against Inductor's fused SwiGLU: bench/RESULTS.md), "torch" = plain ops
+        self.swiglu_kernel = "auto"
 
-    def forward(self, x_sorted: Tensor, counts: Tensor, impl: str = "auto", rows: Tensor | None = None) -> Tensor:
+    def forward(self, x_sorted: Tensor, counts: Tensor, impl: str = "auto") -> Tensor:
         """x_sorted: [M, d_model] rows grouped by expert, ``counts[e]`` rows each -> [M, d_model].
-        Rows past ``counts.sum()`` (``rows``, int32 [1], where there are any: adaptive top-k's unused
-        slots) belong to no expert; what comes back there is undefined."""
+        Rows past ``counts.sum()`` (adaptive top-k's unused slots, where there are any) belong to no
+        expert; what comes back there is undefined."""
         dtype = compute_dtype(x_sorted)
         x_sorted = x_sorted.to(dtype)
         if impl == "grouped" or (impl == "auto" and grouped_mm_available(x_sorted)):
-            return self.forward_grouped(x_sorted, counts, rows)
+            return self.forward_grouped(x_sorted, counts)
         return self.forward_loop(x_sorted, counts)
 
-    def forward_grouped(self, x_sorted: Tensor, counts: Tensor, rows: Tensor | None = None) -> Tensor:
-        """All experts in two grouped matmuls over contiguous segments (no host sync); the SwiGLU
-        between them skips the rows past ``rows`` on CUDA (``moe_kernels``)."""
+    def forward_grouped(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
+        """All experts in two grouped matmuls over contiguous segments (no host sync); on CUDA the
+        SwiGLU between them runs over the rows some expert owns only (``moe_kernels``: the count is
+        read on the device), so rows past them cost nothing."""
         offsets = counts.cumsum(0).to(torch.int32)                    # [E] segment ends
         w_in = self.w_in.to(x_sorted.dtype).transpose(-1, -2)         # [E, d_model, 2*d_ff]
         w_out = self.w_out.to(x_sorted.dtype).transpose(-1, -2)       # [E, d_ff, d_model]
         gu = torch._grouped_mm(x_sorted, w_in, offs=offsets)          # [M, 2*d_ff]: gate | up
-        return torch._grouped_mm(swiglu(gu, rows), w_out, offs=offsets)   # [M, d_model]
+        owned = offsets[-1:] if self.swiglu_kernel == "auto" and gu.is_cuda else None
+        return torch._grouped_mm(swiglu(gu, owned), w_out, offs=offsets)  # [M, d_model]
 
     def forward_loop(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
         """Reference: one plain matmul pair per expert on its segment (syncs to read counts)."""
@@ -331,7 +337,7 @@ class MoE(nn.Module):
         if compact:
             order = order[:used_rows(used, order.numel(), N)]        # [n]
         x_sorted = _AdaptiveDispatch.apply(flat, order // k, slot_rows, routing.used, last)
-        y_sorted = self.experts(x_sorted, routing.counts, self.impl, rows=None if compact else used.int())
+        y_sorted = self.experts(x_sorted, routing.counts, self.impl)
         return _AdaptiveCombine.apply(y_sorted, slot_rows, routing.weights, order, last)   # [N, D]
 
     def out_weights(self) -> list[Tensor]:

@@ -251,24 +251,21 @@ def test_adaptive_dispatch_gradients_equal_the_reference_loop(impl, layout):
 @pytest.mark.parametrize("layout", ["static", "compact"])
 def test_adaptive_experts_run_only_the_used_assignments(monkeypatch, layout):
     """The experts run the n used (token, expert) rows: ``compact`` hands them those rows only (the
-    plain SwiGLU), ``static`` the [N * top_k] layout with the count (on the device) where they end."""
+    plain SwiGLU), ``static`` the [N * top_k] layout, the experts' counts (on the device) where they end."""
     seen = []
     forward = Experts.forward
-    monkeypatch.setattr(Experts, "forward", lambda self, x, counts, impl="auto", rows=None: (
-        seen.append((x.shape[0], int(counts.sum()), rows)), forward(self, x, counts, impl, rows))[1])
+    monkeypatch.setattr(Experts, "forward", lambda self, x, counts, impl="auto": (
+        seen.append((x.shape[0], int(counts.sum()))), forward(self, x, counts, impl))[1])
     torch.manual_seed(6)
     moe = MoE(d_model=16, d_ff=16, num_experts=8, top_k=4, router_threshold=0.5)
     moe.adaptive_layout = layout
     with torch.no_grad():
         moe.router.proj.weight.mul_(5.0)
     _, routing = moe(torch.randn(3, 20, 16))
-    x_rows, counted, rows = seen[0]
+    x_rows, counted = seen[0]
     used = int(routing.used.sum())
     assert counted == used and 60 < used < 60 * 4
-    if layout == "static":
-        assert x_rows == 60 * 4 and int(rows) == used
-    else:
-        assert x_rows == used and rows is None
+    assert x_rows == (60 * 4 if layout == "static" else used)
 
 
 @pytest.mark.parametrize("layout", ["static", "compact"])
