@@ -20,12 +20,13 @@ stage train "${TRAIN_S:-300}" python3 bench/model_speed.py --only train ${PROFIL
   --train-configs ${TRAIN_CONFIGS:-adaptive_static adaptive top3 top3_torch} --json "$OUT/model_speed.json"
 grep -v '^{' "$OUT/train.log" | tail -40
 if [ -z "${SKIP_TEXT:-}" ]; then
-  for s in "45 12 1424 32 model" "45 12 1424 32" "4 12 1424 32 model" "45 12 1408 32 model"; do
+  IFS=, read -ra probes <<< "${PROBES:-45 12 1424 32 model,45 12 1424 32,4 12 1424 32 model,45 12 1408 32 model}"
+  for s in "${probes[@]}"; do
     CUDA_LAUNCH_BLOCKING=1 stage "probe_${s// /_}" 90 python3 bench/flex_shapes_probe.py $s
     tail -2 "$OUT/probe_${s// /_}.log"
   done
-  CUDA_LAUNCH_BLOCKING=1 stage text_dense 120 python3 bench/batching_speed.py --device cuda --seq-len 4096 \
+  [ -n "${SKIP_TEXT_RUN:-}" ] || CUDA_LAUNCH_BLOCKING=1 stage text_dense 120 python3 bench/batching_speed.py --device cuda --seq-len 4096 \
     --tokens-per-batch 65536 --max-batch-size 256 --d-model 384 --layers 5 --attention dense --modes tokens \
     --compile false --steps 3 --eval-every 3 --docs 3000 --json "$OUT/text_dense.json"
-  grep -v train_loss "$OUT/text_dense.log" | tail -6
+  [ -f "$OUT/text_dense.log" ] && grep -v train_loss "$OUT/text_dense.log" | tail -6
 fi

@@ -5,6 +5,9 @@ fault ends only its own run (a shell loop runs several and reads each exit code)
     python bench/flex_shapes_probe.py 45 12 1424 32          # B H T D (bf16, block 128, window 128, keep 0.3)
     python bench/flex_shapes_probe.py 45 12 1424 32 model    # q, k, v laid out as the model makes them
                                                              # (views of one [B, T, 3, H, D] projection)
+    python bench/flex_shapes_probe.py 45 12 1408 32 model MASK   # MASK: ours (default: the layer as the
+        # model calls it), eager_mask (our BlockMask built eagerly, only flex_attention compiled), torch_mask
+        # (torch's create_block_mask of the same pattern), causal (torch's causal mask: no selection at all)
 """
 from __future__ import annotations
 
@@ -14,7 +17,28 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from autotune.model.attention import sparse_attention, sparse_attention_reference   # noqa: E402
+from autotune.model.attention import (build_flex_block_mask, flex_kernel_options, select_blocks,  # noqa: E402
+                                      sparse_attention, sparse_attention_reference)
+
+
+def other_mask(q, k, v, block, window, ratio, how):
+    """The same attention through another block mask (to tell our mask's fault from FlexAttention's)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    B, H, T, _ = q.shape
+    options = flex_kernel_options(q, block)
+    if how == "causal":
+        mask = create_block_mask(lambda b, h, qi, ki: qi >= ki, B, H, T, T, device="cuda", BLOCK_SIZE=block)
+    else:
+        selection = select_blocks(q.detach(), k.detach(), block, window, ratio)
+        if how == "eager_mask":
+            mask = build_flex_block_mask(selection)
+        else:
+            dense = selection.block_mask()                       # [B, H, n, n] bool
+
+            def mask_mod(b, h, qi, ki):
+                return (qi >= ki) & dense[b, h, qi // block, ki // block]
+            mask = create_block_mask(mask_mod, B, H, T, T, device="cuda", BLOCK_SIZE=block)
+    return torch.compile(flex_attention, dynamic=False)(q, k, v, block_mask=mask, kernel_options=options)
 
 
 def main(argv: list[str]) -> int:
@@ -29,13 +53,22 @@ def main(argv: list[str]) -> int:
     else:
         q, k, v = leaves = [torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                             for _ in range(3)]
-    out = sparse_attention(q, k, v, block_size=block, window=window,
-                           keep_ratio=torch.tensor(keep, dtype=torch.float64, device="cuda"), impl="flex")
+    how = argv[5] if len(argv) > 5 else "ours"
+    ratio = torch.tensor(keep, dtype=torch.float64, device="cuda")
+    if how == "ours":
+        out = sparse_attention(q, k, v, block_size=block, window=window, keep_ratio=ratio, impl="flex")
+    else:
+        out = other_mask(q, k, v, block, window, ratio, how)
     out.float().square().mean().backward()
     torch.cuda.synchronize()
-    ref = sparse_attention_reference(q.detach().float(), k.detach().float(), v.detach().float(), block, window, keep)
+    if how == "causal":
+        ref = torch.nn.functional.scaled_dot_product_attention(q.detach().float(), k.detach().float(),
+                                                               v.detach().float(), is_causal=True)
+    else:
+        ref = sparse_attention_reference(q.detach().float(), k.detach().float(), v.detach().float(), block,
+                                         window, keep)
     err = (out.float() - ref).abs().max().item()
-    print(f"B={B} H={H} T={T} D={D} {layout}: ok, max |flex - reference| {err:.3g}, grad finite "
+    print(f"B={B} H={H} T={T} D={D} {layout} {how}: ok, max |flex - reference| {err:.3g}, grad finite "
           f"{all(bool(torch.isfinite(x.grad).all()) for x in leaves)}", flush=True)
     return 0
 
