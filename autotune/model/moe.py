@@ -295,8 +295,8 @@ class MoE(nn.Module):
         self.experts = Experts(num_experts, d_model, d_ff)
         self.shared = FeedForward(d_model, d_ff) if shared_expert else None
         self.impl = "auto"      # "grouped" | "loop": tests and benchmarks pin one
-        # adaptive top-k's dispatch (``_adaptive``): "compact" (measured on an H100) | "static" (its
-        # Triton SwiGLU is checked under Triton's interpreter only; to be measured, bench/RESULTS.md)
+        # adaptive top-k's dispatch (``_adaptive``): "compact" | "static"; on an H100 within noise of
+        # each other, compact holding less memory (bench/RESULTS.md, "The SwiGLU kernels as custom ops")
         self.adaptive_layout = "compact"
 
     def forward(self, x: Tensor) -> tuple[Tensor, Routing]:

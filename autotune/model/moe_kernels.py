@@ -1,15 +1,16 @@
-"""The experts' SwiGLU over the first n rows of a statically sized buffer (adaptive top-k's
-``static`` layout, ``MoE.adaptive_layout``; not the default until measured on a GPU).
+"""The experts' SwiGLU over the first n rows of a buffer, n read on the device (every grouped
+dispatch on CUDA: fixed top-k, and adaptive top-k in either layout, ``MoE.adaptive_layout``).
 
 Owns: ``swiglu(gu, rows)``: ``silu(gate) * up`` of ``gu = [M, 2 d_ff]`` (gate | up), and its
 gradient, computed for the first ``rows`` rows only, ``rows`` a one-element int tensor on the
-device (no host sync). The static layout keeps adaptive top-k's [tokens x top_k] rows so that no
-shape depends on the data; the used assignments are its first n rows, and the grouped matmuls already
-stop at n.
-On CUDA two Triton kernels read n and skip every row block past it, so the elementwise work (the
-largest memory-bound part of the MoE step) follows the experts used instead of ``top_k``; rows past
-n are left undefined, as the grouped matmul leaves them. Elsewhere (CPU, no Triton) plain torch
-ops compute every row and zero the tail.
+device (no host sync): the experts pass their last segment end, the rows some expert owns. Adaptive
+top-k's static layout keeps [tokens x top_k] rows so that no shape depends on the data; the used
+assignments are its first n rows, and the grouped matmuls already stop at n.
+On CUDA two Triton kernels, custom ops (``torch.library``: Inductor calls them as they are), read n
+and skip every row block past it, so the elementwise work follows the experts used instead of
+``top_k``; rows past n are left undefined, as the grouped matmul leaves them. They also beat
+Inductor's fused SwiGLU where every row is used (fixed top-k; bench/RESULTS.md, "The SwiGLU kernels
+as custom ops"). Elsewhere (CPU, no Triton) plain torch ops compute every row and zero the tail.
 Must not know about: routing, attention, training, Optuna.
 """
 from __future__ import annotations
