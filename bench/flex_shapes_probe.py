@@ -8,6 +8,7 @@ fault ends only its own run (a shell loop runs several and reads each exit code)
     python bench/flex_shapes_probe.py 45 12 1408 32 model MASK   # MASK: ours (default: the layer as the
         # model calls it), eager_mask (our BlockMask built eagerly, only flex_attention compiled), torch_mask
         # (torch's create_block_mask of the same pattern), causal (torch's causal mask: no selection at all)
+    python bench/flex_shapes_probe.py 45 12 1408 32 model ours 4   # attention.PAD_BLOCKS = 4
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from autotune.model import attention  # noqa: E402
 from autotune.model.attention import (build_flex_block_mask, flex_kernel_options, select_blocks,  # noqa: E402
                                       sparse_attention, sparse_attention_reference)
 
@@ -54,6 +56,8 @@ def main(argv: list[str]) -> int:
         q, k, v = leaves = [torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                             for _ in range(3)]
     how = argv[5] if len(argv) > 5 else "ours"
+    if len(argv) > 6:
+        attention.PAD_BLOCKS = int(argv[6])
     ratio = torch.tensor(keep, dtype=torch.float64, device="cuda")
     if how == "ours":
         out = sparse_attention(q, k, v, block_size=block, window=window, keep_ratio=ratio, impl="flex")
@@ -68,7 +72,7 @@ def main(argv: list[str]) -> int:
         ref = sparse_attention_reference(q.detach().float(), k.detach().float(), v.detach().float(), block,
                                          window, keep)
     err = (out.float() - ref).abs().max().item()
-    print(f"B={B} H={H} T={T} D={D} {layout} {how}: ok, max |flex - reference| {err:.3g}, grad finite "
+    print(f"B={B} H={H} T={T} D={D} {layout} {how} pad {attention.PAD_BLOCKS}: ok, max |flex - reference| {err:.3g}, grad finite "
           f"{all(bool(torch.isfinite(x.grad).all()) for x in leaves)}", flush=True)
     return 0
 

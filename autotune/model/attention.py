@@ -259,15 +259,40 @@ def flex_kernel_options(q: Tensor, block_size: int) -> dict:
     return options
 
 
+# FlexAttention runs on sequences padded to a whole number of PAD_BLOCKS mask blocks (``padded``);
+# 0 = none, 1 = to whole blocks. Set from the GPU probes (bench/flex_shapes_probe.py, RESULTS).
+PAD_BLOCKS = 0
+
+
+def padded(selection: BlockSelection, q: Tensor, k: Tensor, v: Tensor, multiple: int):
+    """The selection and q, k, v on a sequence padded at the end to a whole number of ``multiple``
+    blocks: the padding's query blocks keep their diagonal only; its keys come after every real query,
+    so causality hides them. Exact: the real queries' rows see what they saw, and the padding's rows
+    (sliced off by the caller) get no gradient, so they add none to k and v."""
+    n, bs, T = selection.n_blocks, selection.block_size, selection.seq_len
+    n_pad = -(-n // multiple) * multiple
+    if n_pad * bs == T:
+        return selection, q, k, v
+    extra = n_pad - n
+    indices = F.pad(selection.indices, (0, 0, 0, extra))                 # new rows: padding, count 0
+    counts = F.pad(selection.counts, (0, extra))
+    q, k, v = (F.pad(x, (0, 0, 0, n_pad * bs - T)) for x in (q, k, v))
+    return BlockSelection(indices, counts, bs, n_pad * bs), q, k, v
+
+
 def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, keep_ratio: float | Tensor,
-                 kernel_options: dict | None = None) -> Tensor:
+                 kernel_options: dict | None = None, pad_blocks: int | None = None) -> Tensor:
     """Selection, block mask and FlexAttention in one graph (compiled on its own when eager: ``_compiled``)."""
     from torch.nn.attention.flex_attention import flex_attention
 
+    T = q.shape[2]
     selection = select_blocks(q, k, block_size, window, keep_ratio)
+    if pad_blocks or PAD_BLOCKS:
+        selection, q, k, v = padded(selection, q, k, v, pad_blocks or PAD_BLOCKS)
     options = flex_kernel_options(q, block_size)
     options.update(kernel_options or {})
-    return flex_attention(q, k, v, block_mask=build_flex_block_mask(selection), kernel_options=options)
+    out = flex_attention(q, k, v, block_mask=build_flex_block_mask(selection), kernel_options=options)
+    return out[:, :, :T] if out.shape[2] != T else out
 
 
 # The compiled functions an eager model calls, made at the first sparse call on CUDA (``_compiled``:

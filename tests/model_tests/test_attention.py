@@ -288,3 +288,23 @@ def test_flex_path_at_16k_tokens_with_its_own_backward_tiles_matches_the_referen
     want = (ref, *torch.autograd.grad(ref, (q32, k32, v32), grad.float()))
     for a, b in zip(got, want):      # bf16 inputs and outputs against the fp32 reference on the same values
         assert rel_err(a, b) < 2e-2
+
+
+@pytest.mark.parametrize("T,bs,multiple", [(200, 64, 1), (200, 64, 4), (448, 64, 4), (320, 32, 2), (512, 64, 4)])
+def test_padding_the_sequence_to_whole_blocks_changes_no_real_row_or_gradient(T, bs, multiple):
+    """``padded``: the selection and q, k, v on a sequence padded to whole ``multiple``-block groups give
+    the real rows the same outputs and q, k, v the same gradients (causality hides the padded keys;
+    the padded rows, sliced off, send back none)."""
+    from autotune.model.attention import padded
+    torch.manual_seed(T + multiple)
+    q, k, v = (x.requires_grad_() for x in qkv(2, 3, T, 16))
+    grad = torch.randn(2, 3, T, 16)
+    sel = select_blocks(q, k, bs, bs, torch.tensor(0.4, dtype=torch.float64))
+    ref = masked_attention(q, k, v, sel.token_mask())
+    sel_p, qp, kp, vp = padded(sel, q, k, v, multiple)
+    assert sel_p.seq_len % (bs * multiple) == 0 and sel_p.seq_len - T < bs * multiple
+    assert sel_p.n_blocks == sel_p.seq_len // bs and qp.shape[2] == sel_p.seq_len
+    out = masked_attention(qp, kp, vp, sel_p.token_mask())[:, :, :T]
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(ref, (q, k, v), grad)):
+        torch.testing.assert_close(a, b)
