@@ -290,6 +290,27 @@ def test_flex_path_at_16k_tokens_with_its_own_backward_tiles_matches_the_referen
         assert rel_err(a, b) < 2e-2
 
 
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("T", [1280, 1400, 1408, 1424, 1664, 1792])
+def test_flex_path_as_the_model_calls_it_at_text_lengths_matches_the_reference(T, full_fp32):
+    """Variable-length text meets every block count: bf16, head size 32, the ratio as a tensor, q, k, v
+    as views of one projection (as ``CausalSelfAttention`` makes them). 1,408 tokens (11 blocks)
+    faulted on an H100 before sequences were padded (bench/RESULTS.md, "The text task's GPU fault")."""
+    B, H, D = 4, 4, 32
+    qkv_ = torch.randn(B, T, 3, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = qkv_.permute(2, 0, 3, 1, 4)
+    ratio = torch.tensor(0.3, dtype=torch.float64, device="cuda")
+    out = sparse_attention(q, k, v, block_size=128, window=128, keep_ratio=ratio, impl="flex")
+    grad = torch.randn_like(out)
+    (got_grad,) = torch.autograd.grad(out, qkv_, grad)
+    ref_in = qkv_.detach().float().requires_grad_()
+    q32, k32, v32 = ref_in.permute(2, 0, 3, 1, 4)
+    ref = masked_attention(q32, k32, v32, select_blocks(q, k, 128, 128, 0.3).token_mask())
+    (want_grad,) = torch.autograd.grad(ref, ref_in, grad.float())
+    assert rel_err(out, ref) < 2e-2 and rel_err(got_grad, want_grad) < 2e-2
+
+
 @pytest.mark.parametrize("T,bs,multiple", [(200, 64, 1), (200, 64, 4), (448, 64, 4), (320, 32, 2), (512, 64, 4)])
 def test_padding_the_sequence_to_whole_blocks_changes_no_real_row_or_gradient(T, bs, multiple):
     """``padded``: the selection and q, k, v on a sequence padded to whole ``multiple``-block groups give
