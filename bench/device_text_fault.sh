@@ -21,6 +21,7 @@ echo "== PAD_BLOCKS that passed: ${PB:-none}"
 [ -n "$PB" ] || exit 0
 ARGS="--device cuda --seq-len 4096 --tokens-per-batch 65536 --max-batch-size 256 --d-model 384 --layers 5 --attention sparse --flex-pad-blocks $PB"
 for mode in false auto; do
+  [ $(( ${BUDGET_S:-560} - SECONDS )) -gt 100 ] || break
   timeout 120 python3 bench/batching_speed.py $ARGS --modes tokens --compile $mode --steps 20 --eval-every 10 \
     --json "$OUT/check_$mode.json" > "$OUT/check_$mode.log" 2>&1
   echo "== text check compile=$mode: rc=$?"; grep -v train_loss "$OUT/check_$mode.log" | tail -5
