@@ -2,7 +2,8 @@
 
 Owns: the block selection (``select_blocks``), the sparse pattern it defines, and three ways to
 compute attention under that pattern: the plain masked reference (every device; the CPU path), the
-FlexAttention path (CUDA; block masks built from indices inside one compiled graph) and dense causal
+FlexAttention path (CUDA; block masks built from indices inside one compiled graph, on the sequence
+padded to whole groups of ``PAD_BLOCKS`` blocks, ``padded``) and dense causal
 attention (``keep_ratio >= 1`` or ``attention: dense``); and the length schedule of the kept share
 (``scheduled_keep_ratio``: ``keep_short`` for short sequences, ``keep_long`` for long ones).
 Must not know about: MoE, training, Optuna.
@@ -259,9 +260,13 @@ def flex_kernel_options(q: Tensor, block_size: int) -> dict:
     return options
 
 
-# FlexAttention runs on sequences padded to a whole number of PAD_BLOCKS mask blocks (``padded``);
-# 0 = none, 1 = to whole blocks. Set from the GPU probes (bench/flex_shapes_probe.py, RESULTS).
-PAD_BLOCKS = 0
+# FlexAttention runs on sequences padded to a whole number of PAD_BLOCKS mask blocks (``padded``;
+# 0 = none, 1 = to whole blocks). 4: on an H100 (torch 2.11) the layer faulted (an illegal address
+# in FlexAttention's forward kernel) at 1,408 tokens (11 blocks) with 12 heads, and the text task,
+# whose lengths vary, aborted at its first steps; padded to 12 blocks the same shape passes, and no
+# length of a multiple of 4 blocks has faulted in any run (bench/RESULTS.md, "The text task's GPU
+# fault"). Fixed-shape tasks at such lengths (2,048, 4,096 tokens ...) are not padded.
+PAD_BLOCKS = 4
 
 
 def padded(selection: BlockSelection, q: Tensor, k: Tensor, v: Tensor, multiple: int):
@@ -281,14 +286,15 @@ def padded(selection: BlockSelection, q: Tensor, k: Tensor, v: Tensor, multiple:
 
 
 def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, keep_ratio: float | Tensor,
-                 kernel_options: dict | None = None, pad_blocks: int | None = None) -> Tensor:
-    """Selection, block mask and FlexAttention in one graph (compiled on its own when eager: ``_compiled``)."""
+                 kernel_options: dict | None = None) -> Tensor:
+    """Selection, block mask and FlexAttention in one graph (compiled on its own when eager: ``_compiled``),
+    on the sequence padded to whole groups of ``PAD_BLOCKS`` blocks."""
     from torch.nn.attention.flex_attention import flex_attention
 
     T = q.shape[2]
     selection = select_blocks(q, k, block_size, window, keep_ratio)
-    if pad_blocks or PAD_BLOCKS:
-        selection, q, k, v = padded(selection, q, k, v, pad_blocks or PAD_BLOCKS)
+    if PAD_BLOCKS:
+        selection, q, k, v = padded(selection, q, k, v, PAD_BLOCKS)
     options = flex_kernel_options(q, block_size)
     options.update(kernel_options or {})
     out = flex_attention(q, k, v, block_mask=build_flex_block_mask(selection), kernel_options=options)

@@ -295,9 +295,10 @@ def test_flex_path_at_16k_tokens_with_its_own_backward_tiles_matches_the_referen
 @pytest.mark.parametrize("T", [1280, 1400, 1408, 1424, 1664, 1792])
 def test_flex_path_as_the_model_calls_it_at_text_lengths_matches_the_reference(T, full_fp32):
     """Variable-length text meets every block count: bf16, head size 32, the ratio as a tensor, q, k, v
-    as views of one projection (as ``CausalSelfAttention`` makes them). 1,408 tokens (11 blocks)
-    faulted on an H100 before sequences were padded (bench/RESULTS.md, "The text task's GPU fault")."""
-    B, H, D = 4, 4, 32
+    as views of one projection (as ``CausalSelfAttention`` makes them). 1,408 tokens (11 blocks, 12
+    heads) faulted on an H100 before sequences were padded (``PAD_BLOCKS``; bench/RESULTS.md, "The text
+    task's GPU fault")."""
+    B, H, D = 4, 12, 32
     qkv_ = torch.randn(B, T, 3, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     q, k, v = qkv_.permute(2, 0, 3, 1, 4)
     ratio = torch.tensor(0.3, dtype=torch.float64, device="cuda")
@@ -329,3 +330,23 @@ def test_padding_the_sequence_to_whole_blocks_changes_no_real_row_or_gradient(T,
     torch.testing.assert_close(out, ref)
     for a, b in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(ref, (q, k, v), grad)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.slow
+def test_padded_flex_attention_compiled_for_changing_lengths_matches_the_reference(monkeypatch):
+    """The padded path through FlexAttention itself (Inductor's CPU kernel, forward), batch and length
+    dynamic as variable-length text runs it: lengths padded by 1 to 3 blocks and one that needs none,
+    each against the reference."""
+    from autotune.model import attention
+    monkeypatch.setattr(attention, "PAD_BLOCKS", 4)
+    multiples, padded = [], attention.padded
+    monkeypatch.setattr(attention, "padded", lambda *args: multiples.append(args[-1]) or padded(*args))
+    torch._dynamo.reset()
+    compiled = torch.compile(attention._flex_sparse_varlen, dynamic=True)
+    ratio = torch.tensor(0.4, dtype=torch.float64)
+    for B, T in [(2, 200), (3, 448), (2, 520), (1, 512)]:
+        q, k, v = qkv(B, 3, T, 16)
+        with torch.no_grad():
+            out = compiled(q, k, v, 64, 64, ratio)
+        torch.testing.assert_close(out, attention.sparse_attention_reference(q, k, v, 64, 64, 0.4))
+    assert multiples and set(multiples) == {4}
