@@ -105,15 +105,10 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", default=None, choices=["auto", "true", "false"],
                         help="the trainer's compile (default: false on a CPU, auto elsewhere)")
     parser.add_argument("--modes", default="tokens,cost", help="batching modes to run, comma-separated")
-    parser.add_argument("--flex-pad-blocks", type=int, default=None,
-                        help="attention.PAD_BLOCKS for this run (FlexAttention on sequences padded to whole groups of blocks)")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "batching_speed.txt")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "batching_speed.json"))
     args = parser.parse_args(argv)
 
-    if args.flex_pad_blocks is not None:
-        from autotune.model import attention
-        attention.PAD_BLOCKS = args.flex_pad_blocks
     corpus = write_documents(args.data, args.docs, 2 * args.seq_len)
     model = ModelConfig(d_model=args.d_model, n_layers=args.layers, n_heads=max(1, args.d_model // 64) * 2,
                         d_ff=2 * args.d_model, num_experts=4, top_k=2, attention=args.attention,

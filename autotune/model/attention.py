@@ -298,7 +298,7 @@ def _flex_sparse(q: Tensor, k: Tensor, v: Tensor, block_size: int, window: int, 
     options = flex_kernel_options(q, block_size)
     options.update(kernel_options or {})
     out = flex_attention(q, k, v, block_mask=build_flex_block_mask(selection), kernel_options=options)
-    return out[:, :, :T] if out.shape[2] != T else out
+    return out[:, :, :T]                                                   # the padding's rows off
 
 
 # The compiled functions an eager model calls, made at the first sparse call on CUDA (``_compiled``:
