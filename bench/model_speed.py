@@ -297,7 +297,8 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", default=["default"],
                         help="torch.compile modes for the sparse path, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--train-configs", nargs="+", default=["sparse", "dense", "dense_below"],
-                        help="also: length (keep_schedule: length), adaptive (router_threshold 0.6, top_k 4), "
+                        help="also: length (keep_schedule: length), keep02 (fixed keep 0.2: length's share at "
+                             "2,048 tokens), adaptive (router_threshold 0.6, top_k 4), "
                              "adaptive_static (MoE.adaptive_layout static), top3 / top4 (fixed top_k 3 / 4: "
                              "adaptive's counterparts at its realised experts; sparse is top_k 2), "
                              "adaptive_torch / top3_torch (Experts.swiglu_kernel torch: Inductor's SwiGLU)")
@@ -337,6 +338,8 @@ def main(argv=None) -> int:
                                     short_len=4095, long_len=4096)),
             "length": ("same, keep_schedule length (0.8 at 256 -> 0.2 at 1024)",
                        replace(MIDDLE, keep_schedule="length")),
+            "keep02": ("same, fixed keep 0.2 (length's counterpart at 2,048 tokens)",
+                       replace(MIDDLE, keep_ratio=0.2)),
             "adaptive": ("same, router_threshold 0.6, top_k 4", replace(MIDDLE, router_threshold=0.6, top_k=4)),
             "adaptive_static": ("same, router_threshold 0.6, top_k 4, static layout",
                                 replace(MIDDLE, router_threshold=0.6, top_k=4), {"adaptive_layout": "static"}),
