@@ -2,7 +2,7 @@
 # The text task's GPU fault in one device call: the sparse layer at the shape that faulted (11 blocks,
 # 12 heads; bench/flex_shapes_probe.py, one run a process) unpadded (PAD_BLOCKS 0) and as the model
 # now runs it (padded to a multiple of 4 blocks), our mask built eagerly, torch's mask of the same
-# pattern; then the text task itself (sparse attention, eager and compiled, the default padding) and,
+# pattern (MASK_PROBES=1); then the text task itself (sparse attention, eager and compiled, the default padding) and,
 # while BUDGET_S lasts, the tokens-vs-cost figure. Logs to $OUT.
 #   (device) bash bench/device_text_fault.sh
 . bench/device_env.sh /tmp/text_fault_out
@@ -13,7 +13,7 @@ probe() {
   local rc=$?; echo "== $* rc=$rc: $(grep -E '^B=|Error' "$f" | tail -1)"; return $rc
 }
 probe 45 12 1408 32 model ours 0; probe 45 12 1408 32 model ours 4
-probe 45 12 1408 32 model eager_mask; probe 45 12 1408 32 model torch_mask
+[ -z "${MASK_PROBES:-}" ] || { probe 45 12 1408 32 model eager_mask; probe 45 12 1408 32 model torch_mask; }
 ARGS="--device cuda --seq-len 4096 --tokens-per-batch 65536 --max-batch-size 256 --d-model 384 --layers 5 --attention sparse"
 for mode in false auto; do
   [ $(( ${BUDGET_S:-560} - SECONDS )) -gt 100 ] || break
