@@ -261,11 +261,12 @@ def flex_kernel_options(q: Tensor, block_size: int) -> dict:
 
 
 # FlexAttention runs on sequences padded to a whole number of PAD_BLOCKS mask blocks (``padded``;
-# 0 = none, 1 = to whole blocks). 4: on an H100 (torch 2.11) the layer faulted (an illegal address
-# in FlexAttention's forward kernel) at 1,408 tokens (11 blocks) with 12 heads, and the text task,
-# whose lengths vary, aborted at its first steps; padded to 12 blocks the same shape passes, and no
-# length of a multiple of 4 blocks has faulted in any run (bench/RESULTS.md, "The text task's GPU
-# fault"). Fixed-shape tasks at such lengths (2,048, 4,096 tokens ...) are not padded.
+# 0 = none, 1 = to whole blocks). 4: on an H100 and an H200 (torch 2.11) the layer faulted (an illegal
+# address in FlexAttention's forward kernel) at 1,408 tokens (11 blocks) with 12 heads, and the text
+# task, whose lengths vary, aborted at its first steps; padded to 12 blocks the same shape passes, the
+# text task trains (eager and compiled), and no length of a multiple of 4 blocks has faulted in any
+# run (bench/RESULTS.md, "The text task's GPU fault"). Fixed-shape tasks at such lengths (2,048, 4,096
+# tokens ...) are not padded.
 PAD_BLOCKS = 4
 
 
