@@ -3,7 +3,8 @@
 Times the layer as training runs it (block selection, BlockMask building and FlexAttention in one
 compiled graph, forward + backward, ``attention._flex_sparse``) once per variant: the default
 kernel configuration as autotune ships it (``attention.flex_kernel_options``), named tile sizes /
-stages / warps for the forward (``fwd_*``) or backward (``bwd_*``) kernel, TMA loads, and Inductor's
+stages / warps for the forward (``fwd_*``) or backward (``bwd_*``) kernel, TMA loads, the FLASH backend
+(flash-attn-4's CuTe kernels, where installed: ``bench/device_flash.sh``), and Inductor's
 C++ wrapper (less host time a call: what a small layer waits on at 1k tokens). Dense flash SDPA beside it, same inputs. A variant
 that fails to compile (an option the installed torch lacks, a configuration that does not fit
 shared memory) is reported with its error, not fatal. Each variant's output and gradients are
@@ -51,6 +52,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "bwd 16/128 s3 w4": (_bwd(16, 128, 128, 16, 3, 4), {}),
     "bwd 32/128 s3 w4, fwd 128x64": ({**_bwd(32, 128, 128, 32, 3, 4), **_fwd(128, 64, 3, 4)}, {}),
     "prescale": ({"PRESCALE_QK": True}, {}),
+    # flash-attn-4's CuTe DSL kernels instead of Triton's (torch >= 2.10; needs flash_attn.cute, which
+    # the device image lacks: bench/flash_carry.sh and bench/device_flash.sh bring it)
+    "flash": ({"BACKEND": "FLASH"}, {}),
     "cpp wrapper": ({}, {"cpp_wrapper": True}),
 }
 

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# FlexAttention's FLASH backend on the device machine (issue 20: the sparse layer at 16k tokens,
+# 3.37x dense with the Triton kernels against the 3.5x target). Two parts, one warm machine; the
+# files come from bench/flash_carry.sh (see there):
+#   (device, carry .flash/a) bash bench/device_flash.sh a   # parks the CuTe DSL's big .so in /tmp/flash_a
+#   (device, carry .flash/b) bash bench/device_flash.sh b   # installs into /tmp/flashsite, checks the
+#       import, then bench/attention_options.py: the layer with BACKEND FLASH against the Triton
+#       default (output and gradients compared) and dense flash SDPA, at LENGTHS (1024 16384)
+set -uo pipefail
+case "${1:-}" in
+  a) mkdir -p /tmp/flash_a && cp .flash/a/cutlass_ir.so.xz /tmp/flash_a/ && ls -la /tmp/flash_a
+     nvidia-smi --query-gpu=name --format=csv,noheader; exit ;;
+  b) ;;
+  *) echo "usage: bash bench/device_flash.sh a|b" >&2; exit 2 ;;
+esac
+[ -f /tmp/flash_a/cutlass_ir.so.xz ] || { echo "no /tmp/flash_a: run part a on this machine first" >&2; exit 3; }
+. bench/device_env.sh /tmp/flash_out
+S=/tmp/flashsite; rm -rf "$S"; mkdir -p "$S"
+cb=(); python3 -c 'import cuda.bindings.driver' 2>/dev/null || cb=(.flash/b/cuda_*.whl)   # the image's if it has them
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$S" \
+  $(ls .flash/b/*.whl | grep -v '/cuda_') "${cb[@]}" || exit 4
+python3 - "$S" <<'PY' || exit 5
+import lzma, shutil, sys, zipfile
+site = sys.argv[1]
+zipfile.ZipFile(".flash/b/libs_cu13_rest.zip").extractall(site)
+so = f"{site}/nvidia_cutlass_dsl/dsl_packages/cutlass/_mlir/_mlir_libs/_cutlass_ir.cu13.cpython-312-x86_64-linux-gnu.so"
+with lzma.open("/tmp/flash_a/cutlass_ir.so.xz") as f, open(so, "wb") as out:
+    shutil.copyfileobj(f, out, 1 << 24)
+PY
+# after the image's packages (its torch wins); the cutlass-dsl .pth's path by hand (PYTHONPATH runs no .pth)
+export PYTHONPATH="$PYTHONPATH:$S:$S/nvidia_cutlass_dsl/dsl_packages"
+python3 -c 'import flash_attn.cute, cutlass; from flash_attn.cute.interface import _flash_attn_fwd; print("flash_attn.cute", flash_attn.cute.__file__)' \
+  > "$OUT/import.log" 2>&1; rc=$?; tail -3 "$OUT/import.log"; [ $rc = 0 ] || exit 6
+timeout "${BENCH_S:-420}" python3 bench/attention_options.py --lengths ${LENGTHS:-1024 16384} \
+  --variants default flash --out "$OUT/flash.json" > "$OUT/flash.log" 2>&1
+echo "== attention_options rc=$?"; grep -E '^\|' "$OUT/flash.log" || tail -20 "$OUT/flash.log"
