@@ -5,7 +5,9 @@
 #   (device, carry .flash/a) bash bench/device_flash.sh a   # parks the CuTe DSL's big .so in /tmp/flash_a
 #   (device, carry .flash/b) bash bench/device_flash.sh b   # installs into /tmp/flashsite, checks the
 #       import, then bench/attention_options.py: the layer with BACKEND FLASH against the Triton
-#       default (output and gradients compared) and dense flash SDPA, at LENGTHS (1024 16384)
+#       default (output and gradients compared) and dense flash SDPA, at LENGTHS (1024 16384); the
+#       GPU test of the FLASH backend against the fp32 reference; the moe_sparse training step with
+#       and without it (SKIP_TRAIN=1: not). BENCH_S, TRAIN_S: those stages' limits.
 set -uo pipefail
 case "${1:-}" in
   a) mkdir -p /tmp/flash_a && cp .flash/a/cutlass_ir.so.xz /tmp/flash_a/ && ls -la /tmp/flash_a
@@ -31,6 +33,12 @@ PY
 export PYTHONPATH="$PYTHONPATH:$S:$S/nvidia_cutlass_dsl/dsl_packages"
 python3 -c 'import flash_attn.cute, cutlass; from flash_attn.cute.interface import _flash_attn_fwd; print("flash_attn.cute", flash_attn.cute.__file__)' \
   > "$OUT/import.log" 2>&1; rc=$?; tail -3 "$OUT/import.log"; [ $rc = 0 ] || exit 6
-timeout "${BENCH_S:-420}" python3 bench/attention_options.py --lengths ${LENGTHS:-1024 16384} \
+timeout "${BENCH_S:-200}" python3 bench/attention_options.py --lengths ${LENGTHS:-1024 16384} \
   --variants default flash --out "$OUT/flash.json" > "$OUT/flash.log" 2>&1
 echo "== attention_options rc=$?"; grep -E '^\|' "$OUT/flash.log" || tail -20 "$OUT/flash.log"
+# the FLASH backend against the fp32 reference, forward and gradients (the model's pattern, 2 shapes)
+timeout 120 python3 -m pytest -q -m gpu tests/model_tests/test_attention.py -k flash_backend \
+  -p no:cacheprovider -o addopts= > "$OUT/flash_test.log" 2>&1; echo "== flash test rc=$?"; tail -3 "$OUT/flash_test.log"
+[ -n "${SKIP_TRAIN:-}" ] || { timeout "${TRAIN_S:-200}" python3 bench/model_speed.py --only train \
+  --train-configs sparse sparse_flash --json "$OUT/flash_train.json" > "$OUT/flash_train.log" 2>&1
+  echo "== train rc=$?"; grep -E '^\||^#' "$OUT/flash_train.log" || tail -20 "$OUT/flash_train.log"; }

@@ -211,8 +211,10 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
     results, profiles = [], []
     for name, (cfg, batch, seq_len, *pins) in configs.items():
         torch.manual_seed(0)
+        pins = dict(pins[0]) if pins else {}
+        attn.FLEX_BACKEND = pins.pop("flex_backend", None)         # read as the model compiles
         model = Transformer(cfg).cuda()
-        for attr, value in (pins[0] if pins else {}).items():   # e.g. MoE.adaptive_layout, Experts.swiglu_kernel
+        for attr, value in pins.items():   # e.g. MoE.adaptive_layout, Experts.swiglu_kernel
             for module in model.modules():
                 if hasattr(module, attr):
                     setattr(module, attr, value)
@@ -262,6 +264,7 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
         results.append(row)
         print(json.dumps(row), flush=True)
         del model, opt, forward
+        attn.FLEX_BACKEND = None
         torch.cuda.empty_cache()
     rows = [[r["config"], f"{r['batch']}x{r['seq_len']}", r["step_ms"], f"{r['tokens_per_s']:.0f}",
              r["peak_mem_gib"], f"{r['params_active'] / 1e6:.1f}M / {r['params_total'] / 1e6:.1f}M",
@@ -301,7 +304,8 @@ def main(argv=None) -> int:
                              "2,048 tokens), adaptive (router_threshold 0.6, top_k 4), "
                              "adaptive_static (MoE.adaptive_layout static), top3 / top4 (fixed top_k 3 / 4: "
                              "adaptive's counterparts at its realised experts; sparse is top_k 2), "
-                             "adaptive_torch / top3_torch (Experts.swiglu_kernel torch: Inductor's SwiGLU)")
+                             "adaptive_torch / top3_torch (Experts.swiglu_kernel torch: Inductor's SwiGLU), "
+                             "sparse_flash (FlexAttention's FLASH backend: needs flash_attn.cute)")
     parser.add_argument("--profile", action="store_true", help="profile the training steps' kernels")
     parser.add_argument("--tune-lengths", nargs="+", type=int, default=[8192, 16384])
     parser.add_argument("--crossover", type=int, default=1024, help="dense below this length in the 'auto' column")
@@ -349,6 +353,7 @@ def main(argv=None) -> int:
             "top3_torch": ("same, fixed top_k 3, Inductor's SwiGLU", replace(MIDDLE, top_k=3),
                            {"swiglu_kernel": "torch"}),
             "top4": ("same, fixed top_k 4", replace(MIDDLE, top_k=4)),
+            "sparse_flash": ("same as sparse, FlexAttention's FLASH backend", MIDDLE, {"flex_backend": "FLASH"}),
         }
         report["train"], text = bench_train(
             {configs[c][0]: (configs[c][1], 32, 2048, *configs[c][2:]) for c in args.train_configs},

@@ -249,8 +249,17 @@ LONG_BWD_TILES = {"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 128, "bwd_BLOCK_M2": 128, 
                   "bwd_num_stages": 3, "bwd_num_warps": 4}
 
 
+# FlexAttention's kernel backend: None = torch's choice (its Triton kernels, tuned above); "FLASH" =
+# flash-attn-4's CuTe DSL kernels (torch >= 2.10 with flash_attn.cute installed; Hopper / Blackwell),
+# opt-in while it is being measured (bench/device_flash.sh, bench/RESULTS.md). Read when a graph is
+# traced: set it before the model compiles.
+FLEX_BACKEND: str | None = None
+
+
 def flex_kernel_options(q: Tensor, block_size: int) -> dict:
     """FlexAttention's kernel options for q ([B, H, T, D]) under ``block_size``-token mask blocks."""
+    if FLEX_BACKEND is not None:                       # the Triton kernels' options do not apply
+        return {"BACKEND": FLEX_BACKEND}
     options = {"ROWS_GUARANTEED_SAFE": True}          # every query sees at least itself
     if block_size < 128:                               # kernel tiles must divide the mask's blocks
         options.update(BLOCK_M=block_size, BLOCK_N=block_size)

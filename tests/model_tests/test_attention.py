@@ -274,6 +274,49 @@ def test_long_half_precision_sequences_get_the_measured_backward_tiles_and_nothi
     assert flex_kernel_options(q(16384), 64) == {"ROWS_GUARANTEED_SAFE": True, "BLOCK_M": 64, "BLOCK_N": 64}
 
 
+def test_an_explicit_flex_backend_replaces_the_triton_kernel_options(monkeypatch):
+    from types import SimpleNamespace
+
+    from autotune.model import attention
+
+    q = SimpleNamespace(shape=(2, 4, 16384, 64), dtype=torch.bfloat16, is_cuda=True)
+    monkeypatch.setattr(attention, "FLEX_BACKEND", "FLASH")
+    assert attention.flex_kernel_options(q, 128) == {"BACKEND": "FLASH"}
+    assert attention.flex_kernel_options(q, 64) == {"BACKEND": "FLASH"}
+
+
+def _flash_installed() -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec("flash_attn.cute") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.skipif(not _flash_installed(), reason="needs flash_attn.cute (bench/device_flash.sh)")
+@pytest.mark.parametrize("T,H,D", [(2048, 4, 64), (1408, 12, 32)])
+def test_flash_backend_matches_the_reference_forward_and_backward(T, H, D, monkeypatch, full_fp32):
+    """FlexAttention's FLASH backend (flash-attn-4's kernels; its block-sparse backward on H100 gave wrong
+    gradients in early releases) on the model's pattern, bf16, against the fp32 reference."""
+    from autotune.model import attention
+
+    monkeypatch.setattr(attention, "FLEX_BACKEND", "FLASH")
+    torch._dynamo.reset()
+    B = 2
+    q, k, v = (x.bfloat16().requires_grad_() for x in qkv(B, H, T, D, device="cuda"))
+    out = torch.compile(attention._flex_sparse, dynamic=False)(q, k, v, 128, 128, 0.3)
+    grad = torch.randn_like(out)
+    got = (out, *torch.autograd.grad(out, (q, k, v), grad))
+    q32, k32, v32 = (x.detach().float().requires_grad_() for x in (q, k, v))
+    ref = masked_attention(q32, k32, v32, select_blocks(q, k, 128, 128, 0.3).token_mask())
+    want = (ref, *torch.autograd.grad(ref, (q32, k32, v32), grad.float()))
+    torch._dynamo.reset()
+    for a, b in zip(got, want):
+        assert rel_err(a, b) < 2e-2
+
+
 @pytest.mark.gpu
 @cuda
 def test_flex_path_at_16k_tokens_with_its_own_backward_tiles_matches_the_reference(full_fp32):
