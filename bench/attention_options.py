@@ -20,6 +20,7 @@ import json
 import platform
 import sys
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,11 +53,13 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "bwd 16/128 s3 w4": (_bwd(16, 128, 128, 16, 3, 4), {}),
     "bwd 32/128 s3 w4, fwd 128x64": ({**_bwd(32, 128, 128, 32, 3, 4), **_fwd(128, 64, 3, 4)}, {}),
     "prescale": ({"PRESCALE_QK": True}, {}),
-    # flash-attn-4's CuTe DSL kernels instead of Triton's (torch >= 2.10; needs flash_attn.cute, which
-    # the device image lacks: bench/flash_carry.sh and bench/device_flash.sh bring it)
-    "flash": ({"BACKEND": "FLASH"}, {}),
+    "flash": ({}, {}),          # BACKENDS below: the model's own switch
     "cpp wrapper": ({}, {"cpp_wrapper": True}),
 }
+# name -> ``attention.FLEX_BACKEND`` while the variant compiles and runs: flash-attn-4's CuTe DSL kernels
+# instead of Triton's (torch >= 2.10; needs flash_attn.cute, which the device image lacks:
+# bench/flash_carry.sh and bench/device_flash.sh bring it)
+BACKENDS = {"flash": "FLASH"}
 
 
 def run_variant(name: str, q, k, v, grad, bs: int, window: int, keep: float, reference=None) -> dict:
@@ -66,7 +69,8 @@ def run_variant(name: str, q, k, v, grad, bs: int, window: int, keep: float, ref
 
     options, patch = VARIANTS[name]
     torch._dynamo.reset()
-    with torch._inductor.config.patch(patch):
+    backend = mock.patch.object(attn, "FLEX_BACKEND", BACKENDS.get(name))   # read as the graph is traced
+    with torch._inductor.config.patch(patch), backend:
         fn = torch.compile(attn._flex_sparse, dynamic=False)
 
         def step():
@@ -121,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for name, (options, patch) in VARIANTS.items():
-            print(f"{name}: kernel_options {options or '{}'}, inductor {patch or '{}'}")
+            print(f"{name}: kernel_options {options or '{}'}, inductor {patch or '{}'}"
+                  + (f", attention.FLEX_BACKEND {BACKENDS[name]}" if name in BACKENDS else ""))
         return 0
     import torch
     import torch.nn.functional as F
