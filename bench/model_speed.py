@@ -213,21 +213,23 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
         torch.manual_seed(0)
         pins = dict(pins[0]) if pins else {}
         attn.FLEX_BACKEND = pins.pop("flex_backend", None)         # read as the model compiles
+        mode = pins.pop("compile_mode", None)                       # e.g. reduce-overhead: CUDA graphs
         model = Transformer(cfg).cuda()
         for attr, value in pins.items():   # e.g. MoE.adaptive_layout, Experts.swiglu_kernel
             for module in model.modules():
                 if hasattr(module, attr):
                     setattr(module, attr, value)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-        forward = torch.compile(model)
+        forward = torch.compile(model, mode=mode)
         tokens = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda")
 
         experts_per_token = []
 
         def train_step():
+            torch.compiler.cudagraph_mark_step_begin()   # a new step (CUDA graphs may reuse last step's outputs)
             with torch.autocast("cuda", torch.bfloat16):
                 logits, aux = forward(tokens[:, :-1])
-                experts_per_token.append(aux.experts_per_token.detach())
+                experts_per_token.append(aux.experts_per_token.detach().clone())
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten()) + aux.aux_loss
             loss.backward()
             opt.step()
@@ -305,7 +307,8 @@ def main(argv=None) -> int:
                              "adaptive_static (MoE.adaptive_layout static), top3 / top4 (fixed top_k 3 / 4: "
                              "adaptive's counterparts at its realised experts; sparse is top_k 2), "
                              "adaptive_torch / top3_torch (Experts.swiglu_kernel torch: Inductor's SwiGLU), "
-                             "sparse_flash (FlexAttention's FLASH backend: needs flash_attn.cute)")
+                             "sparse_flash (FlexAttention's FLASH backend: needs flash_attn.cute), "
+                             "sparse_cg / sparse_flash_cg (torch.compile mode reduce-overhead: CUDA graphs)")
     parser.add_argument("--profile", action="store_true", help="profile the training steps' kernels")
     parser.add_argument("--tune-lengths", nargs="+", type=int, default=[8192, 16384])
     parser.add_argument("--crossover", type=int, default=1024, help="dense below this length in the 'auto' column")
@@ -354,6 +357,10 @@ def main(argv=None) -> int:
                            {"swiglu_kernel": "torch"}),
             "top4": ("same, fixed top_k 4", replace(MIDDLE, top_k=4)),
             "sparse_flash": ("same as sparse, FlexAttention's FLASH backend", MIDDLE, {"flex_backend": "FLASH"}),
+            "sparse_cg": ("same as sparse, CUDA graphs (compile mode reduce-overhead)", MIDDLE,
+                          {"compile_mode": "reduce-overhead"}),
+            "sparse_flash_cg": ("same as sparse, FLASH backend and CUDA graphs", MIDDLE,
+                                {"flex_backend": "FLASH", "compile_mode": "reduce-overhead"}),
         }
         report["train"], text = bench_train(
             {configs[c][0]: (configs[c][1], 32, 2048, *configs[c][2:]) for c in args.train_configs},
