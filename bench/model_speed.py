@@ -29,6 +29,7 @@ import time
 from dataclasses import replace
 
 import torch
+import torch._inductor.config
 import torch.nn.functional as F
 
 from autotune.model import ModelConfig, Transformer
@@ -214,6 +215,10 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
         pins = dict(pins[0]) if pins else {}
         attn.FLEX_BACKEND = pins.pop("flex_backend", None)         # read as the model compiles
         mode = pins.pop("compile_mode", None)                       # e.g. reduce-overhead: CUDA graphs
+        inductor = pins.pop("inductor", {})                          # Inductor config, read as it compiles
+        saved = {key: getattr(torch._inductor.config, key) for key in inductor}
+        for key, value in inductor.items():
+            setattr(torch._inductor.config, key, value)
         model = Transformer(cfg).cuda()
         for attr, value in pins.items():   # e.g. MoE.adaptive_layout, Experts.swiglu_kernel
             for module in model.modules():
@@ -267,6 +272,8 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
         print(json.dumps(row), flush=True)
         del model, opt, forward
         attn.FLEX_BACKEND = None
+        for key, value in saved.items():
+            setattr(torch._inductor.config, key, value)
         torch.cuda.empty_cache()
     rows = [[r["config"], f"{r['batch']}x{r['seq_len']}", r["step_ms"], f"{r['tokens_per_s']:.0f}",
              r["peak_mem_gib"], f"{r['params_active'] / 1e6:.1f}M / {r['params_total'] / 1e6:.1f}M",
@@ -308,7 +315,8 @@ def main(argv=None) -> int:
                              "adaptive's counterparts at its realised experts; sparse is top_k 2), "
                              "adaptive_torch / top3_torch (Experts.swiglu_kernel torch: Inductor's SwiGLU), "
                              "sparse_flash (FlexAttention's FLASH backend: needs flash_attn.cute), "
-                             "sparse_cg / sparse_flash_cg (torch.compile mode reduce-overhead: CUDA graphs)")
+                             "sparse_cg / sparse_flash_cg (torch.compile mode reduce-overhead: CUDA graphs), "
+                             "sparse_cdt / sparse_cg_cdt (Inductor's coordinate_descent_tuning)")
     parser.add_argument("--profile", action="store_true", help="profile the training steps' kernels")
     parser.add_argument("--tune-lengths", nargs="+", type=int, default=[8192, 16384])
     parser.add_argument("--crossover", type=int, default=1024, help="dense below this length in the 'auto' column")
@@ -361,6 +369,10 @@ def main(argv=None) -> int:
                           {"compile_mode": "reduce-overhead"}),
             "sparse_flash_cg": ("same as sparse, FLASH backend and CUDA graphs", MIDDLE,
                                 {"flex_backend": "FLASH", "compile_mode": "reduce-overhead"}),
+            "sparse_cdt": ("same as sparse, Inductor coordinate-descent tuning", MIDDLE,
+                           {"inductor": {"coordinate_descent_tuning": True}}),
+            "sparse_cg_cdt": ("same as sparse, CUDA graphs and coordinate-descent tuning", MIDDLE,
+                              {"compile_mode": "reduce-overhead", "inductor": {"coordinate_descent_tuning": True}}),
         }
         report["train"], text = bench_train(
             {configs[c][0]: (configs[c][1], 32, 2048, *configs[c][2:]) for c in args.train_configs},
