@@ -290,6 +290,40 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
     return results, text
 
 
+def train_configs() -> dict[str, tuple]:
+    """The training-step configurations by name: (title, ModelConfig, optional pins)."""
+    middle_dense = replace(MIDDLE, attention="dense")
+    return {
+        "sparse": ("moe_sparse middle (sparse attn)", MIDDLE),
+        "dense": ("same, dense attn", middle_dense),
+        "dense_below": ("same, sparse attn, dense below 4096",
+                        replace(MIDDLE, keep_schedule="length", keep_short=1.0, keep_long=MIDDLE.keep_ratio,
+                                short_len=4095, long_len=4096)),
+        "length": ("same, keep_schedule length (0.8 at 256 -> 0.2 at 1024)",
+                   replace(MIDDLE, keep_schedule="length")),
+        "keep02": ("same, fixed keep 0.2 (length's counterpart at 2,048 tokens)",
+                   replace(MIDDLE, keep_ratio=0.2)),
+        "adaptive": ("same, router_threshold 0.6, top_k 4", replace(MIDDLE, router_threshold=0.6, top_k=4)),
+        "adaptive_static": ("same, router_threshold 0.6, top_k 4, static layout",
+                            replace(MIDDLE, router_threshold=0.6, top_k=4), {"adaptive_layout": "static"}),
+        "adaptive_torch": ("same, router_threshold 0.6, top_k 4, compact, Inductor's SwiGLU",
+                           replace(MIDDLE, router_threshold=0.6, top_k=4), {"swiglu_kernel": "torch"}),
+        "top3": ("same, fixed top_k 3", replace(MIDDLE, top_k=3)),
+        "top3_torch": ("same, fixed top_k 3, Inductor's SwiGLU", replace(MIDDLE, top_k=3),
+                       {"swiglu_kernel": "torch"}),
+        "top4": ("same, fixed top_k 4", replace(MIDDLE, top_k=4)),
+        "sparse_flash": ("same as sparse, FlexAttention's FLASH backend", MIDDLE, {"flex_backend": "FLASH"}),
+        "sparse_cg": ("same as sparse, CUDA graphs (compile mode reduce-overhead)", MIDDLE,
+                      {"compile_mode": "reduce-overhead"}),
+        "sparse_flash_cg": ("same as sparse, FLASH backend and CUDA graphs", MIDDLE,
+                            {"flex_backend": "FLASH", "compile_mode": "reduce-overhead"}),
+        "sparse_cdt": ("same as sparse, Inductor coordinate-descent tuning", MIDDLE,
+                       {"inductor": {"coordinate_descent_tuning": True}}),
+        "sparse_cg_cdt": ("same as sparse, CUDA graphs and coordinate-descent tuning", MIDDLE,
+                          {"compile_mode": "reduce-overhead", "inductor": {"coordinate_descent_tuning": True}}),
+    }
+
+
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -309,6 +343,7 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", default=["default"],
                         help="torch.compile modes for the sparse path, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--train-configs", nargs="+", default=["sparse", "dense", "dense_below"],
+                        choices=list(train_configs()), metavar="NAME",
                         help="also: length (keep_schedule: length), keep02 (fixed keep 0.2: length's share at "
                              "2,048 tokens), adaptive (router_threshold 0.6, top_k 4), "
                              "adaptive_static (MoE.adaptive_layout static), top3 / top4 (fixed top_k 3 / 4: "
@@ -344,36 +379,7 @@ def main(argv=None) -> int:
         report["moe"], text = bench_moe()
         texts.append(text)
     if "train" in args.only:
-        middle_dense = replace(MIDDLE, attention="dense")
-        configs = {
-            "sparse": ("moe_sparse middle (sparse attn)", MIDDLE),
-            "dense": ("same, dense attn", middle_dense),
-            "dense_below": ("same, sparse attn, dense below 4096",
-                            replace(MIDDLE, keep_schedule="length", keep_short=1.0, keep_long=MIDDLE.keep_ratio,
-                                    short_len=4095, long_len=4096)),
-            "length": ("same, keep_schedule length (0.8 at 256 -> 0.2 at 1024)",
-                       replace(MIDDLE, keep_schedule="length")),
-            "keep02": ("same, fixed keep 0.2 (length's counterpart at 2,048 tokens)",
-                       replace(MIDDLE, keep_ratio=0.2)),
-            "adaptive": ("same, router_threshold 0.6, top_k 4", replace(MIDDLE, router_threshold=0.6, top_k=4)),
-            "adaptive_static": ("same, router_threshold 0.6, top_k 4, static layout",
-                                replace(MIDDLE, router_threshold=0.6, top_k=4), {"adaptive_layout": "static"}),
-            "adaptive_torch": ("same, router_threshold 0.6, top_k 4, compact, Inductor's SwiGLU",
-                               replace(MIDDLE, router_threshold=0.6, top_k=4), {"swiglu_kernel": "torch"}),
-            "top3": ("same, fixed top_k 3", replace(MIDDLE, top_k=3)),
-            "top3_torch": ("same, fixed top_k 3, Inductor's SwiGLU", replace(MIDDLE, top_k=3),
-                           {"swiglu_kernel": "torch"}),
-            "top4": ("same, fixed top_k 4", replace(MIDDLE, top_k=4)),
-            "sparse_flash": ("same as sparse, FlexAttention's FLASH backend", MIDDLE, {"flex_backend": "FLASH"}),
-            "sparse_cg": ("same as sparse, CUDA graphs (compile mode reduce-overhead)", MIDDLE,
-                          {"compile_mode": "reduce-overhead"}),
-            "sparse_flash_cg": ("same as sparse, FLASH backend and CUDA graphs", MIDDLE,
-                                {"flex_backend": "FLASH", "compile_mode": "reduce-overhead"}),
-            "sparse_cdt": ("same as sparse, Inductor coordinate-descent tuning", MIDDLE,
-                           {"inductor": {"coordinate_descent_tuning": True}}),
-            "sparse_cg_cdt": ("same as sparse, CUDA graphs and coordinate-descent tuning", MIDDLE,
-                              {"compile_mode": "reduce-overhead", "inductor": {"coordinate_descent_tuning": True}}),
-        }
+        configs = train_configs()
         report["train"], text = bench_train(
             {configs[c][0]: (configs[c][1], 32, 2048, *configs[c][2:]) for c in args.train_configs},
             profile=args.profile)

@@ -28,3 +28,26 @@ def test_bad_lengths_or_tokens_are_refused_by_the_argument_parser(model_speed, a
     with pytest.raises(SystemExit) as exit_info:
         model_speed.main([*argv, "--plan"])
     assert exit_info.value.code == 2
+
+
+def test_an_unknown_train_config_is_refused_before_any_gpu_work(model_speed, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        model_speed.main(["--only", "train", "--train-configs", "sparse", "sparse_cuda_graphs"])
+    assert exit_info.value.code == 2
+    assert "sparse_cuda_graphs" in capsys.readouterr().err
+
+
+def test_every_train_config_names_a_model_config_and_known_pins(model_speed):
+    from autotune.model import ModelConfig
+    from autotune.model.moe import MoE
+
+    known = {"flex_backend", "compile_mode", "inductor", "adaptive_layout", "swiglu_kernel"}
+    configs = model_speed.train_configs()
+    assert {"sparse", "dense", "sparse_flash", "sparse_cg", "sparse_cdt"} <= set(configs)
+    for name, (title, cfg, *pins) in configs.items():
+        assert isinstance(title, str) and isinstance(cfg, ModelConfig), name
+        for key in (pins[0] if pins else {}):
+            assert key in known, (name, key)
+    # the module attributes those pins set exist (bench_train sets them on every module that has them)
+    moe = MoE(d_model=8, d_ff=16, num_experts=2, top_k=1)
+    assert hasattr(moe, "adaptive_layout") and hasattr(moe.experts, "swiglu_kernel")
