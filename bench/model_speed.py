@@ -22,11 +22,13 @@ Timing: ``triton.testing.do_bench`` medians (CUDA events).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from dataclasses import replace
+from unittest import mock
 
 import torch
 import torch._inductor.config
@@ -213,12 +215,10 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
     for name, (cfg, batch, seq_len, *pins) in configs.items():
         torch.manual_seed(0)
         pins = dict(pins[0]) if pins else {}
-        attn.FLEX_BACKEND = pins.pop("flex_backend", None)         # read as the model compiles
         mode = pins.pop("compile_mode", None)                       # e.g. reduce-overhead: CUDA graphs
-        inductor = pins.pop("inductor", {})                          # Inductor config, read as it compiles
-        saved = {key: getattr(torch._inductor.config, key) for key in inductor}
-        for key, value in inductor.items():
-            setattr(torch._inductor.config, key, value)
+        settings = contextlib.ExitStack()     # read as the model compiles (its first steps); undone after
+        settings.enter_context(mock.patch.object(attn, "FLEX_BACKEND", pins.pop("flex_backend", None)))
+        settings.enter_context(torch._inductor.config.patch(pins.pop("inductor", {})))
         model = Transformer(cfg).cuda()
         for attr, value in pins.items():   # e.g. MoE.adaptive_layout, Experts.swiglu_kernel
             for module in model.modules():
@@ -271,9 +271,7 @@ def bench_train(configs: dict[str, tuple[ModelConfig, int, int]], steps=20, prof
         results.append(row)
         print(json.dumps(row), flush=True)
         del model, opt, forward
-        attn.FLEX_BACKEND = None
-        for key, value in saved.items():
-            setattr(torch._inductor.config, key, value)
+        settings.close()
         torch.cuda.empty_cache()
     rows = [[r["config"], f"{r['batch']}x{r['seq_len']}", r["step_ms"], f"{r['tokens_per_s']:.0f}",
              r["peak_mem_gib"], f"{r['params_active'] / 1e6:.1f}M / {r['params_total'] / 1e6:.1f}M",
