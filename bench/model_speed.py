@@ -330,6 +330,7 @@ def positive(text: str) -> int:
 
 
 def main(argv=None) -> int:
+    configs = train_configs()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=["attention", "moe", "train"])
     parser.add_argument("--lengths", nargs="+", type=positive, default=[1024, 2048, 4096, 8192, 16384],
@@ -341,15 +342,8 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", default=["default"],
                         help="torch.compile modes for the sparse path, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--train-configs", nargs="+", default=["sparse", "dense", "dense_below"],
-                        choices=list(train_configs()), metavar="NAME",
-                        help="also: length (keep_schedule: length), keep02 (fixed keep 0.2: length's share at "
-                             "2,048 tokens), adaptive (router_threshold 0.6, top_k 4), "
-                             "adaptive_static (MoE.adaptive_layout static), top3 / top4 (fixed top_k 3 / 4: "
-                             "adaptive's counterparts at its realised experts; sparse is top_k 2), "
-                             "adaptive_torch / top3_torch (Experts.swiglu_kernel torch: Inductor's SwiGLU), "
-                             "sparse_flash (FlexAttention's FLASH backend: needs flash_attn.cute), "
-                             "sparse_cg / sparse_flash_cg (torch.compile mode reduce-overhead: CUDA graphs), "
-                             "sparse_cdt / sparse_cg_cdt (Inductor's coordinate_descent_tuning)")
+                        choices=list(configs), metavar="NAME",
+                        help="; ".join(f"{name}: {title}" for name, (title, *_) in configs.items()))
     parser.add_argument("--profile", action="store_true", help="profile the training steps' kernels")
     parser.add_argument("--tune-lengths", nargs="+", type=int, default=[8192, 16384])
     parser.add_argument("--crossover", type=int, default=1024, help="dense below this length in the 'auto' column")
@@ -377,7 +371,6 @@ def main(argv=None) -> int:
         report["moe"], text = bench_moe()
         texts.append(text)
     if "train" in args.only:
-        configs = train_configs()
         report["train"], text = bench_train(
             {configs[c][0]: (configs[c][1], 32, 2048, *configs[c][2:]) for c in args.train_configs},
             profile=args.profile)
