@@ -103,7 +103,7 @@ class Heartbeats(threading.Thread):
                     self.storage.record_heartbeat(trial_id)
                 except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
                     _log.warning("heartbeat of trial id %s failed: %s", trial_id,
-                                 store.mask_secrets(str(exc)))
+                                 store.first_error_line(exc))
 
     def add(self, trial_id: int) -> None:
         with self.lock:

@@ -125,3 +125,35 @@ def test_a_full_disk_ends_the_run_cleanly_and_keeps_every_finished_trial(tiny_di
     stored = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(stored) == int(finished.group(1)) > 0   # 0 finished trials lost
     assert all(t.values for t in stored if t.state == TrialState.COMPLETE)
+
+
+def test_a_failed_heartbeat_is_logged_as_the_drivers_one_line_with_passwords_hidden(caplog):
+    """On a full disk the heartbeat thread goes on beating through the run's shutdown; each miss is
+    one warning naming the database's own error, not Optuna's wrapper ("invalid data in the
+    commit"), which blames the wrong thing."""
+    import sqlite3
+
+    from autotune.scheduler import _liveness
+
+    class FullDisk:
+        def record_heartbeat(self, trial_id):
+            try:
+                raise sqlite3.OperationalError(
+                    "database or disk is full (postgresql://u:hunter2@db/x)\nsecond line")
+            except sqlite3.OperationalError as exc:
+                raise optuna.exceptions.StorageInternalError(
+                    "An exception is raised during the commit. This typically happens due to "
+                    "invalid data in the commit, e.g. exceeding max length.") from exc
+
+    beats = _liveness.Heartbeats(FullDisk(), interval=0.01)
+    beats.add(7)
+    with caplog.at_level("WARNING", logger="autotune"):
+        beats.start()
+        try:
+            helpers.wait_until(lambda: any("heartbeat" in r.getMessage() for r in caplog.records), 30,
+                               every=0.01)
+        finally:
+            beats.done.set()
+            beats.join(10)
+    message = next(r.getMessage() for r in caplog.records if "heartbeat" in r.getMessage())
+    assert message == "heartbeat of trial id 7 failed: database or disk is full (postgresql://u:***@db/x)"
