@@ -157,7 +157,8 @@ def open_reader(url: str) -> optuna.storages.RDBStorage:
     ``report``, the dashboard): it writes nothing, not even the schema.
 
     A missing file, a file that is no SQLite database, or a database without Optuna's tables
-    (an empty file, someone else's database) is a StoreError naming it, and stays as it was.
+    (an empty file, someone else's database) is a StoreError naming it, and stays as it was;
+    half of Optuna's schema is first waited on, since another process may be creating it.
     SQLite is opened ``mode=ro``: the journal mode is left alone, and the reads run in plain
     deferred transactions, so that a long read never holds the write lock the workers need
     (``open_storage`` begins every transaction IMMEDIATE, and one read of 5,000 trials through
@@ -175,16 +176,10 @@ def open_reader(url: str) -> optuna.storages.RDBStorage:
         ro_uri = f"file:{_uri_path(path)}?mode=ro"
         kwargs = {"creator": lambda: sqlite3.connect(ro_uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
                                                      check_same_thread=False)}
-    try:
-        engine = sqlalchemy.create_engine(url, **kwargs)
-        try:
-            missing, tables = missing_optuna_tables(engine)
-        finally:
-            engine.dispose()
-    except ModuleNotFoundError as exc:
-        raise StoreError(f"storage {mask_url(url)}: database driver missing ({exc.name})") from None
-    except Exception as exc:
-        raise StoreError(f"storage {mask_url(url)} cannot be opened: {first_error_line(exc, url)}") from None
+    missing, tables = _schema(url, kwargs)
+    if missing and tables & set(OPTUNA_TABLES):
+        _wait_for_creation(url)   # part of the schema: perhaps another process is making it
+        missing, tables = _schema(url, kwargs)
     if missing:
         where = f"{path}" if path is not None else mask_url(url)
         if len(missing) == len(OPTUNA_TABLES) and not tables:
@@ -201,6 +196,40 @@ def open_reader(url: str) -> optuna.storages.RDBStorage:
             install_hooks(reader.engine)
             reader.engine.dispose()
         return reader
+    except Exception as exc:
+        raise StoreError(f"storage {mask_url(url)} cannot be opened: {first_error_line(exc, url)}") from None
+
+
+def _wait_for_creation(url: str) -> None:
+    """Wait until no process holds the creation lock of the store at ``url`` (``open_storage``
+    creates the tables under it, so a reader can see half a schema), writing nothing: on SQLite
+    only a lock file that is already there is waited on, none is made."""
+    lock = _sqlite_lock_path(url) if is_sqlite(url) else None
+    if lock is None:
+        if url.startswith("postgresql"):
+            with _creation_lock(url):
+                pass
+        return
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return   # no autotune process has made one: nobody is creating the tables
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)   # granted once the creator's exclusive lock is gone
+    finally:
+        os.close(fd)
+
+
+def _schema(url: str, engine_options: dict[str, Any]) -> tuple[list[str], set[str]]:
+    """``missing_optuna_tables`` of the database at ``url``, opened with ``engine_options``."""
+    try:
+        engine = sqlalchemy.create_engine(url, **engine_options)
+        try:
+            return missing_optuna_tables(engine)
+        finally:
+            engine.dispose()
+    except ModuleNotFoundError as exc:
+        raise StoreError(f"storage {mask_url(url)}: database driver missing ({exc.name})") from None
     except Exception as exc:
         raise StoreError(f"storage {mask_url(url)} cannot be opened: {first_error_line(exc, url)}") from None
 

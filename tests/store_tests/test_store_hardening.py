@@ -261,6 +261,65 @@ def test_four_first_runs_create_one_postgresql_store_together(own_pg_database):
     assert len({study_id for _, study_id in outcomes}) == 1
 
 
+def _half_made_store(url: str) -> str:
+    """A store caught while ``open_storage`` creates it: every table there, the version row not
+    yet (what CI's poller made a starting ``autotune run`` see). Returns the missing row."""
+    optuna.storages.RDBStorage(url).engine.dispose()
+    con = sqlite3.connect(url.removeprefix("sqlite:///"))
+    (version,) = con.execute("SELECT version_num FROM alembic_version").fetchone()
+    con.execute("DELETE FROM alembic_version")
+    con.commit()
+    con.close()
+    return version
+
+
+def test_a_reader_that_meets_a_store_being_created_waits_for_its_creator(tmp_path, monkeypatch):
+    import fcntl
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    version = _half_made_store(url)
+    at_the_lock, outcome = threading.Event(), {}
+    flock = fcntl.flock
+
+    def seen_flock(fd, operation):
+        if operation == fcntl.LOCK_SH:               # the reader, about to wait for the creator
+            at_the_lock.set()
+        return flock(fd, operation)
+    monkeypatch.setattr(fcntl, "flock", seen_flock)
+
+    def read():
+        try:
+            outcome["reader"] = store.open_reader(url)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            outcome["error"] = exc
+
+    with store._creation_lock(url):                   # the creator, midway
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60               # a bound for a broken reader only
+        while not at_the_lock.is_set() and reader.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # it waits for the creator instead of calling the store no study store
+        assert at_the_lock.is_set() and reader.is_alive(), outcome
+        con = sqlite3.connect(tmp_path / "fresh.db")
+        con.execute("INSERT INTO alembic_version VALUES (?)", (version,))
+        con.commit()
+        con.close()
+    reader.join(60)
+    assert "error" not in outcome, outcome
+    assert outcome["reader"].get_all_studies() == []
+
+
+def test_a_half_made_store_nobody_is_creating_is_named_at_once_and_left_as_it_is(tmp_path):
+    url = f"sqlite:///{tmp_path / 'half.db'}"
+    _half_made_store(url)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(store.StoreError, match="lacks Optuna's tables alembic_version"):
+        store.open_reader(url)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before    # no lock file made
+
+
 # --- 12. a dropped connection does not fail a trial ---------------------------------------------
 
 def _cut_every_connection(admin: sqlalchemy.engine.Engine, database: str) -> int:
