@@ -38,14 +38,19 @@ def suggest_x(trial: optuna.trial.Trial) -> dict:
 
 @dataclass
 class Quadratic:
-    """(x - 0.5)^2 after ``steps`` reports of a curve falling towards it, ``sleep_s`` per step."""
+    """(x - 0.5)^2 after ``steps`` reports of a curve falling towards it, ``sleep_s`` per step.
+    With ``gate`` (a folder), each trial first waits to take one token file the test puts there,
+    so that the test lets trials through one at a time."""
 
     storage_url: str
     study_name: str
     steps: int = 3
     sleep_s: float = 0.01
+    gate: str = ""
 
     def __call__(self, trial_id: int, params: dict, notify) -> list[float]:
+        if self.gate:
+            _take_a_token(Path(self.gate), trial_id)
         trial = trial_of(self.storage_url, self.study_name, trial_id)
         final = (params["x"] - 0.5) ** 2
         for step in range(1, self.steps + 1):
@@ -56,6 +61,19 @@ class Quadratic:
             if trial.should_prune():
                 raise optuna.TrialPruned()
         return [final]
+
+
+def _take_a_token(gate: Path, trial_id: int) -> None:
+    """Wait until a ``go-*`` file in ``gate`` can be renamed to ``taken-TRIAL_ID`` (one trial
+    takes each token: the rename is atomic)."""
+    while True:
+        for token in sorted(gate.glob("go-*")):
+            try:
+                token.rename(gate / f"taken-{trial_id}")
+                return
+            except FileNotFoundError:   # another trial took it first
+                continue
+        time.sleep(0.01)
 
 
 @dataclass

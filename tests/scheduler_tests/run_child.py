@@ -27,7 +27,8 @@ def main() -> None:
     kind = settings.get("objective", "quadratic")
     if kind == "quadratic":
         objective = objectives.Quadratic(url, name, steps=settings.get("steps", 3),
-                                         sleep_s=settings.get("sleep_s", 0.01))
+                                         sleep_s=settings.get("sleep_s", 0.01),
+                                         gate=settings.get("gate", ""))
         suggest = objectives.suggest_x
     else:
         objective, suggest = objectives.Behaves(url, name), objectives.suggest_kind

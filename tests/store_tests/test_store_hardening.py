@@ -331,9 +331,11 @@ def _cut_every_connection(admin: sqlalchemy.engine.Engine, database: str) -> int
 
 @pytest.mark.postgres
 @pytest.mark.slow   # 11-28 s on a shared 2-core machine
-def test_connections_cut_mid_study_fail_no_trial_and_the_study_meets_its_budget(own_pg_database):
-    """The scheduler and its two workers lose every connection to the database three times while
-    trials run; each trial's reports, heartbeats, claims and results ride it out."""
+def test_connections_cut_mid_study_fail_no_trial_and_the_study_meets_its_budget(own_pg_database,
+                                                                                tmp_path):
+    """The scheduler and its two workers lose every connection to the database after each trial
+    completes, while the next ones run; each trial's reports, heartbeats, claims and results ride
+    it out. The trials go through a gate one at a time, so the cuts do not depend on timing."""
     import json
 
     from optuna.trial import TrialState
@@ -342,19 +344,24 @@ def test_connections_cut_mid_study_fail_no_trial_and_the_study_meets_its_budget(
     url, admin = own_pg_database
     database, n_trials = sqlalchemy.engine.make_url(url).database, 8
     store.create_or_load_study(store.open_storage(url), "cut", ["minimize"])
-    child = helpers.spawn_run(url, "cut", workers=2, trials=n_trials, steps=10, sleep_s=0.05)
-    cuts, seen = 0, 0
+    gate = tmp_path / "gate"                 # the trials go through one at a time, when let
+    gate.mkdir()
+    child = helpers.spawn_run(url, "cut", workers=2, trials=n_trials, steps=10, sleep_s=0.05,
+                              gate=str(gate))
+    cuts = 0
     try:
-        while child.poll() is None:   # a cut each time another trial has completed
-            done = helpers.count(url, "cut", TrialState.COMPLETE)
-            if seen < done < n_trials:
+        for done in range(n_trials):   # let one trial through; once it completes, cut everything
+            (gate / f"go-{done}").touch()
+            helpers.wait_until(lambda done=done: child.poll() is not None
+                               or helpers.count(url, "cut", TrialState.COMPLETE) > done, 120, 0.05)
+            if child.poll() is not None:
+                break
+            if done < n_trials - 1:    # the other worker's trial waits at the gate, mid-trial
                 cuts += _cut_every_connection(admin, database) > 0
-                seen = done
-            time.sleep(0.02)
-        out, err = child.communicate(timeout=60)
+        out, err = child.communicate(timeout=120)
     finally:
         child.kill()
-    assert cuts >= 3
+    assert cuts >= 3, (cuts, child.returncode)
     assert child.returncode == 0, err
     failed = [(t.number, t.user_attrs.get("fail_reason")) for t in helpers.trials(url, "cut")
               if t.state == TrialState.FAIL]
