@@ -92,14 +92,20 @@ def _finished(url: str, name: str) -> int:
 
 
 @pytest.mark.postgres
-def test_a_postgresql_restart_mid_study_loses_no_trial_and_fails_none(private_server):
+def test_a_postgresql_restart_mid_study_loses_no_trial_and_fails_none(private_server, tmp_path):
     url, name = private_server.url, "restart"
-    run = spawn_run(url, name, trials=10, workers=2, steps=4, sleep_s=0.15)
+    gate = tmp_path / "gate"          # a trial starts its steps only once it takes a token here
+    gate.mkdir()
+    for token in range(3):
+        (gate / f"go-{token}").touch()
+    run = spawn_run(url, name, trials=10, workers=2, steps=4, sleep_s=0.15, gate=str(gate))
     try:
         wait_until(lambda: _finished(url, name) >= 3, timeout=180)
         before = {t.number for t in trials(url, name) if t.state in FINISHED}
         private_server.pg_ctl("restart", "-m", "fast")            # every connection dropped, server down
-        assert len(before) < 10 and run.poll() is None            # it went down mid-study
+        assert len(before) == 3 and run.poll() is None            # it went down mid-study
+        for token in range(3, 10):                                # the rest run after the restart
+            (gate / f"go-{token}").touch()
         out, err = run.communicate(timeout=300)
     finally:
         if run.poll() is None:
