@@ -204,12 +204,13 @@ def _wait_for_creation(url: str) -> None:
     """Wait until no process holds the creation lock of the store at ``url`` (``open_storage``
     creates the tables under it, so a reader can see half a schema), writing nothing: on SQLite
     only a lock file that is already there is waited on, none is made."""
-    lock = _sqlite_lock_path(url) if is_sqlite(url) else None
-    if lock is None:
-        if url.startswith("postgresql"):
-            with _creation_lock(url):
-                pass
+    if not is_sqlite(url):
+        with _creation_lock(url):   # PostgreSQL: its advisory lock, which writes nothing
+            pass
         return
+    lock = _sqlite_lock_path(url)
+    if lock is None:
+        return   # in memory: no other process
     try:
         fd = os.open(lock, os.O_RDONLY)
     except OSError:

@@ -277,6 +277,8 @@ def test_a_reader_that_meets_a_store_being_created_waits_for_its_creator(tmp_pat
     import fcntl
     import threading
 
+    from scheduler_tests import helpers
+
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     version = _half_made_store(url)
     at_the_lock, outcome = threading.Event(), {}
@@ -297,9 +299,7 @@ def test_a_reader_that_meets_a_store_being_created_waits_for_its_creator(tmp_pat
     with store._creation_lock(url):                   # the creator, midway
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
-        deadline = time.monotonic() + 60               # a bound for a broken reader only
-        while not at_the_lock.is_set() and reader.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        helpers.wait_until(lambda: at_the_lock.is_set() or not reader.is_alive(), 60, 0.01)
         # it waits for the creator instead of calling the store no study store
         assert at_the_lock.is_set() and reader.is_alive(), outcome
         con = sqlite3.connect(tmp_path / "fresh.db")
